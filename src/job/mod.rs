@@ -1,0 +1,272 @@
+//! A job: its handle, state, verdict, usage and log.
+
+mod id;
+pub(crate) mod log;
+mod outcome;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Condvar, Mutex};
+
+pub use id::JobId;
+pub use log::{Chunk, LogReader, Stream, DEFAULT_MEMORY_BUDGET};
+pub use outcome::{Exit, JobState, Outcome, ResourceUsage, TimeLimit, Usage};
+
+use crate::error::{Error, Result};
+use crate::sys;
+use log::Log;
+
+/// Why the supervisor ended a job early; decides the verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KillReason {
+    Stopped,
+    TimedOut(TimeLimit),
+    OutputLimit,
+}
+
+/// Receives every state change of a job (the Worker uses it to publish,
+/// persist and start queued jobs).
+pub(crate) trait Observer: Send + Sync {
+    fn changed(&self, job: &Arc<JobShared>, state: &JobState);
+}
+
+/// Live usage source of a running job (its cgroup).
+pub(crate) trait UsageSource: Send + Sync {
+    fn usage(&self) -> Option<Usage>;
+}
+
+pub(crate) struct Inner {
+    pub state: JobState,
+    pub pid: Option<i32>,
+    pub pidfd: Option<Arc<OwnedFd>>,
+    pub kill_reason: Option<KillReason>,
+    pub outcome: Option<Outcome>,
+    pub started: Option<SystemTime>,
+    pub ended: Option<SystemTime>,
+    pub usage: Option<Arc<dyn UsageSource>>,
+}
+
+/// Everything shared between a job's handles, its supervisor and its worker.
+pub(crate) struct JobShared {
+    pub id: JobId,
+    pub created: SystemTime,
+    pub log: Arc<Log>,
+    pub inner: Mutex<Inner>,
+    cond: Condvar,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+impl JobShared {
+    pub(crate) fn new(id: JobId, log: Log, observer: Option<Arc<dyn Observer>>, state: JobState) -> Arc<JobShared> {
+        Arc::new(JobShared {
+            id,
+            created: SystemTime::now(),
+            log: Arc::new(log),
+            inner: Mutex::new(Inner {
+                state,
+                pid: None,
+                pidfd: None,
+                kill_reason: None,
+                outcome: None,
+                started: None,
+                ended: None,
+                usage: None,
+            }),
+            cond: Condvar::new(),
+            observer,
+        })
+    }
+
+    /// Moves to `state` and tells the observer. Final states are never left.
+    pub(crate) fn set_state(self: &Arc<Self>, state: JobState) {
+        {
+            let mut g = self.inner.lock();
+            if g.state.is_final() {
+                return;
+            }
+            g.state = state.clone();
+        }
+        if let Some(o) = &self.observer {
+            o.changed(self, &state);
+        }
+    }
+
+    /// Records the final outcome, wakes every waiter, tells the observer.
+    pub(crate) fn finish(self: &Arc<Self>, outcome: Outcome) {
+        let state = outcome.state.clone();
+        {
+            let mut g = self.inner.lock();
+            if g.state.is_final() {
+                return;
+            }
+            g.state = state.clone();
+            g.ended = Some(SystemTime::now());
+            g.outcome = Some(outcome);
+            g.pidfd = None;
+            g.usage = None;
+        }
+        self.log.close();
+        self.cond.notify_all();
+        if let Some(o) = &self.observer {
+            o.changed(self, &state);
+        }
+    }
+
+    /// Sends SIGKILL to the cell's init (which takes the whole cell with it),
+    /// remembering why. A job that has not started yet is finished as `reason` says.
+    pub(crate) fn kill(self: &Arc<Self>, reason: KillReason) -> Result<bool> {
+        let mut g = self.inner.lock();
+        if g.state.is_final() {
+            return Ok(false);
+        }
+        if g.kill_reason.is_none() {
+            g.kill_reason = Some(reason);
+        }
+        if let Some(fd) = &g.pidfd {
+            match sys::pidfd_send_signal(fd.as_raw_fd(), libc::SIGKILL) {
+                Ok(()) | Err(crate::Errno(libc::ESRCH)) => {}
+                Err(errno) => {
+                    return Err(Error::Spawn {
+                        op: "pidfd_send_signal",
+                        path: None,
+                        errno,
+                        hint: None,
+                    })
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn wait_final(&self, timeout: Option<Duration>) -> Option<Outcome> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut g = self.inner.lock();
+        loop {
+            if let Some(o) = &g.outcome {
+                return Some(o.clone());
+            }
+            match deadline {
+                None => self.cond.wait(&mut g),
+                Some(d) => {
+                    if self.cond.wait_until(&mut g, d).timed_out() {
+                        return g.outcome.clone();
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn state(&self) -> JobState {
+        self.inner.lock().state.clone()
+    }
+
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        let src = {
+            let g = self.inner.lock();
+            if let Some(o) = &g.outcome {
+                return o.usage.clone();
+            }
+            g.usage.clone()
+        };
+        src.and_then(|s| s.usage())
+    }
+}
+
+/// A running (or finished) job.
+///
+/// Handles from [`Sandbox::spawn`](crate::Sandbox::spawn) own their job:
+/// dropping one that was not waited for kills the job and cleans everything
+/// up. Handles from a [`Worker`](crate::Worker) do not: the worker owns its jobs.
+///
+/// ```no_run
+/// use jobcell::{Sandbox, Command};
+///
+/// let job = Sandbox::new().spawn(Command::new("sh").args(["-c", "echo hi; echo oops >&2"]))?;
+/// for chunk in job.logs() {
+///     print!("{:?}: {}", chunk.stream, String::from_utf8_lossy(&chunk.data));
+/// }
+/// let outcome = job.wait()?;
+/// println!("{:?} after {:?}", outcome.exit, outcome.wall_time);
+/// # Ok::<(), jobcell::Error>(())
+/// ```
+pub struct JobHandle {
+    pub(crate) shared: Arc<JobShared>,
+    pub(crate) kill_on_drop: bool,
+}
+
+impl JobHandle {
+    /// The job's id, unique across restarts of the process.
+    pub fn id(&self) -> &JobId {
+        &self.shared.id
+    }
+
+    /// The host pid of the cell's init (PID 1 inside the cell; the job is its child).
+    /// `None` while the job is queued, and after it has ended.
+    pub fn pid(&self) -> Option<u32> {
+        let g = self.shared.inner.lock();
+        if g.state.is_final() {
+            return None;
+        }
+        g.pid.map(|p| p as u32)
+    }
+
+    /// A new reader of the job's output that replays from the first byte and
+    /// follows until the output ends. Any number of readers may run at once.
+    pub fn logs(&self) -> LogReader {
+        LogReader::new(self.shared.log.clone())
+    }
+
+    /// Waits for the job to end and returns how it ended.
+    pub fn wait(&self) -> Result<Outcome> {
+        Ok(self
+            .shared
+            .wait_final(None)
+            .expect("waiting without a timeout returns an outcome"))
+    }
+
+    /// Waits at most `timeout`; `None` if the job is still running.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<Outcome>> {
+        Ok(self.shared.wait_final(Some(timeout)))
+    }
+
+    /// The outcome if the job has ended, without waiting.
+    pub fn try_wait(&self) -> Result<Option<Outcome>> {
+        Ok(self.shared.inner.lock().outcome.clone())
+    }
+
+    /// Kills the job and everything it started (SIGKILL to the whole cell).
+    /// Its verdict is [`JobState::Stopped`]. Killing a finished job does nothing.
+    pub fn kill(&self) -> Result<()> {
+        self.shared.kill(KillReason::Stopped).map(drop)
+    }
+
+    /// The job's current state.
+    pub fn state(&self) -> JobState {
+        self.shared.state()
+    }
+
+    /// Live resource usage from the job's cgroup (final usage once it has ended).
+    /// `None` when the job runs without a cgroup.
+    pub fn usage(&self) -> Option<Usage> {
+        self.shared.usage()
+    }
+}
+
+impl Drop for JobHandle {
+    fn drop(&mut self) {
+        if self.kill_on_drop {
+            let _ = self.shared.kill(KillReason::Stopped);
+        }
+    }
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle")
+            .field("id", &self.shared.id)
+            .field("state", &self.shared.state())
+            .finish()
+    }
+}

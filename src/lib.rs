@@ -1,0 +1,44 @@
+//! # jobcell
+//!
+//! Run untrusted commands in isolated, resource-limited cells on Linux.
+//!
+//! A cell is a process tree in fresh user, PID, mount, UTS, IPC, network and
+//! cgroup namespaces, with a minimal read-only root built from bind mounts
+//! and tmpfs, entered with `pivot_root`. Its user never maps to host root.
+//! Limits are enforced by cgroups (v2 or v1) and by the supervisor.
+//!
+//! ```no_run
+//! use jobcell::{Sandbox, Command, Limits, Stream};
+//!
+//! let workdir = tempfile::tempdir()?;
+//! let mut sandbox = Sandbox::new();
+//! sandbox.hostname("cell")
+//!        .bind_rw(workdir.path(), "/work")
+//!        .tmpfs("/tmp", 64 << 20)
+//!        .limits(Limits { memory: Some(256 << 20), pids: Some(64), ..Default::default() });
+//! let job = sandbox.spawn(Command::new("sh").args(["-c", "echo hi; echo oops >&2"]))?;
+//! for chunk in job.logs() {
+//!     print!("{:?}: {}", chunk.stream, String::from_utf8_lossy(&chunk.data));
+//! }
+//! let outcome = job.wait()?;
+//! assert_eq!(outcome.code(), Some(0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod cgroup;
+mod error;
+mod job;
+mod sandbox;
+mod spawn;
+mod sys;
+mod worker;
+
+pub use error::{Errno, Error, Result, Stage};
+pub use job::{
+    Chunk, Exit, JobHandle, JobId, JobState, LogReader, Outcome, ResourceUsage, Stream, TimeLimit, Usage,
+    DEFAULT_MEMORY_BUDGET,
+};
+pub use sandbox::{Command, IdMap, Limits, Network, Output, Sandbox, Stdin, DEFAULT_TMP_SIZE, MIN_MEMORY};

@@ -1,0 +1,276 @@
+//! Resource limits of a job.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Resource limits of a job. Every field is optional; `None` means unlimited.
+///
+/// Memory, CPU, pids and IO limits are enforced by the job's cgroup; wall time,
+/// CPU time and output by the supervisor, which kills the job and sets its verdict.
+///
+/// ```
+/// use jobcell::Limits;
+/// use std::time::Duration;
+///
+/// let limits = Limits {
+///     memory: Some(256 << 20),
+///     pids: Some(64),
+///     cpu_percent: Some(50),
+///     wall_time: Some(Duration::from_secs(10)),
+///     ..Default::default()
+/// };
+/// assert!(limits.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory in bytes (page cache and tmpfs files included); the kernel OOM-kills beyond it.
+    pub memory: Option<u64>,
+    /// Bytes of swap allowed on top of `memory`. With a memory limit and no value, no swap is allowed.
+    pub memory_swap: Option<u64>,
+    /// CPU bandwidth in percent of one core: 100 is one full core, 250 two and a half.
+    pub cpu_percent: Option<u32>,
+    /// The CPUs the job may run on, as a list such as `"0-1,3"`.
+    pub cpus: Option<String>,
+    /// Maximum number of processes and threads alive at once.
+    pub pids: Option<u64>,
+    /// Read bandwidth in bytes per second, per device.
+    pub io_read_bps: Option<u64>,
+    /// Write bandwidth in bytes per second, per device.
+    pub io_write_bps: Option<u64>,
+    /// Read operations per second, per device.
+    pub io_read_iops: Option<u64>,
+    /// Write operations per second, per device.
+    pub io_write_iops: Option<u64>,
+    /// The block devices the IO limits apply to, as `/dev/…` paths or `MAJOR:MINOR`.
+    /// `None` applies them to every real block device (not loop, ram or zram).
+    pub io_devices: Option<Vec<String>>,
+    /// Wall-clock time from start to end.
+    pub wall_time: Option<Duration>,
+    /// CPU time (user + system) of every process of the job together.
+    pub cpu_time: Option<Duration>,
+    /// Bytes of stdout and stderr together; the job is killed when it writes more.
+    pub output_bytes: Option<u64>,
+}
+
+/// The smallest memory limit accepted: below it not even `execve` of a small static program succeeds.
+pub const MIN_MEMORY: u64 = 1 << 20;
+/// Larger values are refused as absurd (4 PiB).
+const MAX_BYTES: u64 = 1 << 52;
+/// The kernel's PID_MAX_LIMIT.
+const MAX_PIDS: u64 = 4 * 1024 * 1024;
+/// 1024 CPUs at 100 % each.
+const MAX_CPU_PERCENT: u32 = 1024 * 100;
+/// A year.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+impl Limits {
+    /// True when no field is set.
+    ///
+    /// ```
+    /// assert!(jobcell::Limits::default().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// True when a cgroup is needed to enforce these limits (memory, CPU, pids, IO, or CPU time).
+    pub fn needs_cgroup(&self) -> bool {
+        self.memory.is_some()
+            || self.memory_swap.is_some()
+            || self.cpu_percent.is_some()
+            || self.cpus.is_some()
+            || self.pids.is_some()
+            || self.has_io()
+            || self.cpu_time.is_some()
+    }
+
+    pub(crate) fn has_io(&self) -> bool {
+        self.io_read_bps.is_some()
+            || self.io_write_bps.is_some()
+            || self.io_read_iops.is_some()
+            || self.io_write_iops.is_some()
+    }
+
+    /// Checks every field: zero, absurd or malformed values are errors.
+    ///
+    /// ```
+    /// use jobcell::Limits;
+    /// let bad = Limits { pids: Some(0), ..Default::default() };
+    /// assert!(bad.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        fn bytes(name: &'static str, v: Option<u64>, min: u64) -> Result<()> {
+            match v {
+                Some(v) if v < min => Err(Error::InvalidLimit {
+                    name,
+                    value: v.to_string(),
+                    reason: if min <= 1 {
+                        "must be at least 1".into()
+                    } else {
+                        format!("must be at least {min}")
+                    },
+                }),
+                Some(v) if v > MAX_BYTES => Err(Error::InvalidLimit {
+                    name,
+                    value: v.to_string(),
+                    reason: format!("larger than {MAX_BYTES} is absurd"),
+                }),
+                _ => Ok(()),
+            }
+        }
+        fn duration(name: &'static str, v: Option<Duration>) -> Result<()> {
+            match v {
+                Some(d) if d.is_zero() => Err(Error::InvalidLimit {
+                    name,
+                    value: format!("{d:?}"),
+                    reason: "must be greater than zero".into(),
+                }),
+                Some(d) if d > MAX_DURATION => Err(Error::InvalidLimit {
+                    name,
+                    value: format!("{d:?}"),
+                    reason: "longer than a year is absurd".into(),
+                }),
+                _ => Ok(()),
+            }
+        }
+        bytes("memory", self.memory, MIN_MEMORY)?;
+        bytes("memory_swap", self.memory_swap, 0)?;
+        if self.memory_swap.is_some() && self.memory.is_none() {
+            return Err(Error::InvalidLimit {
+                name: "memory_swap",
+                value: format!("{:?}", self.memory_swap),
+                reason: "needs a memory limit too".into(),
+            });
+        }
+        if let Some(p) = self.cpu_percent {
+            if p == 0 || p > MAX_CPU_PERCENT {
+                return Err(Error::InvalidLimit {
+                    name: "cpu_percent",
+                    value: p.to_string(),
+                    reason: format!("must be between 1 and {MAX_CPU_PERCENT}"),
+                });
+            }
+        }
+        if let Some(c) = &self.cpus {
+            parse_cpu_list(c).map_err(|reason| Error::InvalidLimit {
+                name: "cpus",
+                value: c.clone(),
+                reason,
+            })?;
+        }
+        if let Some(p) = self.pids {
+            if p == 0 || p > MAX_PIDS {
+                return Err(Error::InvalidLimit {
+                    name: "pids",
+                    value: p.to_string(),
+                    reason: format!("must be between 1 and {MAX_PIDS}"),
+                });
+            }
+        }
+        bytes("io_read_bps", self.io_read_bps, 1)?;
+        bytes("io_write_bps", self.io_write_bps, 1)?;
+        bytes("io_read_iops", self.io_read_iops, 1)?;
+        bytes("io_write_iops", self.io_write_iops, 1)?;
+        if let Some(devs) = &self.io_devices {
+            if devs.is_empty() {
+                return Err(Error::InvalidLimit {
+                    name: "io_devices",
+                    value: "[]".into(),
+                    reason: "name at least one device, or leave it unset for all".into(),
+                });
+            }
+        }
+        duration("wall_time", self.wall_time)?;
+        duration("cpu_time", self.cpu_time)?;
+        bytes("output_bytes", self.output_bytes, 1)?;
+        Ok(())
+    }
+}
+
+/// Parses a CPU list (`"0-3,5,7-8"`) into sorted, unique CPU numbers.
+pub(crate) fn parse_cpu_list(s: &str) -> std::result::Result<Vec<u32>, String> {
+    const MAX_CPU: u32 = 8191;
+    let mut cpus = Vec::new();
+    if s.trim().is_empty() {
+        return Err("the CPU list is empty".into());
+    }
+    for part in s.trim().split(',') {
+        let part = part.trim();
+        let num = |t: &str| -> std::result::Result<u32, String> {
+            let n: u32 = t
+                .parse()
+                .map_err(|_| format!("{t:?} is not a CPU number"))?;
+            if n > MAX_CPU {
+                return Err(format!("CPU {n} is beyond {MAX_CPU}"));
+            }
+            Ok(n)
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a.trim())?, num(b.trim())?);
+                if a > b {
+                    return Err(format!("range {part:?} runs backwards"));
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(num(part)?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn validation() {
+        assert!(Limits::default().validate().is_ok());
+        let l = |f: fn(&mut Limits)| {
+            let mut x = Limits::default();
+            f(&mut x);
+            x.validate()
+        };
+        assert!(l(|x| x.memory = Some(0)).is_err());
+        assert!(l(|x| x.memory = Some(1 << 60)).is_err());
+        assert!(l(|x| x.memory = Some(64 << 20)).is_ok());
+        assert!(l(|x| x.memory_swap = Some(0)).is_err(), "swap needs memory");
+        assert!(l(|x| x.cpu_percent = Some(0)).is_err());
+        assert!(l(|x| x.cpu_percent = Some(250)).is_ok());
+        assert!(l(|x| x.cpus = Some("1-0".into())).is_err());
+        assert!(l(|x| x.cpus = Some("0,x".into())).is_err());
+        assert!(l(|x| x.pids = Some(0)).is_err());
+        assert!(l(|x| x.wall_time = Some(Duration::ZERO)).is_err());
+        assert!(l(|x| x.output_bytes = Some(0)).is_err());
+        assert!(l(|x| x.io_devices = Some(vec![])).is_err());
+        let e = l(|x| x.pids = Some(0)).unwrap_err().to_string();
+        assert!(e.contains("pids") && e.contains('0'), "{e}");
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-2,5,1").unwrap(), vec![0, 1, 2, 5]);
+        assert_eq!(parse_cpu_list(" 3 ").unwrap(), vec![3]);
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("0-").is_err());
+        assert!(parse_cpu_list("99999").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn cpu_list_roundtrip(set in proptest::collection::btree_set(0u32..64, 1..20)) {
+            let s = set.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+            let parsed = parse_cpu_list(&s).unwrap();
+            prop_assert_eq!(parsed, set.into_iter().collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn cpu_list_never_panics(s in "[0-9,\\- ]{0,16}") {
+            let _ = parse_cpu_list(&s);
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! What a cell looks like: the [`Sandbox`] builder, [`Command`], [`Limits`].
+
+mod command;
+mod limits;
+pub(crate) mod path;
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use command::{Command, Output, Stdin};
+pub use limits::{Limits, MIN_MEMORY};
+
+use crate::error::Result;
+use crate::job::JobHandle;
+
+/// The cell's network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// A private network namespace with only the loopback interface, up (the default).
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// How user and group ids inside the cell map to ids on the host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdMap {
+    /// A range when the host process is root (from `/etc/subuid` and `/etc/subgid`, or
+    /// `100000:65536`), the caller's own single id otherwise (the default).
+    #[default]
+    Auto,
+    /// Ids `0..count` inside map to `uid_start..uid_start+count` (and the same for
+    /// groups) on the host. Needs root. `uid_start` and `gid_start` must not be 0:
+    /// the cell never holds host root's ids.
+    Range {
+        /// First host uid.
+        uid_start: u32,
+        /// First host gid.
+        gid_start: u32,
+        /// Number of ids.
+        count: u32,
+    },
+    /// Only the job's uid and gid are mapped, onto the calling user's own ids.
+    /// Works without privileges.
+    Single,
+}
+
+/// A filesystem entry the caller adds to the cell, applied in the order given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum MountSpec {
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        writable: bool,
+    },
+    Tmpfs {
+        target: PathBuf,
+        size: u64,
+    },
+    Dir {
+        target: PathBuf,
+    },
+    Symlink {
+        value: PathBuf,
+        link: PathBuf,
+    },
+    File {
+        target: PathBuf,
+        contents: Arc<[u8]>,
+    },
+}
+
+/// The root file system of the cell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Root {
+    /// A fresh tmpfs with read-only binds of the host's system directories.
+    #[default]
+    Minimal,
+    /// A directory on the host, mounted read-only as `/`.
+    Dir(PathBuf),
+}
+
+/// The default size of the cell's `/tmp` (bytes); also charged to the job's memory limit.
+pub const DEFAULT_TMP_SIZE: u64 = 128 << 20;
+
+/// A description of a cell: its file system, identity, network and limits.
+///
+/// A `Sandbox` is a cheap-to-clone builder, like [`std::process::Command`]:
+/// configure it once, then [`spawn`](Sandbox::spawn) as many jobs as you like.
+/// Nothing is checked until `spawn`, which validates everything before it
+/// starts a process.
+///
+/// By default every namespace is new (user, PID, mount, UTS, IPC, network,
+/// cgroup), the root is a read-only tmpfs holding the host's `/usr`, `/bin`,
+/// `/lib*` and the `/etc` files programs need (never secrets such as
+/// `shadow` or ssh keys), with a fresh `/proc`, a minimal `/dev` and a
+/// writable `/tmp`. The job runs as uid/gid 1000 inside.
+///
+/// ```no_run
+/// use jobcell::{Sandbox, Command, Limits};
+///
+/// let mut sandbox = Sandbox::new();
+/// sandbox.hostname("cell")
+///        .bind_ro("/usr/share/dict", "/dict")
+///        .tmpfs("/tmp", 64 << 20)
+///        .limits(Limits { memory: Some(256 << 20), pids: Some(64), ..Default::default() });
+/// let job = sandbox.spawn(Command::new("sh").args(["-c", "echo hi"]))?;
+/// let outcome = job.wait()?;
+/// assert!(outcome.success());
+/// # Ok::<(), jobcell::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    pub(crate) root: Root,
+    pub(crate) mounts: Vec<MountSpec>,
+    pub(crate) hostname: OsString,
+    pub(crate) network: Network,
+    pub(crate) env: Vec<(OsString, Option<OsString>)>,
+    pub(crate) env_clear: bool,
+    pub(crate) current_dir: PathBuf,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) id_map: IdMap,
+    pub(crate) limits: Limits,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::new()
+    }
+}
+
+impl Sandbox {
+    /// A sandbox with every namespace, the minimal read-only root, loopback-only
+    /// network, hostname `jobcell`, working directory `/`, and uid/gid 1000.
+    ///
+    /// ```
+    /// let sandbox = jobcell::Sandbox::new();
+    /// ```
+    pub fn new() -> Sandbox {
+        Sandbox {
+            root: Root::Minimal,
+            mounts: Vec::new(),
+            hostname: "jobcell".into(),
+            network: Network::None,
+            env: Vec::new(),
+            env_clear: false,
+            current_dir: PathBuf::from("/"),
+            uid: 1000,
+            gid: 1000,
+            id_map: IdMap::Auto,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Uses a host directory as the cell's root instead of the minimal root.
+    /// It is mounted read-only; it must contain `/proc`, `/dev` and `/tmp` as directories.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.rootfs("/srv/images/debian");
+    /// ```
+    pub fn rootfs(&mut self, dir: impl AsRef<Path>) -> &mut Sandbox {
+        self.root = Root::Dir(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Makes the host path `source` visible read-only at `target` inside the cell.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.bind_ro("/opt/tests", "/tests");
+    /// ```
+    pub fn bind_ro(&mut self, source: impl AsRef<Path>, target: impl AsRef<Path>) -> &mut Sandbox {
+        self.mounts.push(MountSpec::Bind {
+            source: source.as_ref().to_owned(),
+            target: target.as_ref().to_owned(),
+            writable: false,
+        });
+        self
+    }
+
+    /// Makes the host path `source` visible read-write at `target` inside the cell.
+    /// Files the job creates there belong, on the host, to the job's mapped id.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.bind_rw("/var/lib/ci/work-42", "/work");
+    /// ```
+    pub fn bind_rw(&mut self, source: impl AsRef<Path>, target: impl AsRef<Path>) -> &mut Sandbox {
+        self.mounts.push(MountSpec::Bind {
+            source: source.as_ref().to_owned(),
+            target: target.as_ref().to_owned(),
+            writable: true,
+        });
+        self
+    }
+
+    /// Mounts a fresh, writable tmpfs of `size` bytes at `target`.
+    /// A tmpfs at `/tmp` replaces the default one.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.tmpfs("/tmp", 64 << 20);
+    /// ```
+    pub fn tmpfs(&mut self, target: impl AsRef<Path>, size: u64) -> &mut Sandbox {
+        self.mounts.push(MountSpec::Tmpfs {
+            target: target.as_ref().to_owned(),
+            size,
+        });
+        self
+    }
+
+    /// Creates an empty directory (mode 0755) at `target`, with its parents.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.dir("/data");
+    /// ```
+    pub fn dir(&mut self, target: impl AsRef<Path>) -> &mut Sandbox {
+        self.mounts.push(MountSpec::Dir {
+            target: target.as_ref().to_owned(),
+        });
+        self
+    }
+
+    /// Creates a symbolic link at `link` pointing to `value`, like
+    /// [`std::os::unix::fs::symlink`]`(value, link)`.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.symlink("/usr/bin/python3", "/usr/local/bin/python");
+    /// ```
+    pub fn symlink(&mut self, value: impl AsRef<Path>, link: impl AsRef<Path>) -> &mut Sandbox {
+        self.mounts.push(MountSpec::Symlink {
+            value: value.as_ref().to_owned(),
+            link: link.as_ref().to_owned(),
+        });
+        self
+    }
+
+    /// Creates a read-only file (mode 0644) at `target` holding `contents`.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.file("/input.txt", "1 2 3\n");
+    /// ```
+    pub fn file(&mut self, target: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> &mut Sandbox {
+        self.mounts.push(MountSpec::File {
+            target: target.as_ref().to_owned(),
+            contents: contents.as_ref().into(),
+        });
+        self
+    }
+
+    /// Chooses the cell's network.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.network(jobcell::Network::Host);
+    /// ```
+    pub fn network(&mut self, network: Network) -> &mut Sandbox {
+        self.network = network;
+        self
+    }
+
+    /// Sets the hostname inside the cell.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.hostname("cell");
+    /// ```
+    pub fn hostname(&mut self, name: impl AsRef<OsStr>) -> &mut Sandbox {
+        self.hostname = name.as_ref().to_owned();
+        self
+    }
+
+    /// Sets an environment variable for every job of this sandbox.
+    ///
+    /// The environment starts as `PATH`, `HOME`, `USER`, `LOGNAME`, `HOSTNAME`
+    /// and `LANG`; the host's environment is never passed in.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.env("CI", "true");
+    /// ```
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Sandbox {
+        self.env
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    /// Removes one variable of the default environment.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.env_remove("LANG");
+    /// ```
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Sandbox {
+        self.env.push((key.as_ref().to_owned(), None));
+        self
+    }
+
+    /// Starts from an empty environment (variables set afterwards still apply).
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.env_clear().env("PATH", "/usr/bin");
+    /// ```
+    pub fn env_clear(&mut self) -> &mut Sandbox {
+        self.env.clear();
+        self.env_clear = true;
+        self
+    }
+
+    /// Sets the job's working directory inside the cell (default `/`). It must exist.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.current_dir("/tmp");
+    /// ```
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Sandbox {
+        self.current_dir = dir.as_ref().to_owned();
+        self
+    }
+
+    /// Sets the uid and gid the job runs as inside the cell (default 1000:1000).
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.user(1001, 1001);
+    /// ```
+    pub fn user(&mut self, uid: u32, gid: u32) -> &mut Sandbox {
+        self.uid = uid;
+        self.gid = gid;
+        self
+    }
+
+    /// Chooses how ids inside map to host ids.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.id_map(jobcell::IdMap::Range { uid_start: 200000, gid_start: 200000, count: 65536 });
+    /// ```
+    pub fn id_map(&mut self, map: IdMap) -> &mut Sandbox {
+        self.id_map = map;
+        self
+    }
+
+    /// Sets the job's resource limits.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.limits(jobcell::Limits { pids: Some(32), ..Default::default() });
+    /// ```
+    pub fn limits(&mut self, limits: Limits) -> &mut Sandbox {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits set so far.
+    pub fn get_limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Starts `command` in a new cell and returns at once, once the program has
+    /// been executed. Every input is validated first; a failure inside the
+    /// cell during setup becomes an [`Error::Setup`](crate::Error::Setup)
+    /// naming the stage.
+    ///
+    /// Dropping the returned handle without waiting kills the job.
+    ///
+    /// ```no_run
+    /// let job = jobcell::Sandbox::new().spawn(&jobcell::Command::new("true"))?;
+    /// assert!(job.wait()?.success());
+    /// # Ok::<(), jobcell::Error>(())
+    /// ```
+    pub fn spawn(&self, command: &Command) -> Result<JobHandle> {
+        crate::worker::default_runtime().spawn_standalone(self, command)
+    }
+}

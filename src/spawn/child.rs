@@ -1,0 +1,474 @@
+//! The cell's side of a spawn: init (PID 1 of the cell) and the job it forks.
+//!
+//! Everything here runs between `clone3` and `execve`, in a copy of a host
+//! process that may have had many threads, one of them perhaps holding the
+//! allocator's lock. So: raw syscalls only (see `sys`), on data the parent
+//! prepared in a [`ChildPlan`]; no allocation, no locks, no formatting, no
+//! panics (no unchecked indexing, no overflowing arithmetic). Failures are
+//! written to the error pipe as `(stage, errno, step)` and end the process.
+
+use std::ffi::CString;
+
+use libc::{c_int, c_long};
+
+use crate::error::{Errno, Stage};
+use crate::spawn::status::StatusPage;
+use crate::sys;
+
+/// One step of building the cell's root, prepared by the planner.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// `mkdir(path, 0755)`; an existing entry is fine.
+    Mkdir { path: CString },
+    /// Creates an empty file to mount a file onto; an existing entry is fine.
+    Touch { path: CString },
+    /// Mounts a file system without a source device (tmpfs, proc, devpts).
+    Mount {
+        fstype: &'static std::ffi::CStr,
+        target: CString,
+        flags: u64,
+        data: Option<CString>,
+    },
+    /// Attaches a detached mount tree the host prepared with `open_tree`.
+    Attach { fd: c_int, target: CString },
+    /// Path-based bind mount (kernels without `open_tree`).
+    Bind { source: CString, target: CString },
+    /// `mount(NULL, target, NULL, MS_REMOUNT | flags)`.
+    Remount { target: CString, flags: u64 },
+    /// Makes a mount read-only (`mount_setattr`; falls back to a remount with `fallback`).
+    ReadOnly {
+        target: CString,
+        recursive: bool,
+        fallback: u64,
+    },
+    /// `symlink(value, link)`.
+    Symlink { value: CString, link: CString },
+    /// Creates `path` with `data` and `mode`.
+    WriteFile {
+        path: CString,
+        data: std::sync::Arc<[u8]>,
+        mode: u32,
+    },
+}
+
+/// What the job (the grandchild) needs.
+#[derive(Debug)]
+pub(crate) struct JobPlan {
+    pub uid: u32,
+    pub gid: u32,
+    /// Call `setgroups([gid])` (needs a range mapping; unprivileged maps deny it).
+    pub set_groups: bool,
+    /// Descriptors that become the job's 0, 1, 2.
+    pub stdio: [c_int; 3],
+    pub cwd: CString,
+    pub program: CString,
+    pub argv: Vec<CString>,
+    pub argv_ptrs: Vec<*const libc::c_char>,
+    pub envp: Vec<CString>,
+    pub envp_ptrs: Vec<*const libc::c_char>,
+    /// Highest capability number of the running kernel.
+    pub cap_last: c_int,
+    /// `(resource, limit)` pairs applied before the id switch.
+    pub rlimits: Vec<(c_int, libc::rlimit64)>,
+    /// Upper bound of descriptor numbers, for the close-on-exec fallback loop.
+    pub max_fd: c_int,
+}
+
+/// Everything the cell's init needs, prepared by the parent before the clone.
+#[derive(Debug)]
+pub(crate) struct ChildPlan {
+    /// Descriptors init keeps; everything else inherited is closed first. Sorted, unique.
+    pub keep: Vec<c_int>,
+    pub sync_read: c_int,
+    pub error_write: c_int,
+    pub lifeline_read: c_int,
+    pub become_root: bool,
+    pub hostname: Vec<u8>,
+    pub ops: Vec<Op>,
+    /// Where the new root is built before `pivot_root`.
+    pub staging: CString,
+    pub loopback: bool,
+    pub job: JobPlan,
+    pub status: *mut StatusPage,
+}
+
+/// The record the cell writes to the error pipe: stage, errno, index of the failed step.
+pub(crate) const RECORD_LEN: usize = 12;
+
+pub(crate) fn encode_record(stage: Stage, errno: Errno, step: u32) -> [u8; RECORD_LEN] {
+    let mut rec = [0u8; RECORD_LEN];
+    let (a, rest) = rec.split_at_mut(4);
+    let (b, c) = rest.split_at_mut(4);
+    a.copy_from_slice(&(stage as u32).to_ne_bytes());
+    b.copy_from_slice(&errno.0.to_ne_bytes());
+    c.copy_from_slice(&step.to_ne_bytes());
+    rec
+}
+
+pub(crate) fn decode_record(rec: &[u8; RECORD_LEN]) -> (u32, i32, u32) {
+    let word = |i: usize| [rec[i], rec[i + 1], rec[i + 2], rec[i + 3]];
+    (
+        u32::from_ne_bytes(word(0)),
+        i32::from_ne_bytes(word(4)),
+        u32::from_ne_bytes(word(8)),
+    )
+}
+
+/// Reports a failure to the host and ends this process.
+fn fail(fd: c_int, stage: Stage, errno: Errno, step: u32) -> ! {
+    let _ = sys::write_all(fd, &encode_record(stage, errno, step));
+    sys::exit(127)
+}
+
+const MS_RDONLY: u64 = libc::MS_RDONLY;
+const MS_REC: u64 = libc::MS_REC;
+const MS_PRIVATE: u64 = libc::MS_PRIVATE;
+const MS_BIND: u64 = libc::MS_BIND;
+const MS_REMOUNT: u64 = libc::MS_REMOUNT;
+const AT_RECURSIVE: u32 = 0x8000;
+const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+const PR_CAP_AMBIENT: c_int = 47;
+const PR_CAP_AMBIENT_CLEAR_ALL: c_long = 4;
+
+/// The cell's init: PID 1 of the new PID namespace. Never returns.
+///
+/// # Safety
+/// Must be called only in the child of the clone, with `plan` prepared by the
+/// parent (all pointers valid in this copy of the address space).
+pub(crate) unsafe fn init_main(plan: &ChildPlan) -> ! {
+    let efd = plan.error_write;
+
+    if let Err(e) = close_inherited(&plan.keep) {
+        fail(efd, Stage::CloseFds, e, 0);
+    }
+    // A host umask like 077 would make the cell's /etc/passwd unreadable to the job.
+    // SAFETY: umask has no memory arguments.
+    unsafe { libc::syscall(libc::SYS_umask, 0o022) };
+
+    // Wait until the host has written the id maps (and joined us to cgroups).
+    let mut byte = [0u8; 1];
+    loop {
+        match sys::read(plan.sync_read, &mut byte) {
+            Ok(1) => break,
+            Ok(_) => sys::exit(1), // the host gave up on us
+            Err(Errno(libc::EINTR)) => {}
+            Err(e) => fail(efd, Stage::WaitForHost, e, 0),
+        }
+    }
+    sys::close(plan.sync_read);
+
+    if plan.become_root {
+        if let Err(e) = sys::setresgid(0)
+            .and_then(|_| sys::setresuid(0))
+            .and_then(|_| sys::setgroups(&[]))
+        {
+            fail(efd, Stage::BecomeRoot, e, 0);
+        }
+    }
+    if let Err(e) = sys::sethostname(&plan.hostname) {
+        fail(efd, Stage::SetHostname, e, 0);
+    }
+    if let Err(e) = sys::mount(None, c"/", None, MS_REC | MS_PRIVATE, None) {
+        fail(efd, Stage::MakeMountsPrivate, e, 0);
+    }
+    for (i, op) in plan.ops.iter().enumerate() {
+        if let Err(e) = run_op(op) {
+            fail(efd, Stage::BuildRoot, e, i as u32);
+        }
+    }
+    if let Err(e) = sys::chdir(&plan.staging).and_then(|_| sys::pivot_root(c".", c".")) {
+        fail(efd, Stage::PivotRoot, e, 0);
+    }
+    // The old root now sits under the new one at "."; detach it so the host tree is gone.
+    if let Err(e) = sys::umount2(c".", libc::MNT_DETACH).and_then(|_| sys::chdir(c"/")) {
+        fail(efd, Stage::DetachOldRoot, e, 0);
+    }
+    if plan.loopback {
+        if let Err(e) = loopback_up() {
+            fail(efd, Stage::LoopbackUp, e, 0);
+        }
+    }
+
+    // SAFETY: plan.status is the shared status page mapped by the parent.
+    unsafe { StatusPage::mark_forking(plan.status) };
+    // SAFETY: init is single-threaded; the child only makes raw syscalls and execs.
+    match unsafe { sys::fork() } {
+        // SAFETY: same plan, same rules, in the job's process.
+        Ok(0) => unsafe { job_main(plan) },
+        Ok(pid) => supervise(plan, pid),
+        Err(e) => fail(efd, Stage::ForkJob, e, 0),
+    }
+}
+
+fn run_op(op: &Op) -> sys::SysResult {
+    match op {
+        Op::Mkdir { path } => match sys::mkdir(path, 0o755) {
+            Err(Errno(libc::EEXIST)) => Ok(()),
+            r => r,
+        },
+        Op::Touch { path } => {
+            match sys::open(
+                path,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0o644,
+            ) {
+                Ok(fd) => {
+                    sys::close(fd);
+                    Ok(())
+                }
+                Err(Errno(libc::EEXIST)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Op::Mount {
+            fstype,
+            target,
+            flags,
+            data,
+        } => sys::mount(Some(fstype), target, Some(fstype), *flags, data.as_deref()),
+        Op::Attach { fd, target } => sys::move_mount_fd(*fd, target),
+        Op::Bind { source, target } => sys::mount(Some(source), target, None, MS_BIND | MS_REC, None),
+        Op::Remount { target, flags } => sys::mount(None, target, None, MS_REMOUNT | *flags, None),
+        Op::ReadOnly {
+            target,
+            recursive,
+            fallback,
+        } => {
+            let attr = sys::MountAttr {
+                attr_set: sys::MOUNT_ATTR_RDONLY,
+                ..Default::default()
+            };
+            let flags = if *recursive { AT_RECURSIVE } else { 0 };
+            match sys::mount_setattr(libc::AT_FDCWD, target, flags, &attr) {
+                Err(Errno(libc::ENOSYS)) => {
+                    sys::mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | *fallback, None)
+                }
+                r => r,
+            }
+        }
+        Op::Symlink { value, link } => sys::symlink(value, link),
+        Op::WriteFile { path, data, mode } => {
+            let fd = sys::open(
+                path,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                *mode,
+            )?;
+            let r = sys::write_all(fd, data);
+            sys::close(fd);
+            r
+        }
+    }
+}
+
+/// Closes every descriptor except `keep` (sorted, unique).
+fn close_inherited(keep: &[c_int]) -> sys::SysResult {
+    let mut next: u32 = 0;
+    for &fd in keep {
+        let fd = fd as u32;
+        if fd > next {
+            close_span(next, fd - 1)?;
+        }
+        next = fd.saturating_add(1);
+    }
+    close_span(next, u32::MAX)
+}
+
+fn close_span(first: u32, last: u32) -> sys::SysResult {
+    match sys::close_range(first, last, 0) {
+        Err(Errno(libc::ENOSYS)) => {
+            // Before Linux 5.9: close one by one up to a sane bound.
+            let end = last.min(65_535);
+            let mut fd = first;
+            while fd <= end {
+                sys::close(fd as c_int);
+                fd += 1;
+            }
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+fn loopback_up() -> sys::SysResult {
+    let sock = sys::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_name[0] = b'l' as libc::c_char;
+    req.ifr_name[1] = b'o' as libc::c_char;
+    let r = sys::ioctl(sock, libc::SIOCGIFFLAGS as c_long, &mut req).and_then(|_| {
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        unsafe {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        }
+        sys::ioctl(sock, libc::SIOCSIFFLAGS as c_long, &mut req)
+    });
+    sys::close(sock);
+    r
+}
+
+/// Init's life after the fork: reap everything, report the job's end, exit.
+/// Exiting as PID 1 makes the kernel kill whatever is left in the cell.
+fn supervise(plan: &ChildPlan, job: c_int) -> ! {
+    sys::close(plan.error_write);
+    for fd in plan.job.stdio {
+        if fd > 2 {
+            sys::close(fd);
+        }
+    }
+    let sigchld: sys::KernelSigset = 1 << (libc::SIGCHLD - 1);
+    // Every signal is still blocked (the parent blocked them around the clone).
+    let sfd = sys::signalfd(sigchld, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK).unwrap_or(-1);
+    let mut status: c_int = 0;
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        loop {
+            let opts = if sfd >= 0 { libc::WNOHANG } else { 0 } | libc::__WALL;
+            match sys::wait4(-1, &mut status, opts, &mut usage) {
+                Ok(0) => break,
+                Ok(pid) if pid == job => {
+                    // SAFETY: the shared status page, mapped by the parent.
+                    unsafe { StatusPage::record_exit(plan.status, status, &usage) };
+                    sys::exit(0);
+                }
+                Ok(_) => {}
+                Err(Errno(libc::EINTR)) => {}
+                Err(_) => sys::exit(1),
+            }
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: plan.lifeline_read,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let _ = sys::poll(&mut fds, -1);
+        if fds[1].revents != 0 {
+            // The host process is gone: take the whole cell with us.
+            sys::exit(1);
+        }
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = sys::read(sfd, &mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// The job: drop everything the cell's init held, then `execve`.
+///
+/// # Safety
+/// Only in the forked job process, with the parent's prepared plan.
+unsafe fn job_main(plan: &ChildPlan) -> ! {
+    let efd = plan.error_write;
+    let job = &plan.job;
+    if let Err(e) = sys::setsid() {
+        fail(efd, Stage::Setsid, e, 0);
+    }
+    if let Err(e) = connect_stdio(job.stdio) {
+        fail(efd, Stage::Stdio, e, 0);
+    }
+    for (i, (res, lim)) in job.rlimits.iter().enumerate() {
+        if let Err(e) = sys::prlimit(*res, lim) {
+            fail(efd, Stage::Rlimits, e, i as u32);
+        }
+    }
+    if let Err(e) = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) {
+        fail(efd, Stage::NoNewPrivs, e, 0);
+    }
+    let mut cap: c_int = 0;
+    while cap <= job.cap_last {
+        match sys::prctl(libc::PR_CAPBSET_DROP, cap as c_long, 0, 0, 0) {
+            Ok(_) | Err(Errno(libc::EINVAL)) => {}
+            Err(e) => fail(efd, Stage::DropCapabilities, e, cap as u32),
+        }
+        cap += 1;
+    }
+    match sys::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) {
+        Ok(_) | Err(Errno(libc::EINVAL)) => {}
+        Err(e) => fail(efd, Stage::DropCapabilities, e, 0),
+    }
+    let groups = [job.gid];
+    let set_groups = if job.set_groups { sys::setgroups(&groups) } else { Ok(()) };
+    if let Err(e) = set_groups.and_then(|_| sys::setresgid(job.gid)) {
+        fail(efd, Stage::SetGroups, e, 0);
+    }
+    if let Err(e) = sys::setresuid(job.uid) {
+        fail(efd, Stage::SetUser, e, 0);
+    }
+    if let Err(e) = sys::capset_empty() {
+        fail(efd, Stage::DropCapabilities, e, 0);
+    }
+    if let Err(e) = sys::chdir(&job.cwd) {
+        fail(efd, Stage::Chdir, e, 0);
+    }
+    // Ignored signals stay ignored across execve (Rust hosts ignore SIGPIPE): reset them all.
+    let mut sig = 1;
+    while sig <= 64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            let _ = sys::signal_default(sig);
+        }
+        sig += 1;
+    }
+    let _ = sys::sigprocmask(libc::SIG_SETMASK, 0);
+    if let Err(e) = mark_cloexec(job.max_fd) {
+        fail(efd, Stage::CloseOnExec, e, 0);
+    }
+    // SAFETY: argv_ptrs and envp_ptrs are NULL-terminated arrays of pointers into
+    // CStrings owned by the plan, which lives in this copy of the address space.
+    let e = unsafe { sys::execve(&job.program, job.argv_ptrs.as_ptr(), job.envp_ptrs.as_ptr()) };
+    fail(efd, Stage::Exec, e, 0)
+}
+
+/// Puts `src` on descriptors 0, 1, 2, without close-on-exec.
+fn connect_stdio(mut src: [c_int; 3]) -> sys::SysResult {
+    // A source that sits on another slot's number would be clobbered by the dup: move it up first.
+    for (i, fd) in src.iter_mut().enumerate() {
+        if *fd < 3 && *fd != i as c_int {
+            *fd = sys::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3)? as c_int;
+        }
+    }
+    for (i, fd) in src.iter().enumerate() {
+        let target = i as c_int;
+        if *fd == target {
+            sys::fcntl(target, libc::F_SETFD, 0)?;
+        } else {
+            sys::dup3(*fd, target, 0)?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks every descriptor above 2 close-on-exec.
+fn mark_cloexec(max_fd: c_int) -> sys::SysResult {
+    match sys::close_range(3, u32::MAX, CLOSE_RANGE_CLOEXEC) {
+        Ok(()) => Ok(()),
+        Err(Errno(libc::ENOSYS)) | Err(Errno(libc::EINVAL)) => {
+            let mut fd = 3;
+            while fd < max_fd {
+                let _ = sys::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC as c_long);
+                fd += 1;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_roundtrip() {
+        let r = encode_record(Stage::Exec, Errno(2), 7);
+        assert_eq!(decode_record(&r), (Stage::Exec as u32, 2, 7));
+    }
+}

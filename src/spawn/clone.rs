@@ -1,0 +1,157 @@
+//! `clone3` into new namespaces, with fallbacks for older kernels.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use libc::c_int;
+
+use crate::error::Errno;
+
+pub(crate) const CLONE_PIDFD: u64 = 0x1000;
+pub(crate) const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+pub(crate) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` (version 2, 88 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// A cloned child, seen from the parent.
+pub(crate) struct Child {
+    pub pid: c_int,
+    pub pidfd: OwnedFd,
+    /// The flags the kernel accepted (some may have been dropped by a fallback).
+    pub flags: u64,
+}
+
+/// Blocks every signal on this thread until dropped.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> SignalsBlocked {
+        // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write to it.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            SignalsBlocked(old)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in new().
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// Clones a child into `ns_flags` namespaces and runs `child` in it.
+///
+/// The child starts with every signal blocked (and, where the kernel can,
+/// every handler reset), on a private copy of this thread's stack, like fork.
+/// The child gets exit signal 0: no SIGCHLD disturbs the host, and host code
+/// that reaps with `waitpid(-1)` cannot steal it. It is waited for through its pidfd.
+///
+/// With `cgroup_fd`, the child is created inside that cgroup (v2) when the
+/// kernel supports it; check `Child::flags` for `CLONE_INTO_CGROUP`.
+///
+/// # Safety
+/// `child` runs in the cloned process and must not allocate, lock or panic:
+/// raw syscalls only, then exec or exit (returning exits with 127).
+pub(crate) unsafe fn clone_into(
+    ns_flags: u64,
+    cgroup_fd: Option<c_int>,
+    child: impl FnOnce(),
+) -> Result<Child, Errno> {
+    let mut flags = ns_flags | CLONE_PIDFD | CLONE_CLEAR_SIGHAND;
+    if cgroup_fd.is_some() {
+        flags |= CLONE_INTO_CGROUP;
+    }
+    let _blocked = SignalsBlocked::new();
+    let mut pidfd: c_int = -1;
+    loop {
+        let mut args = CloneArgs {
+            flags,
+            pidfd: &mut pidfd as *mut c_int as u64,
+            exit_signal: 0,
+            cgroup: cgroup_fd.unwrap_or(0) as u64,
+            ..Default::default()
+        };
+        // SAFETY: args is a valid clone_args of the size passed; without
+        // CLONE_VM the child runs on a copy of this stack, like fork.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if ret == 0 {
+            child();
+            crate::sys::exit(127);
+        }
+        if ret > 0 {
+            // SAFETY: CLONE_PIDFD stored a fresh descriptor we now own.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            return Ok(Child {
+                pid: ret as c_int,
+                pidfd,
+                flags,
+            });
+        }
+        match Errno::last() {
+            // Older kernels: drop what they do not know, one feature at a time.
+            Errno(libc::E2BIG) | Errno(libc::EINVAL) if flags & CLONE_INTO_CGROUP != 0 => {
+                flags &= !CLONE_INTO_CGROUP
+            }
+            Errno(libc::EINVAL) if flags & CLONE_CLEAR_SIGHAND != 0 => flags &= !CLONE_CLEAR_SIGHAND,
+            Errno(libc::ENOSYS) => return unsafe { clone_legacy(flags, child) },
+            e => return Err(e),
+        }
+    }
+}
+
+/// `clone(2)` for kernels without `clone3` (before 5.3).
+unsafe fn clone_legacy(flags: u64, child: impl FnOnce()) -> Result<Child, Errno> {
+    let flags = flags & !(CLONE_CLEAR_SIGHAND | CLONE_INTO_CGROUP);
+    let mut pidfd: c_int = -1;
+    // SAFETY: fork-like clone (no CLONE_VM, no new stack); with CLONE_PIDFD the
+    // kernel stores the pidfd through the parent_tid argument (x86_64/aarch64 order).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_ulong,
+            0usize,
+            &mut pidfd as *mut c_int,
+            0usize,
+            0usize,
+        )
+    };
+    if ret == 0 {
+        child();
+        crate::sys::exit(127);
+    }
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: CLONE_PIDFD stored a fresh descriptor we now own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Child {
+        pid: ret as c_int,
+        pidfd,
+        flags,
+    })
+}

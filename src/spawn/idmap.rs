@@ -1,0 +1,247 @@
+//! User and group id mapping of the cell's user namespace.
+//!
+//! Root hosts map a range (`/etc/subuid`, `/etc/subgid`, or 100000:65536) so the
+//! cell has its own root and its own users, none of them host root.
+//! Unprivileged hosts map the caller's single id onto the job's id.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::sandbox::IdMap;
+
+/// The default range when `/etc/subuid` has no entry for root.
+pub(crate) const DEFAULT_RANGE: (u32, u32) = (100_000, 65_536);
+
+/// The resolved mapping for one cell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IdPlan {
+    /// Contents for `/proc/<pid>/uid_map`.
+    pub uid_map: String,
+    /// Contents for `/proc/<pid>/gid_map`.
+    pub gid_map: String,
+    /// Write "deny" to `/proc/<pid>/setgroups` first (unprivileged mapping).
+    pub deny_setgroups: bool,
+    /// The cell's init must `setresuid(0)` / `setresgid(0)` once the maps are written.
+    pub become_root: bool,
+    /// The job's ids inside the cell.
+    pub uid: u32,
+    pub gid: u32,
+    /// Host ids the job's ids map to (for documentation and tests).
+    pub host_uid: u32,
+    pub host_gid: u32,
+    /// Whether uid/gid 0 exist inside the cell.
+    pub has_root: bool,
+}
+
+/// Works out the mapping for a sandbox's `IdMap` and job user.
+pub(crate) fn plan(map: IdMap, uid: u32, gid: u32) -> Result<IdPlan> {
+    // SAFETY: geteuid/getegid cannot fail and touch no memory.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let map = match map {
+        IdMap::Auto if euid == 0 => {
+            let (us, uc) = subid_range(Path::new("/etc/subuid"), "root", 0).unwrap_or(DEFAULT_RANGE);
+            let (gs, gc) = subid_range(Path::new("/etc/subgid"), "root", 0).unwrap_or(DEFAULT_RANGE);
+            IdMap::Range {
+                uid_start: us,
+                gid_start: gs,
+                count: uc.min(gc),
+            }
+        }
+        IdMap::Auto => IdMap::Single,
+        other => other,
+    };
+    match map {
+        IdMap::Range {
+            uid_start,
+            gid_start,
+            count,
+        } => {
+            if uid_start == 0 || gid_start == 0 {
+                return Err(Error::IdMapping {
+                    reason: "a range starting at host id 0 would give the cell host root's ids".into(),
+                });
+            }
+            if count == 0 {
+                return Err(Error::IdMapping {
+                    reason: "the range is empty".into(),
+                });
+            }
+            if uid_start.checked_add(count).is_none() || gid_start.checked_add(count).is_none() {
+                return Err(Error::IdMapping {
+                    reason: format!("the range {uid_start}+{count} overflows 32 bits"),
+                });
+            }
+            if euid != 0 {
+                return Err(Error::IdMapping {
+                    reason: "mapping a range needs root; use IdMap::Single or IdMap::Auto".into(),
+                });
+            }
+            if uid >= count {
+                return Err(Error::IdOutOfRange {
+                    kind: "uid",
+                    id: uid,
+                    count,
+                });
+            }
+            if gid >= count {
+                return Err(Error::IdOutOfRange {
+                    kind: "gid",
+                    id: gid,
+                    count,
+                });
+            }
+            Ok(IdPlan {
+                uid_map: format!("0 {uid_start} {count}\n"),
+                gid_map: format!("0 {gid_start} {count}\n"),
+                deny_setgroups: false,
+                become_root: true,
+                uid,
+                gid,
+                host_uid: uid_start + uid,
+                host_gid: gid_start + gid,
+                has_root: true,
+            })
+        }
+        IdMap::Single | IdMap::Auto => {
+            if euid == 0 || egid == 0 {
+                return Err(Error::IdMapping {
+                    reason: "a single-id mapping of a root caller would run the job as host root; use a range".into(),
+                });
+            }
+            Ok(IdPlan {
+                uid_map: format!("{uid} {euid} 1\n"),
+                gid_map: format!("{gid} {egid} 1\n"),
+                deny_setgroups: true,
+                become_root: false,
+                uid,
+                gid,
+                host_uid: euid,
+                host_gid: egid,
+                has_root: uid == 0,
+            })
+        }
+    }
+}
+
+/// Looks up `user` (or its numeric `uid`) in a subuid/subgid file: `name:start:count` lines.
+pub(crate) fn subid_range(file: &Path, user: &str, uid: u32) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    parse_subid(&text, user, uid)
+}
+
+pub(crate) fn parse_subid(text: &str, user: &str, uid: u32) -> Option<(u32, u32)> {
+    let uid_s = uid.to_string();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut it = l.split(':');
+            let (name, start, count) = (it.next()?, it.next()?, it.next()?);
+            if it.next().is_some() || (name != user && name != uid_s) {
+                return None;
+            }
+            let start: u32 = start.trim().parse().ok()?;
+            let count: u32 = count.trim().parse().ok()?;
+            (start > 0 && count > 0 && start.checked_add(count).is_some()).then_some((start, count))
+        })
+        .next()
+}
+
+/// The `/etc/passwd` and `/etc/group` of the cell.
+pub(crate) fn passwd_and_group(ids: &IdPlan) -> (String, String) {
+    let mut passwd = String::new();
+    let mut group = String::new();
+    if ids.has_root {
+        passwd.push_str("root:x:0:0:root:/root:/bin/sh\n");
+        group.push_str("root:x:0:\n");
+    }
+    if ids.uid != 0 {
+        passwd.push_str(&format!(
+            "user:x:{}:{}:jobcell user:/tmp:/bin/sh\n",
+            ids.uid, ids.gid
+        ));
+    }
+    if ids.gid != 0 {
+        group.push_str(&format!("user:x:{}:\n", ids.gid));
+    }
+    if ids.uid != 65534 {
+        passwd.push_str("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+    }
+    if ids.gid != 65534 {
+        group.push_str("nogroup:x:65534:\n");
+    }
+    (passwd, group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_subid_files() {
+        let t = "# comment\nalice:200000:65536\nroot:300000:1000\n0:400000:5\n";
+        assert_eq!(parse_subid(t, "root", 0), Some((300000, 1000)));
+        assert_eq!(parse_subid(t, "alice", 1000), Some((200000, 65536)));
+        assert_eq!(parse_subid("0:400000:5\n", "root", 0), Some((400000, 5)));
+        assert_eq!(parse_subid("root:0:10\n", "root", 0), None, "start 0 is refused");
+        assert_eq!(parse_subid("root:x:10\n", "root", 0), None);
+        assert_eq!(parse_subid("root:4294967295:10\n", "root", 0), None);
+    }
+
+    #[test]
+    fn range_checks() {
+        let r = IdMap::Range {
+            uid_start: 100000,
+            gid_start: 100000,
+            count: 100,
+        };
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let p = plan(r, 99, 99).unwrap();
+            assert_eq!(p.uid_map, "0 100000 100\n");
+            assert_eq!(p.host_uid, 100099);
+            assert!(matches!(plan(r, 100, 1), Err(Error::IdOutOfRange { kind: "uid", .. })));
+            assert!(matches!(plan(r, 1, 100), Err(Error::IdOutOfRange { kind: "gid", .. })));
+            let zero = IdMap::Range {
+                uid_start: 0,
+                gid_start: 1,
+                count: 10,
+            };
+            assert!(plan(zero, 1, 1).is_err());
+            assert!(plan(IdMap::Single, 1000, 1000).is_err(), "root + single = host root");
+        }
+    }
+
+    #[test]
+    fn passwd_has_the_job_user() {
+        let p = IdPlan {
+            uid_map: String::new(),
+            gid_map: String::new(),
+            deny_setgroups: false,
+            become_root: true,
+            uid: 1000,
+            gid: 1000,
+            host_uid: 101000,
+            host_gid: 101000,
+            has_root: true,
+        };
+        let (passwd, group) = passwd_and_group(&p);
+        assert!(passwd.contains("user:x:1000:1000:"));
+        assert!(passwd.starts_with("root:x:0:0:"));
+        assert!(group.contains("user:x:1000:"));
+    }
+
+    proptest! {
+        #[test]
+        fn subid_parser_never_panics(s in "[a-z0-9:#\n ]{0,64}") {
+            let _ = parse_subid(&s, "root", 0);
+        }
+
+        #[test]
+        fn subid_parser_finds_valid_lines(start in 1u32..1_000_000, count in 1u32..1_000_000) {
+            let t = format!("other:1:1\nroot:{start}:{count}\n");
+            prop_assert_eq!(parse_subid(&t, "root", 0), Some((start, count)));
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Turning a `Sandbox` + `Command` into a running process.
+//!
+//! 1. `plan` validates everything and prepares plain data (no input error can
+//!    surface after this point);
+//! 2. `clone` creates the cell's init in new namespaces;
+//! 3. the parent writes the id maps (and joins cgroups the clone could not),
+//!    releases the child, and waits on the error pipe: end-of-file means the
+//!    job has executed; a record means a stage failed;
+//! 4. `child` is init's side: build the root, `pivot_root`, fork the job, reap.
+
+pub(crate) mod child;
+mod clone;
+pub(crate) mod idmap;
+pub(crate) mod layout;
+pub(crate) mod plan;
+pub(crate) mod status;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use libc::c_int;
+
+use crate::error::{Errno, Error, Result, Stage};
+use crate::sandbox::{Command, Output, Sandbox, Stdin};
+use crate::sys;
+use child::{ChildPlan, JobPlan, RECORD_LEN};
+use status::StatusMap;
+
+/// How the host side joins the job to its cgroup(s).
+pub(crate) trait CgroupJoin {
+    /// A cgroup v2 directory to clone straight into, if any.
+    fn clone_target(&self) -> Option<BorrowedFd<'_>>;
+    /// Moves `pid` into the job's cgroup(s); called before the child is released
+    /// when the clone could not place it there itself.
+    fn attach(&self, pid: i32) -> Result<()>;
+}
+
+/// A job whose program has been executed.
+pub(crate) struct Spawned {
+    /// Host pid of the cell's init.
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// The write end of stdin and the bytes to feed it.
+    pub stdin: Option<(OwnedFd, Arc<[u8]>)>,
+    pub status: StatusMap,
+    pub started: Instant,
+}
+
+/// Spawns `command` in a cell described by `sandbox`.
+pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn CgroupJoin>) -> Result<Spawned> {
+    let bp = plan::build(sandbox, command)?;
+
+    // Descriptors: the parent's ends are close-on-exec so no other program the
+    // host starts inherits them; the cell's init closes whatever it does not need.
+    let devnull = devnull()?;
+    let (stdin_src, stdin_parent) = match &command.stdin {
+        Stdin::Null => (Src::Borrowed(devnull), None),
+        Stdin::Bytes(bytes) => {
+            let (r, w) = pipe("stdin")?;
+            (Src::Owned(r), Some((w, bytes.clone())))
+        }
+        Stdin::File(path) => {
+            let f = std::fs::File::open(path).map_err(|e| Error::HostPath {
+                what: "stdin file",
+                path: path.clone(),
+                errno: Errno::from(&e),
+            })?;
+            (Src::Owned(f.into()), None)
+        }
+    };
+    let (stdout_src, stdout_parent) = output(command.stdout, 1, devnull)?;
+    let (stderr_src, stderr_parent) = output(command.stderr, 2, devnull)?;
+    let (sync_read, sync_write) = pipe("sync")?;
+    let (error_read, error_write) = pipe("error")?;
+    let lifeline = lifeline()?;
+    let status = StatusMap::new().map_err(|errno| Error::Spawn {
+        op: "mmap status page",
+        path: None,
+        errno,
+        hint: None,
+    })?;
+
+    let stdio = [stdin_src.raw(), stdout_src.raw(), stderr_src.raw()];
+    let mut keep: Vec<c_int> = stdio.to_vec();
+    keep.extend([sync_read.as_raw_fd(), error_write.as_raw_fd(), lifeline]);
+    keep.extend(bp.trees.iter().map(AsRawFd::as_raw_fd));
+    keep.sort_unstable();
+    keep.dedup();
+
+    let argv_ptrs = null_terminated(&bp.argv);
+    let envp_ptrs = null_terminated(&bp.envp);
+    let plan = ChildPlan {
+        keep,
+        sync_read: sync_read.as_raw_fd(),
+        error_write: error_write.as_raw_fd(),
+        lifeline_read: lifeline,
+        become_root: bp.ids.become_root,
+        hostname: bp.hostname.clone(),
+        ops: bp.ops,
+        staging: bp.staging.clone(),
+        loopback: bp.loopback,
+        job: JobPlan {
+            uid: bp.ids.uid,
+            gid: bp.ids.gid,
+            set_groups: !bp.ids.deny_setgroups,
+            stdio,
+            cwd: bp.cwd.clone(),
+            program: bp.program.clone(),
+            argv: bp.argv,
+            argv_ptrs,
+            envp: bp.envp,
+            envp_ptrs,
+            cap_last: plan::cap_last_cap(),
+            rlimits: vec![(
+                libc::RLIMIT_CORE as c_int,
+                libc::rlimit64 {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                },
+            )],
+            max_fd: max_fd(),
+        },
+        status: status.as_ptr(),
+    };
+
+    let started = Instant::now();
+    let clone_target = cgroup.and_then(|c| c.clone_target()).map(|fd| fd.as_raw_fd());
+    // SAFETY: init_main only makes raw syscalls on `plan`, which the parent
+    // keeps alive (unchanged) until the child has its own copy.
+    let child = unsafe {
+        clone::clone_into(bp.ns_flags, clone_target, || child::init_main(&plan))
+    }
+    .map_err(|errno| Error::Spawn {
+        op: "clone3",
+        path: None,
+        errno,
+        hint: matches!(errno.0, libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL)
+            .then_some("user namespaces may be unavailable; see jobcell::host::check()"),
+    })?;
+
+    // The cell holds its own copies now; ours would keep pipes open forever.
+    drop(stdin_src);
+    drop(stdout_src);
+    drop(stderr_src);
+    drop(sync_read);
+    drop(error_write);
+    drop(bp.trees);
+
+    let abort = |err: Error| -> Error {
+        let _ = sys::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
+        let _ = sys::waitid_pidfd(child.pidfd.as_raw_fd(), false);
+        err
+    };
+
+    if let Some(cg) = cgroup {
+        if child.flags & clone::CLONE_INTO_CGROUP == 0 || clone_target.is_none() {
+            cg.attach(child.pid).map_err(abort)?;
+        }
+    }
+    write_id_maps(child.pid, &bp.ids).map_err(abort)?;
+    // Release the cell.
+    if let Err(e) = rustix::io::write(&sync_write, b"x") {
+        return Err(abort(Error::Spawn {
+            op: "release the cell",
+            path: None,
+            errno: e.into(),
+            hint: None,
+        }));
+    }
+    drop(sync_write);
+
+    // End-of-file: the job has executed (the pipe is close-on-exec). A record: a stage failed.
+    let mut rec = [0u8; RECORD_LEN];
+    let n = read_full(&error_read, &mut rec);
+    drop(error_read);
+    if n == RECORD_LEN {
+        let (stage, errno, step) = child::decode_record(&rec);
+        let stage = Stage::from_u32(stage).unwrap_or(Stage::BuildRoot);
+        let detail = match stage {
+            Stage::BuildRoot => plan.ops_name(step, &bp.op_names),
+            Stage::Exec => bp.program.to_string_lossy().into_owned(),
+            Stage::Chdir => bp.cwd.to_string_lossy().into_owned(),
+            Stage::SetUser => format!("uid {}", bp.ids.uid),
+            Stage::SetGroups => format!("gid {}", bp.ids.gid),
+            Stage::PivotRoot => bp.staging.to_string_lossy().into_owned(),
+            _ => String::new(),
+        };
+        return Err(abort(Error::Setup {
+            stage,
+            detail,
+            errno: Errno(errno),
+        }));
+    }
+    if !status.read().forked {
+        // Init died before forking without a word (killed, or out of memory).
+        let how = match sys::waitid_pidfd(child.pidfd.as_raw_fd(), false) {
+            // SAFETY: si_status of a filled siginfo.
+            Ok(Some((info, _))) => format!("code {} status {}", info.si_code, unsafe { info.si_status() }),
+            _ => "unknown".into(),
+        };
+        return Err(Error::SetupDied { status: how });
+    }
+
+    Ok(Spawned {
+        pid: child.pid,
+        pidfd: child.pidfd,
+        stdout: stdout_parent,
+        stderr: stderr_parent,
+        stdin: stdin_parent,
+        status,
+        started,
+    })
+}
+
+impl ChildPlan {
+    fn ops_name(&self, step: u32, names: &[String]) -> String {
+        names.get(step as usize).cloned().unwrap_or_else(|| format!("step {step}"))
+    }
+}
+
+/// A descriptor handed to the child: ours to close, or a shared one.
+enum Src {
+    Owned(OwnedFd),
+    Borrowed(RawFd),
+}
+
+impl Src {
+    fn raw(&self) -> RawFd {
+        match self {
+            Src::Owned(fd) => fd.as_raw_fd(),
+            Src::Borrowed(fd) => *fd,
+        }
+    }
+}
+
+fn output(mode: Output, own_fd: RawFd, devnull: RawFd) -> Result<(Src, Option<OwnedFd>)> {
+    Ok(match mode {
+        Output::Capture => {
+            let (r, w) = pipe(if own_fd == 1 { "stdout" } else { "stderr" })?;
+            (Src::Owned(w), Some(r))
+        }
+        // A closed host descriptor cannot be inherited: fall back to /dev/null.
+        Output::Inherit if rustix::io::fcntl_getfd(
+            // SAFETY: only queried, never closed, while borrowed.
+            unsafe { BorrowedFd::borrow_raw(own_fd) },
+        )
+        .is_ok() =>
+        {
+            (Src::Borrowed(own_fd), None)
+        }
+        Output::Inherit | Output::Discard => (Src::Borrowed(devnull), None),
+    })
+}
+
+fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| Error::Spawn {
+        op: match what {
+            "stdin" => "create stdin pipe",
+            "stdout" => "create stdout pipe",
+            "stderr" => "create stderr pipe",
+            "sync" => "create sync pipe",
+            _ => "create error pipe",
+        },
+        path: None,
+        errno: e.into(),
+        hint: None,
+    })
+}
+
+fn null_terminated(v: &[std::ffi::CString]) -> Vec<*const libc::c_char> {
+    v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+}
+
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match rustix::io::read(fd, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+fn write_id_maps(pid: i32, ids: &idmap::IdPlan) -> Result<()> {
+    let write = |name: &'static str, op: &'static str, value: &str| -> Result<()> {
+        let path = PathBuf::from(format!("/proc/{pid}/{name}"));
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(value.as_bytes()))
+            .map_err(|e| Error::Spawn {
+                op,
+                path: Some(path),
+                errno: Errno::from(&e),
+                hint: None,
+            })
+    };
+    if ids.deny_setgroups {
+        write("setgroups", "write setgroups", "deny")?;
+    }
+    write("uid_map", "write uid_map", &ids.uid_map)?;
+    write("gid_map", "write gid_map", &ids.gid_map)
+}
+
+/// One `/dev/null` for every job's null stdin and discarded output.
+fn devnull() -> Result<RawFd> {
+    static NULL: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Ok(fd.as_raw_fd());
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| Error::io("open", "/dev/null", e))?;
+    Ok(NULL.get_or_init(|| f.into()).as_raw_fd())
+}
+
+/// The read end of a pipe whose write end only this process holds. Every
+/// cell's init watches it: when the host process dies, however it dies, the
+/// pipe reports hang-up and init exits, which kills the whole cell.
+fn lifeline() -> Result<RawFd> {
+    static LIFELINE: OnceLock<(OwnedFd, OwnedFd)> = OnceLock::new();
+    if let Some((r, _)) = LIFELINE.get() {
+        return Ok(r.as_raw_fd());
+    }
+    let p = pipe("lifeline")?;
+    Ok(LIFELINE.get_or_init(|| p).0.as_raw_fd())
+}
+
+fn max_fd() -> c_int {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(65_536, |n| n.min(1 << 20) as c_int)
+}

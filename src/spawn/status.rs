@@ -1,0 +1,141 @@
+//! A page of memory shared between the host and the cell's init, through
+//! which init reports how the job ended (its wait status and rusage).
+//!
+//! A pipe would cost a descriptor per running job for its whole life; a
+//! shared anonymous page costs none, and the host reads it only after it has
+//! reaped init, so there is no race.
+
+use std::ptr::{self, NonNull};
+
+use crate::error::Errno;
+
+/// The layout of the shared page.
+#[repr(C)]
+pub(crate) struct StatusPage {
+    /// Set by init just before it forks the job.
+    forking: u32,
+    /// Set by init once the job has exited, after `wait_status` and `rusage`.
+    exited: u32,
+    wait_status: i32,
+    rusage: libc::rusage,
+}
+
+/// What init reported.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Report {
+    pub forked: bool,
+    /// The job's wait status and own rusage, if init saw it exit.
+    pub exit: Option<(i32, libc::rusage)>,
+}
+
+/// Owner of one mapped status page (unmapped on drop).
+pub(crate) struct StatusMap {
+    page: NonNull<StatusPage>,
+}
+
+// SAFETY: the page is plain shared memory; the host only reads it after the
+// writer (init) has been reaped, and access goes through volatile reads.
+unsafe impl Send for StatusMap {}
+// SAFETY: see above; &StatusMap only allows volatile reads.
+unsafe impl Sync for StatusMap {}
+
+const PAGE: usize = 4096;
+
+impl StatusMap {
+    pub(crate) fn new() -> Result<StatusMap, Errno> {
+        // SAFETY: anonymous shared mapping of one page; no file, no fixed address.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        // mmap never returns NULL on success for a non-fixed mapping.
+        let page = NonNull::new(p.cast::<StatusPage>()).ok_or(Errno(libc::ENOMEM))?;
+        Ok(StatusMap { page })
+    }
+
+    /// The raw pointer handed to the child.
+    pub(crate) fn as_ptr(&self) -> *mut StatusPage {
+        self.page.as_ptr()
+    }
+
+    /// Reads what init wrote. Call only after init has been reaped.
+    pub(crate) fn read(&self) -> Report {
+        let p = self.page.as_ptr();
+        // SAFETY: p points to our live mapping; the writer has exited (reaped),
+        // and the zero-filled page is a valid StatusPage.
+        unsafe {
+            let forked = ptr::read_volatile(ptr::addr_of!((*p).forking)) != 0;
+            let exited = ptr::read_volatile(ptr::addr_of!((*p).exited)) != 0;
+            let exit = exited.then(|| {
+                (
+                    ptr::read_volatile(ptr::addr_of!((*p).wait_status)),
+                    ptr::read_volatile(ptr::addr_of!((*p).rusage)),
+                )
+            });
+            Report { forked, exit }
+        }
+    }
+}
+
+impl Drop for StatusMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the page we mapped; no references outlive self.
+        unsafe { libc::munmap(self.page.as_ptr().cast(), PAGE) };
+    }
+}
+
+impl StatusPage {
+    /// Called by init right before forking the job.
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page.
+    pub(crate) unsafe fn mark_forking(p: *mut StatusPage) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { ptr::write_volatile(ptr::addr_of_mut!((*p).forking), 1) };
+    }
+
+    /// Called by init when the job has exited.
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page.
+    pub(crate) unsafe fn record_exit(p: *mut StatusPage, status: i32, usage: &libc::rusage) {
+        // SAFETY: guaranteed by the caller; `exited` is written last.
+        unsafe {
+            ptr::write_volatile(ptr::addr_of_mut!((*p).wait_status), status);
+            ptr::write_volatile(ptr::addr_of_mut!((*p).rusage), *usage);
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+            ptr::write_volatile(ptr::addr_of_mut!((*p).exited), 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_page_reports_nothing() {
+        let m = StatusMap::new().unwrap();
+        let r = m.read();
+        assert!(!r.forked);
+        assert!(r.exit.is_none());
+        // SAFETY: the page is mapped for the life of m.
+        unsafe {
+            StatusPage::mark_forking(m.as_ptr());
+            let ru: libc::rusage = std::mem::zeroed();
+            StatusPage::record_exit(m.as_ptr(), 3 << 8, &ru);
+        }
+        let r = m.read();
+        assert!(r.forked);
+        assert_eq!(r.exit.unwrap().0, 3 << 8);
+    }
+}

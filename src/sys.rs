@@ -1,0 +1,490 @@
+//! Raw system calls for the code that runs between `clone3` and `execve`.
+//!
+//! Nothing here allocates, locks, formats or panics: every function is one
+//! `syscall(2)` on memory the caller already owns, returning the kernel's errno.
+//! glibc wrappers are avoided on purpose: some of them (`setuid`, `fork`) take
+//! process-wide locks or signal other threads, which a cloned child of a
+//! multi-threaded host must never do.
+
+use std::ffi::CStr;
+use std::ptr;
+
+use libc::{c_int, c_long, c_void};
+
+use crate::error::Errno;
+
+/// Result of a raw call: the return value, or the errno.
+pub(crate) type SysResult<T = ()> = Result<T, Errno>;
+
+#[inline(always)]
+fn check(ret: c_long) -> SysResult<c_long> {
+    if ret < 0 {
+        // SAFETY: __errno_location returns this thread's errno slot, which is
+        // valid for the life of the thread (also in a cloned child: TLS is copied).
+        Err(Errno(unsafe { *libc::__errno_location() }))
+    } else {
+        Ok(ret)
+    }
+}
+
+fn opt_ptr(s: Option<&CStr>) -> *const libc::c_char {
+    s.map_or(ptr::null(), CStr::as_ptr)
+}
+
+pub(crate) fn close(fd: c_int) {
+    // SAFETY: closing a descriptor number has no memory-safety preconditions.
+    unsafe { libc::syscall(libc::SYS_close, fd as c_long) };
+}
+
+pub(crate) fn close_range(first: u32, last: u32, flags: u32) -> SysResult {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) }).map(drop)
+}
+
+pub(crate) fn read(fd: c_int, buf: &mut [u8]) -> SysResult<usize> {
+    // SAFETY: buf is a valid writable slice of buf.len() bytes.
+    check(unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
+        .map(|n| n as usize)
+}
+
+pub(crate) fn write(fd: c_int, buf: &[u8]) -> SysResult<usize> {
+    // SAFETY: buf is a valid readable slice of buf.len() bytes.
+    check(unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) })
+        .map(|n| n as usize)
+}
+
+/// Writes all of `buf`, retrying on EINTR and short writes.
+pub(crate) fn write_all(fd: c_int, mut buf: &[u8]) -> SysResult {
+    while !buf.is_empty() {
+        match write(fd, buf) {
+            Ok(0) => return Err(Errno(libc::EIO)),
+            Ok(n) => buf = &buf[n..],
+            Err(Errno(libc::EINTR)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn open(path: &CStr, flags: c_int, mode: u32) -> SysResult<c_int> {
+    // SAFETY: path is a valid NUL-terminated string.
+    check(unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags, mode) })
+        .map(|fd| fd as c_int)
+}
+
+pub(crate) fn mkdir(path: &CStr, mode: u32) -> SysResult {
+    // SAFETY: path is a valid NUL-terminated string.
+    check(unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path.as_ptr(), mode) })
+        .map(drop)
+}
+
+pub(crate) fn symlink(target: &CStr, link: &CStr) -> SysResult {
+    // SAFETY: both are valid NUL-terminated strings.
+    check(unsafe {
+        libc::syscall(libc::SYS_symlinkat, target.as_ptr(), libc::AT_FDCWD, link.as_ptr())
+    })
+    .map(drop)
+}
+
+pub(crate) fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: u64,
+    data: Option<&CStr>,
+) -> SysResult {
+    // SAFETY: every pointer is NULL or a valid NUL-terminated string.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount,
+            opt_ptr(source),
+            target.as_ptr(),
+            opt_ptr(fstype),
+            flags as c_long,
+            opt_ptr(data) as *const c_void,
+        )
+    })
+    .map(drop)
+}
+
+pub(crate) fn umount2(target: &CStr, flags: c_int) -> SysResult {
+    // SAFETY: target is a valid NUL-terminated string.
+    check(unsafe { libc::syscall(libc::SYS_umount2, target.as_ptr(), flags) }).map(drop)
+}
+
+/// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`: attach a detached tree.
+pub(crate) fn move_mount_fd(fd: c_int, target: &CStr) -> SysResult {
+    const MOVE_MOUNT_F_EMPTY_PATH: c_long = 0x4;
+    // SAFETY: the empty string and target are valid NUL-terminated strings.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+/// The kernel's `struct mount_attr`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `mount_setattr(dfd, path, flags, attr)`.
+pub(crate) fn mount_setattr(dfd: c_int, path: &CStr, flags: u32, attr: &MountAttr) -> SysResult {
+    // SAFETY: path is NUL-terminated; attr points to a properly sized struct.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dfd,
+            path.as_ptr(),
+            flags,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+pub(crate) fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult {
+    // SAFETY: both are valid NUL-terminated strings.
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
+        .map(drop)
+}
+
+pub(crate) fn chdir(path: &CStr) -> SysResult {
+    // SAFETY: path is a valid NUL-terminated string.
+    check(unsafe { libc::syscall(libc::SYS_chdir, path.as_ptr()) }).map(drop)
+}
+
+pub(crate) fn sethostname(name: &[u8]) -> SysResult {
+    // SAFETY: name is a valid slice; the kernel reads name.len() bytes.
+    check(unsafe { libc::syscall(libc::SYS_sethostname, name.as_ptr(), name.len()) }).map(drop)
+}
+
+pub(crate) fn setresuid(uid: u32) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
+}
+
+pub(crate) fn setresgid(gid: u32) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
+}
+
+pub(crate) fn setgroups(groups: &[libc::gid_t]) -> SysResult {
+    // SAFETY: groups is a valid slice of gid_t.
+    check(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) }).map(drop)
+}
+
+pub(crate) fn setsid() -> SysResult {
+    // SAFETY: no arguments.
+    check(unsafe { libc::syscall(libc::SYS_setsid) }).map(drop)
+}
+
+pub(crate) fn dup3(old: c_int, new: c_int, flags: c_int) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_dup3, old, new, flags) }).map(drop)
+}
+
+pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> SysResult<c_long> {
+    // SAFETY: only integer-argument commands are used (F_DUPFD*, F_GETFD, F_SETFD).
+    check(unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) })
+}
+
+pub(crate) fn prctl(option: c_int, a2: c_long, a3: c_long, a4: c_long, a5: c_long) -> SysResult<c_long> {
+    // SAFETY: only integer-argument options are used.
+    check(unsafe { libc::syscall(libc::SYS_prctl, option, a2, a3, a4, a5) })
+}
+
+/// Empties the effective, permitted and inheritable capability sets.
+pub(crate) fn capset_empty() -> SysResult {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and data are valid for the v3 layout (two data elements).
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut Header,
+            data.as_ptr(),
+        )
+    })
+    .map(drop)
+}
+
+pub(crate) fn prlimit(resource: c_int, limit: &libc::rlimit64) -> SysResult {
+    // SAFETY: limit points to a valid rlimit64; the old-value pointer is NULL.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            resource,
+            limit as *const libc::rlimit64,
+            ptr::null_mut::<libc::rlimit64>(),
+        )
+    })
+    .map(drop)
+}
+
+/// The kernel's sigset for rt_sigprocmask / rt_sigaction: 64 bits on x86_64 and aarch64.
+pub(crate) type KernelSigset = u64;
+
+pub(crate) fn sigprocmask(how: c_int, set: KernelSigset) -> SysResult {
+    // SAFETY: set points to a valid 8-byte sigset; the old-set pointer is NULL.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            how,
+            &set as *const KernelSigset,
+            ptr::null_mut::<KernelSigset>(),
+            std::mem::size_of::<KernelSigset>(),
+        )
+    })
+    .map(drop)
+}
+
+/// Resets one signal to its default disposition.
+pub(crate) fn signal_default(sig: c_int) -> SysResult {
+    // The kernel's struct sigaction on x86_64/aarch64: handler, flags, restorer, mask.
+    #[repr(C)]
+    struct KSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: KernelSigset,
+    }
+    let act = KSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: act is a valid kernel sigaction; SIG_DFL needs no restorer.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &act as *const KSigaction,
+            ptr::null_mut::<KSigaction>(),
+            std::mem::size_of::<KernelSigset>(),
+        )
+    })
+    .map(drop)
+}
+
+pub(crate) fn signalfd(mask: KernelSigset, flags: c_int) -> SysResult<c_int> {
+    // SAFETY: mask points to a valid 8-byte sigset.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_signalfd4,
+            -1,
+            &mask as *const KernelSigset,
+            std::mem::size_of::<KernelSigset>(),
+            flags,
+        )
+    })
+    .map(|fd| fd as c_int)
+}
+
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: c_int) -> SysResult<usize> {
+    // SAFETY: fds is a valid writable slice of pollfd; ppoll with a NULL sigmask.
+    let ts = libc::timespec {
+        tv_sec: (timeout_ms / 1000) as libc::time_t,
+        tv_nsec: ((timeout_ms % 1000) as libc::c_long) * 1_000_000,
+    };
+    let tsp = if timeout_ms < 0 { ptr::null() } else { &ts as *const libc::timespec };
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_ppoll,
+            fds.as_mut_ptr(),
+            fds.len(),
+            tsp,
+            ptr::null::<KernelSigset>(),
+            0usize,
+        )
+    })
+    .map(|n| n as usize)
+}
+
+pub(crate) fn wait4(pid: c_int, status: &mut c_int, options: c_int, usage: &mut libc::rusage) -> SysResult<c_int> {
+    // SAFETY: status and usage are valid writable locations.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_wait4,
+            pid,
+            status as *mut c_int,
+            options,
+            usage as *mut libc::rusage,
+        )
+    })
+    .map(|p| p as c_int)
+}
+
+/// A fork by raw `clone(SIGCHLD)`: no atfork handlers, no glibc bookkeeping.
+///
+/// # Safety
+/// The caller is a single-threaded process (the cell's init), and the child
+/// must obey the same rules as the caller: raw syscalls only, then exec or exit.
+pub(crate) unsafe fn fork() -> SysResult<c_int> {
+    // SAFETY: clone without CLONE_VM and without a new stack behaves like fork:
+    // the child continues on a private copy of this stack.
+    check(unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0) })
+        .map(|p| p as c_int)
+}
+
+pub(crate) fn kill(pid: c_int, sig: c_int) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_kill, pid, sig) }).map(drop)
+}
+
+pub(crate) fn socket(domain: c_int, ty: c_int, proto: c_int) -> SysResult<c_int> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_socket, domain, ty, proto) }).map(|fd| fd as c_int)
+}
+
+/// `ioctl(fd, req, arg)` where arg points to caller-owned memory of the right type.
+pub(crate) fn ioctl<T>(fd: c_int, req: c_long, arg: &mut T) -> SysResult {
+    // SAFETY: arg is a valid, exclusive reference; the caller picks a request
+    // whose argument type is T.
+    check(unsafe { libc::syscall(libc::SYS_ioctl, fd, req, arg as *mut T) }).map(drop)
+}
+
+/// `execve`; returns only on failure.
+///
+/// # Safety
+/// `argv` and `envp` must be NULL-terminated arrays of valid C strings.
+pub(crate) unsafe fn execve(
+    path: &CStr,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> Errno {
+    // SAFETY: guaranteed by the caller.
+    match check(unsafe { libc::syscall(libc::SYS_execve, path.as_ptr(), argv, envp) }) {
+        Ok(_) => Errno(0),
+        Err(e) => e,
+    }
+}
+
+/// Ends the calling process at once.
+pub(crate) fn exit(code: c_int) -> ! {
+    loop {
+        // SAFETY: exit_group never returns; no memory is touched.
+        unsafe { libc::syscall(libc::SYS_exit_group, code) };
+    }
+}
+
+pub(crate) fn umask(mask: u32) {
+    // SAFETY: integer argument only.
+    unsafe { libc::syscall(libc::SYS_umask, mask) };
+}
+
+// ---------------------------------------------------------------------------
+// Host-side calls (before the clone). These may allocate; they live here so
+// that every raw syscall of the crate sits in one audited module.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+const OPEN_TREE_CLONE: u32 = 1;
+const OPEN_TREE_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+const AT_RECURSIVE: u32 = 0x8000;
+
+/// `open_tree(path, OPEN_TREE_CLONE | AT_RECURSIVE)` then `mount_setattr(set)` on the
+/// detached copy: a private, pre-configured bind of `path` that the cell attaches
+/// with `move_mount`. Opening it here, with the host's permissions and before
+/// anything is mounted over it, is what lets binds come from anywhere.
+pub(crate) fn open_tree_clone(path: &CStr, set: u64) -> SysResult<OwnedFd> {
+    // SAFETY: path is NUL-terminated; the flags request a new detached tree.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE,
+        )
+    })? as c_int;
+    // SAFETY: open_tree returned a new descriptor that we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let attr = MountAttr {
+        attr_set: set,
+        ..Default::default()
+    };
+    use std::os::fd::AsRawFd;
+    mount_setattr(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH as u32 | AT_RECURSIVE, &attr)?;
+    Ok(fd)
+}
+
+/// `waitid(P_PIDFD, fd, WEXITED | __WALL)` with the child's rusage. Returns
+/// `Ok(None)` with `nohang` when the child has not exited yet.
+pub(crate) fn waitid_pidfd(fd: c_int, nohang: bool) -> SysResult<Option<(libc::siginfo_t, libc::rusage)>> {
+    const P_PIDFD: c_int = 3;
+    // SAFETY: siginfo_t and rusage are plain data; zeroed is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut opts = libc::WEXITED | libc::__WALL;
+    if nohang {
+        opts |= libc::WNOHANG;
+    }
+    loop {
+        // SAFETY: info and usage are valid writable locations of the right types.
+        let r = check(unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                P_PIDFD,
+                fd,
+                &mut info as *mut libc::siginfo_t,
+                opts,
+                &mut usage as *mut libc::rusage,
+            )
+        });
+        match r {
+            Err(Errno(libc::EINTR)) => continue,
+            Err(e) => return Err(e),
+            Ok(_) => {
+                // SAFETY: reading the si_pid field of a siginfo filled by waitid.
+                let pid = unsafe { info.si_pid() };
+                return Ok((pid != 0).then_some((info, usage)));
+            }
+        }
+    }
+}
+
+/// `pidfd_send_signal(fd, sig)`.
+pub(crate) fn pidfd_send_signal(fd: c_int, sig: c_int) -> SysResult {
+    // SAFETY: integer arguments; NULL siginfo.
+    check(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, sig, ptr::null::<libc::siginfo_t>(), 0) })
+        .map(drop)
+}

@@ -1,0 +1,77 @@
+//! Running jobs: the reactor that supervises them, and the runtime that
+//! standalone `Sandbox::spawn` uses.
+
+pub(crate) mod reactor;
+
+use std::sync::{Arc, OnceLock};
+
+use crate::error::{Error, Result};
+use crate::job::log::Log;
+use crate::job::{JobHandle, JobId, JobShared, JobState, DEFAULT_MEMORY_BUDGET};
+use crate::sandbox::{Command, Sandbox};
+use crate::spawn;
+use reactor::{Reactor, Registration};
+
+/// A reactor plus what it needs to start jobs.
+pub(crate) struct Runtime {
+    reactor: Arc<Reactor>,
+}
+
+/// The runtime behind standalone `Sandbox::spawn`, started on first use.
+pub(crate) fn default_runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| Runtime {
+        reactor: Reactor::start("jobcell-reactor").expect("cannot start the jobcell reactor thread"),
+    })
+}
+
+impl Runtime {
+    /// Spawns a job owned by its handle.
+    pub(crate) fn spawn_standalone(&self, sandbox: &Sandbox, command: &Command) -> Result<JobHandle> {
+        let job = JobShared::new(
+            JobId::generate(),
+            Log::new(DEFAULT_MEMORY_BUDGET),
+            None,
+            JobState::Initializing,
+        );
+        self.start(&job, sandbox, command)?;
+        Ok(JobHandle {
+            shared: job,
+            kill_on_drop: true,
+        })
+    }
+
+    /// Spawns `command` for an existing job record and hands it to the reactor.
+    pub(crate) fn start(&self, job: &Arc<JobShared>, sandbox: &Sandbox, command: &Command) -> Result<()> {
+        let limits = &sandbox.limits;
+        let spawned = spawn::spawn(sandbox, command, None)?;
+        let pidfd = Arc::new(spawned.pidfd.try_clone().map_err(|e| Error::io("dup", "pidfd", e))?);
+        {
+            let mut g = job.inner.lock();
+            g.pid = Some(spawned.pid);
+            g.pidfd = Some(pidfd.clone());
+            g.started = Some(std::time::SystemTime::now());
+        }
+        job.set_state(JobState::Running);
+        // A kill requested while the cell was being set up must not be lost.
+        let pending = job.inner.lock().kill_reason;
+        if let Some(reason) = pending {
+            let _ = job.kill(reason);
+        }
+        self.reactor.register(Registration {
+            job: job.clone(),
+            pidfd,
+            spawned,
+            cgroup: None,
+            wall_time: limits.wall_time,
+            cpu_time: limits.cpu_time,
+            output_limit: limits.output_bytes,
+            cpus: online_cpus(),
+        });
+        Ok(())
+    }
+}
+
+fn online_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}

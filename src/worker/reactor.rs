@@ -1,0 +1,457 @@
+//! The reactor: one thread that supervises every job of a runtime with epoll.
+//!
+//! Per running job it watches the cell's pidfd and the stdout/stderr pipes
+//! (and stdin while it is being fed); time limits live in one timer heap, not
+//! in descriptors. No thread per job: a thousand jobs cost a thousand small
+//! entries here, about three descriptors each.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rustix::event::epoll;
+use rustix::event::{eventfd, EventfdFlags};
+
+use crate::cgroup::JobCgroup;
+use crate::job::{Exit, JobShared, JobState, KillReason, Outcome, ResourceUsage, Stream, TimeLimit};
+use crate::spawn::Spawned;
+use crate::sys;
+
+/// A job handed to the reactor once its program runs.
+pub(crate) struct Registration {
+    pub job: Arc<JobShared>,
+    pub pidfd: Arc<OwnedFd>,
+    pub spawned: Spawned,
+    pub cgroup: Option<Arc<JobCgroup>>,
+    pub wall_time: Option<Duration>,
+    pub cpu_time: Option<Duration>,
+    pub output_limit: Option<u64>,
+    /// CPUs the job can use at most at once (bounds how fast CPU time can grow).
+    pub cpus: u32,
+}
+
+pub(crate) struct Reactor {
+    epoll: OwnedFd,
+    waker: OwnedFd,
+    inbox: Mutex<Vec<Registration>>,
+}
+
+const KIND_PID: u64 = 0;
+const KIND_STDOUT: u64 = 1;
+const KIND_STDERR: u64 = 2;
+const KIND_STDIN: u64 = 3;
+const WAKER: u64 = u64::MAX;
+const READ_CHUNK: usize = 64 * 1024;
+
+fn token(slot: usize, gen: u32, kind: u64) -> u64 {
+    ((slot as u64) << 32) | (((gen & 0x1fff_ffff) as u64) << 3) | kind
+}
+
+fn untoken(t: u64) -> (usize, u32, u64) {
+    ((t >> 32) as usize, ((t >> 3) & 0x1fff_ffff) as u32, t & 7)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Wall,
+    Cpu,
+    CgroupRetry,
+}
+
+struct Entry {
+    gen: u32,
+    job: Arc<JobShared>,
+    pidfd: Arc<OwnedFd>,
+    spawned: Spawned,
+    cgroup: Option<Arc<JobCgroup>>,
+    output_limit: Option<u64>,
+    written: u64,
+    cpu_limit: Option<Duration>,
+    cpus: u32,
+    stdin_pos: usize,
+    /// Set once the cell's init has been reaped: what waitid returned.
+    exited: Option<(libc::siginfo_t, libc::rusage)>,
+    ended_at: Option<Instant>,
+    cgroup_retries: u32,
+}
+
+impl Reactor {
+    /// Starts a reactor thread.
+    pub(crate) fn start(name: &str) -> std::io::Result<Arc<Reactor>> {
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let waker = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        epoll::add(&ep, &waker, epoll::EventData::new_u64(WAKER), epoll::EventFlags::IN)?;
+        let r = Arc::new(Reactor {
+            epoll: ep,
+            waker,
+            inbox: Mutex::new(Vec::new()),
+        });
+        let r2 = r.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || Loop::new(r2).run())?;
+        Ok(r)
+    }
+
+    /// Hands a running job to the reactor.
+    pub(crate) fn register(&self, reg: Registration) {
+        self.inbox.lock().push(reg);
+        let _ = rustix::io::write(&self.waker, &1u64.to_ne_bytes());
+    }
+}
+
+struct Loop {
+    r: Arc<Reactor>,
+    slots: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    next_gen: u32,
+    timers: BinaryHeap<Reverse<(Instant, usize, u32, TimerKind)>>,
+    buf: Vec<u8>,
+}
+
+impl Loop {
+    fn new(r: Arc<Reactor>) -> Loop {
+        Loop {
+            r,
+            slots: Vec::new(),
+            free: Vec::new(),
+            next_gen: 1,
+            timers: BinaryHeap::new(),
+            buf: vec![0u8; READ_CHUNK],
+        }
+    }
+
+    fn run(mut self) {
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(512);
+        loop {
+            let timeout = self.timers.peek().map(|Reverse((at, ..))| {
+                let d = at.saturating_duration_since(Instant::now());
+                rustix::time::Timespec {
+                    tv_sec: d.as_secs() as i64,
+                    tv_nsec: d.subsec_nanos() as i64,
+                }
+            });
+            events.clear();
+            match epoll::wait(&self.r.epoll, rustix::buffer::spare_capacity(&mut events), timeout.as_ref()) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => panic!("epoll_wait failed: {e}"),
+            }
+            for ev in events.iter() {
+                let t = ev.data.u64();
+                if t == WAKER {
+                    let mut b = [0u8; 8];
+                    let _ = rustix::io::read(&self.r.waker, &mut b);
+                    continue;
+                }
+                let (slot, gen, kind) = untoken(t);
+                let live = matches!(self.slots.get(slot), Some(Some(e)) if e.gen == gen);
+                if !live {
+                    continue;
+                }
+                match kind {
+                    KIND_PID => self.on_exit(slot),
+                    KIND_STDOUT => self.on_output(slot, Stream::Stdout, false),
+                    KIND_STDERR => self.on_output(slot, Stream::Stderr, false),
+                    KIND_STDIN => self.on_stdin(slot),
+                    _ => {}
+                }
+            }
+            self.fire_timers();
+            let regs = std::mem::take(&mut *self.r.inbox.lock());
+            for reg in regs {
+                self.add(reg);
+            }
+        }
+    }
+
+    fn add(&mut self, reg: Registration) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        let gen = self.next_gen;
+        // Generations live in 29 bits of the epoll token.
+        self.next_gen = (self.next_gen + 1) & 0x1fff_ffff;
+        if self.next_gen == 0 {
+            self.next_gen = 1;
+        }
+        let ep = &self.r.epoll;
+        let ev = |kind| epoll::EventData::new_u64(token(slot, gen, kind));
+        let _ = epoll::add(ep, &*reg.pidfd, ev(KIND_PID), epoll::EventFlags::IN);
+        if let Some(fd) = &reg.spawned.stdout {
+            set_nonblocking(fd);
+            let _ = epoll::add(ep, fd, ev(KIND_STDOUT), epoll::EventFlags::IN);
+        }
+        if let Some(fd) = &reg.spawned.stderr {
+            set_nonblocking(fd);
+            let _ = epoll::add(ep, fd, ev(KIND_STDERR), epoll::EventFlags::IN);
+        }
+        if let Some((fd, _)) = &reg.spawned.stdin {
+            set_nonblocking(fd);
+            let _ = epoll::add(ep, fd, ev(KIND_STDIN), epoll::EventFlags::OUT);
+        }
+        let started = reg.spawned.started;
+        if let Some(w) = reg.wall_time {
+            self.timers.push(Reverse((started + w, slot, gen, TimerKind::Wall)));
+        }
+        if let Some(c) = reg.cpu_time {
+            let first = started + c / reg.cpus.max(1);
+            self.timers.push(Reverse((first, slot, gen, TimerKind::Cpu)));
+        }
+        self.slots[slot] = Some(Entry {
+            gen,
+            job: reg.job,
+            pidfd: reg.pidfd,
+            spawned: reg.spawned,
+            cgroup: reg.cgroup,
+            output_limit: reg.output_limit,
+            written: 0,
+            cpu_limit: reg.cpu_time,
+            cpus: reg.cpus.max(1),
+            stdin_pos: 0,
+            exited: None,
+            ended_at: None,
+            cgroup_retries: 0,
+        });
+    }
+
+    fn entry(&mut self, slot: usize) -> &mut Entry {
+        self.slots[slot].as_mut().expect("live slot")
+    }
+
+    /// Reads what is available on one output pipe into the log (all of it when `drain`).
+    fn on_output(&mut self, slot: usize, stream: Stream, drain: bool) {
+        loop {
+            let e = self.slots[slot].as_mut().expect("live slot");
+            let fd = match stream {
+                Stream::Stdout => e.spawned.stdout.as_ref(),
+                Stream::Stderr => e.spawned.stderr.as_ref(),
+            };
+            let Some(fd) = fd else { return };
+            match rustix::io::read(fd, &mut self.buf[..]) {
+                Ok(0) => {
+                    self.close_output(slot, stream);
+                    return;
+                }
+                Ok(n) => {
+                    let mut keep = n;
+                    let mut over = false;
+                    if let Some(limit) = e.output_limit {
+                        let room = limit.saturating_sub(e.written);
+                        if n as u64 > room {
+                            keep = room as usize;
+                            over = true;
+                        }
+                    }
+                    if keep > 0 {
+                        let _ = e.job.log.append(stream, &self.buf[..keep]);
+                        e.written += keep as u64;
+                    }
+                    if over {
+                        let _ = e.job.kill(KillReason::OutputLimit);
+                        self.close_output(slot, Stream::Stdout);
+                        self.close_output(slot, Stream::Stderr);
+                        return;
+                    }
+                    if !drain && n < self.buf.len() {
+                        return;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return, // EAGAIN: nothing more for now
+            }
+        }
+    }
+
+    fn close_output(&mut self, slot: usize, stream: Stream) {
+        let ep = &self.r.epoll;
+        let e = self.slots[slot].as_mut().expect("live slot");
+        let fd = match stream {
+            Stream::Stdout => e.spawned.stdout.take(),
+            Stream::Stderr => e.spawned.stderr.take(),
+        };
+        if let Some(fd) = fd {
+            let _ = epoll::delete(ep, &fd);
+        }
+    }
+
+    fn on_stdin(&mut self, slot: usize) {
+        let ep = &self.r.epoll;
+        let e = self.slots[slot].as_mut().expect("live slot");
+        let Some((fd, data)) = &e.spawned.stdin else { return };
+        let mut done = false;
+        loop {
+            if e.stdin_pos >= data.len() {
+                done = true;
+                break;
+            }
+            match rustix::io::write(fd, &data[e.stdin_pos..]) {
+                Ok(n) => e.stdin_pos += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    done = true; // EPIPE: the job closed its stdin
+                    break;
+                }
+            }
+        }
+        if done {
+            if let Some((fd, _)) = e.spawned.stdin.take() {
+                let _ = epoll::delete(ep, &fd);
+            }
+        }
+    }
+
+    /// The cell's init has exited: reap it, collect the rest of the output, finish.
+    fn on_exit(&mut self, slot: usize) {
+        let ep = &self.r.epoll;
+        let e = self.slots[slot].as_mut().expect("live slot");
+        if e.exited.is_some() {
+            return;
+        }
+        match sys::waitid_pidfd(e.pidfd.as_raw_fd(), true) {
+            Ok(Some(r)) => e.exited = Some(r),
+            Ok(None) => return, // not yet (spurious wake-up)
+            Err(_) => {
+                // ECHILD cannot happen for our own child; treat as gone.
+                // SAFETY: zeroed siginfo/rusage are valid plain data.
+                e.exited = Some(unsafe { (std::mem::zeroed(), std::mem::zeroed()) });
+            }
+        }
+        e.ended_at = Some(Instant::now());
+        let _ = epoll::delete(ep, e.pidfd.as_fd());
+        if let Some((fd, _)) = e.spawned.stdin.take() {
+            let _ = epoll::delete(ep, &fd);
+        }
+        // Every writer is dead: what is in the pipes is all there will be.
+        self.on_output(slot, Stream::Stdout, true);
+        self.on_output(slot, Stream::Stderr, true);
+        self.close_output(slot, Stream::Stdout);
+        self.close_output(slot, Stream::Stderr);
+        self.try_finish(slot);
+    }
+
+    /// Finishes once the cgroup is empty; retries with a short back-off otherwise.
+    fn try_finish(&mut self, slot: usize) {
+        let e = self.entry(slot);
+        if let Some(cg) = &e.cgroup {
+            if cg.populated() && e.cgroup_retries < 200 {
+                cg.kill();
+                e.cgroup_retries += 1;
+                let delay = Duration::from_millis((1u64 << e.cgroup_retries.min(6)).min(50));
+                let (gen, at) = (e.gen, Instant::now() + delay);
+                self.timers.push(Reverse((at, slot, gen, TimerKind::CgroupRetry)));
+                return;
+            }
+        }
+        let e = self.slots[slot].take().expect("live slot");
+        self.free.push(slot);
+        finish(e);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, slot, gen, kind))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let live = matches!(self.slots.get(slot), Some(Some(e)) if e.gen == gen);
+            if !live {
+                continue;
+            }
+            let e = self.entry(slot);
+            match kind {
+                TimerKind::Wall if e.exited.is_none() => {
+                    let _ = e.job.kill(KillReason::TimedOut(TimeLimit::Wall));
+                }
+                TimerKind::Cpu if e.exited.is_none() => {
+                    let (Some(limit), Some(cg)) = (e.cpu_limit, e.cgroup.as_ref()) else { continue };
+                    let used = cg.cpu_time().unwrap_or_default();
+                    if used >= limit {
+                        let _ = e.job.kill(KillReason::TimedOut(TimeLimit::Cpu));
+                    } else {
+                        // The job cannot burn CPU faster than `cpus` per wall second, so
+                        // it cannot cross the limit before this; ~1 ms granularity at the end.
+                        let wait = ((limit - used) / e.cpus).max(Duration::from_millis(1));
+                        let gen = e.gen;
+                        self.timers.push(Reverse((now + wait, slot, gen, TimerKind::Cpu)));
+                    }
+                }
+                TimerKind::CgroupRetry => self.try_finish(slot),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) {
+    if let Ok(fl) = rustix::fs::fcntl_getfl(fd) {
+        let _ = rustix::fs::fcntl_setfl(fd, fl | rustix::fs::OFlags::NONBLOCK);
+    }
+}
+
+/// Works out the verdict from kernel evidence and records the outcome.
+fn finish(e: Entry) {
+    let (info, total) = e.exited.unwrap_or_else(|| {
+        // SAFETY: zeroed siginfo/rusage are valid plain data.
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) }
+    });
+    let report = e.spawned.status.read();
+    let exit = match report.exit {
+        Some((status, _)) => Exit::from_wait_status(status),
+        // Init itself was killed (a stop, a limit, the host): the job died with it.
+        // SAFETY: reading si_status of a siginfo filled by waitid (or zeroed).
+        None => match info.si_code {
+            libc::CLD_KILLED | libc::CLD_DUMPED => Exit::Signal(unsafe { info.si_status() }),
+            _ => Exit::Signal(libc::SIGKILL),
+        },
+    };
+    let usage = e.cgroup.as_ref().and_then(|cg| cg.usage());
+    if let Some(cg) = &e.cgroup {
+        cg.remove();
+    }
+    let oom_killed = usage.is_some_and(|u| u.oom_kills > 0);
+    let kill_reason = e.job.inner.lock().kill_reason;
+    let state = match kill_reason {
+        Some(KillReason::Stopped) => JobState::Stopped,
+        Some(KillReason::TimedOut(k)) => JobState::TimedOut(k),
+        Some(KillReason::OutputLimit) => JobState::OutputLimitExceeded,
+        None if oom_killed => JobState::OutOfMemory,
+        None => match exit {
+            Exit::Code(0) => JobState::Completed,
+            other => JobState::Failed {
+                reason: other.to_string(),
+            },
+        },
+    };
+    let wall_time = e
+        .ended_at
+        .unwrap_or_else(Instant::now)
+        .saturating_duration_since(e.spawned.started);
+    let outcome = Outcome {
+        state,
+        exit: Some(exit),
+        wall_time,
+        rusage: ResourceUsage::from_rusage(&total),
+        usage,
+        oom_killed,
+    };
+    e.job.finish(outcome);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_roundtrip() {
+        for (slot, gen, kind) in [(0usize, 1u32, 0u64), (12345, 0x1fff_ffff, 3), (u32::MAX as usize, 7, 2)] {
+            assert_eq!(untoken(token(slot, gen, kind)), (slot, gen, kind));
+        }
+        assert_ne!(token(0, 0, 0), WAKER);
+    }
+}
