@@ -113,6 +113,8 @@ pub enum Stage {
     WaitForHost,
     /// Switching to root inside the new user namespace.
     BecomeRoot,
+    /// Entering a new cgroup namespace rooted at the job's cgroup.
+    CgroupNamespace,
     /// Setting the cell's hostname.
     SetHostname,
     /// Making the mount tree private so nothing propagates to the host.
@@ -156,10 +158,11 @@ pub enum Stage {
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 22] = [
+        const ALL: [Stage; 23] = [
             CloseFds,
             WaitForHost,
             BecomeRoot,
+            CgroupNamespace,
             SetHostname,
             MakeMountsPrivate,
             BuildRoot,
@@ -190,6 +193,7 @@ impl fmt::Display for Stage {
             Stage::CloseFds => "closing inherited descriptors",
             Stage::WaitForHost => "waiting for the host's id maps",
             Stage::BecomeRoot => "becoming root in the user namespace",
+            Stage::CgroupNamespace => "entering a cgroup namespace",
             Stage::SetHostname => "setting the hostname",
             Stage::MakeMountsPrivate => "making mounts private",
             Stage::BuildRoot => "building the root",

@@ -190,6 +190,11 @@ pub(crate) fn setgroups(groups: &[libc::gid_t]) -> SysResult {
     check(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) }).map(drop)
 }
 
+pub(crate) fn unshare(flags: c_int) -> SysResult {
+    // SAFETY: integer argument only.
+    check(unsafe { libc::syscall(libc::SYS_unshare, flags) }).map(drop)
+}
+
 pub(crate) fn setsid() -> SysResult {
     // SAFETY: no arguments.
     check(unsafe { libc::syscall(libc::SYS_setsid) }).map(drop)

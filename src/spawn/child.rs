@@ -165,6 +165,11 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan) -> ! {
             fail(efd, Stage::BecomeRoot, e, 0);
         }
     }
+    // Now that the host has placed us in the job's cgroup, make it the root of
+    // the cell's cgroup namespace (a clone-time namespace would be rooted at the host's).
+    if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
+        fail(efd, Stage::CgroupNamespace, e, 0);
+    }
     if let Err(e) = sys::sethostname(&plan.hostname) {
         fail(efd, Stage::SetHostname, e, 0);
     }

@@ -127,8 +127,7 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWCGROUP) as u64;
+        | libc::CLONE_NEWIPC) as u64;
     if sandbox.network == Network::None {
         ns_flags |= libc::CLONE_NEWNET as u64;
     }
