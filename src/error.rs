@@ -67,6 +67,13 @@ impl Errno {
         }
     }
 
+    /// The errno of the last failed libc call, read without allocating
+    /// (safe between clone and exec).
+    pub(crate) fn last_raw() -> Errno {
+        // SAFETY: __errno_location returns this thread's errno slot.
+        Errno(unsafe { *libc::__errno_location() })
+    }
+
     /// The errno of the last failed libc call on this thread.
     pub(crate) fn last() -> Errno {
         Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))

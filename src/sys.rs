@@ -358,18 +358,6 @@ pub(crate) fn wait4(pid: c_int, status: &mut c_int, options: c_int, usage: &mut 
     .map(|p| p as c_int)
 }
 
-/// A fork by raw `clone(SIGCHLD)`: no atfork handlers, no glibc bookkeeping.
-///
-/// # Safety
-/// The caller is a single-threaded process (the cell's init), and the child
-/// must obey the same rules as the caller: raw syscalls only, then exec or exit.
-pub(crate) unsafe fn fork() -> SysResult<c_int> {
-    // SAFETY: clone without CLONE_VM and without a new stack behaves like fork:
-    // the child continues on a private copy of this stack.
-    check(unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0) })
-        .map(|p| p as c_int)
-}
-
 pub(crate) fn kill(pid: c_int, sig: c_int) -> SysResult {
     // SAFETY: integer arguments only.
     check(unsafe { libc::syscall(libc::SYS_kill, pid, sig) }).map(drop)
@@ -492,4 +480,10 @@ pub(crate) fn pidfd_send_signal(fd: c_int, sig: c_int) -> SysResult {
     // SAFETY: integer arguments; NULL siginfo.
     check(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, sig, ptr::null::<libc::siginfo_t>(), 0) })
         .map(drop)
+}
+
+/// `setns(fd, nstype)` for the calling thread.
+pub(crate) fn setns(fd: c_int, nstype: c_int) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_setns, fd, nstype) }).map(drop)
 }

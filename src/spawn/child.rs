@@ -33,11 +33,11 @@ pub(crate) enum Op {
     Attach { fd: c_int, target: CString },
     /// Path-based bind mount (kernels without `open_tree`).
     Bind { source: CString, target: CString },
-    /// `mount(NULL, target, NULL, MS_REMOUNT | flags)`.
-    Remount { target: CString, flags: u64 },
-    /// Makes a mount read-only (`mount_setattr`; falls back to a remount with `fallback`).
-    ReadOnly {
+    /// Sets mount attributes (`mount_setattr`); kernels before 5.12 get a
+    /// `MS_REMOUNT | MS_BIND | fallback` instead.
+    SetAttr {
         target: CString,
+        set: u64,
         recursive: bool,
         fallback: u64,
     },
@@ -72,6 +72,8 @@ pub(crate) struct JobPlan {
     pub rlimits: Vec<(c_int, libc::rlimit64)>,
     /// Upper bound of descriptor numbers, for the close-on-exec fallback loop.
     pub max_fd: c_int,
+    /// The stack the job runs on until it execs (see `spawn_job`).
+    pub stack: Vec<u128>,
 }
 
 /// Everything the cell's init needs, prepared by the parent before the clone.
@@ -120,7 +122,6 @@ fn fail(fd: c_int, stage: Stage, errno: Errno, step: u32) -> ! {
     sys::exit(127)
 }
 
-const MS_RDONLY: u64 = libc::MS_RDONLY;
 const MS_REC: u64 = libc::MS_REC;
 const MS_PRIVATE: u64 = libc::MS_PRIVATE;
 const MS_BIND: u64 = libc::MS_BIND;
@@ -196,12 +197,41 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan) -> ! {
 
     // SAFETY: plan.status is the shared status page mapped by the parent.
     unsafe { StatusPage::mark_forking(plan.status) };
-    // SAFETY: init is single-threaded; the child only makes raw syscalls and execs.
-    match unsafe { sys::fork() } {
-        // SAFETY: same plan, same rules, in the job's process.
-        Ok(0) => unsafe { job_main(plan) },
+    match spawn_job(plan) {
         Ok(pid) => supervise(plan, pid),
         Err(e) => fail(efd, Stage::ForkJob, e, 0),
+    }
+}
+
+/// Starts the job the way posix_spawn does: `CLONE_VM | CLONE_VFORK` on its own
+/// stack. Init is suspended until the job has executed (or failed), so sharing
+/// its memory is safe, and nothing of init's address space (a copy of the
+/// host's) is copied for the job only to be thrown away by `execve`.
+fn spawn_job(plan: &ChildPlan) -> sys::SysResult<c_int> {
+    extern "C" fn entry(arg: *mut libc::c_void) -> c_int {
+        // SAFETY: arg is the &ChildPlan passed below, alive while init is suspended.
+        let plan = unsafe { &*(arg as *const ChildPlan) };
+        // SAFETY: we are the job process, running on the plan's job stack.
+        unsafe { job_main(plan) }
+    }
+    let stack = &plan.job.stack;
+    // The stack grows down from the end of the (16-byte aligned) buffer.
+    let top = stack.as_ptr_range().end as *mut libc::c_void;
+    // SAFETY: glibc's clone() is a thin assembly wrapper (no locks, no
+    // allocation); `top` is the end of a live, exclusively used buffer, and
+    // CLONE_VFORK keeps init (and so the plan) untouched until the job execs.
+    let pid = unsafe {
+        libc::clone(
+            entry,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            plan as *const ChildPlan as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        Err(Errno::last_raw())
+    } else {
+        Ok(pid)
     }
 }
 
@@ -233,21 +263,19 @@ fn run_op(op: &Op) -> sys::SysResult {
         } => sys::mount(Some(fstype), target, Some(fstype), *flags, data.as_deref()),
         Op::Attach { fd, target } => sys::move_mount_fd(*fd, target),
         Op::Bind { source, target } => sys::mount(Some(source), target, None, MS_BIND | MS_REC, None),
-        Op::Remount { target, flags } => sys::mount(None, target, None, MS_REMOUNT | *flags, None),
-        Op::ReadOnly {
+        Op::SetAttr {
             target,
+            set,
             recursive,
             fallback,
         } => {
             let attr = sys::MountAttr {
-                attr_set: sys::MOUNT_ATTR_RDONLY,
+                attr_set: *set,
                 ..Default::default()
             };
             let flags = if *recursive { AT_RECURSIVE } else { 0 };
             match sys::mount_setattr(libc::AT_FDCWD, target, flags, &attr) {
-                Err(Errno(libc::ENOSYS)) => {
-                    sys::mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | *fallback, None)
-                }
+                Err(Errno(libc::ENOSYS)) => sys::mount(None, target, None, MS_REMOUNT | MS_BIND | *fallback, None),
                 r => r,
             }
         }
@@ -294,7 +322,7 @@ fn close_span(first: u32, last: u32) -> sys::SysResult {
     }
 }
 
-fn loopback_up() -> sys::SysResult {
+pub(crate) fn loopback_up() -> sys::SysResult {
     let sock = sys::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)?;
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };

@@ -11,9 +11,11 @@
 pub(crate) mod child;
 mod clone;
 pub(crate) mod idmap;
+mod netns;
 pub(crate) mod layout;
 pub(crate) mod plan;
 pub(crate) mod status;
+
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -29,6 +31,9 @@ use crate::sandbox::{Command, Output, Sandbox, Stdin};
 use crate::sys;
 use child::{ChildPlan, JobPlan, RECORD_LEN};
 use status::StatusMap;
+
+/// Stack for the job between its clone and execve: it only runs `job_main`.
+const JOB_STACK_BYTES: usize = 64 * 1024;
 
 /// How the host side joins the job to its cgroup(s).
 pub(crate) trait CgroupJoin {
@@ -93,6 +98,14 @@ pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn Cg
     keep.sort_unstable();
     keep.dedup();
 
+    // Root hosts join a ready-made network namespace for the clone instead of
+    // paying for a new one (see netns.rs); its loopback is already up.
+    let new_net = bp.ns_flags & libc::CLONE_NEWNET as u64 != 0;
+    let pooled_net = if new_net && bp.ids.become_root {
+        Some(netns::take()?)
+    } else {
+        None
+    };
     let argv_ptrs = null_terminated(&bp.argv);
     let envp_ptrs = null_terminated(&bp.envp);
     let plan = ChildPlan {
@@ -104,7 +117,7 @@ pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn Cg
         hostname: bp.hostname.clone(),
         ops: bp.ops,
         staging: bp.staging.clone(),
-        loopback: bp.loopback,
+        loopback: bp.loopback && pooled_net.is_none(),
         job: JobPlan {
             uid: bp.ids.uid,
             gid: bp.ids.gid,
@@ -125,6 +138,7 @@ pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn Cg
                 },
             )],
             max_fd: max_fd(),
+            stack: vec![0u128; JOB_STACK_BYTES / 16],
         },
         status: status.as_ptr(),
     };
@@ -133,10 +147,13 @@ pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn Cg
     let clone_target = cgroup.and_then(|c| c.clone_target()).map(|fd| fd.as_raw_fd());
     // SAFETY: init_main only makes raw syscalls on `plan`, which the parent
     // keeps alive (unchanged) until the child has its own copy.
-    let child = unsafe {
-        clone::clone_into(bp.ns_flags, clone_target, || child::init_main(&plan))
-    }
-    .map_err(|errno| Error::Spawn {
+    let do_clone = |flags| unsafe { clone::clone_into(flags, clone_target, || child::init_main(&plan)) };
+    let cloned = match &pooled_net {
+        Some(ns) => netns::with_netns(ns, || do_clone(bp.ns_flags & !(libc::CLONE_NEWNET as u64)))?,
+        None => do_clone(bp.ns_flags),
+    };
+    drop(pooled_net);
+    let child = cloned.map_err(|errno| Error::Spawn {
         op: "clone3",
         path: None,
         errno,

@@ -56,6 +56,7 @@ pub(crate) struct Blueprint {
     pub trees: Vec<OwnedFd>,
     pub staging: CString,
     pub hostname: Vec<u8>,
+    /// Bring loopback up inside (only when clone3 creates the network namespace).
     pub loopback: bool,
     pub ns_flags: u64,
     pub program: CString,
@@ -227,6 +228,30 @@ fn resolve_program(layout: &Layout, program: &[u8], cwd: &CellPath, path_var: &[
     })
 }
 
+/// What a bind is for: decides how it is made and its flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BindKind {
+    /// `bind_ro` / `bind_rw`.
+    User { writable: bool },
+    /// `Sandbox::rootfs`.
+    Rootfs,
+    /// A host system path of the minimal root (read-only).
+    System,
+    /// A device node of the minimal `/dev` (read-write, device access allowed).
+    Device,
+}
+
+impl BindKind {
+    fn what(self) -> &'static str {
+        match self {
+            BindKind::User { .. } => "bind source",
+            BindKind::Rootfs => "rootfs",
+            BindKind::System => "system path",
+            BindKind::Device => "device node",
+        }
+    }
+}
+
 /// Emits ops and keeps the layout model in step with them.
 struct Builder {
     ops: Vec<Op>,
@@ -334,21 +359,28 @@ impl Builder {
     }
 
     /// Binds the host `source` at `target`; the mount point must already exist.
-    fn bind(&mut self, source: &Path, target: &CellPath, writable: bool, what: &'static str) -> Result<()> {
+    ///
+    /// User binds are opened here with `open_tree`, with the host's permissions
+    /// and before anything is mounted over their path; the cell only attaches
+    /// them. System paths (world-readable, root-owned) are bound by path in the
+    /// cell, which costs the host nothing.
+    fn bind(&mut self, source: &Path, target: &CellPath, kind: BindKind) -> Result<()> {
+        let what = kind.what();
         let src = cstring(source.as_os_str().as_bytes(), || format!("{what} path"))?;
+        let writable = matches!(kind, BindKind::User { writable: true } | BindKind::Device);
         let mode = if writable { "rw" } else { "ro" };
         let name = format!("bind {} -> {} ({mode})", source.display(), target.display());
         let staged = self.staged(target);
         // Binds are nosuid and nodev, except /dev's nodes, which are the point.
-        let is_dev = what == "device node";
         let mut set = sys::MOUNT_ATTR_NOSUID;
-        if !is_dev {
+        if kind != BindKind::Device {
             set |= sys::MOUNT_ATTR_NODEV;
         }
         if !writable {
             set |= sys::MOUNT_ATTR_RDONLY;
         }
-        if self.mount_api {
+        let user = matches!(kind, BindKind::User { .. } | BindKind::Rootfs);
+        if self.mount_api && user {
             let fd = sys::open_tree_clone(&src, set).map_err(|errno| Error::HostPath {
                 what,
                 path: source.to_owned(),
@@ -363,18 +395,12 @@ impl Builder {
             );
             self.trees.push(fd);
         } else {
-            std::fs::metadata(source).map_err(|e| Error::HostPath {
-                what,
-                path: source.to_owned(),
-                errno: Errno::from(&e),
-            })?;
-            let locked = locked_flags(source);
-            let mut flags = locked | libc::MS_BIND | libc::MS_NOSUID;
-            if !is_dev {
-                flags |= libc::MS_NODEV;
-            }
-            if !writable {
-                flags |= libc::MS_RDONLY;
+            if user {
+                std::fs::metadata(source).map_err(|e| Error::HostPath {
+                    what,
+                    path: source.to_owned(),
+                    errno: Errno::from(&e),
+                })?;
             }
             self.push(
                 Op::Bind {
@@ -383,7 +409,24 @@ impl Builder {
                 },
                 name.clone(),
             );
-            self.push(Op::Remount { target: staged, flags }, format!("remount {name}"));
+            if kind != BindKind::Device {
+                // Without mount_setattr the cell remounts, which must repeat the
+                // source's locked flags or fail with EPERM (hakoniwa learnt this).
+                let fallback = if self.mount_api { 0 } else { locked_flags(source) };
+                let mut flags = fallback | libc::MS_NOSUID | libc::MS_NODEV;
+                if !writable {
+                    flags |= libc::MS_RDONLY;
+                }
+                self.push(
+                    Op::SetAttr {
+                        target: staged,
+                        set,
+                        recursive: true,
+                        fallback: flags,
+                    },
+                    format!("set attributes of {name}"),
+                );
+            }
         }
         self.layout.mount_host(target.clone(), source);
         Ok(())
@@ -499,7 +542,7 @@ impl Builder {
                     });
                 }
                 self.layout.add(CellPath::root(), Node::Dir);
-                self.bind(dir, &CellPath::root(), false, "rootfs")?;
+                self.bind(dir, &CellPath::root(), BindKind::Rootfs)?;
             }
         }
         self.dev()?;
@@ -548,7 +591,7 @@ impl Builder {
             self.symlink(v.as_os_str().as_bytes(), cell)
         } else if md.is_dir() || md.is_file() {
             self.mount_point_for(host, cell, "system path")?;
-            self.bind(host, cell, false, "system path")
+            self.bind(host, cell, BindKind::System)
         } else {
             Ok(())
         }
@@ -608,7 +651,7 @@ impl Builder {
             let path = self.staged(&cell);
             self.push(Op::Touch { path }, format!("create mount point {}", cell.display()));
             self.layout.add(cell.clone(), Node::Other);
-            self.bind(&host, &cell, true, "device node")?;
+            self.bind(&host, &cell, BindKind::Device)?;
         }
         let pts = dev.join(b"pts");
         self.mkdir(&pts);
@@ -642,10 +685,11 @@ impl Builder {
         // /dev itself read-only: the job cannot plant files next to the nodes.
         let target = self.staged(&dev);
         self.push(
-            Op::ReadOnly {
+            Op::SetAttr {
                 target,
+                set: sys::MOUNT_ATTR_RDONLY,
                 recursive: false,
-                fallback: libc::MS_NOSUID | libc::MS_NOEXEC,
+                fallback: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
             },
             "remount /dev read-only".into(),
         );
@@ -669,7 +713,7 @@ impl Builder {
                 }
                 let t = self.prepare_parent(&t)?;
                 self.mount_point_for(source, &t, "bind source")?;
-                self.bind(source, &t, *writable, "bind source")
+                self.bind(source, &t, BindKind::User { writable: *writable })
             }
             MountSpec::Tmpfs { target, size } => {
                 let t = CellPath::new(target)?;
@@ -719,10 +763,11 @@ impl Builder {
         if self.minimal_root {
             let target = self.staging.clone();
             self.push(
-                Op::ReadOnly {
+                Op::SetAttr {
                     target,
+                    set: sys::MOUNT_ATTR_RDONLY,
                     recursive: false,
-                    fallback: libc::MS_NOSUID | libc::MS_NODEV,
+                    fallback: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
                 },
                 "remount / read-only".into(),
             );
