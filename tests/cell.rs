@@ -1,0 +1,322 @@
+//! What a job observes inside its cell: isolation, identity, file system.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::{Duration, Instant};
+
+use common::{cell, collect, sh, shared, subid_start};
+use jobcell::{Command, JobState, Output, Sandbox, Stdin};
+
+#[test]
+fn proc_lists_only_the_cells_processes() {
+    let _g = shared();
+    // echo and the glob are shell builtins: no extra process shows up.
+    let r = sh(&cell(), "echo $$; echo /proc/[0-9]*; cat /proc/1/status | grep PPid");
+    assert!(r.outcome.success(), "{}", r.stderr);
+    // sh is the job (PID 2), forked by the cell's init (PID 1), whose parent is outside.
+    assert_eq!(r.stdout, "2\n/proc/1 /proc/2\nPPid:\t0\n");
+}
+
+#[test]
+fn ids_are_mapped_and_never_host_root() {
+    let _g = shared();
+    let r = sh(&cell(), "id; cat /proc/self/uid_map /proc/self/gid_map; grep -E '^(Uid|Gid|CapEff|CapBnd)' /proc/self/status");
+    assert!(r.outcome.success(), "{}", r.stderr);
+    assert!(r.stdout.starts_with("uid=1000(user) gid=1000(user) groups=1000(user)"), "{}", r.stdout);
+    let uid0 = subid_start("/etc/subuid");
+    let gid0 = subid_start("/etc/subgid");
+    let maps: Vec<Vec<u32>> = r
+        .stdout
+        .lines()
+        .skip(1)
+        .take(2)
+        .map(|l| l.split_whitespace().map(|n| n.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(maps[0][..2], [0, uid0]);
+    assert_eq!(maps[1][..2], [0, gid0]);
+    assert!(uid0 > 0 && gid0 > 0);
+    assert!(r.stdout.contains("CapEff:\t0000000000000000"), "{}", r.stdout);
+    assert!(r.stdout.contains("CapBnd:\t0000000000000000"), "{}", r.stdout);
+}
+
+#[test]
+fn files_written_to_a_rw_bind_belong_to_the_mapped_id() {
+    let _g = shared();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut sb = cell();
+    sb.bind_rw(dir.path(), "/work");
+    let r = sh(&sb, "echo data > /work/out && ls -ln /work/out");
+    assert!(r.outcome.success(), "{}", r.stderr);
+    let md = std::fs::metadata(dir.path().join("out")).unwrap();
+    assert_eq!(md.uid(), subid_start("/etc/subuid") + 1000);
+    assert_eq!(md.gid(), subid_start("/etc/subgid") + 1000);
+    assert!(r.stdout.contains(" 1000 1000 "), "inside it is the job's own: {}", r.stdout);
+}
+
+#[test]
+fn user_and_hostname_are_configurable() {
+    let _g = shared();
+    let mut sb = cell();
+    sb.hostname("judge-7").user(1234, 4321);
+    let r = sh(&sb, "hostname; cat /etc/hostname; id -u; id -g; grep ':1234:' /etc/passwd");
+    assert!(r.outcome.success(), "{}", r.stderr);
+    let l: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(&l[..4], ["judge-7", "judge-7", "1234", "4321"]);
+    assert!(l[4].starts_with("user:x:1234:4321:"));
+}
+
+#[test]
+fn only_loopback_and_it_is_up() {
+    let _g = shared();
+    let r = sh(&cell(), "cat /proc/net/dev; cat /proc/net/if_inet6 2>/dev/null; echo; ip -o link 2>/dev/null || true");
+    assert!(r.outcome.success(), "{}", r.stderr);
+    let ifaces: Vec<&str> = r
+        .stdout
+        .lines()
+        .skip(2)
+        .take_while(|l| l.contains(':'))
+        .map(|l| l.split(':').next().unwrap().trim())
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{}", r.stdout);
+    if r.stdout.contains("lo: <") {
+        assert!(r.stdout.contains("UP"), "loopback must be up: {}", r.stdout);
+    }
+}
+
+#[test]
+fn host_files_outside_the_binds_are_invisible() {
+    let _g = shared();
+    let secret = tempfile::Builder::new().prefix("jobcell-secret").tempfile().unwrap();
+    std::fs::write(secret.path(), "host secret").unwrap();
+    let p = secret.path().display().to_string();
+    let r = sh(
+        &cell(),
+        &format!("cat {p}; ls /root /home /var /opt 2>&1; test -e /etc/shadow && echo SHADOW; test -e /etc/machine-id && echo MACHINEID; test -e /etc/ssh && echo SSH; exit 0"),
+    );
+    assert!(!r.stdout.contains("host secret"));
+    assert!(r.stderr.contains("No such file"), "{}", r.stderr);
+    for bad in ["SHADOW", "MACHINEID", "SSH"] {
+        assert!(!r.stdout.contains(bad), "{bad} visible: {}", r.stdout);
+    }
+}
+
+#[test]
+fn read_only_binds_refuse_writes_and_tmp_is_writable() {
+    let _g = shared();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data"), "x").unwrap();
+    // Writable by anyone: only the read-only mount stands in the way.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(dir.path().join("data"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut sb = cell();
+    sb.bind_ro(dir.path(), "/ro");
+    let r = sh(&sb, "cat /ro/data; echo y >> /ro/data; touch /ro/new; echo z > /tmp/f && cat /tmp/f; touch /usr/x; touch /etc/x; touch /x");
+    assert_eq!(r.stdout, "xz\n");
+    assert_eq!(r.stderr.matches("Read-only file system").count(), 5, "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(dir.path().join("data")).unwrap(), "x");
+}
+
+#[test]
+fn only_stdio_descriptors_are_open() {
+    let _g = shared();
+    // Open a descriptor without close-on-exec in the host: the job must not get it.
+    let f = std::fs::File::open("/etc/hostname").unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: clearing FD_CLOEXEC on a descriptor we own.
+    unsafe { libc::fcntl(raw, libc::F_SETFD, 0) };
+    let r = sh(&cell(), "ls /proc/self/fd | sort -n | tr '\\n' ' '");
+    drop(f);
+    // 0, 1, 2 and the descriptor ls itself opens for the directory.
+    assert_eq!(r.stdout.trim(), "0 1 2 3", "{}", r.stderr);
+}
+
+#[test]
+fn a_setuid_binary_does_not_raise_privileges() {
+    let _g = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("id");
+    std::fs::copy("/usr/bin/id", &id).unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let mut sb = cell();
+    sb.bind_ro(dir.path(), "/suid");
+    let r = sh(&sb, "/suid/id; grep NoNewPrivs /proc/self/status");
+    assert!(r.outcome.success(), "{}", r.stderr);
+    assert!(r.stdout.starts_with("uid=1000(user)"), "{}", r.stdout);
+    assert!(!r.stdout.contains("euid="), "{}", r.stdout);
+    assert!(r.stdout.contains("NoNewPrivs:\t1"), "{}", r.stdout);
+}
+
+#[test]
+fn reparented_zombies_are_reaped() {
+    let _g = shared();
+    let r = sh(
+        &cell(),
+        "i=0; while [ $i -lt 200 ]; do sh -c 'true &'; i=$((i+1)); done; sleep 0.3; \
+         cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == \"Z\"' | wc -l",
+    );
+    assert!(r.outcome.success(), "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "0", "zombies left in the cell");
+}
+
+#[test]
+fn wait_does_not_hang_on_a_pipe_held_by_an_orphan() {
+    let _g = shared();
+    let marker = format!("{}", 900_000 + std::process::id() % 99_999);
+    let t = Instant::now();
+    let r = sh(&cell(), &format!("sleep {marker} & echo started"));
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert_eq!(r.stdout, "started\n");
+    assert!(r.outcome.success());
+    let job = cell().spawn(Command::new("sh").args(["-c", &format!("sleep {marker} & exit 0")])).unwrap();
+    assert_eq!(job.wait().unwrap().code(), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(100));
+    let left = common::descendants(std::process::id() as i32);
+    assert!(
+        !left.iter().any(|(_, c)| c.contains(&marker)),
+        "the orphan outlived its cell: {left:?}"
+    );
+}
+
+#[test]
+fn stdin_sources() {
+    let _g = shared();
+    let job = cell()
+        .spawn(Command::new("cat").stdin(Stdin::bytes("from bytes\n")))
+        .unwrap();
+    assert_eq!(collect(&job).stdout, "from bytes\n");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let job = cell()
+        .spawn(Command::new("sh").args(["-c", "wc -c"]).stdin(Stdin::bytes(&big)))
+        .unwrap();
+    assert_eq!(collect(&job).stdout.trim(), "3000000");
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), "from a file").unwrap();
+    let job = cell()
+        .spawn(Command::new("cat").stdin(Stdin::File(f.path().into())))
+        .unwrap();
+    assert_eq!(collect(&job).stdout, "from a file");
+    let job = cell().spawn(&Command::new("cat")).unwrap();
+    let r = collect(&job);
+    assert_eq!(r.stdout, "");
+    assert!(r.outcome.success());
+}
+
+#[test]
+fn output_modes() {
+    let _g = shared();
+    let job = cell()
+        .spawn(
+            Command::new("sh")
+                .args(["-c", "echo out; echo err >&2"])
+                .stdout(Output::Discard),
+        )
+        .unwrap();
+    let r = collect(&job);
+    assert_eq!(r.stdout, "");
+    assert_eq!(r.stderr, "err\n");
+}
+
+#[test]
+fn environment_is_clean_and_configurable() {
+    let _g = shared();
+    std::env::set_var("JOBCELL_HOST_SECRET", "leak");
+    let mut sb = cell();
+    sb.env("FROM_SANDBOX", "1").current_dir("/tmp");
+    let job = sb
+        .spawn(Command::new("env").env("FROM_COMMAND", "2").env_remove("LANG"))
+        .unwrap();
+    let r = collect(&job);
+    assert!(!r.stdout.contains("JOBCELL_HOST_SECRET"));
+    assert!(r.stdout.contains("FROM_SANDBOX=1"));
+    assert!(r.stdout.contains("FROM_COMMAND=2"));
+    assert!(r.stdout.contains("PATH=/usr/local/sbin"));
+    assert!(!r.stdout.contains("LANG="));
+    let r = sh(&sb, "pwd");
+    assert_eq!(r.stdout, "/tmp\n");
+}
+
+#[test]
+fn many_readers_each_replay_everything() {
+    let _g = shared();
+    let job = cell()
+        .spawn(Command::new("sh").args(["-c", "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done"]))
+        .unwrap();
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let r = job.logs();
+            std::thread::spawn(move || r.flat_map(|c| c.data.to_vec()).collect::<Vec<u8>>())
+        })
+        .collect();
+    let all: Vec<Vec<u8>> = readers.into_iter().map(|t| t.join().unwrap()).collect();
+    job.wait().unwrap();
+    let late: Vec<u8> = job.logs().flat_map(|c| c.data.to_vec()).collect();
+    assert!(all.iter().all(|a| *a == late));
+    assert_eq!(late.iter().filter(|&&b| b == b'\n').count(), 2000);
+}
+
+#[test]
+fn kill_and_drop_end_the_job() {
+    let _g = shared();
+    let job = cell().spawn(Command::new("sleep").arg("1000")).unwrap();
+    assert!(job.try_wait().unwrap().is_none());
+    job.kill().unwrap();
+    let o = job.wait().unwrap();
+    assert_eq!(o.state, JobState::Stopped);
+    assert_eq!(o.signal(), Some(libc::SIGKILL));
+    let job = cell().spawn(Command::new("sleep").arg("1001")).unwrap();
+    let pid = job.pid().unwrap() as i32;
+    drop(job);
+    let t = Instant::now();
+    // SAFETY: kill(pid, 0) only probes for existence.
+    while unsafe { libc::kill(pid, 0) } == 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The reactor reaps it: the pid is gone, not a zombie.
+    assert!(common::descendants(std::process::id() as i32)
+        .iter()
+        .all(|(p, _)| *p != pid));
+}
+
+#[test]
+fn exit_codes_and_signals() {
+    let _g = shared();
+    let r = sh(&cell(), "exit 3");
+    assert_eq!(r.outcome.code(), Some(3));
+    assert!(matches!(r.outcome.state, JobState::Failed { .. }));
+    let r = sh(&cell(), "kill -SEGV $$");
+    assert_eq!(r.outcome.signal(), Some(libc::SIGSEGV));
+    assert!(r.outcome.wall_time > Duration::ZERO);
+}
+
+#[test]
+fn rootfs_and_extra_entries() {
+    let _g = shared();
+    // A root made of the host's /usr plus the mount points a root needs.
+    let root = tempfile::tempdir().unwrap();
+    for d in ["proc", "dev", "tmp", "usr", "etc", "data", "scratch"] {
+        std::fs::create_dir(root.path().join(d)).unwrap();
+    }
+    for l in ["bin", "lib", "lib64", "sbin"] {
+        if let Ok(t) = std::fs::read_link(format!("/{l}")) {
+            std::os::unix::fs::symlink(t, root.path().join(l)).unwrap();
+        }
+    }
+    std::fs::write(root.path().join("etc/marker"), "custom root\n").unwrap();
+    std::fs::write(root.path().join("etc/ld.so.cache"), "").unwrap();
+    let mut sb = Sandbox::new();
+    sb.rootfs(root.path())
+        .bind_ro("/usr", "/usr")
+        .bind_ro("/etc/ld.so.cache", "/etc/ld.so.cache")
+        .tmpfs("/data", 1 << 20)
+        .dir("/data/sub")
+        .file("/data/sub/input.txt", "1 2 3\n")
+        .symlink("sub/input.txt", "/data/link")
+        .tmpfs("/scratch", 1 << 20);
+    let r = sh(&sb, "cat /etc/marker /data/link; echo w > /scratch/f && cat /scratch/f; touch /newfile");
+    assert_eq!(r.stdout, "custom root\n1 2 3\nw\n", "{}", r.stderr);
+    assert!(r.stderr.contains("Read-only"), "{}", r.stderr);
+    assert!(!root.path().join("newfile").exists());
+}

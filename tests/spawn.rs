@@ -1,0 +1,249 @@
+//! Bad input is refused before anything runs; nothing leaks; spawning is
+//! safe from many threads at once.
+
+mod common;
+
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{assert_no_leaks, cell, exclusive, sh, snapshot};
+use jobcell::{Command, Error, IdMap, JobState, Limits, Sandbox, Stage};
+
+/// Runs `f` (which must fail), then checks the host is exactly as before.
+fn refused(what: &str, f: impl FnOnce() -> Result<jobcell::JobHandle, Error>) -> Error {
+    let before = snapshot();
+    let e = match f() {
+        Ok(job) => panic!("{what}: spawned {job:?}"),
+        Err(e) => e,
+    };
+    assert_no_leaks(&before, what);
+    e
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_runs_and_leaves_nothing() {
+    let _g = exclusive();
+    // Warm up the runtime so its own threads and descriptors are in the snapshot.
+    assert!(sh(&cell(), "true").outcome.success());
+
+    let e = refused("missing program", || cell().spawn(&Command::new("no-such-program-x")));
+    assert!(matches!(e, Error::ProgramNotFound { ref program, .. } if program == "no-such-program-x"), "{e}");
+    assert!(e.to_string().contains("PATH="), "{e}");
+
+    let e = refused("missing absolute program", || cell().spawn(&Command::new("/usr/bin/nope")));
+    assert!(matches!(e, Error::ProgramNotFound { .. }), "{e}");
+
+    let e = refused("not executable", || cell().spawn(&Command::new("/etc/passwd")));
+    assert!(matches!(e, Error::ProgramNotFound { .. }), "{e}");
+
+    let e = refused("empty program", || cell().spawn(&Command::new("")));
+    assert!(matches!(e, Error::EmptyProgram), "{e}");
+
+    let e = refused("NUL in argument", || cell().spawn(Command::new("echo").arg("a\0b")));
+    assert!(matches!(e, Error::NulByte { ref what, .. } if what == "argument 1"), "{e}");
+
+    let e = refused("NUL in env", || cell().spawn(Command::new("true").env("K", "v\0")));
+    assert!(matches!(e, Error::NulByte { .. }), "{e}");
+
+    let e = refused("bad env name", || cell().spawn(Command::new("true").env("A=B", "v")));
+    assert!(matches!(e, Error::InvalidSetting { .. }), "{e}");
+
+    let e = refused("missing bind source", || {
+        let mut sb = cell();
+        sb.bind_ro("/no/such/source", "/x");
+        sb.spawn(&Command::new("true"))
+    });
+    assert!(
+        matches!(e, Error::HostPath { what: "bind source", errno, .. } if errno.0 == libc::ENOENT),
+        "{e}"
+    );
+
+    for (target, why) in [("relative/x", "relative"), ("/a/../b", ".."), ("/a/./b", ".")] {
+        let e = refused(why, || {
+            let mut sb = cell();
+            sb.bind_ro("/usr", target);
+            sb.spawn(&Command::new("true"))
+        });
+        assert!(matches!(e, Error::InvalidPath { .. }), "{why}: {e}");
+    }
+    let e = refused("tmpfs with ..", || {
+        let mut sb = cell();
+        sb.tmpfs("/../tmp", 1 << 20);
+        sb.spawn(&Command::new("true"))
+    });
+    assert!(matches!(e, Error::InvalidPath { .. }), "{e}");
+
+    let e = refused("relative cwd", || {
+        let mut sb = cell();
+        sb.current_dir("tmp");
+        sb.spawn(&Command::new("true"))
+    });
+    assert!(matches!(e, Error::InvalidPath { .. }), "{e}");
+
+    let e = refused("missing cwd", || {
+        let mut sb = cell();
+        sb.current_dir("/no/such/dir");
+        sb.spawn(&Command::new("true"))
+    });
+    assert!(matches!(e, Error::CurrentDirNotFound { .. }), "{e}");
+
+    let e = refused("uid outside the range", || {
+        let mut sb = cell();
+        sb.id_map(IdMap::Range {
+            uid_start: 100_000,
+            gid_start: 100_000,
+            count: 1000,
+        })
+        .user(5000, 1);
+        sb.spawn(&Command::new("true"))
+    });
+    assert!(matches!(e, Error::IdOutOfRange { kind: "uid", id: 5000, count: 1000 }), "{e}");
+
+    let e = refused("gid outside the range", || {
+        let mut sb = cell();
+        sb.user(1, 70_000);
+        sb.spawn(&Command::new("true"))
+    });
+    assert!(matches!(e, Error::IdOutOfRange { kind: "gid", .. }), "{e}");
+
+    let e = refused("range at host root", || {
+        let mut sb = cell();
+        sb.id_map(IdMap::Range {
+            uid_start: 0,
+            gid_start: 0,
+            count: 65536,
+        });
+        sb.spawn(&Command::new("true"))
+    });
+    assert!(matches!(e, Error::IdMapping { .. }), "{e}");
+
+    let e = refused("zero limit", || {
+        let mut sb = cell();
+        sb.limits(Limits {
+            pids: Some(0),
+            ..Default::default()
+        });
+        sb.spawn(&Command::new("true"))
+    });
+    assert!(matches!(e, Error::InvalidLimit { name: "pids", .. }), "{e}");
+
+    let e = refused("absurd limit", || {
+        let mut sb = cell();
+        sb.limits(Limits {
+            memory: Some(u64::MAX),
+            ..Default::default()
+        });
+        sb.spawn(&Command::new("true"))
+    });
+    assert!(matches!(e, Error::InvalidLimit { name: "memory", .. }), "{e}");
+
+    // A failure inside the cell names its stage and errno: a mount point that
+    // would have to be created inside the read-only /usr.
+    let e = refused("mount refused in the cell", || {
+        let mut sb = cell();
+        sb.bind_ro("/etc/hostname", "/usr/jobcell-no-such-dir/x");
+        sb.spawn(&Command::new("true"))
+    });
+    match &e {
+        Error::Setup { stage: Stage::BuildRoot, detail, errno } => {
+            assert_eq!(errno.0, libc::EROFS, "{e}");
+            assert!(detail.contains("/usr/jobcell-no-such-dir"), "{e}");
+        }
+        other => panic!("expected a setup error, got {other}"),
+    }
+
+    // The working directory exists but the job's user may not enter it:
+    // a host directory of host root with mode 0700.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let e = refused("cwd not accessible", || {
+        let mut sb = cell();
+        sb.bind_ro(private.path(), "/private").current_dir("/private");
+        sb.spawn(&Command::new("true"))
+    });
+    match &e {
+        Error::Setup { stage: Stage::Chdir, detail, errno } => {
+            assert_eq!(errno.0, libc::EACCES, "{e}");
+            assert_eq!(detail, "/private");
+        }
+        other => panic!("expected a chdir error, got {other}"),
+    }
+}
+
+#[test]
+fn finished_jobs_leave_nothing_behind() {
+    let _g = exclusive();
+    assert!(sh(&cell(), "true").outcome.success());
+    let before = snapshot();
+    // Normal exit, orphan holding the pipe, killed, dropped, timed out by wall time.
+    assert!(sh(&cell(), "echo hi").outcome.success());
+    assert!(sh(&cell(), "sleep 100 & echo started").outcome.success());
+    let job = cell().spawn(Command::new("sleep").arg("100")).unwrap();
+    job.kill().unwrap();
+    assert_eq!(job.wait().unwrap().state, JobState::Stopped);
+    drop(cell().spawn(Command::new("sleep").arg("100")).unwrap());
+    let mut sb = cell();
+    sb.limits(Limits {
+        wall_time: Some(Duration::from_millis(200)),
+        ..Default::default()
+    });
+    let r = sh(&sb, "sleep 100");
+    assert!(matches!(r.outcome.state, JobState::TimedOut(_)), "{:?}", r.outcome);
+    let scratch = tempfile::tempdir().unwrap();
+    let mut sb = cell();
+    sb.bind_rw(scratch.path(), "/w").tmpfs("/t", 1 << 20);
+    assert!(sh(&sb, "true").outcome.success());
+    assert_no_leaks(&before, "after finished jobs");
+}
+
+#[test]
+fn spawning_from_many_threads_while_another_allocates() {
+    let _g = exclusive();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // Keeps the allocator's locks busy while other threads clone.
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let v: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1 + (i * 37) % 4096]).collect();
+                n += v.iter().map(|x| x.len() as u64).sum::<u64>();
+                drop(v);
+            }
+            n
+        })
+    };
+    let t = Instant::now();
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let sb = Sandbox::new();
+                for i in 0..50 {
+                    let job = sb
+                        .spawn(Command::new("echo").arg(format!("{w}-{i}")))
+                        .unwrap_or_else(|e| panic!("worker {w} job {i}: {e}"));
+                    let out: Vec<u8> = job.logs().flat_map(|c| c.data.to_vec()).collect();
+                    assert_eq!(out, format!("{w}-{i}\n").as_bytes());
+                    assert!(job.wait().unwrap().success());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a spawning thread panicked");
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(churn.join().unwrap() > 0);
+    eprintln!("800 jobs from 16 threads in {:?}", t.elapsed());
+}
+
+#[test]
+fn non_utf8_arguments_pass_through() {
+    let _g = common::shared();
+    let arg = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    let job = cell().spawn(Command::new("printf").args([std::ffi::OsStr::new("%s"), arg])).unwrap();
+    let out: Vec<u8> = job.logs().flat_map(|c| c.data.to_vec()).collect();
+    assert_eq!(out, b"caf\xe9");
+}
