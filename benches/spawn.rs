@@ -24,7 +24,11 @@ fn measure(name: &str, mut f: impl FnMut()) -> Duration {
     samples.sort();
     let median = samples[RUNS / 2];
     let p90 = samples[RUNS * 9 / 10];
-    println!("{name:<40} median {:>8.1} µs   p90 {:>8.1} µs", us(median), us(p90));
+    println!(
+        "{name:<40} median {:>8.1} µs   p90 {:>8.1} µs",
+        us(median),
+        us(p90)
+    );
     median
 }
 

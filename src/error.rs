@@ -422,7 +422,9 @@ pub enum Error {
 }
 
 fn path_suffix(p: &Option<PathBuf>) -> String {
-    p.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default()
+    p.as_ref()
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default()
 }
 
 fn hint_suffix(h: &Option<&'static str>) -> String {
@@ -475,7 +477,10 @@ mod tests {
 
     #[test]
     fn errno_display_names_and_words() {
-        assert_eq!(Errno(libc::ENOENT).to_string(), "ENOENT (No such file or directory)");
+        assert_eq!(
+            Errno(libc::ENOENT).to_string(),
+            "ENOENT (No such file or directory)"
+        );
         assert_eq!(Errno(9999).name(), "E?");
     }
 

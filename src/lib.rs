@@ -34,11 +34,14 @@ mod job;
 mod sandbox;
 mod spawn;
 mod sys;
+pub mod units;
 mod worker;
 
 pub use error::{Errno, Error, Result, Stage};
 pub use job::{
-    Chunk, Exit, JobHandle, JobId, JobState, LogReader, Outcome, ResourceUsage, Stream, TimeLimit, Usage,
-    DEFAULT_MEMORY_BUDGET,
+    Chunk, Exit, JobHandle, JobId, JobState, LogReader, Outcome, ReadTimeout, ResourceUsage,
+    Stream, TimeLimit, Usage, DEFAULT_MEMORY_BUDGET,
 };
-pub use sandbox::{Command, IdMap, Limits, Network, Output, Sandbox, Stdin, DEFAULT_TMP_SIZE, MIN_MEMORY};
+pub use sandbox::{
+    Command, IdMap, Limits, Network, Output, Sandbox, Stdin, DEFAULT_TMP_SIZE, MIN_MEMORY,
+};

@@ -81,7 +81,12 @@ pub(crate) fn mkdir(path: &CStr, mode: u32) -> SysResult {
 pub(crate) fn symlink(target: &CStr, link: &CStr) -> SysResult {
     // SAFETY: both are valid NUL-terminated strings.
     check(unsafe {
-        libc::syscall(libc::SYS_symlinkat, target.as_ptr(), libc::AT_FDCWD, link.as_ptr())
+        libc::syscall(
+            libc::SYS_symlinkat,
+            target.as_ptr(),
+            libc::AT_FDCWD,
+            link.as_ptr(),
+        )
     })
     .map(drop)
 }
@@ -210,7 +215,13 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> SysResult<c_long> {
     check(unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) })
 }
 
-pub(crate) fn prctl(option: c_int, a2: c_long, a3: c_long, a4: c_long, a5: c_long) -> SysResult<c_long> {
+pub(crate) fn prctl(
+    option: c_int,
+    a2: c_long,
+    a3: c_long,
+    a4: c_long,
+    a5: c_long,
+) -> SysResult<c_long> {
     // SAFETY: only integer-argument options are used.
     check(unsafe { libc::syscall(libc::SYS_prctl, option, a2, a3, a4, a5) })
 }
@@ -240,14 +251,8 @@ pub(crate) fn capset_empty() -> SysResult {
         inheritable: 0,
     }; 2];
     // SAFETY: header and data are valid for the v3 layout (two data elements).
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut Header,
-            data.as_ptr(),
-        )
-    })
-    .map(drop)
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) })
+        .map(drop)
 }
 
 pub(crate) fn prlimit(resource: c_int, limit: &libc::rlimit64) -> SysResult {
@@ -330,7 +335,11 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: c_int) -> SysResult<usi
         tv_sec: (timeout_ms / 1000) as libc::time_t,
         tv_nsec: ((timeout_ms % 1000) as libc::c_long) * 1_000_000,
     };
-    let tsp = if timeout_ms < 0 { ptr::null() } else { &ts as *const libc::timespec };
+    let tsp = if timeout_ms < 0 {
+        ptr::null()
+    } else {
+        &ts as *const libc::timespec
+    };
     check(unsafe {
         libc::syscall(
             libc::SYS_ppoll,
@@ -344,7 +353,12 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: c_int) -> SysResult<usi
     .map(|n| n as usize)
 }
 
-pub(crate) fn wait4(pid: c_int, status: &mut c_int, options: c_int, usage: &mut libc::rusage) -> SysResult<c_int> {
+pub(crate) fn wait4(
+    pid: c_int,
+    status: &mut c_int,
+    options: c_int,
+    usage: &mut libc::rusage,
+) -> SysResult<c_int> {
     // SAFETY: status and usage are valid writable locations.
     check(unsafe {
         libc::syscall(
@@ -356,11 +370,6 @@ pub(crate) fn wait4(pid: c_int, status: &mut c_int, options: c_int, usage: &mut 
         )
     })
     .map(|p| p as c_int)
-}
-
-pub(crate) fn kill(pid: c_int, sig: c_int) -> SysResult {
-    // SAFETY: integer arguments only.
-    check(unsafe { libc::syscall(libc::SYS_kill, pid, sig) }).map(drop)
 }
 
 pub(crate) fn socket(domain: c_int, ty: c_int, proto: c_int) -> SysResult<c_int> {
@@ -399,11 +408,6 @@ pub(crate) fn exit(code: c_int) -> ! {
     }
 }
 
-pub(crate) fn umask(mask: u32) {
-    // SAFETY: integer argument only.
-    unsafe { libc::syscall(libc::SYS_umask, mask) };
-}
-
 // ---------------------------------------------------------------------------
 // Host-side calls (before the clone). These may allocate; they live here so
 // that every raw syscall of the crate sits in one audited module.
@@ -435,13 +439,21 @@ pub(crate) fn open_tree_clone(path: &CStr, set: u64) -> SysResult<OwnedFd> {
         ..Default::default()
     };
     use std::os::fd::AsRawFd;
-    mount_setattr(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH as u32 | AT_RECURSIVE, &attr)?;
+    mount_setattr(
+        fd.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as u32 | AT_RECURSIVE,
+        &attr,
+    )?;
     Ok(fd)
 }
 
 /// `waitid(P_PIDFD, fd, WEXITED | __WALL)` with the child's rusage. Returns
 /// `Ok(None)` with `nohang` when the child has not exited yet.
-pub(crate) fn waitid_pidfd(fd: c_int, nohang: bool) -> SysResult<Option<(libc::siginfo_t, libc::rusage)>> {
+pub(crate) fn waitid_pidfd(
+    fd: c_int,
+    nohang: bool,
+) -> SysResult<Option<(libc::siginfo_t, libc::rusage)>> {
     const P_PIDFD: c_int = 3;
     // SAFETY: siginfo_t and rusage are plain data; zeroed is valid.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -478,8 +490,16 @@ pub(crate) fn waitid_pidfd(fd: c_int, nohang: bool) -> SysResult<Option<(libc::s
 /// `pidfd_send_signal(fd, sig)`.
 pub(crate) fn pidfd_send_signal(fd: c_int, sig: c_int) -> SysResult {
     // SAFETY: integer arguments; NULL siginfo.
-    check(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, sig, ptr::null::<libc::siginfo_t>(), 0) })
-        .map(drop)
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd,
+            sig,
+            ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })
+    .map(drop)
 }
 
 /// `setns(fd, nstype)` for the calling thread.

@@ -12,7 +12,10 @@ use jobcell::{Command, JobState, Output, Sandbox, Stdin};
 fn proc_lists_only_the_cells_processes() {
     let _g = shared();
     // echo and the glob are shell builtins: no extra process shows up.
-    let r = sh(&cell(), "echo $$; echo /proc/[0-9]*; cat /proc/1/status | grep PPid");
+    let r = sh(
+        &cell(),
+        "echo $$; echo /proc/[0-9]*; cat /proc/1/status | grep PPid",
+    );
     assert!(r.outcome.success(), "{}", r.stderr);
     // sh is the job (PID 2), forked by the cell's init (PID 1), whose parent is outside.
     assert_eq!(r.stdout, "2\n/proc/1 /proc/2\nPPid:\t0\n");
@@ -23,7 +26,12 @@ fn ids_are_mapped_and_never_host_root() {
     let _g = shared();
     let r = sh(&cell(), "id; cat /proc/self/uid_map /proc/self/gid_map; grep -E '^(Uid|Gid|CapEff|CapBnd)' /proc/self/status");
     assert!(r.outcome.success(), "{}", r.stderr);
-    assert!(r.stdout.starts_with("uid=1000(user) gid=1000(user) groups=1000(user)"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .starts_with("uid=1000(user) gid=1000(user) groups=1000(user)"),
+        "{}",
+        r.stdout
+    );
     let uid0 = subid_start("/etc/subuid");
     let gid0 = subid_start("/etc/subgid");
     let maps: Vec<Vec<u32>> = r
@@ -36,8 +44,16 @@ fn ids_are_mapped_and_never_host_root() {
     assert_eq!(maps[0][..2], [0, uid0]);
     assert_eq!(maps[1][..2], [0, gid0]);
     assert!(uid0 > 0 && gid0 > 0);
-    assert!(r.stdout.contains("CapEff:\t0000000000000000"), "{}", r.stdout);
-    assert!(r.stdout.contains("CapBnd:\t0000000000000000"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("CapEff:\t0000000000000000"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("CapBnd:\t0000000000000000"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -52,7 +68,11 @@ fn files_written_to_a_rw_bind_belong_to_the_mapped_id() {
     let md = std::fs::metadata(dir.path().join("out")).unwrap();
     assert_eq!(md.uid(), subid_start("/etc/subuid") + 1000);
     assert_eq!(md.gid(), subid_start("/etc/subgid") + 1000);
-    assert!(r.stdout.contains(" 1000 1000 "), "inside it is the job's own: {}", r.stdout);
+    assert!(
+        r.stdout.contains(" 1000 1000 "),
+        "inside it is the job's own: {}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -60,7 +80,10 @@ fn user_and_hostname_are_configurable() {
     let _g = shared();
     let mut sb = cell();
     sb.hostname("judge-7").user(1234, 4321);
-    let r = sh(&sb, "hostname; cat /etc/hostname; id -u; id -g; grep ':1234:' /etc/passwd");
+    let r = sh(
+        &sb,
+        "hostname; cat /etc/hostname; id -u; id -g; grep ':1234:' /etc/passwd",
+    );
     assert!(r.outcome.success(), "{}", r.stderr);
     let l: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(&l[..4], ["judge-7", "judge-7", "1234", "4321"]);
@@ -88,7 +111,10 @@ fn only_loopback_and_it_is_up() {
 #[test]
 fn host_files_outside_the_binds_are_invisible() {
     let _g = shared();
-    let secret = tempfile::Builder::new().prefix("jobcell-secret").tempfile().unwrap();
+    let secret = tempfile::Builder::new()
+        .prefix("jobcell-secret")
+        .tempfile()
+        .unwrap();
     std::fs::write(secret.path(), "host secret").unwrap();
     let p = secret.path().display().to_string();
     let r = sh(
@@ -109,13 +135,25 @@ fn read_only_binds_refuse_writes_and_tmp_is_writable() {
     std::fs::write(dir.path().join("data"), "x").unwrap();
     // Writable by anyone: only the read-only mount stands in the way.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::fs::set_permissions(dir.path().join("data"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("data"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
     let mut sb = cell();
     sb.bind_ro(dir.path(), "/ro");
     let r = sh(&sb, "cat /ro/data; echo y >> /ro/data; touch /ro/new; echo z > /tmp/f && cat /tmp/f; touch /usr/x; touch /etc/x; touch /x");
     assert_eq!(r.stdout, "xz\n");
-    assert_eq!(r.stderr.matches("Read-only file system").count(), 5, "{}", r.stderr);
-    assert_eq!(std::fs::read_to_string(dir.path().join("data")).unwrap(), "x");
+    assert_eq!(
+        r.stderr.matches("Read-only file system").count(),
+        5,
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("data")).unwrap(),
+        "x"
+    );
 }
 
 #[test]
@@ -166,10 +204,16 @@ fn wait_does_not_hang_on_a_pipe_held_by_an_orphan() {
     let marker = format!("{}", 900_000 + std::process::id() % 99_999);
     let t = Instant::now();
     let r = sh(&cell(), &format!("sleep {marker} & echo started"));
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(r.stdout, "started\n");
     assert!(r.outcome.success());
-    let job = cell().spawn(Command::new("sh").args(["-c", &format!("sleep {marker} & exit 0")])).unwrap();
+    let job = cell()
+        .spawn(Command::new("sh").args(["-c", &format!("sleep {marker} & exit 0")]))
+        .unwrap();
     assert_eq!(job.wait().unwrap().code(), Some(0));
     assert!(t.elapsed() < Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(100));
@@ -189,7 +233,11 @@ fn stdin_sources() {
     assert_eq!(collect(&job).stdout, "from bytes\n");
     let big: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let job = cell()
-        .spawn(Command::new("sh").args(["-c", "wc -c"]).stdin(Stdin::bytes(&big)))
+        .spawn(
+            Command::new("sh")
+                .args(["-c", "wc -c"])
+                .stdin(Stdin::bytes(&big)),
+        )
         .unwrap();
     assert_eq!(collect(&job).stdout.trim(), "3000000");
     let f = tempfile::NamedTempFile::new().unwrap();
@@ -226,7 +274,11 @@ fn environment_is_clean_and_configurable() {
     let mut sb = cell();
     sb.env("FROM_SANDBOX", "1").current_dir("/tmp");
     let job = sb
-        .spawn(Command::new("env").env("FROM_COMMAND", "2").env_remove("LANG"))
+        .spawn(
+            Command::new("env")
+                .env("FROM_COMMAND", "2")
+                .env_remove("LANG"),
+        )
         .unwrap();
     let r = collect(&job);
     assert!(!r.stdout.contains("JOBCELL_HOST_SECRET"));
@@ -242,7 +294,10 @@ fn environment_is_clean_and_configurable() {
 fn many_readers_each_replay_everything() {
     let _g = shared();
     let job = cell()
-        .spawn(Command::new("sh").args(["-c", "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done"]))
+        .spawn(Command::new("sh").args([
+            "-c",
+            "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done",
+        ]))
         .unwrap();
     let readers: Vec<_> = (0..8)
         .map(|_| {
@@ -315,7 +370,10 @@ fn rootfs_and_extra_entries() {
         .file("/data/sub/input.txt", "1 2 3\n")
         .symlink("sub/input.txt", "/data/link")
         .tmpfs("/scratch", 1 << 20);
-    let r = sh(&sb, "cat /etc/marker /data/link; echo w > /scratch/f && cat /scratch/f; touch /newfile");
+    let r = sh(
+        &sb,
+        "cat /etc/marker /data/link; echo w > /scratch/f && cat /scratch/f; touch /newfile",
+    );
     assert_eq!(r.stdout, "custom root\n1 2 3\nw\n", "{}", r.stderr);
     assert!(r.stderr.contains("Read-only"), "{}", r.stderr);
     assert!(!root.path().join("newfile").exists());

@@ -28,26 +28,44 @@ fn bad_input_is_refused_before_anything_runs_and_leaves_nothing() {
     // Warm up the runtime so its own threads and descriptors are in the snapshot.
     assert!(sh(&cell(), "true").outcome.success());
 
-    let e = refused("missing program", || cell().spawn(&Command::new("no-such-program-x")));
-    assert!(matches!(e, Error::ProgramNotFound { ref program, .. } if program == "no-such-program-x"), "{e}");
+    let e = refused("missing program", || {
+        cell().spawn(&Command::new("no-such-program-x"))
+    });
+    assert!(
+        matches!(e, Error::ProgramNotFound { ref program, .. } if program == "no-such-program-x"),
+        "{e}"
+    );
     assert!(e.to_string().contains("PATH="), "{e}");
 
-    let e = refused("missing absolute program", || cell().spawn(&Command::new("/usr/bin/nope")));
+    let e = refused("missing absolute program", || {
+        cell().spawn(&Command::new("/usr/bin/nope"))
+    });
     assert!(matches!(e, Error::ProgramNotFound { .. }), "{e}");
 
-    let e = refused("not executable", || cell().spawn(&Command::new("/etc/passwd")));
+    let e = refused("not executable", || {
+        cell().spawn(&Command::new("/etc/passwd"))
+    });
     assert!(matches!(e, Error::ProgramNotFound { .. }), "{e}");
 
     let e = refused("empty program", || cell().spawn(&Command::new("")));
     assert!(matches!(e, Error::EmptyProgram), "{e}");
 
-    let e = refused("NUL in argument", || cell().spawn(Command::new("echo").arg("a\0b")));
-    assert!(matches!(e, Error::NulByte { ref what, .. } if what == "argument 1"), "{e}");
+    let e = refused("NUL in argument", || {
+        cell().spawn(Command::new("echo").arg("a\0b"))
+    });
+    assert!(
+        matches!(e, Error::NulByte { ref what, .. } if what == "argument 1"),
+        "{e}"
+    );
 
-    let e = refused("NUL in env", || cell().spawn(Command::new("true").env("K", "v\0")));
+    let e = refused("NUL in env", || {
+        cell().spawn(Command::new("true").env("K", "v\0"))
+    });
     assert!(matches!(e, Error::NulByte { .. }), "{e}");
 
-    let e = refused("bad env name", || cell().spawn(Command::new("true").env("A=B", "v")));
+    let e = refused("bad env name", || {
+        cell().spawn(Command::new("true").env("A=B", "v"))
+    });
     assert!(matches!(e, Error::InvalidSetting { .. }), "{e}");
 
     let e = refused("missing bind source", || {
@@ -60,7 +78,11 @@ fn bad_input_is_refused_before_anything_runs_and_leaves_nothing() {
         "{e}"
     );
 
-    for (target, why) in [("relative/x", "relative"), ("/a/../b", ".."), ("/a/./b", ".")] {
+    for (target, why) in [
+        ("relative/x", "relative"),
+        ("/a/../b", ".."),
+        ("/a/./b", "."),
+    ] {
         let e = refused(why, || {
             let mut sb = cell();
             sb.bind_ro("/usr", target);
@@ -99,7 +121,17 @@ fn bad_input_is_refused_before_anything_runs_and_leaves_nothing() {
         .user(5000, 1);
         sb.spawn(&Command::new("true"))
     });
-    assert!(matches!(e, Error::IdOutOfRange { kind: "uid", id: 5000, count: 1000 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::IdOutOfRange {
+                kind: "uid",
+                id: 5000,
+                count: 1000
+            }
+        ),
+        "{e}"
+    );
 
     let e = refused("gid outside the range", || {
         let mut sb = cell();
@@ -137,7 +169,10 @@ fn bad_input_is_refused_before_anything_runs_and_leaves_nothing() {
         });
         sb.spawn(&Command::new("true"))
     });
-    assert!(matches!(e, Error::InvalidLimit { name: "memory", .. }), "{e}");
+    assert!(
+        matches!(e, Error::InvalidLimit { name: "memory", .. }),
+        "{e}"
+    );
 
     // A failure inside the cell names its stage and errno: a mount point that
     // would have to be created inside the read-only /usr.
@@ -147,7 +182,11 @@ fn bad_input_is_refused_before_anything_runs_and_leaves_nothing() {
         sb.spawn(&Command::new("true"))
     });
     match &e {
-        Error::Setup { stage: Stage::BuildRoot, detail, errno } => {
+        Error::Setup {
+            stage: Stage::BuildRoot,
+            detail,
+            errno,
+        } => {
             assert_eq!(errno.0, libc::EROFS, "{e}");
             assert!(detail.contains("/usr/jobcell-no-such-dir"), "{e}");
         }
@@ -157,14 +196,23 @@ fn bad_input_is_refused_before_anything_runs_and_leaves_nothing() {
     // The working directory exists but the job's user may not enter it:
     // a host directory of host root with mode 0700.
     let private = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(private.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let e = refused("cwd not accessible", || {
         let mut sb = cell();
-        sb.bind_ro(private.path(), "/private").current_dir("/private");
+        sb.bind_ro(private.path(), "/private")
+            .current_dir("/private");
         sb.spawn(&Command::new("true"))
     });
     match &e {
-        Error::Setup { stage: Stage::Chdir, detail, errno } => {
+        Error::Setup {
+            stage: Stage::Chdir,
+            detail,
+            errno,
+        } => {
             assert_eq!(errno.0, libc::EACCES, "{e}");
             assert_eq!(detail, "/private");
         }
@@ -190,7 +238,11 @@ fn finished_jobs_leave_nothing_behind() {
         ..Default::default()
     });
     let r = sh(&sb, "sleep 100");
-    assert!(matches!(r.outcome.state, JobState::TimedOut(_)), "{:?}", r.outcome);
+    assert!(
+        matches!(r.outcome.state, JobState::TimedOut(_)),
+        "{:?}",
+        r.outcome
+    );
     let scratch = tempfile::tempdir().unwrap();
     let mut sb = cell();
     sb.bind_rw(scratch.path(), "/w").tmpfs("/t", 1 << 20);
@@ -208,7 +260,9 @@ fn spawning_from_many_threads_while_another_allocates() {
             // Keeps the allocator's locks busy while other threads clone.
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let v: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1 + (i * 37) % 4096]).collect();
+                let v: Vec<Vec<u8>> = (0..64)
+                    .map(|i| vec![i as u8; 1 + (i * 37) % 4096])
+                    .collect();
                 n += v.iter().map(|x| x.len() as u64).sum::<u64>();
                 drop(v);
             }
@@ -243,7 +297,9 @@ fn spawning_from_many_threads_while_another_allocates() {
 fn non_utf8_arguments_pass_through() {
     let _g = common::shared();
     let arg = std::ffi::OsStr::from_bytes(b"caf\xe9");
-    let job = cell().spawn(Command::new("printf").args([std::ffi::OsStr::new("%s"), arg])).unwrap();
+    let job = cell()
+        .spawn(Command::new("printf").args([std::ffi::OsStr::new("%s"), arg]))
+        .unwrap();
     let out: Vec<u8> = job.logs().flat_map(|c| c.data.to_vec()).collect();
     assert_eq!(out, b"caf\xe9");
 }

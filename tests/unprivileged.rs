@@ -18,7 +18,12 @@ fn an_unprivileged_caller_maps_its_single_id() {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     // std drops root's supplementary groups when it switches to another uid.
     let out = cmd
-        .args(["--exact", "an_unprivileged_caller_maps_its_single_id", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "an_unprivileged_caller_maps_its_single_id",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, "1")
         .current_dir("/")
         .uid(65534)

@@ -40,7 +40,15 @@ impl JobId {
             rnd = std::process::id().to_le_bytes();
         }
         let count = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff;
-        JobId(format!("{:012x}{:08x}{:04x}", ms & 0xffff_ffff_ffff, u32::from_le_bytes(rnd), count).into())
+        JobId(
+            format!(
+                "{:012x}{:08x}{:04x}",
+                ms & 0xffff_ffff_ffff,
+                u32::from_le_bytes(rnd),
+                count
+            )
+            .into(),
+        )
     }
 
     /// The id as text.

@@ -30,6 +30,7 @@ impl Stream {
         }
     }
 
+    #[allow(dead_code)] // read back by the worker's job store
     pub(crate) fn from_tag(t: u8) -> Option<Stream> {
         match t {
             1 => Some(Stream::Stdout),
@@ -113,6 +114,7 @@ impl Log {
     }
 
     /// A log that appends every chunk to `file` (a job's persistent log).
+    #[allow(dead_code)] // used by the worker's job store
     pub(crate) fn with_file(budget: usize, file: File) -> Log {
         let log = Log::new(budget);
         log.inner.lock().backing = Some(Backing {
@@ -125,6 +127,7 @@ impl Log {
 
     /// Rebuilds a finished log from a persistent log file (after a restart).
     /// A torn last record (the writer died mid-write) is ignored.
+    #[allow(dead_code)] // used by the worker's job store
     pub(crate) fn from_file(budget: usize, file: File) -> std::io::Result<Log> {
         let log = Log::with_file(budget, file);
         {
@@ -138,7 +141,9 @@ impl Log {
             let mut entries = Vec::new();
             while pos + RECORD_HEADER as u64 <= size {
                 file.read_exact_at(&mut header, pos)?;
-                let Some(stream) = Stream::from_tag(header[0]) else { break };
+                let Some(stream) = Stream::from_tag(header[0]) else {
+                    break;
+                };
                 let micros = u64::from_le_bytes(header[1..9].try_into().expect("8 bytes"));
                 let len = u32::from_le_bytes(header[9..13].try_into().expect("4 bytes"));
                 let data_pos = pos + RECORD_HEADER as u64;
@@ -244,16 +249,23 @@ impl Log {
     }
 
     /// Total bytes appended so far.
+    #[allow(dead_code)] // used by the worker's job store
     pub(crate) fn len(&self) -> u64 {
         self.inner.lock().total
     }
 
+    #[allow(dead_code)] // used by the worker's job store
     pub(crate) fn is_closed(&self) -> bool {
         self.inner.lock().closed
     }
 }
 
-fn write_record(b: &mut Backing, stream: Stream, time: SystemTime, data: &[u8]) -> std::io::Result<u64> {
+fn write_record(
+    b: &mut Backing,
+    stream: Stream,
+    time: SystemTime,
+    data: &[u8],
+) -> std::io::Result<u64> {
     let micros = time
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
@@ -271,6 +283,17 @@ fn write_record(b: &mut Backing, stream: Stream, time: SystemTime, data: &[u8]) 
     b.len += rec.len() as u64;
     Ok(pos)
 }
+
+/// Why [`LogReader::next_timeout`] returned no chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadTimeout {
+    /// Nothing arrived in time; the job may still write more.
+    TimedOut,
+    /// The log has ended: the job's output is complete and all of it was read.
+    Ended,
+}
+
+struct TimedOut;
 
 /// A cursor into a job's log: a blocking iterator of [`Chunk`]s.
 ///
@@ -332,17 +355,37 @@ impl LogReader {
         self
     }
 
-    /// Waits at most `timeout` for the next chunk. `Ok(None)` means the log has
-    /// ended; `Err(())` means nothing arrived in time.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Chunk>, ()> {
-        self.next_inner(Some(std::time::Instant::now() + timeout))
+    /// Waits at most `timeout` for the next chunk.
+    ///
+    /// ```no_run
+    /// # let job = jobcell::Sandbox::new().spawn(&jobcell::Command::new("true"))?;
+    /// use jobcell::ReadTimeout;
+    /// let mut logs = job.logs();
+    /// match logs.next_timeout(std::time::Duration::from_millis(100)) {
+    ///     Ok(chunk) => println!("{} bytes", chunk.data.len()),
+    ///     Err(ReadTimeout::Ended) => println!("no more output"),
+    ///     Err(ReadTimeout::TimedOut) => println!("nothing yet"),
+    /// }
+    /// # Ok::<(), jobcell::Error>(())
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Chunk, ReadTimeout> {
+        match self.next_inner(Some(std::time::Instant::now() + timeout)) {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => Err(ReadTimeout::Ended),
+            Err(TimedOut) => Err(ReadTimeout::TimedOut),
+        }
     }
 
-    fn next_inner(&mut self, deadline: Option<std::time::Instant>) -> Result<Option<Chunk>, ()> {
+    fn next_inner(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<Chunk>, TimedOut> {
         let mut g = self.log.inner.lock();
         if let Some(start) = self.start {
             // The first entry whose end lies beyond `start`.
-            self.index = g.entries.partition_point(|e| e.offset + e.len as u64 <= start);
+            self.index = g
+                .entries
+                .partition_point(|e| e.offset + e.len as u64 <= start);
         }
         loop {
             if let Some(until) = self.until {
@@ -359,8 +402,10 @@ impl LogReader {
             match deadline {
                 None => self.log.cond.wait(&mut g),
                 Some(d) => {
-                    if self.log.cond.wait_until(&mut g, d).timed_out() && self.index >= g.entries.len() {
-                        return Err(());
+                    if self.log.cond.wait_until(&mut g, d).timed_out()
+                        && self.index >= g.entries.len()
+                    {
+                        return Err(TimedOut);
                     }
                 }
             }
@@ -466,7 +511,10 @@ mod tests {
         log.append(Stream::Stderr, b"second chunk").unwrap();
         log.close();
         // A torn record at the end (writer killed mid-write) is ignored.
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(&[1, 0, 0, 0]).unwrap();
         let f = std::fs::File::open(&path).unwrap();
         let back = Arc::new(Log::from_file(10, f).unwrap());
@@ -485,7 +533,16 @@ mod tests {
         }
         log.close();
         assert_eq!(t.join().unwrap(), vec![b'x'; 100]);
-        let mut r = LogReader::new(Arc::new(Log::new(10)));
-        assert_eq!(r.next_timeout(Duration::from_millis(10)), Err(()));
+        let log = Arc::new(Log::new(10));
+        let mut r = LogReader::new(log.clone());
+        assert_eq!(
+            r.next_timeout(Duration::from_millis(10)),
+            Err(ReadTimeout::TimedOut)
+        );
+        log.close();
+        assert_eq!(
+            r.next_timeout(Duration::from_millis(10)),
+            Err(ReadTimeout::Ended)
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Condvar, Mutex};
 
 pub use id::JobId;
-pub use log::{Chunk, LogReader, Stream, DEFAULT_MEMORY_BUDGET};
+pub use log::{Chunk, LogReader, ReadTimeout, Stream, DEFAULT_MEMORY_BUDGET};
 pub use outcome::{Exit, JobState, Outcome, ResourceUsage, TimeLimit, Usage};
 
 use crate::error::{Error, Result};
@@ -51,6 +51,7 @@ pub(crate) struct Inner {
 /// Everything shared between a job's handles, its supervisor and its worker.
 pub(crate) struct JobShared {
     pub id: JobId,
+    #[allow(dead_code)] // the worker's job records (persistence) read it
     pub created: SystemTime,
     pub log: Arc<Log>,
     pub inner: Mutex<Inner>,
@@ -59,7 +60,12 @@ pub(crate) struct JobShared {
 }
 
 impl JobShared {
-    pub(crate) fn new(id: JobId, log: Log, observer: Option<Arc<dyn Observer>>, state: JobState) -> Arc<JobShared> {
+    pub(crate) fn new(
+        id: JobId,
+        log: Log,
+        observer: Option<Arc<dyn Observer>>,
+        state: JobState,
+    ) -> Arc<JobShared> {
         Arc::new(JobShared {
             id,
             created: SystemTime::now(),
@@ -166,7 +172,7 @@ impl JobShared {
         let src = {
             let g = self.inner.lock();
             if let Some(o) = &g.outcome {
-                return o.usage.clone();
+                return o.usage;
             }
             g.usage.clone()
         };
@@ -178,7 +184,7 @@ impl JobShared {
 ///
 /// Handles from [`Sandbox::spawn`](crate::Sandbox::spawn) own their job:
 /// dropping one that was not waited for kills the job and cleans everything
-/// up. Handles from a [`Worker`](crate::Worker) do not: the worker owns its jobs.
+/// up. Handles from a worker do not: the worker owns its jobs.
 ///
 /// ```no_run
 /// use jobcell::{Sandbox, Command};

@@ -111,7 +111,10 @@ impl JobState {
     /// assert!(!jobcell::JobState::Running.is_final());
     /// ```
     pub fn is_final(&self) -> bool {
-        !matches!(self, JobState::Queued | JobState::Initializing | JobState::Running)
+        !matches!(
+            self,
+            JobState::Queued | JobState::Initializing | JobState::Running
+        )
     }
 
     /// The lower-case name used in text and JSON (`"timed_out"`, `"running"`, …).
@@ -162,7 +165,12 @@ pub struct ResourceUsage {
 
 impl ResourceUsage {
     pub(crate) fn from_rusage(r: &libc::rusage) -> ResourceUsage {
-        let tv = |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.clamp(0, 999_999) as u32) * 1000);
+        let tv = |t: libc::timeval| {
+            Duration::new(
+                t.tv_sec.max(0) as u64,
+                (t.tv_usec.clamp(0, 999_999) as u32) * 1000,
+            )
+        };
         ResourceUsage {
             user_time: tv(r.ru_utime),
             system_time: tv(r.ru_stime),

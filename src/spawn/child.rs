@@ -62,8 +62,10 @@ pub(crate) struct JobPlan {
     pub stdio: [c_int; 3],
     pub cwd: CString,
     pub program: CString,
+    #[allow(dead_code)] // owns the strings argv_ptrs points into
     pub argv: Vec<CString>,
     pub argv_ptrs: Vec<*const libc::c_char>,
+    #[allow(dead_code)] // owns the strings envp_ptrs points into
     pub envp: Vec<CString>,
     pub envp_ptrs: Vec<*const libc::c_char>,
     /// Highest capability number of the running kernel.
@@ -262,7 +264,9 @@ fn run_op(op: &Op) -> sys::SysResult {
             data,
         } => sys::mount(Some(fstype), target, Some(fstype), *flags, data.as_deref()),
         Op::Attach { fd, target } => sys::move_mount_fd(*fd, target),
-        Op::Bind { source, target } => sys::mount(Some(source), target, None, MS_BIND | MS_REC, None),
+        Op::Bind { source, target } => {
+            sys::mount(Some(source), target, None, MS_BIND | MS_REC, None)
+        }
         Op::SetAttr {
             target,
             set,
@@ -275,7 +279,9 @@ fn run_op(op: &Op) -> sys::SysResult {
             };
             let flags = if *recursive { AT_RECURSIVE } else { 0 };
             match sys::mount_setattr(libc::AT_FDCWD, target, flags, &attr) {
-                Err(Errno(libc::ENOSYS)) => sys::mount(None, target, None, MS_REMOUNT | MS_BIND | *fallback, None),
+                Err(Errno(libc::ENOSYS)) => {
+                    sys::mount(None, target, None, MS_REMOUNT | MS_BIND | *fallback, None)
+                }
                 r => r,
             }
         }
@@ -429,7 +435,11 @@ unsafe fn job_main(plan: &ChildPlan) -> ! {
         Err(e) => fail(efd, Stage::DropCapabilities, e, 0),
     }
     let groups = [job.gid];
-    let set_groups = if job.set_groups { sys::setgroups(&groups) } else { Ok(()) };
+    let set_groups = if job.set_groups {
+        sys::setgroups(&groups)
+    } else {
+        Ok(())
+    };
     if let Err(e) = set_groups.and_then(|_| sys::setresgid(job.gid)) {
         fail(efd, Stage::SetGroups, e, 0);
     }

@@ -117,7 +117,9 @@ pub(crate) unsafe fn clone_into(
             Errno(libc::E2BIG) | Errno(libc::EINVAL) if flags & CLONE_INTO_CGROUP != 0 => {
                 flags &= !CLONE_INTO_CGROUP
             }
-            Errno(libc::EINVAL) if flags & CLONE_CLEAR_SIGHAND != 0 => flags &= !CLONE_CLEAR_SIGHAND,
+            Errno(libc::EINVAL) if flags & CLONE_CLEAR_SIGHAND != 0 => {
+                flags &= !CLONE_CLEAR_SIGHAND
+            }
             Errno(libc::ENOSYS) => return unsafe { clone_legacy(flags, child) },
             e => return Err(e),
         }

@@ -39,8 +39,10 @@ pub(crate) fn plan(map: IdMap, uid: u32, gid: u32) -> Result<IdPlan> {
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let map = match map {
         IdMap::Auto if euid == 0 => {
-            let (us, uc) = subid_range(Path::new("/etc/subuid"), "root", 0).unwrap_or(DEFAULT_RANGE);
-            let (gs, gc) = subid_range(Path::new("/etc/subgid"), "root", 0).unwrap_or(DEFAULT_RANGE);
+            let (us, uc) =
+                subid_range(Path::new("/etc/subuid"), "root", 0).unwrap_or(DEFAULT_RANGE);
+            let (gs, gc) =
+                subid_range(Path::new("/etc/subgid"), "root", 0).unwrap_or(DEFAULT_RANGE);
             IdMap::Range {
                 uid_start: us,
                 gid_start: gs,
@@ -58,7 +60,8 @@ pub(crate) fn plan(map: IdMap, uid: u32, gid: u32) -> Result<IdPlan> {
         } => {
             if uid_start == 0 || gid_start == 0 {
                 return Err(Error::IdMapping {
-                    reason: "a range starting at host id 0 would give the cell host root's ids".into(),
+                    reason: "a range starting at host id 0 would give the cell host root's ids"
+                        .into(),
                 });
             }
             if count == 0 {
@@ -184,7 +187,11 @@ mod tests {
         assert_eq!(parse_subid(t, "root", 0), Some((300000, 1000)));
         assert_eq!(parse_subid(t, "alice", 1000), Some((200000, 65536)));
         assert_eq!(parse_subid("0:400000:5\n", "root", 0), Some((400000, 5)));
-        assert_eq!(parse_subid("root:0:10\n", "root", 0), None, "start 0 is refused");
+        assert_eq!(
+            parse_subid("root:0:10\n", "root", 0),
+            None,
+            "start 0 is refused"
+        );
         assert_eq!(parse_subid("root:x:10\n", "root", 0), None);
         assert_eq!(parse_subid("root:4294967295:10\n", "root", 0), None);
     }
@@ -201,15 +208,24 @@ mod tests {
             let p = plan(r, 99, 99).unwrap();
             assert_eq!(p.uid_map, "0 100000 100\n");
             assert_eq!(p.host_uid, 100099);
-            assert!(matches!(plan(r, 100, 1), Err(Error::IdOutOfRange { kind: "uid", .. })));
-            assert!(matches!(plan(r, 1, 100), Err(Error::IdOutOfRange { kind: "gid", .. })));
+            assert!(matches!(
+                plan(r, 100, 1),
+                Err(Error::IdOutOfRange { kind: "uid", .. })
+            ));
+            assert!(matches!(
+                plan(r, 1, 100),
+                Err(Error::IdOutOfRange { kind: "gid", .. })
+            ));
             let zero = IdMap::Range {
                 uid_start: 0,
                 gid_start: 1,
                 count: 10,
             };
             assert!(plan(zero, 1, 1).is_err());
-            assert!(plan(IdMap::Single, 1000, 1000).is_err(), "root + single = host root");
+            assert!(
+                plan(IdMap::Single, 1000, 1000).is_err(),
+                "root + single = host root"
+            );
         }
     }
 

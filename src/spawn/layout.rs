@@ -13,7 +13,9 @@ use crate::sandbox::path::{join_lexical, CellPath};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Node {
     Dir,
-    File { executable: bool },
+    File {
+        executable: bool,
+    },
     Symlink(Vec<u8>),
     /// A device, socket or fifo.
     Other,

@@ -11,11 +11,10 @@
 pub(crate) mod child;
 mod clone;
 pub(crate) mod idmap;
-mod netns;
 pub(crate) mod layout;
+mod netns;
 pub(crate) mod plan;
 pub(crate) mod status;
-
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -58,7 +57,11 @@ pub(crate) struct Spawned {
 }
 
 /// Spawns `command` in a cell described by `sandbox`.
-pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn CgroupJoin>) -> Result<Spawned> {
+pub(crate) fn spawn(
+    sandbox: &Sandbox,
+    command: &Command,
+    cgroup: Option<&dyn CgroupJoin>,
+) -> Result<Spawned> {
     let bp = plan::build(sandbox, command)?;
 
     // Descriptors: the parent's ends are close-on-exec so no other program the
@@ -144,10 +147,13 @@ pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn Cg
     };
 
     let started = Instant::now();
-    let clone_target = cgroup.and_then(|c| c.clone_target()).map(|fd| fd.as_raw_fd());
+    let clone_target = cgroup
+        .and_then(|c| c.clone_target())
+        .map(|fd| fd.as_raw_fd());
     // SAFETY: init_main only makes raw syscalls on `plan`, which the parent
     // keeps alive (unchanged) until the child has its own copy.
-    let do_clone = |flags| unsafe { clone::clone_into(flags, clone_target, || child::init_main(&plan)) };
+    let do_clone =
+        |flags| unsafe { clone::clone_into(flags, clone_target, || child::init_main(&plan)) };
     let cloned = match &pooled_net {
         Some(ns) => netns::with_netns(ns, || do_clone(bp.ns_flags & !(libc::CLONE_NEWNET as u64)))?,
         None => do_clone(bp.ns_flags),
@@ -157,8 +163,11 @@ pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn Cg
         op: "clone3",
         path: None,
         errno,
-        hint: matches!(errno.0, libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL)
-            .then_some("user namespaces may be unavailable; see jobcell::host::check()"),
+        hint: matches!(
+            errno.0,
+            libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL
+        )
+        .then_some("user namespaces may be unavailable; see jobcell::host::check()"),
     })?;
 
     // The cell holds its own copies now; ours would keep pipes open forever.
@@ -218,7 +227,9 @@ pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn Cg
         // Init died before forking without a word (killed, or out of memory).
         let how = match sys::waitid_pidfd(child.pidfd.as_raw_fd(), false) {
             // SAFETY: si_status of a filled siginfo.
-            Ok(Some((info, _))) => format!("code {} status {}", info.si_code, unsafe { info.si_status() }),
+            Ok(Some((info, _))) => format!("code {} status {}", info.si_code, unsafe {
+                info.si_status()
+            }),
             _ => "unknown".into(),
         };
         return Err(Error::SetupDied { status: how });
@@ -237,7 +248,10 @@ pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn Cg
 
 impl ChildPlan {
     fn ops_name(&self, step: u32, names: &[String]) -> String {
-        names.get(step as usize).cloned().unwrap_or_else(|| format!("step {step}"))
+        names
+            .get(step as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("step {step}"))
     }
 }
 
@@ -263,11 +277,12 @@ fn output(mode: Output, own_fd: RawFd, devnull: RawFd) -> Result<(Src, Option<Ow
             (Src::Owned(w), Some(r))
         }
         // A closed host descriptor cannot be inherited: fall back to /dev/null.
-        Output::Inherit if rustix::io::fcntl_getfd(
-            // SAFETY: only queried, never closed, while borrowed.
-            unsafe { BorrowedFd::borrow_raw(own_fd) },
-        )
-        .is_ok() =>
+        Output::Inherit
+            if rustix::io::fcntl_getfd(
+                // SAFETY: only queried, never closed, while borrowed.
+                unsafe { BorrowedFd::borrow_raw(own_fd) },
+            )
+            .is_ok() =>
         {
             (Src::Borrowed(own_fd), None)
         }
@@ -291,7 +306,10 @@ fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
 }
 
 fn null_terminated(v: &[std::ffi::CString]) -> Vec<*const libc::c_char> {
-    v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+    v.iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {

@@ -72,17 +72,23 @@ fn create() -> Result<OwnedFd> {
         errno,
         hint: None,
     };
-    let own = open_ns("/proc/thread-self/ns/net").map_err(|e| err("open own network namespace", e))?;
+    let own =
+        open_ns("/proc/thread-self/ns/net").map_err(|e| err("open own network namespace", e))?;
     sys::unshare(libc::CLONE_NEWNET).map_err(|e| err("unshare(CLONE_NEWNET)", e))?;
     let made = open_ns("/proc/thread-self/ns/net").and_then(|fd| loopback_up().map(|_| fd));
     // Whatever happened, this thread goes home.
-    sys::setns(own.as_raw_fd(), libc::CLONE_NEWNET).map_err(|e| err("setns back to own network namespace", e))?;
+    sys::setns(own.as_raw_fd(), libc::CLONE_NEWNET)
+        .map_err(|e| err("setns back to own network namespace", e))?;
     made.map_err(|e| err("prepare network namespace", e))
 }
 
 fn open_ns(path: &str) -> std::result::Result<OwnedFd, Errno> {
-    rustix::fs::open(path, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-        .map_err(Errno::from)
+    rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(Errno::from)
 }
 
 fn loopback_up() -> std::result::Result<(), Errno> {
@@ -97,8 +103,10 @@ pub(crate) fn with_netns<T>(netns: &OwnedFd, f: impl FnOnce() -> T) -> Result<T>
         errno,
         hint: None,
     };
-    let own = open_ns("/proc/thread-self/ns/net").map_err(|e| err("open own network namespace", e))?;
-    sys::setns(netns.as_raw_fd(), libc::CLONE_NEWNET).map_err(|e| err("setns into the cell's network namespace", e))?;
+    let own =
+        open_ns("/proc/thread-self/ns/net").map_err(|e| err("open own network namespace", e))?;
+    sys::setns(netns.as_raw_fd(), libc::CLONE_NEWNET)
+        .map_err(|e| err("setns into the cell's network namespace", e))?;
     let r = f();
     if let Err(e) = sys::setns(own.as_raw_fd(), libc::CLONE_NEWNET) {
         // A thread stuck in a job's namespace would silently break the host program.

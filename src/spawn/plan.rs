@@ -18,10 +18,13 @@ use crate::spawn::layout::{Layout, Node};
 use crate::sys;
 
 /// The PATH used to find programs when the job's environment has none.
-pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Host directories bound read-only into the minimal root (symlinks stay symlinks).
-const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 /// `/etc` entries programs need to run. Never secrets: no shadow, ssh keys, machine-id.
 const ETC_ENTRIES: &[&str] = &[
     "ld.so.cache",
@@ -120,7 +123,9 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
             let mut kv = k.as_bytes().to_vec();
             kv.push(b'=');
             kv.extend_from_slice(v.as_bytes());
-            cstring(&kv, || format!("environment variable {}", k.to_string_lossy()))
+            cstring(&kv, || {
+                format!("environment variable {}", k.to_string_lossy())
+            })
         })
         .collect::<Result<Vec<_>>>()?;
 
@@ -158,7 +163,11 @@ fn cstring(bytes: &[u8], what: impl FnOnce() -> String) -> Result<CString> {
 
 /// The job's environment: a small default (never the host's), then the
 /// sandbox's settings, then the command's.
-fn environment(sandbox: &Sandbox, command: &Command, ids: &IdPlan) -> Result<Vec<(OsString, OsString)>> {
+fn environment(
+    sandbox: &Sandbox,
+    command: &Command,
+    ids: &IdPlan,
+) -> Result<Vec<(OsString, OsString)>> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     if !sandbox.env_clear {
         let user = if ids.uid == 0 { "root" } else { "user" };
@@ -193,9 +202,19 @@ fn environment(sandbox: &Sandbox, command: &Command, ids: &IdPlan) -> Result<Vec
 
 /// Finds the program inside the cell: an absolute or relative path as given, or
 /// a bare name on `PATH`, like `execvp` would after `pivot_root`.
-fn resolve_program(layout: &Layout, program: &[u8], cwd: &CellPath, path_var: &[u8]) -> Result<CellPath> {
+fn resolve_program(
+    layout: &Layout,
+    program: &[u8],
+    cwd: &CellPath,
+    path_var: &[u8],
+) -> Result<CellPath> {
     let name = String::from_utf8_lossy(program).into_owned();
-    let runnable = |p: &CellPath| matches!(layout.resolve(p, true), Ok((_, Node::File { executable: true })));
+    let runnable = |p: &CellPath| {
+        matches!(
+            layout.resolve(p, true),
+            Ok((_, Node::File { executable: true }))
+        )
+    };
     if program.contains(&b'/') {
         let p = if program.starts_with(b"/") {
             CellPath::new(OsStr::from_bytes(program))?
@@ -352,7 +371,11 @@ impl Builder {
         let l = self.staged(link);
         self.push(
             Op::Symlink { value: v, link: l },
-            format!("symlink {} -> {}", link.display(), String::from_utf8_lossy(value)),
+            format!(
+                "symlink {} -> {}",
+                link.display(),
+                String::from_utf8_lossy(value)
+            ),
         );
         self.layout.add(link.clone(), Node::Symlink(value.to_vec()));
         Ok(())
@@ -412,7 +435,11 @@ impl Builder {
             if kind != BindKind::Device {
                 // Without mount_setattr the cell remounts, which must repeat the
                 // source's locked flags or fail with EPERM (hakoniwa learnt this).
-                let fallback = if self.mount_api { 0 } else { locked_flags(source) };
+                let fallback = if self.mount_api {
+                    0
+                } else {
+                    locked_flags(source)
+                };
                 let mut flags = fallback | libc::MS_NOSUID | libc::MS_NODEV;
                 if !writable {
                     flags |= libc::MS_RDONLY;
@@ -433,7 +460,12 @@ impl Builder {
     }
 
     /// Creates the mount point for a host path: a directory, or an empty file.
-    fn mount_point_for(&mut self, source: &Path, target: &CellPath, what: &'static str) -> Result<()> {
+    fn mount_point_for(
+        &mut self,
+        source: &Path,
+        target: &CellPath,
+        what: &'static str,
+    ) -> Result<()> {
         let md = std::fs::metadata(source).map_err(|e| Error::HostPath {
             what,
             path: source.to_owned(),
@@ -451,8 +483,12 @@ impl Builder {
             None if md.is_dir() => self.mkdir(target),
             None => {
                 let path = self.staged(target);
-                self.push(Op::Touch { path }, format!("create mount point {}", target.display()));
-                self.layout.add(target.clone(), Node::File { executable: false });
+                self.push(
+                    Op::Touch { path },
+                    format!("create mount point {}", target.display()),
+                );
+                self.layout
+                    .add(target.clone(), Node::File { executable: false });
             }
         }
         Ok(())
@@ -602,7 +638,9 @@ impl Builder {
         self.mkdir(&etc);
         let (passwd, group) = idmap::passwd_and_group(ids);
         let host = String::from_utf8_lossy(sandbox.hostname.as_bytes()).into_owned();
-        let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{host}\n");
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{host}\n"
+        );
         for (name, data) in [
             ("passwd", passwd),
             ("group", group),
@@ -649,7 +687,10 @@ impl Builder {
             }
             let cell = dev.join(node.as_bytes());
             let path = self.staged(&cell);
-            self.push(Op::Touch { path }, format!("create mount point {}", cell.display()));
+            self.push(
+                Op::Touch { path },
+                format!("create mount point {}", cell.display()),
+            );
             self.layout.add(cell.clone(), Node::Other);
             self.bind(&host, &cell, BindKind::Device)?;
         }
@@ -713,7 +754,13 @@ impl Builder {
                 }
                 let t = self.prepare_parent(&t)?;
                 self.mount_point_for(source, &t, "bind source")?;
-                self.bind(source, &t, BindKind::User { writable: *writable })
+                self.bind(
+                    source,
+                    &t,
+                    BindKind::User {
+                        writable: *writable,
+                    },
+                )
             }
             MountSpec::Tmpfs { target, size } => {
                 let t = CellPath::new(target)?;
@@ -788,7 +835,10 @@ fn locked_flags(source: &Path) -> u64 {
         (rustix::fs::StatVfsMountFlags::NODEV, libc::MS_NODEV),
         (rustix::fs::StatVfsMountFlags::NOEXEC, libc::MS_NOEXEC),
         (rustix::fs::StatVfsMountFlags::NOATIME, libc::MS_NOATIME),
-        (rustix::fs::StatVfsMountFlags::NODIRATIME, libc::MS_NODIRATIME),
+        (
+            rustix::fs::StatVfsMountFlags::NODIRATIME,
+            libc::MS_NODIRATIME,
+        ),
         (rustix::fs::StatVfsMountFlags::RELATIME, libc::MS_RELATIME),
     ] {
         if f.contains(st_flag) {
@@ -845,7 +895,8 @@ mod tests {
             resolve_program(&l, b"data", &cwd, b"/usr/bin"),
             Err(Error::ProgramNotFound { .. })
         ));
-        let p = resolve_program(&l, b"../usr/bin/tool", &CellPath::new("/usr").unwrap(), b"").unwrap();
+        let p =
+            resolve_program(&l, b"../usr/bin/tool", &CellPath::new("/usr").unwrap(), b"").unwrap();
         assert_eq!(p.as_bytes(), b"/usr/bin/tool");
     }
 }

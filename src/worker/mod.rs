@@ -21,13 +21,18 @@ pub(crate) struct Runtime {
 pub(crate) fn default_runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| Runtime {
-        reactor: Reactor::start("jobcell-reactor").expect("cannot start the jobcell reactor thread"),
+        reactor: Reactor::start("jobcell-reactor")
+            .expect("cannot start the jobcell reactor thread"),
     })
 }
 
 impl Runtime {
     /// Spawns a job owned by its handle.
-    pub(crate) fn spawn_standalone(&self, sandbox: &Sandbox, command: &Command) -> Result<JobHandle> {
+    pub(crate) fn spawn_standalone(
+        &self,
+        sandbox: &Sandbox,
+        command: &Command,
+    ) -> Result<JobHandle> {
         let job = JobShared::new(
             JobId::generate(),
             Log::new(DEFAULT_MEMORY_BUDGET),
@@ -42,10 +47,20 @@ impl Runtime {
     }
 
     /// Spawns `command` for an existing job record and hands it to the reactor.
-    pub(crate) fn start(&self, job: &Arc<JobShared>, sandbox: &Sandbox, command: &Command) -> Result<()> {
+    pub(crate) fn start(
+        &self,
+        job: &Arc<JobShared>,
+        sandbox: &Sandbox,
+        command: &Command,
+    ) -> Result<()> {
         let limits = &sandbox.limits;
         let spawned = spawn::spawn(sandbox, command, None)?;
-        let pidfd = Arc::new(spawned.pidfd.try_clone().map_err(|e| Error::io("dup", "pidfd", e))?);
+        let pidfd = Arc::new(
+            spawned
+                .pidfd
+                .try_clone()
+                .map_err(|e| Error::io("dup", "pidfd", e))?,
+        );
         {
             let mut g = job.inner.lock();
             g.pid = Some(spawned.pid);

@@ -16,7 +16,9 @@ use rustix::event::epoll;
 use rustix::event::{eventfd, EventfdFlags};
 
 use crate::cgroup::JobCgroup;
-use crate::job::{Exit, JobShared, JobState, KillReason, Outcome, ResourceUsage, Stream, TimeLimit};
+use crate::job::{
+    Exit, JobShared, JobState, KillReason, Outcome, ResourceUsage, Stream, TimeLimit,
+};
 use crate::spawn::Spawned;
 use crate::sys;
 
@@ -83,7 +85,12 @@ impl Reactor {
     pub(crate) fn start(name: &str) -> std::io::Result<Arc<Reactor>> {
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let waker = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        epoll::add(&ep, &waker, epoll::EventData::new_u64(WAKER), epoll::EventFlags::IN)?;
+        epoll::add(
+            &ep,
+            &waker,
+            epoll::EventData::new_u64(WAKER),
+            epoll::EventFlags::IN,
+        )?;
         let r = Arc::new(Reactor {
             epoll: ep,
             waker,
@@ -135,7 +142,11 @@ impl Loop {
                 }
             });
             events.clear();
-            match epoll::wait(&self.r.epoll, rustix::buffer::spare_capacity(&mut events), timeout.as_ref()) {
+            match epoll::wait(
+                &self.r.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                timeout.as_ref(),
+            ) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => panic!("epoll_wait failed: {e}"),
             }
@@ -195,11 +206,13 @@ impl Loop {
         }
         let started = reg.spawned.started;
         if let Some(w) = reg.wall_time {
-            self.timers.push(Reverse((started + w, slot, gen, TimerKind::Wall)));
+            self.timers
+                .push(Reverse((started + w, slot, gen, TimerKind::Wall)));
         }
         if let Some(c) = reg.cpu_time {
             let first = started + c / reg.cpus.max(1);
-            self.timers.push(Reverse((first, slot, gen, TimerKind::Cpu)));
+            self.timers
+                .push(Reverse((first, slot, gen, TimerKind::Cpu)));
         }
         self.slots[slot] = Some(Entry {
             gen,
@@ -281,7 +294,9 @@ impl Loop {
     fn on_stdin(&mut self, slot: usize) {
         let ep = &self.r.epoll;
         let e = self.slots[slot].as_mut().expect("live slot");
-        let Some((fd, data)) = &e.spawned.stdin else { return };
+        let Some((fd, data)) = &e.spawned.stdin else {
+            return;
+        };
         let mut done = false;
         loop {
             if e.stdin_pos >= data.len() {
@@ -343,7 +358,8 @@ impl Loop {
                 e.cgroup_retries += 1;
                 let delay = Duration::from_millis((1u64 << e.cgroup_retries.min(6)).min(50));
                 let (gen, at) = (e.gen, Instant::now() + delay);
-                self.timers.push(Reverse((at, slot, gen, TimerKind::CgroupRetry)));
+                self.timers
+                    .push(Reverse((at, slot, gen, TimerKind::CgroupRetry)));
                 return;
             }
         }
@@ -369,7 +385,9 @@ impl Loop {
                     let _ = e.job.kill(KillReason::TimedOut(TimeLimit::Wall));
                 }
                 TimerKind::Cpu if e.exited.is_none() => {
-                    let (Some(limit), Some(cg)) = (e.cpu_limit, e.cgroup.as_ref()) else { continue };
+                    let (Some(limit), Some(cg)) = (e.cpu_limit, e.cgroup.as_ref()) else {
+                        continue;
+                    };
                     let used = cg.cpu_time().unwrap_or_default();
                     if used >= limit {
                         let _ = e.job.kill(KillReason::TimedOut(TimeLimit::Cpu));
@@ -378,7 +396,8 @@ impl Loop {
                         // it cannot cross the limit before this; ~1 ms granularity at the end.
                         let wait = ((limit - used) / e.cpus).max(Duration::from_millis(1));
                         let gen = e.gen;
-                        self.timers.push(Reverse((now + wait, slot, gen, TimerKind::Cpu)));
+                        self.timers
+                            .push(Reverse((now + wait, slot, gen, TimerKind::Cpu)));
                     }
                 }
                 TimerKind::CgroupRetry => self.try_finish(slot),
@@ -449,7 +468,11 @@ mod tests {
 
     #[test]
     fn tokens_roundtrip() {
-        for (slot, gen, kind) in [(0usize, 1u32, 0u64), (12345, 0x1fff_ffff, 3), (u32::MAX as usize, 7, 2)] {
+        for (slot, gen, kind) in [
+            (0usize, 1u32, 0u64),
+            (12345, 0x1fff_ffff, 3),
+            (u32::MAX as usize, 7, 2),
+        ] {
             assert_eq!(untoken(token(slot, gen, kind)), (slot, gen, kind));
         }
         assert_ne!(token(0, 0, 0), WAKER);

@@ -95,10 +95,16 @@ pub fn descendants(root: i32) -> BTreeSet<(i32, String)> {
     let mut parent = std::collections::HashMap::new();
     let mut desc = std::collections::HashMap::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // comm may contain spaces: fields after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_owned()) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_owned()) else {
+            continue;
+        };
         let f: Vec<&str> = rest.split_whitespace().collect();
         let (state, ppid) = (f[0].to_string(), f[1].parse::<i32>().unwrap_or(0));
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -137,7 +143,10 @@ pub fn assert_no_leaks(before: &HostSnapshot, what: &str) {
         if Instant::now() > deadline {
             assert_eq!(now.mounts, before.mounts, "{what}: mounts leaked");
             assert_eq!(now.fds, before.fds, "{what}: descriptors leaked");
-            assert_eq!(now.descendants, before.descendants, "{what}: processes leaked");
+            assert_eq!(
+                now.descendants, before.descendants,
+                "{what}: processes leaked"
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
