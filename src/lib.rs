@@ -38,6 +38,17 @@ pub mod units;
 mod worker;
 
 pub use error::{Errno, Error, Result, Stage};
+
+/// Support for jobcell's own tests; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    /// Waits for the background caches to settle and returns the descriptors
+    /// they hold (pooled network namespaces, skeleton clones), so leak checks
+    /// can tell them from leaks.
+    pub fn cached_descriptors() -> Vec<std::os::fd::RawFd> {
+        crate::spawn::cached_descriptors()
+    }
+}
 pub use job::{
     Chunk, Exit, JobHandle, JobId, JobState, LogReader, Outcome, ReadTimeout, ResourceUsage,
     Stream, TimeLimit, Usage, DEFAULT_MEMORY_BUDGET,

@@ -33,6 +33,13 @@ pub(crate) struct IdPlan {
     pub has_root: bool,
 }
 
+impl IdPlan {
+    /// The host uid and gid of the cell's root (first ids of the range).
+    pub(crate) fn root_host_ids(&self) -> (u32, u32) {
+        (self.host_uid - self.uid, self.host_gid - self.gid)
+    }
+}
+
 /// Works out the mapping for a sandbox's `IdMap` and job user.
 pub(crate) fn plan(map: IdMap, uid: u32, gid: u32) -> Result<IdPlan> {
     // SAFETY: geteuid/getegid cannot fail and touch no memory.

@@ -14,6 +14,9 @@ pub(crate) mod idmap;
 pub(crate) mod layout;
 mod netns;
 pub(crate) mod plan;
+mod prep;
+mod root;
+mod skeleton;
 pub(crate) mod status;
 
 use std::fs::OpenOptions;
@@ -30,6 +33,11 @@ use crate::sandbox::{Command, Output, Sandbox, Stdin};
 use crate::sys;
 use child::{ChildPlan, JobPlan, RECORD_LEN};
 use status::StatusMap;
+
+/// Descriptors the library keeps on purpose (warm caches), after letting them settle.
+pub(crate) fn cached_descriptors() -> Vec<RawFd> {
+    prep::settle()
+}
 
 /// Stack for the job between its clone and execve: it only runs `job_main`.
 const JOB_STACK_BYTES: usize = 64 * 1024;
@@ -105,7 +113,7 @@ pub(crate) fn spawn(
     // paying for a new one (see netns.rs); its loopback is already up.
     let new_net = bp.ns_flags & libc::CLONE_NEWNET as u64 != 0;
     let pooled_net = if new_net && bp.ids.become_root {
-        Some(netns::take()?)
+        Some(prep::take_netns()?)
     } else {
         None
     };

@@ -1,8 +1,8 @@
-//! A warm pool of fresh network namespaces.
+//! Fresh network namespaces, made ahead of time.
 //!
 //! Creating a network namespace is the most expensive part of a cell by far
-//! (about half a millisecond of kernel work, most of it pernet setup), so a
-//! background thread keeps a few ready, each with loopback up. A spawning
+//! (about half a millisecond of kernel work, most of it pernet setup), so the
+//! preparation thread (`prep.rs`) keeps a few ready, each with loopback up. A spawning
 //! thread joins one just for the clone and returns to its own; the cell
 //! inherits it. Every namespace serves exactly one job and dies with it:
 //! nothing, not even a TIME_WAIT socket, carries over from one job to the next.
@@ -12,60 +12,12 @@
 //! This needs root (CAP_SYS_ADMIN); unprivileged hosts let clone3 create the
 //! namespace (CLONE_NEWNET) instead.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::OnceLock;
-
-use parking_lot::{Condvar, Mutex};
-
 use crate::error::{Errno, Error, Result};
 use crate::sys;
-
-/// How many namespaces the pool keeps ready.
-const WARM: usize = 4;
-
-struct Pool {
-    idle: Mutex<Vec<OwnedFd>>,
-    wanted: Condvar,
-}
-
-fn pool() -> &'static Pool {
-    static POOL: OnceLock<&'static Pool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let p: &'static Pool = Box::leak(Box::new(Pool {
-            idle: Mutex::new(Vec::new()),
-            wanted: Condvar::new(),
-        }));
-        let _ = std::thread::Builder::new()
-            .name("jobcell-netns".into())
-            .spawn(move || loop {
-                let mut g = p.idle.lock();
-                while g.len() >= WARM {
-                    p.wanted.wait(&mut g);
-                }
-                drop(g);
-                match create() {
-                    Ok(fd) => p.idle.lock().push(fd),
-                    // Cannot make them here (no privilege): stop; spawns create their own.
-                    Err(_) => return,
-                }
-            });
-        p
-    })
-}
-
-/// A fresh network namespace with loopback up, from the pool when one is ready.
-pub(crate) fn take() -> Result<OwnedFd> {
-    let p = pool();
-    let ready = p.idle.lock().pop();
-    p.wanted.notify_one();
-    match ready {
-        Some(fd) => Ok(fd),
-        None => create(),
-    }
-}
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Creates a network namespace on the calling thread and returns to the thread's own.
-fn create() -> Result<OwnedFd> {
+pub(crate) fn create() -> Result<OwnedFd> {
     let err = |op, errno| Error::Spawn {
         op,
         path: None,

@@ -5,49 +5,23 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use crate::error::{Errno, Error, Result};
+use crate::error::{Error, Result};
 use crate::sandbox::path::{join_lexical, CellPath};
-use crate::sandbox::{Command, MountSpec, Network, Root, Sandbox, DEFAULT_TMP_SIZE};
+use crate::sandbox::{Command, MountSpec, Network, Root, Sandbox};
 use crate::spawn::child::Op;
 use crate::spawn::idmap::{self, IdPlan};
 use crate::spawn::layout::{Layout, Node};
+use crate::spawn::root::{self, RootPlan, Step};
+use crate::spawn::{prep, skeleton};
 use crate::sys;
 
 /// The PATH used to find programs when the job's environment has none.
 pub(crate) const DEFAULT_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Host directories bound read-only into the minimal root (symlinks stay symlinks).
-const SYSTEM_DIRS: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
-];
-/// `/etc` entries programs need to run. Never secrets: no shadow, ssh keys, machine-id.
-const ETC_ENTRIES: &[&str] = &[
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "nsswitch.conf",
-    "localtime",
-    "timezone",
-    "alternatives",
-    "os-release",
-    "services",
-    "protocols",
-];
-/// `/etc` entries that only matter with the host's network.
-const ETC_NETWORK_ENTRIES: &[&str] = &[
-    "resolv.conf",
-    "host.conf",
-    "gai.conf",
-    "ssl",
-    "ca-certificates",
-];
-const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
-const DEV_SHM_SIZE: u64 = 64 << 20;
 
 /// The cell as plain data, plus the host resources that must stay open until the clone.
 pub(crate) struct Blueprint {
@@ -95,20 +69,29 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
     }
     let env = environment(sandbox, command, &ids)?;
 
-    let mut b = Builder::new(sandbox)?;
-    b.root(sandbox, &ids)?;
-    for m in &sandbox.mounts {
-        b.user_mount(m, &ids)?;
-    }
-    b.finish_root();
+    let mount_api = mount_api_available();
+    let mut root = root::Builder::new(
+        sandbox,
+        mount_api,
+        ids.become_root && prep::skeletons_usable(),
+    )
+    .build(sandbox, &ids)?;
+    let staging = staging_dir(sandbox, mount_api)?;
+    let (ops, op_names, trees) = lower_root(
+        &mut root,
+        sandbox,
+        &ids,
+        mount_api,
+        staging.as_os_str().as_bytes(),
+    )?;
 
     let path_var = env
         .iter()
         .find(|(k, _)| k.as_bytes() == b"PATH")
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| DEFAULT_PATH.into());
-    let resolved = resolve_program(&b.layout, program, &cwd, path_var.as_bytes())?;
-    match b.layout.resolve(&cwd, true) {
+    let resolved = resolve_program(&root.layout, program, &cwd, path_var.as_bytes())?;
+    match root.layout.resolve(&cwd, true) {
         Ok((_, Node::Dir)) => {}
         _ => {
             return Err(Error::CurrentDirNotFound {
@@ -140,10 +123,10 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
 
     Ok(Blueprint {
         ids,
-        ops: b.ops,
-        op_names: b.op_names,
-        trees: b.trees,
-        staging: b.staging,
+        ops,
+        op_names,
+        trees,
+        staging: CString::new(staging.as_os_str().as_bytes()).expect("static path"),
         hostname,
         loopback: sandbox.network == Network::None,
         ns_flags,
@@ -247,605 +230,77 @@ fn resolve_program(
     })
 }
 
-/// What a bind is for: decides how it is made and its flags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BindKind {
-    /// `bind_ro` / `bind_rw`.
-    User { writable: bool },
-    /// `Sandbox::rootfs`.
-    Rootfs,
-    /// A host system path of the minimal root (read-only).
-    System,
-    /// A device node of the minimal `/dev` (read-write, device access allowed).
-    Device,
-}
-
-impl BindKind {
-    fn what(self) -> &'static str {
-        match self {
-            BindKind::User { .. } => "bind source",
-            BindKind::Rootfs => "rootfs",
-            BindKind::System => "system path",
-            BindKind::Device => "device node",
-        }
-    }
-}
-
-/// Emits ops and keeps the layout model in step with them.
-struct Builder {
-    ops: Vec<Op>,
-    op_names: Vec<String>,
-    trees: Vec<OwnedFd>,
-    layout: Layout,
-    staging: CString,
-    staging_bytes: Vec<u8>,
+/// Turns the root plan into the cell's operations: on a root host with the
+/// minimal root, a clone of the cached skeleton plus the per-cell steps;
+/// otherwise every step.
+fn lower_root(
+    root: &mut RootPlan,
+    sandbox: &Sandbox,
+    ids: &IdPlan,
     mount_api: bool,
-    minimal_root: bool,
-    user_tmp: bool,
-}
-
-impl Builder {
-    fn new(sandbox: &Sandbox) -> Result<Builder> {
-        let mount_api = mount_api_available();
-        // Path-based binds (old kernels) must not have their sources hidden by the staging mount.
-        let mut sources: Vec<PathBuf> = Vec::new();
-        if !mount_api {
-            sources.extend(SYSTEM_DIRS.iter().map(PathBuf::from));
-            sources.push("/etc".into());
-            sources.push("/dev".into());
-            for m in &sandbox.mounts {
-                if let MountSpec::Bind { source, .. } = m {
-                    sources.push(std::fs::canonicalize(source).unwrap_or_else(|_| source.clone()));
-                }
-            }
-            if let Root::Dir(d) = &sandbox.root {
-                sources.push(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
-            }
-        }
-        let staging = ["/tmp", "/mnt", "/run", "/var/tmp", "/media", "/srv", "/opt"]
-            .iter()
-            .map(Path::new)
-            .find(|c| {
-                std::fs::symlink_metadata(c).is_ok_and(|m| m.is_dir())
-                    && !sources.iter().any(|s| s.starts_with(c))
-            })
-            .ok_or_else(|| Error::InvalidSetting {
-                name: "bind sources",
-                value: String::new(),
-                reason: "no staging directory for the new root is free of bind sources".into(),
-            })?;
-        let staging_bytes = staging.as_os_str().as_bytes().to_vec();
-        Ok(Builder {
-            ops: Vec::new(),
-            op_names: Vec::new(),
-            trees: Vec::new(),
-            layout: Layout::default(),
-            staging: CString::new(staging_bytes.clone()).expect("static path"),
-            staging_bytes,
-            mount_api,
-            minimal_root: matches!(sandbox.root, Root::Minimal),
-            user_tmp: sandbox.mounts.iter().any(|m| {
-                matches!(m, MountSpec::Tmpfs { target, .. }
-                    if CellPath::new(target).is_ok_and(|t| t.as_bytes() == b"/tmp"))
-            }),
-        })
-    }
-
-    /// The host-side path of a cell path while the root is being built.
-    fn staged(&self, p: &CellPath) -> CString {
-        let mut v = self.staging_bytes.clone();
-        if !p.is_root() {
-            v.extend_from_slice(p.as_bytes());
-        }
-        // Cell paths never contain NUL (checked by CellPath::new).
-        CString::new(v).expect("cell paths have no NUL")
-    }
-
-    fn push(&mut self, op: Op, name: String) {
-        self.ops.push(op);
-        self.op_names.push(name);
-    }
-
-    fn mkdir(&mut self, p: &CellPath) {
-        let path = self.staged(p);
-        self.push(Op::Mkdir { path }, format!("mkdir {}", p.display()));
-        self.layout.add(p.clone(), Node::Dir);
-    }
-
-    fn tmpfs(&mut self, p: &CellPath, flags: u64, data: String) {
-        let target = self.staged(p);
-        self.push(
-            Op::Mount {
-                fstype: c"tmpfs",
-                target,
-                flags,
-                data: Some(CString::new(data.clone()).expect("no NUL")),
-            },
-            format!("mount tmpfs on {} ({data})", p.display()),
-        );
-        self.layout.mount_empty(p.clone());
-    }
-
-    fn symlink(&mut self, value: &[u8], link: &CellPath) -> Result<()> {
-        let v = cstring(value, || format!("symlink target for {}", link.display()))?;
-        let l = self.staged(link);
-        self.push(
-            Op::Symlink { value: v, link: l },
-            format!(
-                "symlink {} -> {}",
-                link.display(),
-                String::from_utf8_lossy(value)
-            ),
-        );
-        self.layout.add(link.clone(), Node::Symlink(value.to_vec()));
-        Ok(())
-    }
-
-    /// Binds the host `source` at `target`; the mount point must already exist.
-    ///
-    /// User binds are opened here with `open_tree`, with the host's permissions
-    /// and before anything is mounted over their path; the cell only attaches
-    /// them. System paths (world-readable, root-owned) are bound by path in the
-    /// cell, which costs the host nothing.
-    fn bind(&mut self, source: &Path, target: &CellPath, kind: BindKind) -> Result<()> {
-        let what = kind.what();
-        let src = cstring(source.as_os_str().as_bytes(), || format!("{what} path"))?;
-        let writable = matches!(kind, BindKind::User { writable: true } | BindKind::Device);
-        let mode = if writable { "rw" } else { "ro" };
-        let name = format!("bind {} -> {} ({mode})", source.display(), target.display());
-        let staged = self.staged(target);
-        // Binds are nosuid and nodev, except /dev's nodes, which are the point.
-        let mut set = sys::MOUNT_ATTR_NOSUID;
-        if kind != BindKind::Device {
-            set |= sys::MOUNT_ATTR_NODEV;
-        }
-        if !writable {
-            set |= sys::MOUNT_ATTR_RDONLY;
-        }
-        let user = matches!(kind, BindKind::User { .. } | BindKind::Rootfs);
-        if self.mount_api && user {
-            let fd = sys::open_tree_clone(&src, set).map_err(|errno| Error::HostPath {
-                what,
-                path: source.to_owned(),
-                errno,
-            })?;
-            self.push(
-                Op::Attach {
-                    fd: fd.as_raw_fd(),
-                    target: staged,
-                },
-                name,
-            );
-            self.trees.push(fd);
-        } else {
-            if user {
-                std::fs::metadata(source).map_err(|e| Error::HostPath {
-                    what,
-                    path: source.to_owned(),
-                    errno: Errno::from(&e),
-                })?;
-            }
-            self.push(
-                Op::Bind {
-                    source: src,
-                    target: staged.clone(),
-                },
-                name.clone(),
-            );
-            if kind != BindKind::Device {
-                // Without mount_setattr the cell remounts, which must repeat the
-                // source's locked flags or fail with EPERM (hakoniwa learnt this).
-                let fallback = if self.mount_api {
-                    0
-                } else {
-                    locked_flags(source)
-                };
-                let mut flags = fallback | libc::MS_NOSUID | libc::MS_NODEV;
-                if !writable {
-                    flags |= libc::MS_RDONLY;
-                }
-                self.push(
-                    Op::SetAttr {
-                        target: staged,
-                        set,
-                        recursive: true,
-                        fallback: flags,
-                    },
-                    format!("set attributes of {name}"),
-                );
-            }
-        }
-        self.layout.mount_host(target.clone(), source);
-        Ok(())
-    }
-
-    /// Creates the mount point for a host path: a directory, or an empty file.
-    fn mount_point_for(
-        &mut self,
-        source: &Path,
-        target: &CellPath,
-        what: &'static str,
-    ) -> Result<()> {
-        let md = std::fs::metadata(source).map_err(|e| Error::HostPath {
-            what,
-            path: source.to_owned(),
-            errno: Errno::from(&e),
-        })?;
-        match self.layout.lookup(target) {
-            Some(Node::Dir) if md.is_dir() => {}
-            Some(Node::File { .. }) | Some(Node::Other) if !md.is_dir() => {}
-            Some(_) => {
-                return Err(Error::InvalidPath {
-                    path: target.display(),
-                    reason: "the mount point exists in the cell with another file type",
-                })
-            }
-            None if md.is_dir() => self.mkdir(target),
-            None => {
-                let path = self.staged(target);
-                self.push(
-                    Op::Touch { path },
-                    format!("create mount point {}", target.display()),
-                );
-                self.layout
-                    .add(target.clone(), Node::File { executable: false });
-            }
-        }
-        Ok(())
-    }
-
-    /// Resolves the directory that will hold `target`, creating missing
-    /// directories along the way, and returns `target` with its parent resolved.
-    fn prepare_parent(&mut self, target: &CellPath) -> Result<CellPath> {
-        if target.is_root() {
-            return Err(Error::InvalidPath {
-                path: "/".into(),
-                reason: "cannot replace the root; use Sandbox::rootfs",
-            });
-        }
-        let last = target.components().last().unwrap_or_default().to_vec();
-        let mut cur = CellPath::root();
-        let parent = target.parent();
-        let mut pending: Vec<Vec<u8>> = parent.components().rev().map(<[u8]>::to_vec).collect();
-        let mut links = 0;
-        while let Some(c) = pending.pop() {
-            let cand = cur.join(&c);
-            match self.layout.lookup(&cand) {
-                None => {
-                    self.mkdir(&cand);
-                    cur = cand;
-                }
-                Some(Node::Dir) => cur = cand,
-                Some(Node::Symlink(v)) => {
-                    links += 1;
-                    if links > 40 {
-                        return Err(Error::InvalidPath {
-                            path: target.display(),
-                            reason: "too many symlinks inside the cell",
-                        });
-                    }
-                    let t = join_lexical(&cur, &v);
-                    pending.extend(t.components().rev().map(<[u8]>::to_vec));
-                    cur = CellPath::root();
-                }
-                Some(_) => {
-                    return Err(Error::InvalidPath {
-                        path: target.display(),
-                        reason: "a parent is not a directory inside the cell",
-                    })
-                }
-            }
-        }
-        let full = cur.join(&last);
-        // A symlink at the target itself would be followed by mount(2) on the host side
-        // of pivot_root; follow it here, inside the cell, instead.
-        match self.layout.lookup(&full) {
-            Some(Node::Symlink(_)) => match self.layout.resolve(&full, true) {
-                Ok((p, _)) => Ok(p),
-                Err(_) => Err(Error::InvalidPath {
-                    path: target.display(),
-                    reason: "the target is a dangling symlink inside the cell",
-                }),
-            },
-            _ => Ok(full),
-        }
-    }
-
-    fn root(&mut self, sandbox: &Sandbox, ids: &IdPlan) -> Result<()> {
-        match &sandbox.root {
-            Root::Minimal => {
-                self.tmpfs(
-                    &CellPath::root(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    "mode=0755,size=16m,nr_inodes=16384".into(),
-                );
-                for dir in SYSTEM_DIRS {
-                    self.system_entry(Path::new(dir), &CellPath::new(dir)?)?;
-                }
-                self.etc(sandbox, ids)?;
-            }
-            Root::Dir(dir) => {
-                let md = std::fs::metadata(dir).map_err(|e| Error::HostPath {
-                    what: "rootfs",
-                    path: dir.clone(),
-                    errno: Errno::from(&e),
-                })?;
-                if !md.is_dir() {
-                    return Err(Error::HostPath {
-                        what: "rootfs",
-                        path: dir.clone(),
-                        errno: Errno(libc::ENOTDIR),
-                    });
-                }
-                self.layout.add(CellPath::root(), Node::Dir);
-                self.bind(dir, &CellPath::root(), BindKind::Rootfs)?;
-            }
-        }
-        self.dev()?;
-        let proc_ = CellPath::new("/proc")?;
-        self.ensure_dir(&proc_);
-        let target = self.staged(&proc_);
-        self.push(
-            Op::Mount {
-                fstype: c"proc",
-                target,
-                flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                data: None,
-            },
-            "mount proc on /proc".into(),
-        );
-        self.layout.mount_empty(proc_.clone());
-        // /proc/self resolves at run time; enough for the layout to know it exists.
-        self.layout.add(proc_.join(b"self"), Node::Dir);
-        if !self.user_tmp {
-            let tmp = CellPath::new("/tmp")?;
-            self.ensure_dir(&tmp);
-            self.tmpfs(
-                &tmp,
-                libc::MS_NOSUID | libc::MS_NODEV,
-                format!("mode=1777,size={DEFAULT_TMP_SIZE}"),
-            );
-        }
-        Ok(())
-    }
-
-    fn ensure_dir(&mut self, p: &CellPath) {
-        if self.layout.lookup(p).is_none() {
-            self.mkdir(p);
-        }
-    }
-
-    /// Mirrors one host system entry: symlink as symlink, directory or file as a read-only bind.
-    fn system_entry(&mut self, host: &Path, cell: &CellPath) -> Result<()> {
-        let Ok(md) = std::fs::symlink_metadata(host) else {
-            return Ok(()); // absent on this host
+    staging: &[u8],
+) -> Result<(Vec<Op>, Vec<String>, Vec<OwnedFd>)> {
+    if root.skeleton {
+        let (stat, cell) = root.split();
+        let owner = ids.root_host_ids();
+        let key = skeleton::key(&stat, owner);
+        let spec = || skeleton::Spec {
+            steps: stat.iter().map(|s| (*s).clone()).collect(),
+            owner,
         };
-        if md.file_type().is_symlink() {
-            let Ok(v) = std::fs::read_link(host) else {
-                return Ok(());
-            };
-            self.symlink(v.as_os_str().as_bytes(), cell)
-        } else if md.is_dir() || md.is_file() {
-            self.mount_point_for(host, cell, "system path")?;
-            self.bind(host, cell, BindKind::System)
-        } else {
-            Ok(())
+        if let Some(skel) = prep::skeleton_clone(key, spec)? {
+            let (cell_ops, cell_names) = root::lower(&cell, &root.trees, staging)?;
+            let mut ops = vec![Op::Attach {
+                fd: skel.as_raw_fd(),
+                target: CString::new(staging).expect("static path"),
+            }];
+            let mut names = vec!["attach the root skeleton".to_string()];
+            ops.extend(cell_ops);
+            names.extend(cell_names);
+            let mut trees = std::mem::take(&mut root.trees);
+            trees.push(skel);
+            return Ok((ops, names, trees));
         }
+        // Skeletons turned out impossible here: plan the root again, inline.
+        *root = root::Builder::new(sandbox, mount_api, false).build(sandbox, ids)?;
     }
-
-    fn etc(&mut self, sandbox: &Sandbox, ids: &IdPlan) -> Result<()> {
-        let etc = CellPath::new("/etc")?;
-        self.mkdir(&etc);
-        let (passwd, group) = idmap::passwd_and_group(ids);
-        let host = String::from_utf8_lossy(sandbox.hostname.as_bytes()).into_owned();
-        let hosts = format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{host}\n"
-        );
-        for (name, data) in [
-            ("passwd", passwd),
-            ("group", group),
-            ("hosts", hosts),
-            ("hostname", format!("{host}\n")),
-        ] {
-            self.write_file(&etc.join(name.as_bytes()), data.into_bytes().into(), 0o644)?;
-        }
-        let net = sandbox.network == Network::Host;
-        let extra: &[&str] = if net { ETC_NETWORK_ENTRIES } else { &[] };
-        for name in ETC_ENTRIES.iter().chain(extra) {
-            self.system_entry(&Path::new("/etc").join(name), &etc.join(name.as_bytes()))?;
-        }
-        Ok(())
-    }
-
-    fn write_file(&mut self, p: &CellPath, data: Arc<[u8]>, mode: u32) -> Result<()> {
-        let path = self.staged(p);
-        self.push(
-            Op::WriteFile { path, data, mode },
-            format!("write {}", p.display()),
-        );
-        self.layout.add(
-            p.clone(),
-            Node::File {
-                executable: mode & 0o111 != 0,
-            },
-        );
-        Ok(())
-    }
-
-    fn dev(&mut self) -> Result<()> {
-        let dev = CellPath::new("/dev")?;
-        self.ensure_dir(&dev);
-        self.tmpfs(
-            &dev,
-            libc::MS_NOSUID | libc::MS_NOEXEC,
-            "mode=0755,size=64k,nr_inodes=64".into(),
-        );
-        for node in DEV_NODES {
-            let host = Path::new("/dev").join(node);
-            if std::fs::metadata(&host).is_err() {
-                continue;
-            }
-            let cell = dev.join(node.as_bytes());
-            let path = self.staged(&cell);
-            self.push(
-                Op::Touch { path },
-                format!("create mount point {}", cell.display()),
-            );
-            self.layout.add(cell.clone(), Node::Other);
-            self.bind(&host, &cell, BindKind::Device)?;
-        }
-        let pts = dev.join(b"pts");
-        self.mkdir(&pts);
-        let target = self.staged(&pts);
-        self.push(
-            Op::Mount {
-                fstype: c"devpts",
-                target,
-                flags: libc::MS_NOSUID | libc::MS_NOEXEC,
-                data: Some(c"newinstance,ptmxmode=0666,mode=0620".into()),
-            },
-            "mount devpts on /dev/pts".into(),
-        );
-        self.layout.mount_empty(pts);
-        for (link, value) in [
-            ("ptmx", "pts/ptmx"),
-            ("fd", "/proc/self/fd"),
-            ("stdin", "/proc/self/fd/0"),
-            ("stdout", "/proc/self/fd/1"),
-            ("stderr", "/proc/self/fd/2"),
-        ] {
-            self.symlink(value.as_bytes(), &dev.join(link.as_bytes()))?;
-        }
-        let shm = dev.join(b"shm");
-        self.mkdir(&shm);
-        self.tmpfs(
-            &shm,
-            libc::MS_NOSUID | libc::MS_NODEV,
-            format!("mode=1777,size={DEV_SHM_SIZE}"),
-        );
-        // /dev itself read-only: the job cannot plant files next to the nodes.
-        let target = self.staged(&dev);
-        self.push(
-            Op::SetAttr {
-                target,
-                set: sys::MOUNT_ATTR_RDONLY,
-                recursive: false,
-                fallback: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
-            },
-            "remount /dev read-only".into(),
-        );
-        Ok(())
-    }
-
-    fn user_mount(&mut self, m: &MountSpec, ids: &IdPlan) -> Result<()> {
-        match m {
-            MountSpec::Bind {
-                source,
-                target,
-                writable,
-            } => {
-                let t = CellPath::new(target)?;
-                if source.as_os_str().is_empty() {
-                    return Err(Error::HostPath {
-                        what: "bind source",
-                        path: source.clone(),
-                        errno: Errno(libc::ENOENT),
-                    });
-                }
-                let t = self.prepare_parent(&t)?;
-                self.mount_point_for(source, &t, "bind source")?;
-                self.bind(
-                    source,
-                    &t,
-                    BindKind::User {
-                        writable: *writable,
-                    },
-                )
-            }
-            MountSpec::Tmpfs { target, size } => {
-                let t = CellPath::new(target)?;
-                if *size < 4096 || *size > 1 << 50 {
-                    return Err(Error::InvalidSetting {
-                        name: "tmpfs size",
-                        value: size.to_string(),
-                        reason: "must be between 4 KiB and 1 PiB".into(),
-                    });
-                }
-                let t = self.prepare_parent(&t)?;
-                self.ensure_dir(&t);
-                let data = if t.as_bytes() == b"/tmp" {
-                    format!("mode=1777,size={size}")
-                } else {
-                    format!("mode=0755,uid={},gid={},size={size}", ids.uid, ids.gid)
-                };
-                self.tmpfs(&t, libc::MS_NOSUID | libc::MS_NODEV, data);
-                Ok(())
-            }
-            MountSpec::Dir { target } => {
-                let t = CellPath::new(target)?;
-                let t = self.prepare_parent(&t)?;
-                self.mkdir(&t);
-                Ok(())
-            }
-            MountSpec::Symlink { value, link } => {
-                let l = CellPath::new(link)?;
-                let l = self.prepare_parent(&l)?;
-                if value.as_os_str().is_empty() {
-                    return Err(Error::InvalidPath {
-                        path: String::new(),
-                        reason: "a symlink needs a non-empty target",
-                    });
-                }
-                self.symlink(value.as_os_str().as_bytes(), &l)
-            }
-            MountSpec::File { target, contents } => {
-                let t = CellPath::new(target)?;
-                let t = self.prepare_parent(&t)?;
-                self.write_file(&t, contents.clone(), 0o644)
-            }
-        }
-    }
-
-    fn finish_root(&mut self) {
-        if self.minimal_root {
-            let target = self.staging.clone();
-            self.push(
-                Op::SetAttr {
-                    target,
-                    set: sys::MOUNT_ATTR_RDONLY,
-                    recursive: false,
-                    fallback: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-                },
-                "remount / read-only".into(),
-            );
-        }
-    }
+    let all: Vec<&Step> = root.steps.iter().collect();
+    let (ops, names) = root::lower(&all, &root.trees, staging)?;
+    Ok((ops, names, std::mem::take(&mut root.trees)))
 }
 
-/// Mount flags a bind in a user namespace must keep from its source, or the
-/// read-only remount fails with EPERM (they are locked).
-fn locked_flags(source: &Path) -> u64 {
-    let Ok(st) = rustix::fs::statvfs(source) else {
-        return 0;
-    };
-    let f = st.f_flag;
-    let mut out = 0;
-    for (st_flag, ms_flag) in [
-        (rustix::fs::StatVfsMountFlags::NOSUID, libc::MS_NOSUID),
-        (rustix::fs::StatVfsMountFlags::NODEV, libc::MS_NODEV),
-        (rustix::fs::StatVfsMountFlags::NOEXEC, libc::MS_NOEXEC),
-        (rustix::fs::StatVfsMountFlags::NOATIME, libc::MS_NOATIME),
-        (
-            rustix::fs::StatVfsMountFlags::NODIRATIME,
-            libc::MS_NODIRATIME,
-        ),
-        (rustix::fs::StatVfsMountFlags::RELATIME, libc::MS_RELATIME),
-    ] {
-        if f.contains(st_flag) {
-            out |= ms_flag;
+/// Where the new root is assembled before `pivot_root`: an existing host
+/// directory that holds none of the sources bound by path (those would be
+/// hidden by the tmpfs mounted over it).
+fn staging_dir(sandbox: &Sandbox, mount_api: bool) -> Result<PathBuf> {
+    let mut sources: Vec<PathBuf> = [
+        "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    if !mount_api {
+        for m in &sandbox.mounts {
+            if let MountSpec::Bind { source, .. } = m {
+                sources.push(std::fs::canonicalize(source).unwrap_or_else(|_| source.clone()));
+            }
+        }
+        if let Root::Dir(d) = &sandbox.root {
+            sources.push(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
         }
     }
-    out
+    ["/tmp", "/mnt", "/run", "/var/tmp", "/media", "/srv", "/opt"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|c| {
+            std::fs::symlink_metadata(c).is_ok_and(|m| m.is_dir())
+                && !sources.iter().any(|s| s.starts_with(c))
+        })
+        .ok_or_else(|| Error::InvalidSetting {
+            name: "bind sources",
+            value: String::new(),
+            reason: "no staging directory for the new root is free of bind sources".into(),
+        })
 }
 
 /// Probes once whether the new mount API works (Linux 5.12+, not blocked by a container's seccomp).

@@ -459,7 +459,11 @@ fn finish(e: Entry) {
         usage,
         oom_killed,
     };
-    e.job.finish(outcome);
+    // Release every descriptor and the cgroup before anyone learns the job
+    // has ended: a waiter that checks for leaks must find none.
+    let job = e.job.clone();
+    drop(e);
+    job.finish(outcome);
 }
 
 #[cfg(test)]

@@ -64,8 +64,8 @@ pub struct HostSnapshot {
     pub descendants: BTreeSet<(i32, String)>,
 }
 
-/// Mounts of this process's namespace, open descriptors (by target, ignoring
-/// the warm pool of network namespaces, which refills on its own), and every
+/// Mounts of this process's namespace, open descriptors (by target, leaving
+/// out the library's warm caches, which refill on their own), and every
 /// process below this one (zombies included).
 pub fn snapshot() -> HostSnapshot {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
@@ -74,11 +74,18 @@ pub fn snapshot() -> HostSnapshot {
         .map(str::to_owned)
         .collect();
     let mut fds = BTreeSet::new();
+    let cached: BTreeSet<String> = jobcell::__private::cached_descriptors()
+        .iter()
+        .map(|fd| fd.to_string())
+        .collect();
     for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if cached.contains(&*e.file_name().to_string_lossy()) {
+            continue;
+        }
         if let Ok(t) = std::fs::read_link(e.path()) {
             let t = t.to_string_lossy().into_owned();
-            if t.starts_with("net:[") || t == "/proc/self/fd" || t.starts_with("/proc/") {
-                continue;
+            if t.starts_with("/proc/") {
+                continue; // read_dir's own descriptor
             }
             fds.insert(format!("{}->{t}", e.file_name().to_string_lossy()));
         }

@@ -1,0 +1,332 @@
+//! The preparation thread: work that can be done ahead of a spawn, off its
+//! critical path. It keeps a few fresh network namespaces ready (see
+//! `netns.rs`) and builds, caches and clones root skeletons (see
+//! `skeleton.rs`) in a private mount namespace of its own, so nothing it
+//! mounts is ever visible on the host.
+//!
+//! It only runs on root hosts (both jobs need CAP_SYS_ADMIN in the host's user
+//! namespace); elsewhere spawns do the same work inline. One thread for both,
+//! so a process running jobs has few threads.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::spawn::{netns, skeleton};
+use crate::sys;
+
+/// Fresh network namespaces kept ready.
+const WARM_NETNS: usize = 4;
+/// Clones of a skeleton kept ready once it has been asked for.
+const WARM_CLONES: usize = 2;
+/// Skeletons kept; the least recently used beyond this is dropped.
+const MAX_SKELETONS: usize = 8;
+
+struct Skeleton {
+    spec: Option<Arc<skeleton::Spec>>,
+    dir: Option<PathBuf>,
+    ready: Vec<OwnedFd>,
+    error: Option<(skeleton::BuildError, Instant)>,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    netns: Vec<OwnedFd>,
+    /// Why network namespaces cannot be made ahead here, if they cannot.
+    netns_broken: bool,
+    skeletons: HashMap<u128, Skeleton>,
+    /// Skeletons that need a build or clones.
+    queue: VecDeque<u128>,
+    /// Why skeletons cannot be built here, if they cannot (then spawns build roots inline).
+    skeleton_broken: Option<String>,
+    /// The thread is working on an item taken off the queue.
+    busy: bool,
+}
+
+struct Prep {
+    state: Mutex<State>,
+    work: Condvar,
+    done: Condvar,
+}
+
+fn prep() -> &'static Prep {
+    static PREP: OnceLock<&'static Prep> = OnceLock::new();
+    PREP.get_or_init(|| {
+        let p: &'static Prep = Box::leak(Box::new(Prep {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            done: Condvar::new(),
+        }));
+        let started = std::thread::Builder::new()
+            .name("jobcell-prep".into())
+            .spawn(move || run(p));
+        if started.is_err() {
+            let mut g = p.state.lock();
+            g.netns_broken = true;
+            g.skeleton_broken = Some("cannot start the preparation thread".into());
+        }
+        p
+    })
+}
+
+/// A fresh network namespace with loopback up: a ready one, or made now.
+pub(crate) fn take_netns() -> Result<OwnedFd> {
+    let p = prep();
+    let ready = p.state.lock().netns.pop();
+    p.work.notify_one();
+    match ready {
+        Some(fd) => Ok(fd),
+        None => netns::create(),
+    }
+}
+
+/// Whether skeletons can be used here (false until proven otherwise is not
+/// needed: a failed start makes `skeleton_clone` fail and spawns fall back).
+pub(crate) fn skeletons_usable() -> bool {
+    prep().state.lock().skeleton_broken.is_none()
+}
+
+/// A detached clone of the skeleton `key`, built from `spec()` the first time.
+/// `Ok(None)` means skeletons cannot be built on this host: build the root inline.
+pub(crate) fn skeleton_clone(
+    key: u128,
+    spec: impl FnOnce() -> skeleton::Spec,
+) -> Result<Option<OwnedFd>> {
+    let p = prep();
+    let mut g = p.state.lock();
+    if g.skeleton_broken.is_some() {
+        return Ok(None);
+    }
+    if !g.skeletons.contains_key(&key) {
+        g.skeletons.insert(
+            key,
+            Skeleton {
+                spec: Some(Arc::new(spec())),
+                dir: None,
+                ready: Vec::new(),
+                error: None,
+                last_used: Instant::now(),
+            },
+        );
+    }
+    loop {
+        if g.skeleton_broken.is_some() {
+            return Ok(None);
+        }
+        let Some(s) = g.skeletons.get_mut(&key) else {
+            return Ok(None); // evicted while we waited: build inline this once
+        };
+        s.last_used = Instant::now();
+        if let Some((e, _)) = &s.error {
+            return Err(e.to_error());
+        }
+        if let Some(fd) = s.ready.pop() {
+            if s.ready.len() < WARM_CLONES && !g.queue.contains(&key) {
+                g.queue.push_back(key);
+            }
+            drop(g);
+            p.work.notify_one();
+            return Ok(Some(fd));
+        }
+        if !g.queue.contains(&key) {
+            g.queue.push_back(key);
+        }
+        p.work.notify_one();
+        p.done.wait(&mut g);
+    }
+}
+
+/// Waits (up to a few seconds) until the thread has nothing left to do, and
+/// returns the descriptors its caches hold: tests compare a process's
+/// descriptors before and after jobs, and the caches refill on their own.
+pub(crate) fn settle() -> Vec<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    let p = prep();
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let mut g = p.state.lock();
+    loop {
+        let idle = g.queue.is_empty() && !g.busy && (g.netns_broken || g.netns.len() >= WARM_NETNS);
+        if idle || Instant::now() > deadline {
+            let mut fds: Vec<_> = g.netns.iter().map(|f| f.as_raw_fd()).collect();
+            for s in g.skeletons.values() {
+                fds.extend(s.ready.iter().map(|f| f.as_raw_fd()));
+            }
+            return fds;
+        }
+        p.work.notify_one();
+        p.done.wait_until(&mut g, deadline);
+    }
+}
+
+fn run(p: &'static Prep) {
+    let workspace = match private_workspace() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            p.state.lock().skeleton_broken = Some(e.to_string());
+            p.done.notify_all();
+            None
+        }
+    };
+    let mut next_dir = 0u64;
+    loop {
+        let mut g = p.state.lock();
+        g.busy = false;
+        p.done.notify_all();
+        let key = loop {
+            if let Some(k) = g.queue.pop_front() {
+                break Some(k);
+            }
+            if !g.netns_broken && g.netns.len() < WARM_NETNS {
+                break None;
+            }
+            p.work.wait(&mut g);
+        };
+        g.busy = true;
+        match key {
+            None => {
+                drop(g);
+                match netns::create() {
+                    Ok(fd) => p.state.lock().netns.push(fd),
+                    Err(_) => p.state.lock().netns_broken = true,
+                }
+            }
+            Some(key) => {
+                let Some(ws) = &workspace else { continue };
+                let Some(s) = g.skeletons.get_mut(&key) else {
+                    continue;
+                };
+                if s.error.is_some() {
+                    continue;
+                }
+                let dir = match &s.dir {
+                    Some(d) => d.clone(),
+                    None => {
+                        let spec = s.spec.clone().expect("unbuilt skeletons keep their spec");
+                        next_dir += 1;
+                        let dir = ws.join(next_dir.to_string());
+                        drop(g);
+                        let built = std::fs::create_dir(&dir)
+                            .map_err(|e| skeleton::BuildError {
+                                detail: format!("create {}", dir.display()),
+                                errno: crate::Errno::from(&e),
+                            })
+                            .and_then(|_| skeleton::build(&spec, &dir));
+                        g = p.state.lock();
+                        let Some(s) = g.skeletons.get_mut(&key) else {
+                            continue;
+                        };
+                        match built {
+                            Ok(()) => {
+                                s.dir = Some(dir.clone());
+                                s.spec = None;
+                                dir
+                            }
+                            Err(e) => {
+                                s.error = Some((e, Instant::now()));
+                                evict(&mut g);
+                                drop(g);
+                                p.done.notify_all();
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let missing = g
+                    .skeletons
+                    .get(&key)
+                    .map_or(0, |s| WARM_CLONES.saturating_sub(s.ready.len()))
+                    .max(1);
+                drop(g);
+                let mut clones = Vec::new();
+                for _ in 0..missing {
+                    match sys::open_tree_clone(&c_path(&dir), 0) {
+                        Ok(fd) => clones.push(fd),
+                        Err(errno) => {
+                            let mut g = p.state.lock();
+                            if let Some(s) = g.skeletons.get_mut(&key) {
+                                let detail = format!("clone the skeleton at {}", dir.display());
+                                s.error =
+                                    Some((skeleton::BuildError { detail, errno }, Instant::now()));
+                            }
+                            break;
+                        }
+                    }
+                }
+                let mut g = p.state.lock();
+                if let Some(s) = g.skeletons.get_mut(&key) {
+                    s.ready.extend(clones);
+                }
+                evict(&mut g);
+                drop(g);
+                p.done.notify_all();
+            }
+        }
+    }
+}
+
+/// Drops failed skeletons after a second (a failure may be transient), and
+/// the least recently used ones beyond the cache's size.
+fn evict(g: &mut State) {
+    g.skeletons
+        .retain(|_, s| !matches!(&s.error, Some((_, at)) if at.elapsed() > std::time::Duration::from_secs(1)));
+    while g.skeletons.len() > MAX_SKELETONS {
+        let Some((&key, _)) = g
+            .skeletons
+            .iter()
+            .filter(|(k, s)| s.dir.is_some() && !g.queue.contains(k))
+            .min_by_key(|(_, s)| s.last_used)
+        else {
+            return;
+        };
+        if let Some(s) = g.skeletons.remove(&key) {
+            if let Some(d) = s.dir {
+                // Clones handed out stay valid: they hold their own mounts.
+                let _ = sys::umount2(&c_path(&d), libc::MNT_DETACH);
+                let _ = std::fs::remove_dir(&d);
+            }
+        }
+    }
+}
+
+fn c_path(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).expect("no NUL")
+}
+
+/// Moves this thread into a private mount namespace and mounts a tmpfs to
+/// build skeletons in. Nothing mounted here propagates to the host.
+fn private_workspace() -> Result<PathBuf> {
+    let fail = |op, errno| Error::Spawn {
+        op,
+        path: None,
+        errno,
+        hint: None,
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(fail("skeletons need root", crate::Errno(libc::EPERM)));
+    }
+    // Only this thread changes namespace (its fs_struct is unshared along).
+    sys::unshare(libc::CLONE_NEWNS).map_err(|e| fail("unshare(CLONE_NEWNS)", e))?;
+    sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(|e| fail("make the preparation namespace private", e))?;
+    let ws = ["/tmp", "/mnt", "/run", "/var/tmp"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|d| d.is_dir())
+        .ok_or_else(|| fail("find a workspace directory", crate::Errno(libc::ENOENT)))?;
+    sys::mount(
+        Some(c"tmpfs"),
+        &c_path(&ws),
+        Some(c"tmpfs"),
+        libc::MS_NOSUID,
+        Some(c"mode=0700"),
+    )
+    .map_err(|e| fail("mount the skeleton workspace", e))?;
+    Ok(ws)
+}
