@@ -103,18 +103,13 @@ pub(crate) fn skeleton_clone(
     if g.skeleton_broken.is_some() {
         return Ok(None);
     }
-    if !g.skeletons.contains_key(&key) {
-        g.skeletons.insert(
-            key,
-            Skeleton {
-                spec: Some(Arc::new(spec())),
-                dir: None,
-                ready: Vec::new(),
-                error: None,
-                last_used: Instant::now(),
-            },
-        );
-    }
+    g.skeletons.entry(key).or_insert_with(|| Skeleton {
+        spec: Some(Arc::new(spec())),
+        dir: None,
+        ready: Vec::new(),
+        error: None,
+        last_used: Instant::now(),
+    });
     loop {
         if g.skeleton_broken.is_some() {
             return Ok(None);

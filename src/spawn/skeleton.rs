@@ -99,7 +99,7 @@ fn build_step(step: &Step, owner: (u32, u32), dir: &Path) -> std::result::Result
         }
     };
     let own = |p: &Path| -> std::result::Result<(), Errno> {
-        std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| io_err(e))
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(io_err)
     };
     {
         match step {
@@ -138,7 +138,7 @@ fn build_step(step: &Step, owner: (u32, u32), dir: &Path) -> std::result::Result
             Step::Symlink { at: p, value } => {
                 let path = at(p);
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(value), &path)
-                    .map_err(|e| io_err(e))?;
+                    .map_err(io_err)?;
                 own(&path)?;
             }
             Step::Copy { at: p, source, .. } => {
@@ -151,16 +151,16 @@ fn build_step(step: &Step, owner: (u32, u32), dir: &Path) -> std::result::Result
                 std::fs::DirBuilder::new()
                     .mode(0o755)
                     .create(&path)
-                    .map_err(|e| io_err(e))?;
+                    .map_err(io_err)?;
                 own(&path)?;
-                let entries = std::fs::read_dir(source).map_err(|e| io_err(e))?;
+                let entries = std::fs::read_dir(source).map_err(io_err)?;
                 for e in entries {
-                    let e = e.map_err(|e| io_err(e))?;
+                    let e = e.map_err(io_err)?;
                     let (from, to) = (e.path(), path.join(e.file_name()));
-                    let ft = e.file_type().map_err(|e| io_err(e))?;
+                    let ft = e.file_type().map_err(io_err)?;
                     if ft.is_symlink() {
-                        let v = std::fs::read_link(&from).map_err(|e| io_err(e))?;
-                        std::os::unix::fs::symlink(v, &to).map_err(|e| io_err(e))?;
+                        let v = std::fs::read_link(&from).map_err(io_err)?;
+                        std::os::unix::fs::symlink(v, &to).map_err(io_err)?;
                     } else if ft.is_file() {
                         copy_file(&from, &to)?;
                     } else {
@@ -179,7 +179,7 @@ fn build_step(step: &Step, owner: (u32, u32), dir: &Path) -> std::result::Result
                 }
                 // mknod honours the umask; the host's mode is what we want.
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
-                    .map_err(|e| io_err(e))?;
+                    .map_err(io_err)?;
                 own(&path)?;
             }
             Step::SystemBind { at: p, source, .. } => {
@@ -234,17 +234,17 @@ fn create(path: &Path, mode: u32, data: &[u8]) -> std::result::Result<(), Errno>
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| io_err(e))?;
-    f.write_all(data).map_err(|e| io_err(e))?;
+        .map_err(io_err)?;
+    f.write_all(data).map_err(io_err)?;
     // The mode given to open is filtered by the umask.
     f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(|e| io_err(e))
+        .map_err(io_err)
 }
 
 /// Copies a small host file, keeping its permission bits (never set-id bits).
 fn copy_file(from: &Path, to: &Path) -> std::result::Result<(), Errno> {
-    let md = std::fs::metadata(from).map_err(|e| io_err(e))?;
-    let data = std::fs::read(from).map_err(|e| io_err(e))?;
+    let md = std::fs::metadata(from).map_err(io_err)?;
+    let data = std::fs::read(from).map_err(io_err)?;
     create(to, md.permissions().mode() & 0o777, &data)
 }
 
