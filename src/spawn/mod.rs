@@ -125,6 +125,7 @@ pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn Cg
                 },
             )],
             max_fd: max_fd(),
+            seccomp: bp.seccomp,
         },
         status: status.as_ptr(),
     };
@@ -189,6 +190,12 @@ pub(crate) fn spawn(sandbox: &Sandbox, command: &Command, cgroup: Option<&dyn Cg
             Stage::SetUser => format!("uid {}", bp.ids.uid),
             Stage::SetGroups => format!("gid {}", bp.ids.gid),
             Stage::PivotRoot => bp.staging.to_string_lossy().into_owned(),
+            Stage::Seccomp => plan
+                .job
+                .seccomp
+                .as_ref()
+                .map(|p| format!("filter of {} BPF instructions", p.len()))
+                .unwrap_or_default(),
             _ => String::new(),
         };
         return Err(abort(Error::Setup {

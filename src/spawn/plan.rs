@@ -62,6 +62,8 @@ pub(crate) struct Blueprint {
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub cwd: CString,
+    /// The job's seccomp program, if it gets one.
+    pub seccomp: Option<Vec<libc::sock_filter>>,
 }
 
 /// Whether `open_tree` + `mount_setattr` work here (0 unknown, 1 yes, 2 no).
@@ -145,6 +147,7 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
         argv,
         envp,
         cwd: cstring(cwd.as_bytes(), || "the working directory".into())?,
+        seccomp: None,
     })
 }
 
