@@ -125,6 +125,11 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
         })
         .collect::<Result<Vec<_>>>()?;
 
+    #[cfg(feature = "seccomp")]
+    let seccomp = sandbox.seccomp.compile()?;
+    #[cfg(not(feature = "seccomp"))]
+    let seccomp = None;
+
     let mut ns_flags = (libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -147,7 +152,7 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
         argv,
         envp,
         cwd: cstring(cwd.as_bytes(), || "the working directory".into())?,
-        seccomp: None,
+        seccomp,
     })
 }
 
