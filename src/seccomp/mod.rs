@@ -21,6 +21,8 @@ mod bpf;
 #[cfg(test)]
 mod interp;
 #[cfg(test)]
+mod live_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::OnceLock;
