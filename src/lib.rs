@@ -32,6 +32,8 @@ mod cgroup;
 mod error;
 mod job;
 mod sandbox;
+#[cfg(feature = "seccomp")]
+mod seccomp;
 mod spawn;
 mod sys;
 pub mod units;
@@ -56,3 +58,5 @@ pub use job::{
 pub use sandbox::{
     Command, IdMap, Limits, Network, Output, Sandbox, Stdin, DEFAULT_TMP_SIZE, MIN_MEMORY,
 };
+#[cfg(feature = "seccomp")]
+pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy};

@@ -384,6 +384,30 @@ pub(crate) fn ioctl<T>(fd: c_int, req: c_long, arg: &mut T) -> SysResult {
     check(unsafe { libc::syscall(libc::SYS_ioctl, fd, req, arg as *mut T) }).map(drop)
 }
 
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, &{len, prog})`: installs the
+/// classic BPF program `prog` on the calling thread. Needs `PR_SET_NO_NEW_PRIVS`
+/// (or `CAP_SYS_ADMIN`). The kernel copies the program; it need not outlive the call.
+pub(crate) fn seccomp_filter(flags: u32, prog: &[libc::sock_filter]) -> SysResult {
+    // A slice too long for the u16 length field is refused rather than truncated
+    // (the kernel itself takes at most BPF_MAXINSNS, 4096).
+    let len = u16::try_from(prog.len()).map_err(|_| Errno(libc::EINVAL))?;
+    let fprog = libc::sock_fprog {
+        len,
+        // The kernel only reads through this pointer.
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: fprog points to `len` valid instructions borrowed for the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &fprog as *const libc::sock_fprog,
+        )
+    })
+    .map(drop)
+}
+
 /// `execve`; returns only on failure.
 ///
 /// # Safety

@@ -124,6 +124,8 @@ pub struct Sandbox {
     pub(crate) gid: u32,
     pub(crate) id_map: IdMap,
     pub(crate) limits: Limits,
+    #[cfg(feature = "seccomp")]
+    pub(crate) seccomp: crate::seccomp::Seccomp,
 }
 
 impl Default for Sandbox {
@@ -152,6 +154,8 @@ impl Sandbox {
             gid: 1000,
             id_map: IdMap::Auto,
             limits: Limits::default(),
+            #[cfg(feature = "seccomp")]
+            seccomp: crate::seccomp::Seccomp::Default,
         }
     }
 
@@ -357,6 +361,27 @@ impl Sandbox {
     /// ```
     pub fn limits(&mut self, limits: Limits) -> &mut Sandbox {
         self.limits = limits;
+        self
+    }
+
+    /// Chooses the job's seccomp filter (default: [`Seccomp::Default`](crate::Seccomp::Default),
+    /// a denylist whose denied calls fail with `EPERM`). The filter is compiled
+    /// when a job is spawned, so an invalid [`Custom`](crate::Seccomp::Custom)
+    /// policy is reported by [`spawn`](Sandbox::spawn), and installed in the job
+    /// right before `execve`: the cell's setup never runs under it.
+    ///
+    /// ```
+    /// use jobcell::{Sandbox, Seccomp, SeccompAction, SeccompPolicy};
+    ///
+    /// let mut judge = Sandbox::new();
+    /// judge.seccomp(Seccomp::Custom(SeccompPolicy::new().action(SeccompAction::KillProcess)));
+    ///
+    /// let mut trusted = Sandbox::new();
+    /// trusted.seccomp(Seccomp::Disabled);
+    /// ```
+    #[cfg(feature = "seccomp")]
+    pub fn seccomp(&mut self, seccomp: crate::seccomp::Seccomp) -> &mut Sandbox {
+        self.seccomp = seccomp;
         self
     }
 

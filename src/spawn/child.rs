@@ -76,6 +76,8 @@ pub(crate) struct JobPlan {
     pub max_fd: c_int,
     /// The stack the job runs on until it execs (see `spawn_job`).
     pub stack: Vec<u128>,
+    /// The seccomp program, compiled by the host; installed just before `execve`.
+    pub seccomp: Option<Vec<libc::sock_filter>>,
 }
 
 /// Everything the cell's init needs, prepared by the parent before the clone.
@@ -463,6 +465,15 @@ unsafe fn job_main(plan: &ChildPlan) -> ! {
     let _ = sys::sigprocmask(libc::SIG_SETMASK, 0);
     if let Err(e) = mark_cloexec(job.max_fd) {
         fail(efd, Stage::CloseOnExec, e, 0);
+    }
+    // Last, so that nothing above runs under the filter (it may deny what setup
+    // needs); only execve and, on failure, the error report follow. No flags:
+    // the job is single-threaded here (no TSYNC), and the kernel's own default
+    // for speculation mitigations is kept (no SPEC_ALLOW).
+    if let Some(prog) = &job.seccomp {
+        if let Err(e) = sys::seccomp_filter(0, prog) {
+            fail(efd, Stage::Seccomp, e, 0);
+        }
     }
     // SAFETY: argv_ptrs and envp_ptrs are NULL-terminated arrays of pointers into
     // CStrings owned by the plan, which lives in this copy of the address space.

@@ -150,6 +150,7 @@ pub(crate) fn spawn(
             )],
             max_fd: max_fd(),
             stack: vec![0u128; JOB_STACK_BYTES / 16],
+            seccomp: bp.seccomp,
         },
         status: status.as_ptr(),
     };
@@ -223,6 +224,12 @@ pub(crate) fn spawn(
             Stage::SetUser => format!("uid {}", bp.ids.uid),
             Stage::SetGroups => format!("gid {}", bp.ids.gid),
             Stage::PivotRoot => bp.staging.to_string_lossy().into_owned(),
+            Stage::Seccomp => plan
+                .job
+                .seccomp
+                .as_ref()
+                .map(|p| format!("filter of {} BPF instructions", p.len()))
+                .unwrap_or_default(),
             _ => String::new(),
         };
         return Err(abort(Error::Setup {

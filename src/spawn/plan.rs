@@ -40,6 +40,8 @@ pub(crate) struct Blueprint {
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub cwd: CString,
+    /// The job's seccomp program, if it gets one.
+    pub seccomp: Option<Vec<libc::sock_filter>>,
 }
 
 /// Whether `open_tree` + `mount_setattr` work here (0 unknown, 1 yes, 2 no).
@@ -112,6 +114,11 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
         })
         .collect::<Result<Vec<_>>>()?;
 
+    #[cfg(feature = "seccomp")]
+    let seccomp = sandbox.seccomp.compile()?;
+    #[cfg(not(feature = "seccomp"))]
+    let seccomp = None;
+
     let mut ns_flags = (libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -134,6 +141,7 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
         argv,
         envp,
         cwd: cstring(cwd.as_bytes(), || "the working directory".into())?,
+        seccomp,
     })
 }
 
