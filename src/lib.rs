@@ -60,3 +60,4 @@ pub use sandbox::{
 };
 #[cfg(feature = "seccomp")]
 pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy};
+pub use worker::{JobRecord, RecoveryIssue, StatusEvent, WhenFull, Worker, WorkerConfig};

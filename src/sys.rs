@@ -372,6 +372,11 @@ pub(crate) fn wait4(
     .map(|p| p as c_int)
 }
 
+pub(crate) fn kill(pid: c_int, sig: c_int) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_kill, pid, sig) }).map(drop)
+}
+
 pub(crate) fn socket(domain: c_int, ty: c_int, proto: c_int) -> SysResult<c_int> {
     // SAFETY: integer arguments only.
     check(unsafe { libc::syscall(libc::SYS_socket, domain, ty, proto) }).map(|fd| fd as c_int)

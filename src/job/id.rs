@@ -23,7 +23,8 @@ use crate::error::Error;
 /// assert_eq!(a.as_str().parse::<JobId>().unwrap(), a);
 /// assert!("../../etc".parse::<JobId>().is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct JobId(Arc<str>);
 
 impl JobId {
@@ -78,6 +79,20 @@ impl FromStr for JobId {
             return Err(bad("must not start with '-'"));
         }
         Ok(JobId(s.into()))
+    }
+}
+
+impl TryFrom<String> for JobId {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<JobId, Error> {
+        s.parse()
+    }
+}
+
+impl From<JobId> for String {
+    fn from(id: JobId) -> String {
+        id.0.to_string()
     }
 }
 

@@ -15,8 +15,30 @@ pub use log::{Chunk, LogReader, ReadTimeout, Stream, DEFAULT_MEMORY_BUDGET};
 pub use outcome::{Exit, JobState, Outcome, ResourceUsage, TimeLimit, Usage};
 
 use crate::error::{Error, Result};
+use crate::sandbox::{Command, Limits};
 use crate::sys;
+use crate::worker::record::JobRecord;
 use log::Log;
+
+/// What was asked for: kept for the job's record.
+pub(crate) struct JobMeta {
+    pub command: String,
+    pub args: Vec<String>,
+    pub limits: Limits,
+}
+
+impl JobMeta {
+    pub(crate) fn new(command: &Command, limits: &Limits) -> JobMeta {
+        JobMeta {
+            command: command.get_program().to_string_lossy().into_owned(),
+            args: command
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            limits: limits.clone(),
+        }
+    }
+}
 
 /// Why the supervisor ended a job early; decides the verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +73,7 @@ pub(crate) struct Inner {
 /// Everything shared between a job's handles, its supervisor and its worker.
 pub(crate) struct JobShared {
     pub id: JobId,
-    #[allow(dead_code)] // the worker's job records (persistence) read it
+    pub meta: JobMeta,
     pub created: SystemTime,
     pub log: Arc<Log>,
     pub inner: Mutex<Inner>,
@@ -62,12 +84,14 @@ pub(crate) struct JobShared {
 impl JobShared {
     pub(crate) fn new(
         id: JobId,
+        meta: JobMeta,
         log: Log,
         observer: Option<Arc<dyn Observer>>,
         state: JobState,
     ) -> Arc<JobShared> {
         Arc::new(JobShared {
             id,
+            meta,
             created: SystemTime::now(),
             log: Arc::new(log),
             inner: Mutex::new(Inner {
@@ -83,6 +107,86 @@ impl JobShared {
             cond: Condvar::new(),
             observer,
         })
+    }
+
+    /// A finished job read back from a worker's state directory.
+    pub(crate) fn restored(rec: &JobRecord, log: Log) -> Arc<JobShared> {
+        let outcome = Outcome {
+            state: rec.state.clone(),
+            exit: rec.exit,
+            wall_time: rec.wall_time.unwrap_or_default(),
+            rusage: rec.rusage.unwrap_or_default(),
+            usage: rec.usage,
+            oom_killed: rec.oom_killed,
+        };
+        log.close();
+        Arc::new(JobShared {
+            id: rec.id.clone(),
+            meta: JobMeta {
+                command: rec.command.clone(),
+                args: rec.args.clone(),
+                limits: rec.limits.clone(),
+            },
+            created: rec.created,
+            log: Arc::new(log),
+            inner: Mutex::new(Inner {
+                state: rec.state.clone(),
+                pid: None,
+                pidfd: None,
+                kill_reason: None,
+                outcome: Some(outcome),
+                started: rec.started,
+                ended: rec.ended,
+                usage: None,
+            }),
+            cond: Condvar::new(),
+            observer: None,
+        })
+    }
+
+    /// The job's record as it stands.
+    pub(crate) fn record(&self) -> JobRecord {
+        let g = self.inner.lock();
+        let o = g.outcome.as_ref();
+        JobRecord {
+            id: self.id.clone(),
+            command: self.meta.command.clone(),
+            args: self.meta.args.clone(),
+            limits: self.meta.limits.clone(),
+            state: g.state.clone(),
+            created: self.created,
+            started: g.started,
+            ended: g.ended,
+            exit: o.and_then(|o| o.exit),
+            wall_time: o.map(|o| o.wall_time),
+            usage: o.and_then(|o| o.usage),
+            rusage: o.filter(|o| o.exit.is_some()).map(|o| o.rusage),
+            oom_killed: o.is_some_and(|o| o.oom_killed),
+        }
+    }
+
+    /// Records why the job is being ended, unless it has ended already.
+    pub(crate) fn kill_reason_set(&self, reason: KillReason) -> bool {
+        let mut g = self.inner.lock();
+        if g.state.is_final() {
+            return false;
+        }
+        g.kill_reason.get_or_insert(reason);
+        true
+    }
+
+    /// Asks the job to end: SIGTERM to the cell's init, which passes it on
+    /// (with SIGCONT) to every process of the cell. Returns false when the job
+    /// has no process (queued or finished).
+    pub(crate) fn terminate(&self) -> bool {
+        let g = self.inner.lock();
+        if g.state.is_final() {
+            return false;
+        }
+        match &g.pidfd {
+            Some(fd) => sys::pidfd_send_signal(fd.as_raw_fd(), libc::SIGTERM).is_ok(),
+            None => false,
+        }
     }
 
     /// Moves to `state` and tells the observer. Final states are never left.

@@ -3,8 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-/// How the job's main process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+use serde::{Deserialize, Serialize};
+
+/// How the job's main process ended. In JSON: `{"code": 3}` or `{"signal": 9}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Exit {
     /// It exited with this code.
     Code(i32),
@@ -68,7 +71,8 @@ pub(crate) fn signal_name(sig: i32) -> &'static str {
 }
 
 /// Which time limit a job exceeded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TimeLimit {
     /// `Limits::wall_time`.
     Wall,
@@ -77,7 +81,12 @@ pub enum TimeLimit {
 }
 
 /// Where a job is in its life. The last six are final (the verdict).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// In JSON it is an object tagged by `state`, with the lower-case names of
+/// [`JobState::name`]: `{"state": "failed", "reason": "exit code 3"}`,
+/// `{"state": "timed_out", "limit": "wall"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "StateRepr", into = "StateRepr")]
 #[non_exhaustive]
 pub enum JobState {
     /// Waiting for a free slot in a worker.
@@ -101,6 +110,53 @@ pub enum JobState {
     OutOfMemory,
     /// It wrote more than its output limit.
     OutputLimitExceeded,
+}
+
+/// The JSON shape of a `JobState`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum StateRepr {
+    Queued,
+    Initializing,
+    Running,
+    Completed,
+    Failed { reason: String },
+    Stopped,
+    TimedOut { limit: TimeLimit },
+    OutOfMemory,
+    OutputLimitExceeded,
+}
+
+impl From<StateRepr> for JobState {
+    fn from(r: StateRepr) -> JobState {
+        match r {
+            StateRepr::Queued => JobState::Queued,
+            StateRepr::Initializing => JobState::Initializing,
+            StateRepr::Running => JobState::Running,
+            StateRepr::Completed => JobState::Completed,
+            StateRepr::Failed { reason } => JobState::Failed { reason },
+            StateRepr::Stopped => JobState::Stopped,
+            StateRepr::TimedOut { limit } => JobState::TimedOut(limit),
+            StateRepr::OutOfMemory => JobState::OutOfMemory,
+            StateRepr::OutputLimitExceeded => JobState::OutputLimitExceeded,
+        }
+    }
+}
+
+impl From<JobState> for StateRepr {
+    fn from(s: JobState) -> StateRepr {
+        match s {
+            JobState::Queued => StateRepr::Queued,
+            JobState::Initializing => StateRepr::Initializing,
+            JobState::Running => StateRepr::Running,
+            JobState::Completed => StateRepr::Completed,
+            JobState::Failed { reason } => StateRepr::Failed { reason },
+            JobState::Stopped => StateRepr::Stopped,
+            JobState::TimedOut(limit) => StateRepr::TimedOut { limit },
+            JobState::OutOfMemory => StateRepr::OutOfMemory,
+            JobState::OutputLimitExceeded => StateRepr::OutputLimitExceeded,
+        }
+    }
 }
 
 impl JobState {
@@ -145,11 +201,14 @@ impl fmt::Display for JobState {
 }
 
 /// What the kernel's `rusage` says the job's processes used (init included).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ResourceUsage {
     /// CPU time in user mode.
+    #[serde(rename = "user_time_us", with = "crate::worker::record::dur_us")]
     pub user_time: Duration,
     /// CPU time in the kernel.
+    #[serde(rename = "system_time_us", with = "crate::worker::record::dur_us")]
     pub system_time: Duration,
     /// Largest resident set of any single process, in bytes.
     pub max_rss: u64,
@@ -189,12 +248,15 @@ impl ResourceUsage {
 }
 
 /// Resource usage measured by the job's cgroup: every process of the job together.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct Usage {
     /// CPU time in user mode.
+    #[serde(rename = "cpu_user_us", with = "crate::worker::record::dur_us")]
     pub cpu_user: Duration,
     /// CPU time in the kernel.
+    #[serde(rename = "cpu_system_us", with = "crate::worker::record::dur_us")]
     pub cpu_system: Duration,
     /// Memory charged now, in bytes.
     pub memory_current: u64,

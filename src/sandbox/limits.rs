@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 
 /// Resource limits of a job. Every field is optional; `None` means unlimited.
@@ -22,34 +24,56 @@ use crate::error::{Error, Result};
 /// };
 /// assert!(limits.validate().is_ok());
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Memory in bytes (page cache and tmpfs files included); the kernel OOM-kills beyond it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
     /// Bytes of swap allowed on top of `memory`. With a memory limit and no value, no swap is allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_swap: Option<u64>,
     /// CPU bandwidth in percent of one core: 100 is one full core, 250 two and a half.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<u32>,
     /// The CPUs the job may run on, as a list such as `"0-1,3"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpus: Option<String>,
     /// Maximum number of processes and threads alive at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
     /// Read bandwidth in bytes per second, per device.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub io_read_bps: Option<u64>,
     /// Write bandwidth in bytes per second, per device.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub io_write_bps: Option<u64>,
     /// Read operations per second, per device.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub io_read_iops: Option<u64>,
     /// Write operations per second, per device.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub io_write_iops: Option<u64>,
     /// The block devices the IO limits apply to, as `/dev/…` paths or `MAJOR:MINOR`.
     /// `None` applies them to every real block device (not loop, ram or zram).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub io_devices: Option<Vec<String>>,
     /// Wall-clock time from start to end.
+    #[serde(
+        rename = "wall_time_ms",
+        with = "crate::worker::record::opt_dur_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub wall_time: Option<Duration>,
     /// CPU time (user + system) of every process of the job together.
+    #[serde(
+        rename = "cpu_time_ms",
+        with = "crate::worker::record::opt_dur_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_time: Option<Duration>,
     /// Bytes of stdout and stderr together; the job is killed when it writes more.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output_bytes: Option<u64>,
 }
 

@@ -356,9 +356,11 @@ fn supervise(plan: &ChildPlan, job: c_int) -> ! {
             sys::close(fd);
         }
     }
-    let sigchld: sys::KernelSigset = 1 << (libc::SIGCHLD - 1);
+    // SIGCHLD: reap. SIGTERM (a graceful stop from the host): pass it on to
+    // every process of the cell, with SIGCONT so stopped ones can act on it.
+    let mask: sys::KernelSigset = 1 << (libc::SIGCHLD - 1) | 1 << (libc::SIGTERM - 1);
     // Every signal is still blocked (the parent blocked them around the clone).
-    let sfd = sys::signalfd(sigchld, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK).unwrap_or(-1);
+    let sfd = sys::signalfd(mask, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK).unwrap_or(-1);
     let mut status: c_int = 0;
     // SAFETY: rusage is plain old data; all-zero is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -394,14 +396,31 @@ fn supervise(plan: &ChildPlan, job: c_int) -> ! {
             // The host process is gone: take the whole cell with us.
             sys::exit(1);
         }
+        // Drain the signalfd: records of 128 bytes, the signal number first.
         let mut buf = [0u8; 1024];
         while let Ok(n) = sys::read(sfd, &mut buf) {
             if n == 0 {
                 break;
             }
+            let mut off = 0;
+            while off + SIGINFO_LEN <= n {
+                let signo = buf
+                    .get(off..off + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_ne_bytes);
+                if signo == libc::SIGTERM as u32 {
+                    // As PID 1, kill(-1) reaches every process of the cell but init.
+                    let _ = sys::kill(-1, libc::SIGTERM);
+                    let _ = sys::kill(-1, libc::SIGCONT);
+                }
+                off += SIGINFO_LEN;
+            }
         }
     }
 }
+
+/// Size of `struct signalfd_siginfo`.
+const SIGINFO_LEN: usize = 128;
 
 /// The job: drop everything the cell's init held, then `execve`.
 ///

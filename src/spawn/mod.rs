@@ -34,6 +34,11 @@ use crate::sys;
 use child::{ChildPlan, JobPlan, RECORD_LEN};
 use status::StatusMap;
 
+/// Checks a sandbox and command as `spawn` would, without spawning.
+pub(crate) fn validate(sandbox: &Sandbox, command: &Command) -> Result<()> {
+    plan::validate(sandbox, command)
+}
+
 /// Descriptors the library keeps on purpose (warm caches), after letting them settle.
 pub(crate) fn cached_descriptors() -> Vec<RawFd> {
     prep::settle()

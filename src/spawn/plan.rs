@@ -47,7 +47,18 @@ pub(crate) struct Blueprint {
 /// Whether `open_tree` + `mount_setattr` work here (0 unknown, 1 yes, 2 no).
 static MOUNT_API: AtomicU8 = AtomicU8::new(0);
 
+/// Checks everything `build` checks, without touching the host (no mount
+/// trees opened, no skeleton built): for queues that accept a job now and
+/// start it later.
+pub(crate) fn validate(sandbox: &Sandbox, command: &Command) -> Result<()> {
+    build_inner(sandbox, command, true).map(drop)
+}
+
 pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
+    Ok(build_inner(sandbox, command, false)?.expect("a real build returns a blueprint"))
+}
+
+fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option<Blueprint>> {
     sandbox.limits.validate()?;
     let ids = idmap::plan(sandbox.id_map, sandbox.uid, sandbox.gid)?;
 
@@ -71,21 +82,10 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
     }
     let env = environment(sandbox, command, &ids)?;
 
-    let mount_api = mount_api_available();
-    let mut root = root::Builder::new(
-        sandbox,
-        mount_api,
-        ids.become_root && prep::skeletons_usable(),
-    )
-    .build(sandbox, &ids)?;
-    let staging = staging_dir(sandbox, mount_api)?;
-    let (ops, op_names, trees) = lower_root(
-        &mut root,
-        sandbox,
-        &ids,
-        mount_api,
-        staging.as_os_str().as_bytes(),
-    )?;
+    // A dry run binds by path (checking sources exist) and builds no skeleton.
+    let mount_api = mount_api_available() && !dry;
+    let skeleton = !dry && ids.become_root && prep::skeletons_usable();
+    let mut root = root::Builder::new(sandbox, mount_api, skeleton).build(sandbox, &ids)?;
 
     let path_var = env
         .iter()
@@ -118,6 +118,18 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
     let seccomp = sandbox.seccomp.compile()?;
     #[cfg(not(feature = "seccomp"))]
     let seccomp = None;
+    if dry {
+        return Ok(None);
+    }
+
+    let staging = staging_dir(sandbox, mount_api)?;
+    let (ops, op_names, trees) = lower_root(
+        &mut root,
+        sandbox,
+        &ids,
+        mount_api,
+        staging.as_os_str().as_bytes(),
+    )?;
 
     let mut ns_flags = (libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -128,7 +140,7 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
         ns_flags |= libc::CLONE_NEWNET as u64;
     }
 
-    Ok(Blueprint {
+    Ok(Some(Blueprint {
         ids,
         ops,
         op_names,
@@ -142,7 +154,7 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
         envp,
         cwd: cstring(cwd.as_bytes(), || "the working directory".into())?,
         seccomp,
-    })
+    }))
 }
 
 fn cstring(bytes: &[u8], what: impl FnOnce() -> String) -> Result<CString> {

@@ -1,32 +1,43 @@
-//! Running jobs: the reactor that supervises them, and the runtime that
-//! standalone `Sandbox::spawn` uses.
+//! Running jobs: the reactor that supervises them, the runtime that
+//! standalone `Sandbox::spawn` uses, and the `Worker` that manages many.
 
 pub(crate) mod reactor;
+pub(crate) mod record;
+mod registry;
+mod store;
+
+pub use record::{JobRecord, RecoveryIssue, StatusEvent};
+pub use registry::{WhenFull, Worker, WorkerConfig};
 
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::job::log::Log;
-use crate::job::{JobHandle, JobId, JobShared, JobState, DEFAULT_MEMORY_BUDGET};
+use crate::job::{JobHandle, JobId, JobMeta, JobShared, JobState, DEFAULT_MEMORY_BUDGET};
 use crate::sandbox::{Command, Sandbox};
 use crate::spawn;
 use reactor::{Reactor, Registration};
 
 /// A reactor plus what it needs to start jobs.
 pub(crate) struct Runtime {
-    reactor: Arc<Reactor>,
+    pub(crate) reactor: Arc<Reactor>,
 }
 
 /// The runtime behind standalone `Sandbox::spawn`, started on first use.
 pub(crate) fn default_runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| Runtime {
-        reactor: Reactor::start("jobcell-reactor")
-            .expect("cannot start the jobcell reactor thread"),
+    RT.get_or_init(|| {
+        Runtime::new("jobcell-reactor").expect("cannot start the jobcell reactor thread")
     })
 }
 
 impl Runtime {
+    pub(crate) fn new(name: &str) -> std::io::Result<Runtime> {
+        Ok(Runtime {
+            reactor: Reactor::start(name)?,
+        })
+    }
+
     /// Spawns a job owned by its handle.
     pub(crate) fn spawn_standalone(
         &self,
@@ -35,6 +46,7 @@ impl Runtime {
     ) -> Result<JobHandle> {
         let job = JobShared::new(
             JobId::generate(),
+            JobMeta::new(command, &sandbox.limits),
             Log::new(DEFAULT_MEMORY_BUDGET),
             None,
             JobState::Initializing,

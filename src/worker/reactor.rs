@@ -8,7 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -35,10 +35,20 @@ pub(crate) struct Registration {
     pub cpus: u32,
 }
 
+/// What other threads ask of the reactor.
+enum Msg {
+    Register(Box<Registration>),
+    /// SIGKILL the job at this time if it is still running (the end of a stop's grace period).
+    KillAt(Instant, Weak<JobShared>),
+    /// Exit the thread once no job is left.
+    Shutdown,
+}
+
 pub(crate) struct Reactor {
     epoll: OwnedFd,
     waker: OwnedFd,
-    inbox: Mutex<Vec<Registration>>,
+    inbox: Mutex<Vec<Msg>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 const KIND_PID: u64 = 0;
@@ -95,23 +105,47 @@ impl Reactor {
             epoll: ep,
             waker,
             inbox: Mutex::new(Vec::new()),
+            thread: Mutex::new(None),
         });
-        let r2 = r.clone();
-        std::thread::Builder::new()
+        // The thread holds only a weak reference: it must not keep its owner alive.
+        let weak = Arc::downgrade(&r);
+        let t = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || Loop::new(r2).run())?;
+            .spawn(move || Loop::new(weak).run())?;
+        *r.thread.lock() = Some(t);
         Ok(r)
+    }
+
+    fn send(&self, msg: Msg) {
+        self.inbox.lock().push(msg);
+        let _ = rustix::io::write(&self.waker, &1u64.to_ne_bytes());
     }
 
     /// Hands a running job to the reactor.
     pub(crate) fn register(&self, reg: Registration) {
-        self.inbox.lock().push(reg);
-        let _ = rustix::io::write(&self.waker, &1u64.to_ne_bytes());
+        self.send(Msg::Register(Box::new(reg)));
+    }
+
+    /// Kills `job` after `grace` unless it has ended by then.
+    pub(crate) fn kill_after(&self, job: &Arc<JobShared>, grace: Duration) {
+        self.send(Msg::KillAt(Instant::now() + grace, Arc::downgrade(job)));
+    }
+
+    /// Stops the thread once every job it supervises has ended, and waits for it.
+    pub(crate) fn shutdown(&self) {
+        self.send(Msg::Shutdown);
+        if let Some(t) = self.thread.lock().take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
 struct Loop {
     r: Arc<Reactor>,
+    kills: Vec<(Instant, Weak<JobShared>)>,
+    shutting_down: bool,
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
     next_gen: u32,
@@ -120,9 +154,12 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(r: Arc<Reactor>) -> Loop {
+    fn new(r: Weak<Reactor>) -> Loop {
         Loop {
-            r,
+            r: r.upgrade()
+                .expect("the reactor outlives its thread's start"),
+            kills: Vec::new(),
+            shutting_down: false,
             slots: Vec::new(),
             free: Vec::new(),
             next_gen: 1,
@@ -134,7 +171,13 @@ impl Loop {
     fn run(mut self) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(512);
         loop {
-            let timeout = self.timers.peek().map(|Reverse((at, ..))| {
+            let next_kill = self.kills.iter().map(|(at, _)| *at).min();
+            let next_timer = self.timers.peek().map(|Reverse((at, ..))| *at);
+            let next = match (next_kill, next_timer) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = next.map(|at| {
                 let d = at.saturating_duration_since(Instant::now());
                 rustix::time::Timespec {
                     tv_sec: d.as_secs() as i64,
@@ -171,9 +214,26 @@ impl Loop {
                 }
             }
             self.fire_timers();
-            let regs = std::mem::take(&mut *self.r.inbox.lock());
-            for reg in regs {
-                self.add(reg);
+            let now = Instant::now();
+            self.kills.retain(|(at, job)| {
+                if *at > now {
+                    return true;
+                }
+                if let Some(job) = job.upgrade() {
+                    let _ = job.kill(KillReason::Stopped);
+                }
+                false
+            });
+            let msgs = std::mem::take(&mut *self.r.inbox.lock());
+            for m in msgs {
+                match m {
+                    Msg::Register(reg) => self.add(*reg),
+                    Msg::KillAt(at, job) => self.kills.push((at, job)),
+                    Msg::Shutdown => self.shutting_down = true,
+                }
+            }
+            if self.shutting_down && self.slots.iter().all(Option::is_none) {
+                return;
             }
         }
     }
