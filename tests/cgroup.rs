@@ -27,15 +27,18 @@ fn helper() -> &'static Path {
             return PathBuf::from(p);
         }
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helper/jc-helper.c");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("jc-helper-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let tmp = dir.join(format!("jc-helper.{}", std::process::id()));
         let st = std::process::Command::new("cc")
             .args(["-static", "-O2", "-o"])
-            .arg(&out)
+            .arg(&tmp)
             .arg(&src)
             .status()
             .expect("run cc (set JOBCELL_TEST_HELPER to a prebuilt helper)");
         assert!(st.success(), "cc -static failed for {}", src.display());
+        // Atomic, so concurrent test runs never bind a half-written file.
+        let out = dir.join("jc-helper");
+        std::fs::rename(&tmp, &out).unwrap();
         out
     })
 }
