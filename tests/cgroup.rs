@@ -28,6 +28,12 @@ fn helper() -> &'static Path {
         }
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helper/jc-helper.c");
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join("jc-helper");
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        // Never replaced while up to date: other test processes may be binding it.
+        if modified(&out) >= modified(&src) {
+            return out;
+        }
         let tmp = dir.join(format!("jc-helper.{}", std::process::id()));
         let st = std::process::Command::new("cc")
             .args(["-static", "-O2", "-o"])
@@ -36,8 +42,7 @@ fn helper() -> &'static Path {
             .status()
             .expect("run cc (set JOBCELL_TEST_HELPER to a prebuilt helper)");
         assert!(st.success(), "cc -static failed for {}", src.display());
-        // Atomic, so concurrent test runs never bind a half-written file.
-        let out = dir.join("jc-helper");
+        // Atomic, so a concurrent test run never binds a half-written file.
         std::fs::rename(&tmp, &out).unwrap();
         out
     })
@@ -344,20 +349,21 @@ fn stale_cgroups_of_a_dead_owner_are_swept() {
     let pidns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
     let owner = default_base().join(format!("{dead_pid}-1-{pidns}"));
     let job = owner.join("stalejob");
-    // Another test's job may remove the base while it is empty: retry.
-    for _ in 0..50 {
-        if std::fs::create_dir_all(&job).is_ok() {
-            break;
-        }
-    }
     let mut leftover = std::process::Command::new("sleep")
         .arg("60")
         .spawn()
         .unwrap();
-    std::fs::write(job.join("cgroup.procs"), leftover.id().to_string()).unwrap();
+    // A job ending elsewhere may remove the empty base, and another jobcell
+    // process may sweep this directory first: retry until the process is in.
+    let placed = (0..50).any(|_| {
+        std::fs::create_dir_all(&job).is_ok()
+            && std::fs::write(job.join("cgroup.procs"), leftover.id().to_string()).is_ok()
+    });
+    assert!(placed, "could not place a process in {}", job.display());
 
     let removed = jobcell::sweep_stale_cgroups(None).unwrap();
-    assert!(removed >= 1, "{removed}");
+    // Usually 1; 0 if another jobcell process swept it first.
+    eprintln!("swept {removed} stale job cgroup(s)");
     assert!(!owner.exists(), "{} survived", owner.display());
     let st = leftover.wait().unwrap();
     assert_eq!(
