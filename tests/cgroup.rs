@@ -436,3 +436,52 @@ fn a_read_only_cgroupfs_fails_loudly_only_for_jobs_with_limits() {
     assert!(o.success(), "{o:?}");
     assert_eq!(o.usage, None);
 }
+
+#[test]
+fn cpus_the_machine_lacks_are_refused() {
+    let sb = sandbox(Limits {
+        cpus: Some("1000".into()),
+        ..Default::default()
+    });
+    let e = sb.spawn(&Command::new("true")).unwrap_err();
+    eprintln!("cpus 1000: {e}");
+    assert!(
+        e.to_string().contains("cpus") || e.to_string().contains("cpuset.cpus"),
+        "{e}"
+    );
+}
+
+fn cpu_set(list: &str) -> Vec<u32> {
+    list.trim()
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .flat_map(|p| match p.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<u32>>(),
+            None => vec![p.parse().unwrap()],
+        })
+        .collect()
+}
+
+/// Run by `.ci/v2vm-tests` from a cgroup whose cpuset lacks an online CPU;
+/// skipped where this process may use every CPU.
+#[test]
+fn cpus_outside_the_own_cpuset_are_refused() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(cpu_set)
+        .unwrap();
+    let online = cpu_set(&std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap());
+    let Some(cpu) = online.iter().find(|c| !allowed.contains(c)) else {
+        eprintln!("skipped: this process may use every online CPU");
+        return;
+    };
+    let sb = sandbox(Limits {
+        cpus: Some(cpu.to_string()),
+        ..Default::default()
+    });
+    let e = sb.spawn(&Command::new("true")).unwrap_err();
+    eprintln!("cpus {cpu} outside {allowed:?}: {e}");
+    assert!(e.to_string().contains("cpus"), "{e}");
+}

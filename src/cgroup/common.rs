@@ -38,7 +38,7 @@ pub(crate) fn hint(file: &Path, errno: Errno) -> Option<&'static str> {
             "the file is missing: the controller is not enabled for this cgroup, or the kernel \
              lacks this feature"
         }
-        libc::EINVAL if name.starts_with("cpuset.") => {
+        libc::EINVAL | libc::ERANGE if name.starts_with("cpuset.") => {
             "the CPU list names CPUs outside the parent cgroup's cpuset"
         }
         libc::ENOSPC if name == "cgroup.procs" || name == "tasks" => {
