@@ -88,30 +88,47 @@ impl Tree {
                 });
             }
         }
-        let mut req: Vec<&'static str> = required.iter().map(|(_, c)| *c).collect();
-        req.dedup();
+        let mut req: Vec<&'static str> = Vec::new();
+        for (_, c) in &required {
+            if !req.contains(c) {
+                req.push(c);
+            }
+        }
         let optional: Vec<&'static str> = ACCOUNTING
             .iter()
             .filter_map(|c| c.v2_name())
             .filter(|c| offered.contains(c) && !req.contains(c))
             .collect();
 
-        let mut last = None;
-        for _ in 0..common::CREATE_ATTEMPTS {
-            match self.try_create(id, limits, &req, &optional) {
-                Ok(job) => return Ok(Some(job)),
-                Err(e) if common::vanished(&e) => last = Some(e),
+        // Directories first, retried when a parent vanishes; then the limits, once.
+        let mut attempt = 0;
+        let (dir, proc_dir) = loop {
+            match self.make_dirs(id, &req, &optional) {
+                Ok(dirs) => break dirs,
+                Err(e) if common::vanished(&e) && attempt + 1 < common::CREATE_ATTEMPTS => {
+                    attempt += 1
+                }
                 Err(e @ Error::InvalidJobId { .. }) => return Err(e),
                 Err(e) => {
                     self.remove_empty_parents();
                     return if must { Err(e) } else { Ok(None) };
                 }
             }
-        }
-        self.remove_empty_parents();
-        match last {
-            Some(e) if must => Err(e),
-            _ => Ok(None),
+        };
+        match configure(&dir, limits) {
+            Ok(fd) => Ok(Some(JobCgroup {
+                kind: Kind::V2(Job { dir, fd }),
+                parents: self.parents(&proc_dir),
+            })),
+            Err(e) => {
+                let _ = common::rmdir(&dir);
+                self.remove_empty_parents();
+                if must {
+                    Err(e)
+                } else {
+                    Ok(None)
+                }
+            }
         }
     }
 
@@ -131,13 +148,9 @@ impl Tree {
         }
     }
 
-    fn try_create(
-        &self,
-        id: &str,
-        limits: &Limits,
-        req: &[&str],
-        optional: &[&str],
-    ) -> Result<JobCgroup> {
+    /// Enables the controllers on the way down and creates the job's
+    /// directory. Returns it and the per-process directory above it.
+    fn make_dirs(&self, id: &str, req: &[&str], optional: &[&str]) -> Result<(PathBuf, PathBuf)> {
         let mut wanted: Vec<&str> = req.iter().chain(optional).copied().collect();
         wanted = self.enable(&self.top, wanted, req, true)?;
         if self.base != self.top {
@@ -157,16 +170,7 @@ impl Tree {
                 hint: Some("a cgroup for this job id already exists"),
             });
         }
-        match configure(&dir, limits) {
-            Ok(fd) => Ok(JobCgroup {
-                kind: Kind::V2(Job { dir, fd }),
-                parents: self.parents(&proc_dir),
-            }),
-            Err(e) => {
-                let _ = common::rmdir(&dir);
-                Err(e)
-            }
-        }
+        Ok((dir, proc_dir))
     }
 
     /// Makes sure `wanted` controllers are enabled for `dir`'s children.
