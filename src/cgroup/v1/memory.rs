@@ -24,16 +24,22 @@ pub(crate) fn settings(limits: &Limits, memsw: bool) -> Vec<(&'static str, Strin
 }
 
 pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
+    apply_on(dir, limits, common::host_has_swap())
+}
+
+fn apply_on(dir: &Path, limits: &Limits, host_swap: bool) -> Result<()> {
     if limits.memory.is_none() {
         return Ok(());
     }
     let memsw = dir.join("memory.memsw.limit_in_bytes").exists();
-    if !memsw && common::host_has_swap() {
+    // Without swap accounting (swapaccount=0) only an explicit swap limit on a
+    // host with swap is a limit that cannot be applied.
+    if !memsw && limits.memory_swap.is_some() && host_swap {
         return Err(Error::ControllerUnavailable {
             limit: "memory_swap",
             controller: "memory",
             reason: format!(
-                "{} is missing (boot with swapaccount=1), yet the host has swap",
+                "{} is missing: the kernel does not account swap (boot with swapaccount=1)",
                 dir.join("memory.memsw.limit_in_bytes").display()
             ),
         });
@@ -86,6 +92,27 @@ mod tests {
             "2097152"
         );
         assert_eq!(settings(&l, false).len(), 1);
+    }
+
+    #[test]
+    fn without_memsw_only_an_explicit_swap_limit_fails() {
+        let d = fixture::cgroup(&["memory.limit_in_bytes"]);
+        let mem = Limits {
+            memory: Some(1 << 20),
+            ..Default::default()
+        };
+        apply_on(d.path(), &mem, true).unwrap();
+        assert_eq!(fixture::get(d.path(), "memory.limit_in_bytes"), "1048576");
+        let swap = Limits {
+            memory_swap: Some(0),
+            ..mem
+        };
+        apply_on(d.path(), &swap, false).unwrap();
+        let e = apply_on(d.path(), &swap, true).unwrap_err().to_string();
+        assert!(
+            e.contains("memory_swap") && e.contains("swapaccount"),
+            "{e}"
+        );
     }
 
     #[test]

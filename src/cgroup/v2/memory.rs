@@ -22,16 +22,21 @@ pub(crate) fn settings(limits: &Limits) -> Vec<(&'static str, String)> {
 }
 
 pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
+    apply_on(dir, limits, common::host_has_swap())
+}
+
+fn apply_on(dir: &Path, limits: &Limits, host_swap: bool) -> Result<()> {
     for (file, value) in settings(limits) {
         let path = dir.join(file);
         if file == "memory.swap.max" && !path.exists() {
-            // Without swap accounting there is no file; that only matters if there is swap to use.
-            if common::host_has_swap() {
+            // No swap accounting in this kernel. Only an explicit swap limit on
+            // a host with swap is then a limit that cannot be applied.
+            if limits.memory_swap.is_some() && host_swap {
                 return Err(Error::ControllerUnavailable {
                     limit: "memory_swap",
                     controller: "memory",
                     reason: format!(
-                        "{} is missing (the kernel does not account swap), yet the host has swap",
+                        "{} is missing: the kernel does not account swap",
                         path.display()
                     ),
                 });
@@ -78,6 +83,26 @@ mod tests {
         apply(d.path(), &swap).unwrap();
         assert_eq!(fixture::get(d.path(), "memory.swap.max"), "4096");
         assert!(settings(&Limits::default()).is_empty());
+    }
+
+    #[test]
+    fn without_swap_accounting_only_an_explicit_swap_limit_fails() {
+        let d = fixture::cgroup(&["memory.max"]);
+        let mem = Limits {
+            memory: Some(1 << 20),
+            ..Default::default()
+        };
+        apply_on(d.path(), &mem, true).unwrap();
+        let swap = Limits {
+            memory_swap: Some(0),
+            ..mem
+        };
+        apply_on(d.path(), &swap, false).unwrap();
+        let e = apply_on(d.path(), &swap, true).unwrap_err().to_string();
+        assert!(
+            e.contains("memory_swap") && e.contains("memory.swap.max"),
+            "{e}"
+        );
     }
 
     #[test]
