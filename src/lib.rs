@@ -39,6 +39,7 @@ mod sys;
 pub mod units;
 mod worker;
 
+pub use cgroup::sweep_stale_cgroups;
 pub use error::{Errno, Error, Result, Stage};
 
 /// Support for jobcell's own tests; not part of the API.

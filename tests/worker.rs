@@ -35,47 +35,6 @@ fn fnv(acc: u64, data: &[u8]) -> u64 {
 }
 const FNV0: u64 = 0xcbf2_9ce4_8422_2325;
 
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
-}
-
-fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-#[test]
-fn a_thousand_concurrent_jobs_with_few_threads_and_descriptors() {
-    let _g = common::exclusive();
-    let w = worker(None);
-    let base_fds = fds();
-    let t = Instant::now();
-    let jobs: Vec<_> = (0..1000)
-        .map(|i| {
-            w.submit(&Sandbox::new(), Command::new("sleep").arg("2"))
-                .unwrap_or_else(|e| panic!("job {i}: {e}"))
-        })
-        .collect();
-    let submitted = t.elapsed();
-    // While they all run: the test's threads, the worker's reactor and the
-    // preparation thread; about three descriptors per job.
-    let running = w.running();
-    let (threads_now, fds_now) = (threads(), fds());
-    for j in &jobs {
-        let o = j.wait().unwrap();
-        assert_eq!(o.state, JobState::Completed, "{o:?}");
-    }
-    eprintln!(
-        "1000 jobs: submitted in {submitted:?}, all done in {:?}; {running} running at once, {threads_now} threads, {} descriptors beyond the baseline",
-        t.elapsed(),
-        fds_now - base_fds
-    );
-    assert!(running >= 900, "most jobs should overlap: {running}");
-    // The test harness's main thread, this test's thread, the reactor, the preparation thread.
-    assert!(threads_now <= 4, "{threads_now} threads");
-    let per_job = (fds_now - base_fds) as f64 / running as f64;
-    assert!(per_job <= 3.2, "{per_job:.2} descriptors per running job");
-}
-
 #[test]
 fn a_hundred_readers_get_identical_streams() {
     let _g = common::shared();
@@ -221,7 +180,8 @@ fn verdicts() {
 
 #[test]
 fn cpu_time_and_memory_verdicts() {
-    let _g = common::shared();
+    // Alone: the overshoot bound is about the check schedule, not a loaded machine.
+    let _g = common::exclusive();
     let w = worker(None);
     let j = w
         .submit(
@@ -238,8 +198,9 @@ fn cpu_time_and_memory_verdicts() {
         .usage
         .expect("a CPU limit gives the job a cgroup")
         .cpu_total();
+    eprintln!("CPU-time limit 300 ms: the job used {cpu:?}");
     assert!(cpu >= Duration::from_millis(300), "{cpu:?}");
-    assert!(cpu < Duration::from_millis(400), "overshoot: {cpu:?}");
+    assert!(cpu < Duration::from_millis(350), "overshoot: {cpu:?}");
 
     let j = w
         .submit(
@@ -339,8 +300,9 @@ fn records_survive_a_killed_worker() {
     let mut id = None;
     for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("READY ") {
-            id = Some(rest.to_string());
+        // The harness prints "test worker_child ... " on the same line.
+        if let Some((_, rest)) = line.split_once("READY ") {
+            id = Some(rest.trim().to_string());
             break;
         }
     }

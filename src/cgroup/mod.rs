@@ -1,51 +1,351 @@
 //! cgroups: one interface, two hierarchies (v2 and v1).
+//!
+//! A [`CgroupTree`](tree::CgroupTree) probes the host once, owns the base
+//! directory (a delegated cgroup, by default `<own cgroup>/jobcell`) and
+//! creates one [`JobCgroup`] per job in a per-process subdirectory:
+//!
+//! ```text
+//! <base>/<pid>-<start time>-<pid namespace>/<job id>
+//! ```
+//!
+//! The per-process level lets [`sweep_stale_cgroups`] tell whose cgroups are
+//! stale (their owner is gone). Directories this process created are removed
+//! as soon as they are empty, so a quiet process leaves nothing behind.
+
+mod common;
+mod devices;
+mod probe;
+mod tree;
+mod v1;
+mod v2;
 
 use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use crate::error::Result;
-use crate::job::Usage;
+use crate::job::{JobId, Usage, UsageSource};
+use crate::sandbox::Limits;
 use crate::spawn::CgroupJoin;
+use tree::CgroupTree;
+
+/// What a cgroup controller does for jobcell, independent of the hierarchy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Controller {
+    Memory,
+    Cpu,
+    /// CPU-time accounting: `cpuacct` on v1, the always-present `cpu.stat` on v2.
+    CpuAcct,
+    Cpuset,
+    Pids,
+    /// `io` on v2, `blkio` on v1.
+    Io,
+    /// Race-free kill: `freezer` on v1, `cgroup.kill` on v2.
+    Freezer,
+}
+
+impl Controller {
+    /// The v2 controller to enable, or `None` for what every v2 cgroup has.
+    pub(crate) fn v2_name(self) -> Option<&'static str> {
+        match self {
+            Controller::Memory => Some("memory"),
+            Controller::Cpu => Some("cpu"),
+            Controller::Cpuset => Some("cpuset"),
+            Controller::Pids => Some("pids"),
+            Controller::Io => Some("io"),
+            Controller::CpuAcct | Controller::Freezer => None,
+        }
+    }
+
+    /// The v1 hierarchy's controller.
+    pub(crate) fn v1_name(self) -> &'static str {
+        match self {
+            Controller::Memory => "memory",
+            Controller::Cpu => "cpu",
+            Controller::CpuAcct => "cpuacct",
+            Controller::Cpuset => "cpuset",
+            Controller::Pids => "pids",
+            Controller::Io => "blkio",
+            Controller::Freezer => "freezer",
+        }
+    }
+}
+
+/// Controllers used for usage accounting and killing whenever the host offers them.
+pub(crate) const ACCOUNTING: [Controller; 5] = [
+    Controller::CpuAcct,
+    Controller::Memory,
+    Controller::Pids,
+    Controller::Io,
+    Controller::Freezer,
+];
+
+/// What `limits` need: each set limit with the controller that enforces it, in field order.
+pub(crate) fn required(limits: &Limits) -> Vec<(&'static str, Controller)> {
+    let mut v = Vec::new();
+    let mut need = |set: bool, name, c| {
+        if set {
+            v.push((name, c));
+        }
+    };
+    need(limits.memory.is_some(), "memory", Controller::Memory);
+    need(
+        limits.memory_swap.is_some(),
+        "memory_swap",
+        Controller::Memory,
+    );
+    need(limits.cpu_percent.is_some(), "cpu_percent", Controller::Cpu);
+    need(limits.cpus.is_some(), "cpus", Controller::Cpuset);
+    need(limits.pids.is_some(), "pids", Controller::Pids);
+    need(limits.io_read_bps.is_some(), "io_read_bps", Controller::Io);
+    need(
+        limits.io_write_bps.is_some(),
+        "io_write_bps",
+        Controller::Io,
+    );
+    need(
+        limits.io_read_iops.is_some(),
+        "io_read_iops",
+        Controller::Io,
+    );
+    need(
+        limits.io_write_iops.is_some(),
+        "io_write_iops",
+        Controller::Io,
+    );
+    need(limits.cpu_time.is_some(), "cpu_time", Controller::CpuAcct);
+    v
+}
+
+/// The CPU bandwidth period: 100 ms, the kernel's default.
+pub(crate) const CPU_PERIOD_US: u64 = 100_000;
+
+/// `cpu_percent` as a CFS quota per [`CPU_PERIOD_US`], in microseconds.
+pub(crate) fn cpu_quota_us(percent: u32) -> u64 {
+    u64::from(percent) * CPU_PERIOD_US / 100
+}
+
+/// How many CPUs a job with these limits can keep busy at once (at least 1).
+pub(crate) fn max_cpus(limits: &Limits, online: u32) -> u32 {
+    let mut n = online.max(1);
+    if let Some(list) = &limits.cpus {
+        if let Ok(cpus) = crate::sandbox::parse_cpu_list(list) {
+            n = n.min(cpus.len() as u32);
+        }
+    }
+    if let Some(p) = limits.cpu_percent {
+        n = n.min(p.div_ceil(100));
+    }
+    n.max(1)
+}
 
 /// The cgroup(s) of one job.
 pub(crate) struct JobCgroup {
-    _private: (),
+    kind: Kind,
+    /// Directories above the job's that may have been created for it, deepest
+    /// first: each is removed once empty.
+    parents: Vec<PathBuf>,
+}
+
+enum Kind {
+    V2(v2::Job),
+    V1(v1::Job),
 }
 
 impl JobCgroup {
     /// True while any process is in the job's cgroup.
     pub(crate) fn populated(&self) -> bool {
-        false
+        match &self.kind {
+            Kind::V2(j) => j.populated(),
+            Kind::V1(j) => j.populated(),
+        }
     }
 
     /// Kills every process in the job's cgroup.
-    pub(crate) fn kill(&self) {}
+    pub(crate) fn kill(&self) {
+        match &self.kind {
+            Kind::V2(j) => j.kill(),
+            Kind::V1(j) => j.kill(),
+        }
+    }
 
     /// Current usage.
     pub(crate) fn usage(&self) -> Option<Usage> {
-        None
+        Some(match &self.kind {
+            Kind::V2(j) => j.usage(),
+            Kind::V1(j) => j.usage(),
+        })
     }
 
     /// CPU time used so far (user + system).
     pub(crate) fn cpu_time(&self) -> Option<Duration> {
-        None
+        match &self.kind {
+            Kind::V2(j) => j.cpu_time(),
+            Kind::V1(j) => j.cpu_time(),
+        }
     }
 
-    /// Removes the cgroup directories (best effort; stale ones are swept later).
-    pub(crate) fn remove(&self) {}
+    /// Removes the cgroup directories, and the parents left empty (best effort,
+    /// idempotent; what stays is swept later).
+    pub(crate) fn remove(&self) {
+        let gone = match &self.kind {
+            Kind::V2(j) => j.remove(),
+            Kind::V1(j) => j.remove(),
+        };
+        if gone {
+            // EBUSY or ENOTEMPTY: another job still uses it. A creator racing
+            // with this retries when its parent vanishes.
+            for p in &self.parents {
+                let _ = common::rmdir(p);
+            }
+        }
+    }
 }
 
 impl CgroupJoin for JobCgroup {
     fn clone_target(&self) -> Option<BorrowedFd<'_>> {
-        None
+        match &self.kind {
+            Kind::V2(j) => Some(j.fd()),
+            Kind::V1(_) => None,
+        }
     }
 
-    fn attach(&self, _pid: i32) -> Result<()> {
-        Ok(())
+    fn attach(&self, pid: i32) -> Result<()> {
+        match &self.kind {
+            Kind::V2(j) => j.attach(pid),
+            Kind::V1(j) => j.attach(pid),
+        }
     }
 }
 
-/// Removes cgroups left by processes that died without cleaning up.
-pub(crate) fn sweep_stale() -> Result<usize> {
-    Ok(0)
+impl UsageSource for JobCgroup {
+    fn usage(&self) -> Option<Usage> {
+        JobCgroup::usage(self)
+    }
+}
+
+/// The trees opened so far, by base (`None` is the default base).
+fn tree(base: Option<&Path>) -> Arc<CgroupTree> {
+    static TREES: Mutex<Vec<(Option<PathBuf>, Arc<CgroupTree>)>> = Mutex::new(Vec::new());
+    let mut trees = TREES.lock();
+    if let Some((_, t)) = trees.iter().find(|(b, _)| b.as_deref() == base) {
+        return t.clone();
+    }
+    let t = Arc::new(CgroupTree::open(base));
+    // An unusable base is probed again next time: the admin may fix it while we run.
+    if t.usable() {
+        // Opening is the cheap moment to clean up after processes that crashed.
+        let _ = t.sweep_stale();
+        trees.push((base.map(Path::to_owned), t.clone()));
+    }
+    t
+}
+
+/// Creates the cgroup of job `id` under `base` (the default tree when `None`).
+///
+/// `Ok(None)` when the job needs no cgroup and none can be had (no
+/// delegation, read-only cgroupfs): it then runs without usage figures.
+pub(crate) fn create_job(
+    base: Option<&Path>,
+    id: &JobId,
+    limits: &Limits,
+) -> Result<Option<JobCgroup>> {
+    tree(base).create_job(id, limits)
+}
+
+/// Removes the cgroups that jobcell processes which no longer exist left
+/// behind (after a crash or `SIGKILL`), killing any process still in them.
+/// Returns how many job cgroups it removed.
+///
+/// `base` is the cgroup base given to [`Sandbox::cgroup_base`](crate::Sandbox::cgroup_base),
+/// or `None` for the default tree under this process's own cgroup. Only
+/// directories of owners in this process's PID namespace are judged. jobcell
+/// runs this by itself when it first uses a tree; call it yourself, e.g. at
+/// start-up, to clean up without spawning a job. Without a usable cgroup
+/// file system there is nothing to sweep and the answer is 0.
+///
+/// ```no_run
+/// let removed = jobcell::sweep_stale_cgroups(None)?;
+/// println!("removed {removed} stale job cgroups");
+/// # Ok::<(), jobcell::Error>(())
+/// ```
+pub fn sweep_stale_cgroups(base: Option<&Path>) -> Result<usize> {
+    tree(base).sweep_stale()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn limits_name_their_controllers() {
+        let l = Limits {
+            memory: Some(64 << 20),
+            cpus: Some("0".into()),
+            io_write_bps: Some(1),
+            cpu_time: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        assert_eq!(
+            required(&l),
+            vec![
+                ("memory", Controller::Memory),
+                ("cpus", Controller::Cpuset),
+                ("io_write_bps", Controller::Io),
+                ("cpu_time", Controller::CpuAcct),
+            ]
+        );
+        assert!(required(&Limits::default()).is_empty());
+        let wall_only = Limits {
+            wall_time: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        assert!(required(&wall_only).is_empty());
+    }
+
+    #[test]
+    fn cpu_quota() {
+        assert_eq!(cpu_quota_us(20), 20_000);
+        assert_eq!(cpu_quota_us(100), 100_000);
+        assert_eq!(cpu_quota_us(250), 250_000);
+        assert_eq!(cpu_quota_us(1), 1_000, "the kernel's minimum quota");
+    }
+
+    #[test]
+    fn cpus_a_job_can_use() {
+        let l = |cpus: Option<&str>, pct: Option<u32>| Limits {
+            cpus: cpus.map(str::to_owned),
+            cpu_percent: pct,
+            ..Default::default()
+        };
+        assert_eq!(max_cpus(&l(None, None), 8), 8);
+        assert_eq!(max_cpus(&l(Some("0-2"), None), 8), 3);
+        assert_eq!(max_cpus(&l(None, Some(20)), 8), 1);
+        assert_eq!(max_cpus(&l(None, Some(250)), 8), 3);
+        assert_eq!(max_cpus(&l(Some("0,4"), Some(350)), 8), 2);
+        assert_eq!(max_cpus(&l(None, None), 0), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn quota_is_percent_of_the_period(p in 1u32..=102_400) {
+            let q = cpu_quota_us(p);
+            prop_assert!(q >= 1_000, "never below the kernel's 1 ms minimum");
+            prop_assert_eq!(q * 100 / CPU_PERIOD_US, u64::from(p));
+        }
+
+        #[test]
+        fn max_cpus_is_between_one_and_online(online in 0u32..512, p in proptest::option::of(1u32..100_000)) {
+            let l = Limits { cpu_percent: p, ..Default::default() };
+            let n = max_cpus(&l, online);
+            prop_assert!(n >= 1 && n <= online.max(1));
+            if let Some(p) = p {
+                prop_assert!(u64::from(n) * 100 >= u64::from(p).min(u64::from(online.max(1)) * 100));
+            }
+        }
+    }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use command::{Command, Output, Stdin};
+pub(crate) use limits::parse_cpu_list;
 pub use limits::{Limits, MIN_MEMORY};
 
 use crate::error::Result;
@@ -126,6 +127,7 @@ pub struct Sandbox {
     pub(crate) limits: Limits,
     #[cfg(feature = "seccomp")]
     pub(crate) seccomp: crate::seccomp::Seccomp,
+    pub(crate) cgroup_base: Option<PathBuf>,
 }
 
 impl Default for Sandbox {
@@ -156,6 +158,7 @@ impl Sandbox {
             limits: Limits::default(),
             #[cfg(feature = "seccomp")]
             seccomp: crate::seccomp::Seccomp::Default,
+            cgroup_base: None,
         }
     }
 
@@ -382,6 +385,26 @@ impl Sandbox {
     #[cfg(feature = "seccomp")]
     pub fn seccomp(&mut self, seccomp: crate::seccomp::Seccomp) -> &mut Sandbox {
         self.seccomp = seccomp;
+        self
+    }
+
+    /// Puts this sandbox's job cgroups under `dir`, a cgroup directory
+    /// delegated to this process (e.g. by systemd's `Delegate=yes`), instead of
+    /// the default `jobcell` directory under the process's own cgroup.
+    ///
+    /// jobcell creates one directory per process and one per job below it and
+    /// removes them when they are empty; it never removes `dir` itself. On
+    /// cgroup v1, `dir` may lie in any hierarchy: the same path is used in
+    /// each. If `dir` cannot be used, jobs with cgroup limits fail with an
+    /// error saying why; jobs without run without a cgroup. See
+    /// `docs/cgroups.md` for setting up delegation.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.cgroup_base("/sys/fs/cgroup/system.slice/judge.service/jobs");
+    /// ```
+    pub fn cgroup_base(&mut self, dir: impl AsRef<Path>) -> &mut Sandbox {
+        self.cgroup_base = Some(dir.as_ref().to_owned());
         self
     }
 

@@ -60,7 +60,7 @@ pub(crate) trait CgroupJoin {
 pub(crate) struct Spawned {
     /// Host pid of the cell's init.
     pub pid: i32,
-    pub pidfd: OwnedFd,
+    pub pidfd: Arc<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
     /// The write end of stdin and the bytes to feed it.
@@ -257,7 +257,7 @@ pub(crate) fn spawn(
 
     Ok(Spawned {
         pid: child.pid,
-        pidfd: child.pidfd,
+        pidfd: Arc::new(child.pidfd),
         stdout: stdout_parent,
         stderr: stderr_parent,
         stdin: stdin_parent,

@@ -11,9 +11,12 @@ pub use registry::{WhenFull, Worker, WorkerConfig};
 
 use std::sync::{Arc, OnceLock};
 
-use crate::error::{Error, Result};
+use crate::cgroup;
+use crate::error::Result;
 use crate::job::log::Log;
-use crate::job::{JobHandle, JobId, JobMeta, JobShared, JobState, DEFAULT_MEMORY_BUDGET};
+use crate::job::{
+    JobHandle, JobId, JobMeta, JobShared, JobState, UsageSource, DEFAULT_MEMORY_BUDGET,
+};
 use crate::sandbox::{Command, Sandbox};
 use crate::spawn;
 use reactor::{Reactor, Registration};
@@ -66,18 +69,29 @@ impl Runtime {
         command: &Command,
     ) -> Result<()> {
         let limits = &sandbox.limits;
-        let spawned = spawn::spawn(sandbox, command, None)?;
-        let pidfd = Arc::new(
-            spawned
-                .pidfd
-                .try_clone()
-                .map_err(|e| Error::io("dup", "pidfd", e))?,
-        );
+        // Validated here already: a malformed limit must not leave a cgroup behind.
+        limits.validate()?;
+        let cg = cgroup::create_job(sandbox.cgroup_base.as_deref(), &job.id, limits)?.map(Arc::new);
+        let spawned = match spawn::spawn(
+            sandbox,
+            command,
+            cg.as_deref().map(|c| c as &dyn spawn::CgroupJoin),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(cg) = &cg {
+                    cg.remove();
+                }
+                return Err(e);
+            }
+        };
+        let pidfd = spawned.pidfd.clone();
         {
             let mut g = job.inner.lock();
             g.pid = Some(spawned.pid);
             g.pidfd = Some(pidfd.clone());
             g.started = Some(std::time::SystemTime::now());
+            g.usage = cg.clone().map(|c| c as Arc<dyn UsageSource>);
         }
         job.set_state(JobState::Running);
         // A kill requested while the cell was being set up must not be lost.
@@ -89,11 +103,11 @@ impl Runtime {
             job: job.clone(),
             pidfd,
             spawned,
-            cgroup: None,
+            cgroup: cg,
             wall_time: limits.wall_time,
             cpu_time: limits.cpu_time,
             output_limit: limits.output_bytes,
-            cpus: online_cpus(),
+            cpus: cgroup::max_cpus(limits, online_cpus()),
         });
         Ok(())
     }

@@ -190,8 +190,8 @@ impl Worker {
                 jobs.by_id.insert(rec.id.clone(), job);
             }
             // Cells of a dead worker died with it (their init watches the
-            // worker); their cgroups could not, so sweep them.
-            let _ = crate::cgroup::sweep_stale();
+            // worker); their cgroups could not, so sweep the default tree.
+            let _ = crate::cgroup::sweep_stale_cgroups(None);
         }
         let runtime =
             Runtime::new("jobcell-worker").map_err(|e| Error::io("start reactor thread", "", e))?;

@@ -1,0 +1,379 @@
+//! The manager of jobcell's part of the cgroup tree: probes the host once,
+//! finds the base, names this process's directory, and sweeps stale ones.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::probe::{self, Host};
+use super::{common, v1, v2, Controller, JobCgroup};
+use crate::error::{Errno, Error, Result};
+use crate::job::JobId;
+use crate::sandbox::Limits;
+
+/// The default base's name, under this process's own cgroup.
+pub(crate) const BASE_NAME: &str = "jobcell";
+
+pub(crate) struct CgroupTree {
+    backend: Backend,
+    owner: Owner,
+}
+
+enum Backend {
+    V2(v2::Tree),
+    V1(v1::Tree),
+    /// Why no cgroup can be had.
+    Unavailable(String),
+}
+
+impl CgroupTree {
+    /// Opens the tree under `base` (a delegated directory), or the default
+    /// `<own cgroup>/jobcell`. Never fails: an unusable tree says why when a
+    /// job needs it.
+    pub(crate) fn open(base: Option<&Path>) -> CgroupTree {
+        let owner = Owner::current();
+        let host = probe::probe();
+        let backend = match base {
+            None => default_backend(host, &owner),
+            Some(b) => configured_backend(b, host, &owner),
+        };
+        CgroupTree { backend, owner }
+    }
+
+    pub(crate) fn usable(&self) -> bool {
+        match &self.backend {
+            Backend::V2(_) => true,
+            Backend::V1(t) => t.usable(),
+            Backend::Unavailable(_) => false,
+        }
+    }
+
+    /// Creates the cgroup of job `id` with `limits` written into it.
+    /// `Ok(None)`: no cgroup, and the limits need none.
+    pub(crate) fn create_job(&self, id: &JobId, limits: &Limits) -> Result<Option<JobCgroup>> {
+        match &self.backend {
+            Backend::V2(t) => t.create_job(id.as_str(), limits),
+            Backend::V1(t) => t.create_job(id.as_str(), limits),
+            Backend::Unavailable(reason) => match super::required(limits).first() {
+                Some((limit, c)) => Err(Error::ControllerUnavailable {
+                    limit,
+                    controller: display_name(*c),
+                    reason: reason.clone(),
+                }),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Removes per-process directories whose owner is gone (killing what is
+    /// left in them), and the default base if that leaves it empty.
+    /// Returns how many job cgroups it removed.
+    pub(crate) fn sweep_stale(&self) -> Result<usize> {
+        let bases: Vec<(PathBuf, bool)> = match &self.backend {
+            Backend::V2(t) => {
+                let (b, owned) = t.base();
+                vec![(b.to_owned(), owned)]
+            }
+            Backend::V1(t) => t.bases().map(|(b, o)| (b.to_owned(), o)).collect(),
+            Backend::Unavailable(_) => return Ok(0),
+        };
+        let mut removed = BTreeSet::new();
+        for (base, owned) in bases {
+            sweep_base(&base, &self.owner, &mut removed)?;
+            if owned {
+                let _ = common::rmdir(&base);
+            }
+        }
+        if let Backend::V2(t) = &self.backend {
+            // Empty once the processes moved into it have exited.
+            if let Some(leaf) = t.leaf() {
+                let _ = common::rmdir(&leaf);
+            }
+        }
+        Ok(removed.len())
+    }
+}
+
+/// A controller's name for messages when the hierarchy is not known.
+fn display_name(c: Controller) -> &'static str {
+    match c {
+        Controller::CpuAcct => "cpu",
+        c => c.v2_name().unwrap_or(c.v1_name()),
+    }
+}
+
+fn default_backend(host: Host, owner: &Owner) -> Backend {
+    match host {
+        Host::V2 {
+            own: Some(mut own), ..
+        } => {
+            // A process jobcell moved into the leaf shares the tree beside it.
+            if own.file_name().is_some_and(|n| n == v2::LEAF) {
+                own.pop();
+            }
+            let base = own.join(BASE_NAME);
+            Backend::V2(v2::Tree::new(own, base, true, owner.name()))
+        }
+        Host::V2 { mount, own: None } => Backend::Unavailable(format!(
+            "this process's cgroup (/proc/self/cgroup) is not visible under {}; point \
+             Sandbox::cgroup_base at a delegated cgroup",
+            mount.display()
+        )),
+        Host::V1 { hierarchies } => {
+            let bases = hierarchies
+                .into_iter()
+                .map(|h| v1::Base {
+                    dir: h.own.map(|o| o.join(BASE_NAME)).ok_or_else(|| {
+                        format!(
+                            "this process's {} cgroup is not visible under {}",
+                            h.controllers.join(","),
+                            h.mount.display()
+                        )
+                    }),
+                    controllers: h.controllers,
+                    owned: true,
+                })
+                .collect();
+            Backend::V1(v1::Tree::new(bases, owner.name()))
+        }
+        Host::Unavailable { reason } => Backend::Unavailable(reason),
+    }
+}
+
+fn configured_backend(base: &Path, host: Host, owner: &Owner) -> Backend {
+    let shown = base.display();
+    match common::fs_type(base) {
+        Err(errno) => Backend::Unavailable(format!("the cgroup base {shown}: {errno}")),
+        Ok(common::CGROUP2_MAGIC) => Backend::V2(v2::Tree::new(
+            base.to_owned(),
+            base.to_owned(),
+            false,
+            owner.name(),
+        )),
+        Ok(common::CGROUP1_MAGIC) => {
+            let Host::V1 { hierarchies } = host else {
+                return Backend::Unavailable(format!(
+                    "the cgroup base {shown} is in a cgroup v1 hierarchy jobcell does not use"
+                ));
+            };
+            let Some(rel) = hierarchies
+                .iter()
+                .find_map(|h| base.strip_prefix(&h.mount).ok())
+            else {
+                return Backend::Unavailable(format!(
+                    "the cgroup base {shown} is in no mounted v1 hierarchy"
+                ));
+            };
+            // The same place in every hierarchy; jobcell never creates the base itself.
+            let bases = hierarchies
+                .iter()
+                .map(|h| {
+                    let d = h.mount.join(rel);
+                    v1::Base {
+                        dir: if d.is_dir() {
+                            Ok(d)
+                        } else {
+                            Err(format!("the cgroup base {} does not exist", d.display()))
+                        },
+                        controllers: h.controllers.clone(),
+                        owned: false,
+                    }
+                })
+                .collect();
+            Backend::V1(v1::Tree::new(bases, owner.name()))
+        }
+        Ok(t) => Backend::Unavailable(format!(
+            "the cgroup base {shown} is not on a cgroup file system (statfs type {t:#x})"
+        )),
+    }
+}
+
+fn sweep_base(base: &Path, me: &Owner, removed: &mut BTreeSet<(String, String)>) -> Result<()> {
+    let entries = match std::fs::read_dir(base) {
+        Ok(e) => e,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(common::cgroup_error("list", base, None, Errno::from(&e))),
+    };
+    for e in entries.flatten() {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        let Some(owner) = Owner::parse(&name) else {
+            continue;
+        };
+        // Another PID namespace's pids mean nothing here: leave those alone.
+        if owner.pidns != me.pidns || owner == *me || owner.alive() {
+            continue;
+        }
+        let dir = e.path();
+        for j in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let job = j.path();
+            if !job.is_dir() {
+                continue;
+            }
+            thaw(&job);
+            if common::remove_dir_killing(&job, v2::kill_dir, |d| common::procs(d).is_empty()) {
+                removed.insert((name.clone(), j.file_name().to_string_lossy().into_owned()));
+            }
+        }
+        let _ = common::rmdir(&dir);
+    }
+    Ok(())
+}
+
+/// A cgroup its crashed owner left frozen would never let its processes die.
+fn thaw(dir: &Path) {
+    let v1 = dir.join("freezer.state");
+    if v1.exists() {
+        let _ = common::write(&v1, "THAWED");
+    }
+    let v2 = dir.join("cgroup.freeze");
+    if v2.exists() {
+        let _ = common::write(&v2, "0");
+    }
+}
+
+/// The process that owns a per-process directory: pid, start time (clock
+/// ticks after boot, which defeats pid reuse) and pid namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pid: u32,
+    start: u64,
+    pidns: u64,
+}
+
+impl Owner {
+    pub(crate) fn current() -> Owner {
+        let pid = std::process::id();
+        Owner {
+            pid,
+            start: start_time(pid).unwrap_or(0),
+            pidns: rustix::fs::stat("/proc/self/ns/pid").map_or(0, |s| s.st_ino),
+        }
+    }
+
+    /// `<pid>-<start>-<pidns>`.
+    pub(crate) fn name(&self) -> String {
+        format!("{}-{}-{}", self.pid, self.start, self.pidns)
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Owner> {
+        let mut it = name.split('-');
+        let o = Owner {
+            pid: it.next()?.parse().ok()?,
+            start: it.next()?.parse().ok()?,
+            pidns: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(o)
+    }
+
+    fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks after boot.
+fn start_time(pid: u32) -> Option<u64> {
+    parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses; fields 3.. follow the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn owner_names_roundtrip_and_identify_this_process() {
+        let me = Owner::current();
+        assert!(me.start > 0 && me.pidns > 0);
+        assert_eq!(Owner::parse(&me.name()), Some(me));
+        assert!(me.alive());
+        let dead = Owner {
+            start: me.start + 1,
+            ..me
+        };
+        assert!(!dead.alive(), "same pid, other start time: a reused pid");
+        for bad in ["", "1-2", "1-2-3-4", "a-b-c", "jobcell-supervisor", "1--3"] {
+            assert_eq!(Owner::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn start_time_field() {
+        let stat =
+            "1234 (a) b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 12345 67";
+        assert_eq!(parse_start_time(stat), Some(987_654));
+        assert_eq!(parse_start_time("1 (x"), None);
+    }
+
+    #[test]
+    fn sweep_removes_only_dead_owners_here() {
+        let base = tempfile::tempdir().unwrap();
+        let me = Owner::current();
+        let dead = Owner {
+            pid: u32::MAX - 1,
+            ..me
+        };
+        let foreign = Owner {
+            pidns: me.pidns + 1,
+            ..dead
+        };
+        for o in [me, dead, foreign] {
+            std::fs::create_dir_all(base.path().join(o.name()).join("job1")).unwrap();
+        }
+        std::fs::create_dir(base.path().join("not-an-owner")).unwrap();
+        let mut removed = BTreeSet::new();
+        sweep_base(base.path(), &me, &mut removed).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(!base.path().join(dead.name()).exists());
+        assert!(base.path().join(me.name()).join("job1").exists());
+        assert!(
+            base.path().join(foreign.name()).exists(),
+            "another pid namespace is not judged"
+        );
+        assert!(base.path().join("not-an-owner").exists());
+        sweep_base(&base.path().join("absent"), &me, &mut removed).unwrap();
+    }
+
+    #[test]
+    fn a_plain_directory_is_no_cgroup_base() {
+        let d = tempfile::tempdir().unwrap();
+        let t = CgroupTree::open(Some(d.path()));
+        assert!(!t.usable());
+        let id = JobId::generate();
+        assert!(t.create_job(&id, &Limits::default()).unwrap().is_none());
+        let e = t
+            .create_job(
+                &id,
+                &Limits {
+                    pids: Some(4),
+                    ..Default::default()
+                },
+            )
+            .err()
+            .expect("limits need a cgroup")
+            .to_string();
+        assert!(
+            e.contains("pids") && e.contains("not on a cgroup file system"),
+            "{e}"
+        );
+        assert_eq!(t.sweep_stale().unwrap(), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn owner_parse_never_panics(s in "\\PC{0,40}") {
+            let _ = Owner::parse(&s);
+        }
+
+        #[test]
+        fn start_time_parse_never_panics(s in "\\PC{0,200}") {
+            let _ = parse_start_time(&s);
+        }
+    }
+}

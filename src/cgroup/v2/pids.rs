@@ -1,0 +1,49 @@
+//! v2 `pids`: `pids.max`; usage from `pids.current` and `pids.peak`.
+
+use std::path::Path;
+
+use crate::cgroup::common;
+use crate::error::Result;
+use crate::job::Usage;
+use crate::sandbox::Limits;
+
+pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
+    match limits.pids {
+        Some(n) => common::write(&dir.join("pids.max"), &n.to_string()),
+        None => Ok(()),
+    }
+}
+
+/// Also used on v1, whose pids files have the same names.
+pub(crate) fn stats(dir: &Path, u: &mut Usage) {
+    u.pids_current = common::read_u64_opt(&dir.join("pids.current")).unwrap_or(0);
+    // pids.peak is recent (Linux 6.x); older kernels have no such file.
+    u.pids_peak = common::read_u64_opt(&dir.join("pids.peak"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::common::fixture;
+
+    #[test]
+    fn pids_files() {
+        let d = fixture::cgroup(&["pids.max"]);
+        apply(
+            d.path(),
+            &Limits {
+                pids: Some(32),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(fixture::get(d.path(), "pids.max"), "32");
+        fixture::set(d.path(), "pids.current", "3\n");
+        let mut u = Usage::default();
+        stats(d.path(), &mut u);
+        assert_eq!((u.pids_current, u.pids_peak), (3, None));
+        fixture::set(d.path(), "pids.peak", "32\n");
+        stats(d.path(), &mut u);
+        assert_eq!(u.pids_peak, Some(32));
+    }
+}
