@@ -211,7 +211,20 @@ fn build_step(step: &Step, owner: (u32, u32), dir: &Path) -> std::result::Result
                     ..Default::default()
                 };
                 let flags = if *recursive { AT_RECURSIVE } else { 0 };
-                sys::mount_setattr(libc::AT_FDCWD, &cpath(&path), flags, &attr)?;
+                // Making it read-only fails with EBUSY while any descriptor
+                // open for writing on it exists, and a clone on another
+                // thread can copy ours into a new cell for the few
+                // microseconds before that cell closes what it inherited.
+                let mut tries = 0;
+                loop {
+                    match sys::mount_setattr(libc::AT_FDCWD, &cpath(&path), flags, &attr) {
+                        Err(Errno(libc::EBUSY)) if tries < 200 => {
+                            tries += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        r => break r?,
+                    }
+                }
             }
             Step::Tmpfs { .. }
             | Step::Proc { .. }
