@@ -57,7 +57,8 @@ pub use job::{
     Stream, TimeLimit, Usage, DEFAULT_MEMORY_BUDGET,
 };
 pub use sandbox::{
-    Command, IdMap, Limits, Network, Output, Sandbox, Stdin, DEFAULT_TMP_SIZE, MIN_MEMORY,
+    Command, IdMap, Limits, Network, Output, Rlimit, Sandbox, Stdin, DEFAULT_TMP_SIZE, MIN_MEMORY,
+    UNLIMITED,
 };
 #[cfg(feature = "seccomp")]
 pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy};

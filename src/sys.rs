@@ -147,6 +147,7 @@ pub(crate) struct MountAttr {
 pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
 /// `mount_setattr(dfd, path, flags, attr)`.
 pub(crate) fn mount_setattr(dfd: c_int, path: &CStr, flags: u32, attr: &MountAttr) -> SysResult {

@@ -378,3 +378,71 @@ fn rootfs_and_extra_entries() {
     assert!(r.stderr.contains("Read-only"), "{}", r.stderr);
     assert!(!root.path().join("newfile").exists());
 }
+
+#[test]
+fn proc_is_masked_and_partly_read_only() {
+    let _g = shared();
+    let r = sh(
+        &cell(),
+        "wc -c < /proc/timer_list; wc -c < /proc/keys; echo 1 > /proc/sys/kernel/ns_last_pid; \
+         cat /proc/sys/kernel/ostype; grep -c . /proc/self/status",
+    );
+    let l: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(l[0], "0", "timer_list is masked");
+    assert_eq!(l[1], "0", "keys is masked");
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    assert_eq!(l[2], "Linux", "/proc/sys stays readable");
+    assert!(l[3].parse::<u32>().unwrap() > 10, "the rest of /proc works");
+}
+
+#[test]
+fn sysfs_only_when_asked_and_only_the_cells_network() {
+    let _g = shared();
+    let r = sh(&cell(), "test -e /sys && echo present || echo absent");
+    assert_eq!(r.stdout, "absent\n");
+    let mut sb = cell();
+    sb.sysfs(true);
+    let r = sh(
+        &sb,
+        "ls /sys/class/net; ls /sys/firmware | wc -l; touch /sys/x",
+    );
+    let l: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(l, ["lo", "0"], "{}", r.stderr);
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+}
+
+#[test]
+fn rlimits_have_safe_defaults_and_can_be_set() {
+    let _g = shared();
+    let r = sh(&cell(), "ulimit -c; ulimit -n; ulimit -Hn");
+    assert_eq!(r.stdout, "0\n1024\n4096\n");
+    let mut sb = cell();
+    sb.rlimit(jobcell::Rlimit::FileSize, 4096, 4096)
+        .rlimit(jobcell::Rlimit::OpenFiles, 64, 64);
+    let r = sh(&sb, "ulimit -n; exec head -c 10000 /dev/zero > /tmp/big");
+    assert_eq!(r.stdout, "64\n");
+    assert_eq!(r.outcome.signal(), Some(libc::SIGXFSZ), "{:?}", r.outcome);
+    let mut bad = cell();
+    bad.rlimit(jobcell::Rlimit::Cpu, 10, 5);
+    assert!(matches!(
+        bad.spawn(&Command::new("true")),
+        Err(jobcell::Error::InvalidSetting { .. })
+    ));
+}
+
+#[test]
+fn no_capabilities_even_as_root_inside() {
+    let _g = shared();
+    let mut sb = cell();
+    sb.user(0, 0);
+    let r = sh(
+        &sb,
+        "id -u; grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status",
+    );
+    assert!(r.stdout.starts_with("0\n"), "{}", r.stdout);
+    let caps: Vec<&str> = r.stdout.lines().skip(1).collect();
+    assert_eq!(caps.len(), 5, "{}", r.stdout);
+    for c in caps {
+        assert!(c.ends_with("0000000000000000"), "{c}");
+    }
+}

@@ -3,6 +3,7 @@
 mod command;
 mod limits;
 pub(crate) mod path;
+mod rlimit;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use std::sync::Arc;
 pub use command::{Command, Output, Stdin};
 pub(crate) use limits::parse_cpu_list;
 pub use limits::{Limits, MIN_MEMORY};
+pub(crate) use rlimit::effective as effective_rlimits;
+pub use rlimit::{Rlimit, UNLIMITED};
 
 use crate::error::Result;
 use crate::job::JobHandle;
@@ -128,6 +131,8 @@ pub struct Sandbox {
     #[cfg(feature = "seccomp")]
     pub(crate) seccomp: crate::seccomp::Seccomp,
     pub(crate) cgroup_base: Option<PathBuf>,
+    pub(crate) rlimits: Vec<(Rlimit, u64, u64)>,
+    pub(crate) sysfs: bool,
 }
 
 impl Default for Sandbox {
@@ -159,6 +164,8 @@ impl Sandbox {
             #[cfg(feature = "seccomp")]
             seccomp: crate::seccomp::Seccomp::Default,
             cgroup_base: None,
+            rlimits: Vec::new(),
+            sysfs: false,
         }
     }
 
@@ -405,6 +412,37 @@ impl Sandbox {
     /// ```
     pub fn cgroup_base(&mut self, dir: impl AsRef<Path>) -> &mut Sandbox {
         self.cgroup_base = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Sets a per-process resource limit of the job (`setrlimit`); `soft`
+    /// must not exceed `hard`, and [`UNLIMITED`] means no limit. Raising a
+    /// limit above the host process's own hard limit fails at spawn (the cell
+    /// holds no privilege over host limits). Defaults: no core dumps, and
+    /// 1024/4096 open files.
+    ///
+    /// ```
+    /// use jobcell::{Sandbox, Rlimit};
+    /// let mut sandbox = Sandbox::new();
+    /// sandbox.rlimit(Rlimit::FileSize, 16 << 20, 16 << 20)
+    ///        .rlimit(Rlimit::Stack, 64 << 20, 64 << 20);
+    /// ```
+    pub fn rlimit(&mut self, resource: Rlimit, soft: u64, hard: u64) -> &mut Sandbox {
+        self.rlimits.push((resource, soft, hard));
+        self
+    }
+
+    /// Mounts a read-only `/sys` in the cell (none by default). With
+    /// [`Network::None`] it is a fresh sysfs showing the cell's own network
+    /// devices; with [`Network::Host`], a read-only view of the host's.
+    /// `/sys/firmware` is masked either way.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.sysfs(true);
+    /// ```
+    pub fn sysfs(&mut self, enabled: bool) -> &mut Sandbox {
+        self.sysfs = enabled;
         self
     }
 

@@ -117,7 +117,7 @@ pub(crate) fn spawn(
     // Root hosts join a ready-made network namespace for the clone instead of
     // paying for a new one (see netns.rs); its loopback is already up.
     let new_net = bp.ns_flags & libc::CLONE_NEWNET as u64 != 0;
-    let pooled_net = if new_net && bp.ids.become_root {
+    let pooled_net = if new_net && bp.ids.become_root && !bp.own_netns {
         Some(prep::take_netns()?)
     } else {
         None
@@ -146,13 +146,7 @@ pub(crate) fn spawn(
             envp: bp.envp,
             envp_ptrs,
             cap_last: plan::cap_last_cap(),
-            rlimits: vec![(
-                libc::RLIMIT_CORE as c_int,
-                libc::rlimit64 {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                },
-            )],
+            rlimits: bp.rlimits.clone(),
             max_fd: max_fd(),
             stack: vec![0u128; JOB_STACK_BYTES / 16],
             seccomp: bp.seccomp,
@@ -229,6 +223,11 @@ pub(crate) fn spawn(
             Stage::SetUser => format!("uid {}", bp.ids.uid),
             Stage::SetGroups => format!("gid {}", bp.ids.gid),
             Stage::PivotRoot => bp.staging.to_string_lossy().into_owned(),
+            Stage::Rlimits => bp
+                .rlimits
+                .get(step as usize)
+                .map(|(r, l)| format!("resource {r} = {}/{}", l.rlim_cur, l.rlim_max))
+                .unwrap_or_default(),
             Stage::Seccomp => plan
                 .job
                 .seccomp

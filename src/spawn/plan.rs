@@ -42,6 +42,11 @@ pub(crate) struct Blueprint {
     pub cwd: CString,
     /// The job's seccomp program, if it gets one.
     pub seccomp: Option<Vec<libc::sock_filter>>,
+    /// The job's rlimits.
+    pub rlimits: Vec<(libc::c_int, libc::rlimit64)>,
+    /// The cell must create its network namespace itself (a fresh sysfs
+    /// needs one owned by the cell's user namespace).
+    pub own_netns: bool,
 }
 
 /// Whether `open_tree` + `mount_setattr` work here (0 unknown, 1 yes, 2 no).
@@ -60,6 +65,7 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
 
 fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option<Blueprint>> {
     sandbox.limits.validate()?;
+    let rlimits = crate::sandbox::effective_rlimits(&sandbox.rlimits)?;
     let ids = idmap::plan(sandbox.id_map, sandbox.uid, sandbox.gid)?;
 
     let hostname = sandbox.hostname.as_bytes().to_vec();
@@ -154,6 +160,8 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
         envp,
         cwd: cstring(cwd.as_bytes(), || "the working directory".into())?,
         seccomp,
+        rlimits,
+        own_netns: sandbox.sysfs,
     }))
 }
 

@@ -50,6 +50,24 @@ const ETC_NETWORK_ENTRIES: &[&str] = &[
 ];
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 const DEV_SHM_SIZE: u64 = 64 << 20;
+/// /proc files that say too much about the host (timers, keys, kernel
+/// memory and symbols): each is covered by the cell's /dev/null.
+const PROC_MASKED: &[&str] = &[
+    "kcore",
+    "keys",
+    "key-users",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "latency_stats",
+    "kallsyms",
+];
+/// /proc directories hidden behind an empty read-only tmpfs.
+const PROC_MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi"];
+/// /proc entries that stay visible but read-only.
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+/// /sys entries hidden behind an empty read-only tmpfs.
+const SYS_MASKED_DIRS: &[&str] = &["firmware", "devices/virtual/powercap"];
 /// Host files larger than this are bound, not copied into a skeleton.
 const COPY_MAX: u64 = 4 << 20;
 
@@ -88,7 +106,23 @@ pub(crate) enum Step {
     Proc {
         at: CellPath,
     },
+    /// A fresh read-only sysfs.
+    Sysfs {
+        at: CellPath,
+    },
     Devpts {
+        at: CellPath,
+    },
+    /// Covers a file with the cell's /dev/null.
+    MaskFile {
+        at: CellPath,
+    },
+    /// Covers a directory with an empty read-only tmpfs.
+    MaskDir {
+        at: CellPath,
+    },
+    /// Makes a path of the cell read-only (binds it onto itself).
+    ReadOnly {
         at: CellPath,
     },
     /// A user bind (or the rootfs) the host opened with `open_tree`: index into the trees.
@@ -160,7 +194,11 @@ impl Step {
             Step::RootTmpfs => CellPath::root(),
             Step::Tmpfs { at, .. }
             | Step::Proc { at }
+            | Step::Sysfs { at }
             | Step::Devpts { at }
+            | Step::MaskFile { at }
+            | Step::MaskDir { at }
+            | Step::ReadOnly { at }
             | Step::Tree { at, .. }
             | Step::PathBind { at, .. }
             | Step::SystemBind { at, .. }
@@ -181,7 +219,11 @@ impl Step {
             self,
             Step::Tmpfs { .. }
                 | Step::Proc { .. }
+                | Step::Sysfs { .. }
                 | Step::Devpts { .. }
+                | Step::MaskFile { .. }
+                | Step::MaskDir { .. }
+                | Step::ReadOnly { .. }
                 | Step::Tree { .. }
                 | Step::PathBind { .. }
         )
@@ -194,6 +236,10 @@ impl Step {
             Step::RootTmpfs => "mount tmpfs on /".into(),
             Step::Tmpfs { data, .. } => format!("mount tmpfs on {at} ({data})"),
             Step::Proc { .. } => format!("mount proc on {at}"),
+            Step::Sysfs { .. } => format!("mount sysfs on {at}"),
+            Step::MaskFile { .. } => format!("mask {at}"),
+            Step::MaskDir { .. } => format!("mask directory {at}"),
+            Step::ReadOnly { .. } => format!("make {at} read-only"),
             Step::Devpts { .. } => format!("mount devpts on {at}"),
             Step::Tree { source, .. } => format!("attach bind of {} on {at}", source.display()),
             Step::PathBind { source, .. } => format!("bind {} on {at}", source.display()),
@@ -297,6 +343,38 @@ pub(crate) fn lower(
                 flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 data: None,
             }),
+            Step::Sysfs { .. } => ops.push(Op::Mount {
+                fstype: c"sysfs",
+                target: path(&at),
+                flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data: None,
+            }),
+            Step::MaskFile { .. } => ops.push(Op::Bind {
+                source: path(&CellPath::new("/dev/null").expect("static path")),
+                target: path(&at),
+            }),
+            Step::MaskDir { .. } => ops.push(Op::Mount {
+                fstype: c"tmpfs",
+                target: path(&at),
+                flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data: Some(c"size=4k,nr_inodes=1,mode=0555".into()),
+            }),
+            Step::ReadOnly { .. } => {
+                ops.push(Op::Bind {
+                    source: path(&at),
+                    target: path(&at),
+                });
+                names.push(name.clone());
+                ops.push(Op::SetAttr {
+                    target: path(&at),
+                    set: sys::MOUNT_ATTR_RDONLY
+                        | sys::MOUNT_ATTR_NOSUID
+                        | sys::MOUNT_ATTR_NODEV
+                        | sys::MOUNT_ATTR_NOEXEC,
+                    recursive: true,
+                    fallback: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                });
+            }
             Step::Devpts { .. } => ops.push(Op::Mount {
                 fstype: c"devpts",
                 target: path(&at),
@@ -672,6 +750,10 @@ impl Builder {
         self.layout.mount_empty(proc_.clone());
         // /proc/self resolves at run time; enough for the layout to know it exists.
         self.layout.add(proc_.join(b"self"), Node::Dir);
+        self.proc_masks(&proc_);
+        if sandbox.sysfs {
+            self.sysfs(sandbox)?;
+        }
         if !self.user_tmp {
             let tmp = CellPath::new("/tmp")?;
             self.ensure_dir(&tmp);
@@ -680,6 +762,55 @@ impl Builder {
                 libc::MS_NOSUID | libc::MS_NODEV,
                 format!("mode=1777,size={DEFAULT_TMP_SIZE}"),
             );
+        }
+        Ok(())
+    }
+
+    /// Hides what /proc says about the host and makes its writable parts read-only.
+    /// Only entries this kernel has are touched (the cell's /proc is of the same kernel).
+    fn proc_masks(&mut self, proc_: &CellPath) {
+        let host = Path::new("/proc");
+        for name in PROC_MASKED {
+            if host.join(name).is_file() {
+                self.steps.push(Step::MaskFile {
+                    at: proc_.join(name.as_bytes()),
+                });
+            }
+        }
+        for name in PROC_MASKED_DIRS {
+            if host.join(name).is_dir() {
+                self.steps.push(Step::MaskDir {
+                    at: proc_.join(name.as_bytes()),
+                });
+            }
+        }
+        for name in PROC_READ_ONLY {
+            if host.join(name).exists() {
+                self.steps.push(Step::ReadOnly {
+                    at: proc_.join(name.as_bytes()),
+                });
+            }
+        }
+    }
+
+    /// A read-only /sys: a fresh sysfs when the cell has its own network
+    /// namespace (sysfs shows the network devices of the namespace that
+    /// mounts it), else a read-only bind of the host's.
+    fn sysfs(&mut self, sandbox: &Sandbox) -> Result<()> {
+        let sys = CellPath::new("/sys")?;
+        self.ensure_dir(&sys);
+        if sandbox.network == Network::None {
+            self.steps.push(Step::Sysfs { at: sys.clone() });
+            self.layout.mount_empty(sys.clone());
+        } else {
+            self.bind(Path::new("/sys"), &sys, BindKind::User { writable: false })?;
+        }
+        for d in SYS_MASKED_DIRS {
+            if Path::new("/sys").join(d).is_dir() {
+                self.steps.push(Step::MaskDir {
+                    at: CellPath::new(format!("/sys/{d}"))?,
+                });
+            }
         }
         Ok(())
     }

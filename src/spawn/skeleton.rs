@@ -228,6 +228,10 @@ fn build_step(step: &Step, owner: (u32, u32), dir: &Path) -> std::result::Result
             }
             Step::Tmpfs { .. }
             | Step::Proc { .. }
+            | Step::Sysfs { .. }
+            | Step::MaskFile { .. }
+            | Step::MaskDir { .. }
+            | Step::ReadOnly { .. }
             | Step::Devpts { .. }
             | Step::Tree { .. }
             | Step::PathBind { .. } => {
