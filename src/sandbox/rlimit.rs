@@ -136,35 +136,29 @@ pub(crate) fn effective(
 mod tests {
     use super::*;
 
+    fn as_tuples(v: Vec<(libc::c_int, libc::rlimit64)>) -> Vec<(libc::c_int, u64, u64)> {
+        v.into_iter()
+            .map(|(r, l)| (r, l.rlim_cur, l.rlim_max))
+            .collect()
+    }
+
     #[test]
     fn defaults_and_overrides() {
-        let e = effective(&[]).unwrap();
-        assert!(e.contains(&(
-            libc::RLIMIT_CORE as i32,
-            libc::rlimit64 {
-                rlim_cur: 0,
-                rlim_max: 0
-            }
-        )));
-        let e = effective(&[
-            (Rlimit::OpenFiles, 64, 64),
-            (Rlimit::Stack, UNLIMITED, UNLIMITED),
-        ])
-        .unwrap();
+        let e = as_tuples(effective(&[]).unwrap());
+        assert!(e.contains(&(libc::RLIMIT_CORE as i32, 0, 0)));
+        let e = as_tuples(
+            effective(&[
+                (Rlimit::OpenFiles, 64, 64),
+                (Rlimit::Stack, UNLIMITED, UNLIMITED),
+            ])
+            .unwrap(),
+        );
         assert_eq!(e.len(), 3);
-        assert!(e.contains(&(
-            libc::RLIMIT_NOFILE as i32,
-            libc::rlimit64 {
-                rlim_cur: 64,
-                rlim_max: 64
-            }
-        )));
+        assert!(e.contains(&(libc::RLIMIT_NOFILE as i32, 64, 64)));
         assert!(e.contains(&(
             libc::RLIMIT_STACK as i32,
-            libc::rlimit64 {
-                rlim_cur: libc::RLIM64_INFINITY,
-                rlim_max: libc::RLIM64_INFINITY
-            }
+            libc::RLIM64_INFINITY,
+            libc::RLIM64_INFINITY
         )));
         assert!(effective(&[(Rlimit::Cpu, 10, 5)]).is_err());
     }
