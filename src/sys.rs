@@ -393,7 +393,7 @@ pub(crate) fn ioctl<T>(fd: c_int, req: c_long, arg: &mut T) -> SysResult {
 /// `seccomp(SECCOMP_SET_MODE_FILTER, flags, &{len, prog})`: installs the
 /// classic BPF program `prog` on the calling thread. Needs `PR_SET_NO_NEW_PRIVS`
 /// (or `CAP_SYS_ADMIN`). The kernel copies the program; it need not outlive the call.
-pub(crate) fn seccomp_filter(flags: u32, prog: &[libc::sock_filter]) -> SysResult {
+pub(crate) fn seccomp_filter(flags: u32, prog: &[libc::sock_filter]) -> SysResult<c_int> {
     // A slice too long for the u16 length field is refused rather than truncated
     // (the kernel itself takes at most BPF_MAXINSNS, 4096).
     let len = u16::try_from(prog.len()).map_err(|_| Errno(libc::EINVAL))?;
@@ -411,7 +411,119 @@ pub(crate) fn seccomp_filter(flags: u32, prog: &[libc::sock_filter]) -> SysResul
             &fprog as *const libc::sock_fprog,
         )
     })
+    .map(|r| r as c_int)
+}
+
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`: return a user-notification descriptor.
+pub(crate) const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = 1 << 3;
+
+/// The kernel's `struct seccomp_notif` (80 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SeccompNotif {
+    pub id: u64,
+    pub pid: u32,
+    pub flags: u32,
+    pub nr: i32,
+    pub arch: u32,
+    pub instruction_pointer: u64,
+    pub args: [u64; 6],
+}
+
+/// Receives one pending notification from a seccomp listener.
+pub(crate) fn seccomp_notif_recv(listener: c_int, notif: &mut SeccompNotif) -> SysResult {
+    // _IOWR('!', 0, struct seccomp_notif): the size is part of the request.
+    const RECV: c_long = (3 << 30)
+        | ((std::mem::size_of::<SeccompNotif>() as c_long) << 16)
+        | ((b'!' as c_long) << 8);
+    // The kernel insists the buffer be zeroed.
+    *notif = SeccompNotif::default();
+    ioctl(listener, RECV, notif)
+}
+
+/// The control message carrying one descriptor (SCM_RIGHTS), laid out as
+/// CMSG_SPACE(sizeof(int)) on 64-bit Linux.
+#[repr(C)]
+struct FdCmsg {
+    len: usize,
+    level: c_int,
+    ty: c_int,
+    fd: c_int,
+    _pad: c_int,
+}
+
+/// Sends descriptor `fd` over the unix socket `sock` (one byte of payload).
+pub(crate) fn send_fd(sock: c_int, fd: c_int) -> SysResult {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut cmsg = FdCmsg {
+        // CMSG_LEN(sizeof(int)): header (16) + data (4).
+        len: std::mem::size_of::<usize>()
+            + 2 * std::mem::size_of::<c_int>()
+            + std::mem::size_of::<c_int>(),
+        level: libc::SOL_SOCKET,
+        ty: libc::SCM_RIGHTS,
+        fd,
+        _pad: 0,
+    };
+    // SAFETY: msghdr is plain data; every pointer in it refers to a local that
+    // outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&mut cmsg as *mut FdCmsg).cast();
+    msg.msg_controllen = std::mem::size_of::<FdCmsg>();
+    // SAFETY: msg is a valid msghdr as described above.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_sendmsg,
+            sock,
+            &msg as *const libc::msghdr,
+            libc::MSG_DONTWAIT,
+        )
+    })
     .map(drop)
+}
+
+/// Receives a descriptor sent with `send_fd`, without waiting; `Ok(None)` if none is queued.
+pub(crate) fn recv_fd(sock: c_int) -> SysResult<Option<c_int>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut cmsg = FdCmsg {
+        len: 0,
+        level: 0,
+        ty: 0,
+        fd: -1,
+        _pad: 0,
+    };
+    // SAFETY: as in send_fd.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&mut cmsg as *mut FdCmsg).cast();
+    msg.msg_controllen = std::mem::size_of::<FdCmsg>();
+    // SAFETY: msg is a valid msghdr; the kernel writes at most msg_controllen bytes.
+    let r = check(unsafe {
+        libc::syscall(
+            libc::SYS_recvmsg,
+            sock,
+            &mut msg as *mut libc::msghdr,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    });
+    match r {
+        Ok(_) if cmsg.level == libc::SOL_SOCKET && cmsg.ty == libc::SCM_RIGHTS && cmsg.fd >= 0 => {
+            Ok(Some(cmsg.fd))
+        }
+        Ok(_) | Err(Errno(libc::EAGAIN)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// `execve`; returns only on failure.

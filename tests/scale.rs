@@ -24,35 +24,48 @@ fn worker(max: Option<usize>) -> Worker {
 #[test]
 fn a_thousand_concurrent_jobs_with_few_threads_and_descriptors() {
     let w = worker(None);
+    // A gate: every job waits for one line from this FIFO before it sleeps,
+    // so all thousand are provably running at once, however slow spawning is.
+    let gate = tempfile::tempdir().unwrap();
+    let fifo = gate.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: c is a valid path; mkfifo touches no other memory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    // Read-write: it never blocks, and keeps the FIFO's lines alive for late openers.
+    let mut writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let mut sb = Sandbox::new();
+    sb.bind_ro(gate.path(), "/gate");
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "exec 3<>/gate/fifo; read x <&3; exec sleep 2"]);
+
     let base_fds = fds();
     let t = Instant::now();
-    // (running jobs, threads, descriptors) at the busiest moment seen.
-    let mut peak = (0, 0, 0);
-    let mut jobs = Vec::new();
-    for i in 0..1000 {
-        jobs.push(
-            w.submit(&Sandbox::new(), Command::new("sleep").arg("2"))
-                .unwrap_or_else(|e| panic!("job {i}: {e}")),
-        );
-        let running = w.running();
-        if running > peak.0 {
-            peak = (running, threads(), fds() - base_fds);
-        }
-    }
+    let jobs: Vec<_> = (0..1000)
+        .map(|i| {
+            w.submit(&sb, &cmd)
+                .unwrap_or_else(|e| panic!("job {i}: {e}"))
+        })
+        .collect();
     let submitted = t.elapsed();
+    assert!(jobs.iter().all(|j| j.state() == JobState::Running));
+    let (running, threads_then, fds_then) = (w.running(), threads(), fds() - base_fds);
+    std::io::Write::write_all(&mut writer, &[b'\n'; 1000]).unwrap();
     for j in &jobs {
         let o = j.wait().unwrap();
         assert_eq!(o.state, JobState::Completed, "{o:?}");
+        assert!(o.wall_time >= std::time::Duration::from_secs(2));
     }
-    let (running, threads_then, fds_then) = peak;
     eprintln!(
-        "1000 jobs: submitted in {submitted:?}, all done in {:?}; at the peak {running} ran at once \
+        "1000 jobs: submitted in {submitted:?}, all done in {:?}; {running} ran at once \
          with {threads_then} threads and {fds_then} descriptors beyond the baseline",
         t.elapsed()
     );
-    // Spawning slows as cells pile up (pivot_root walks every thread of the
-    // system), so not all thousand overlap on two cores; most do.
-    assert!(running >= 400, "too little overlap: {running}");
+    assert_eq!(running, 1000);
     // The harness's main thread, this test's thread, the reactor, the preparation thread.
     assert!(threads_then <= 4, "{threads_then} threads");
     let per_job = fds_then as f64 / running as f64;

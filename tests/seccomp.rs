@@ -47,7 +47,7 @@ fn disabled_filter_leaves_the_job_unfiltered() {
 }
 
 #[test]
-fn kill_action_ends_the_job_with_sigsys() {
+fn kill_action_ends_the_job_with_a_bad_syscall_verdict() {
     let mut sandbox = Sandbox::new();
     sandbox.seccomp(Seccomp::Custom(
         SeccompPolicy::new().action(SeccompAction::KillProcess),
@@ -56,7 +56,25 @@ fn kill_action_ends_the_job_with_sigsys() {
         .spawn(Command::new("unshare").args(["-U", "true"]))
         .expect("spawn");
     let outcome = job.wait().expect("wait");
-    assert_eq!(outcome.signal(), Some(libc::SIGSYS), "{outcome:?}");
+    // init names the call (unshare) and kills the cell.
+    assert_eq!(
+        outcome.state,
+        jobcell::JobState::BadSyscall {
+            syscall: Some(libc::SYS_unshare)
+        },
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.signal(), Some(libc::SIGKILL), "{outcome:?}");
+    // A child of the job makes the call: the whole job ends with the verdict.
+    let (out, _, outcome) = sh(&sandbox, "unshare -U true; echo survived; sleep 5");
+    assert!(!out.contains("survived"), "{out}");
+    assert_eq!(
+        outcome.state,
+        jobcell::JobState::BadSyscall {
+            syscall: Some(libc::SYS_unshare)
+        },
+        "{outcome:?}"
+    );
     // Allowed programs are unaffected.
     let (_, err, outcome) = sh(&sandbox, "echo hi | cat >/dev/null");
     assert!(outcome.success(), "{outcome:?} {err}");

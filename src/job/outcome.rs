@@ -80,7 +80,7 @@ pub enum TimeLimit {
     Cpu,
 }
 
-/// Where a job is in its life. The last six are final (the verdict).
+/// Where a job is in its life. All but the first three are final (the verdict).
 ///
 /// In JSON it is an object tagged by `state`, with the lower-case names of
 /// [`JobState::name`]: `{"state": "failed", "reason": "exit code 3"}`,
@@ -110,6 +110,14 @@ pub enum JobState {
     OutOfMemory,
     /// It wrote more than its output limit.
     OutputLimitExceeded,
+    /// It made a system call its seccomp filter denies, in kill mode
+    /// ([`SeccompAction::KillProcess`](crate::SeccompAction::KillProcess)).
+    BadSyscall {
+        /// The syscall number (of the job's ABI; a 32-bit `int 0x80` call on
+        /// x86_64 carries the i386 number), or `None` when the kernel could not
+        /// tell (no seccomp user notifications, or a `SIGSYS` from elsewhere).
+        syscall: Option<i64>,
+    },
 }
 
 /// The JSON shape of a `JobState`.
@@ -120,11 +128,19 @@ enum StateRepr {
     Initializing,
     Running,
     Completed,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     Stopped,
-    TimedOut { limit: TimeLimit },
+    TimedOut {
+        limit: TimeLimit,
+    },
     OutOfMemory,
     OutputLimitExceeded,
+    BadSyscall {
+        #[serde(default)]
+        syscall: Option<i64>,
+    },
 }
 
 impl From<StateRepr> for JobState {
@@ -139,6 +155,7 @@ impl From<StateRepr> for JobState {
             StateRepr::TimedOut { limit } => JobState::TimedOut(limit),
             StateRepr::OutOfMemory => JobState::OutOfMemory,
             StateRepr::OutputLimitExceeded => JobState::OutputLimitExceeded,
+            StateRepr::BadSyscall { syscall } => JobState::BadSyscall { syscall },
         }
     }
 }
@@ -155,6 +172,7 @@ impl From<JobState> for StateRepr {
             JobState::TimedOut(limit) => StateRepr::TimedOut { limit },
             JobState::OutOfMemory => StateRepr::OutOfMemory,
             JobState::OutputLimitExceeded => StateRepr::OutputLimitExceeded,
+            JobState::BadSyscall { syscall } => StateRepr::BadSyscall { syscall },
         }
     }
 }
@@ -185,6 +203,7 @@ impl JobState {
             JobState::TimedOut(_) => "timed_out",
             JobState::OutOfMemory => "out_of_memory",
             JobState::OutputLimitExceeded => "output_limit_exceeded",
+            JobState::BadSyscall { .. } => "bad_syscall",
         }
     }
 }
@@ -195,6 +214,8 @@ impl fmt::Display for JobState {
             JobState::Failed { reason } => write!(f, "failed ({reason})"),
             JobState::TimedOut(TimeLimit::Wall) => f.write_str("timed out (wall time)"),
             JobState::TimedOut(TimeLimit::Cpu) => f.write_str("timed out (CPU time)"),
+            JobState::BadSyscall { syscall: Some(n) } => write!(f, "bad system call {n}"),
+            JobState::BadSyscall { syscall: None } => f.write_str("bad system call"),
             other => f.write_str(other.name()),
         }
     }

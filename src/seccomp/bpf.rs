@@ -64,6 +64,8 @@ pub(crate) const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 pub(crate) const RET_ALLOW: u32 = 0x7fff_0000;
 /// `SECCOMP_RET_KILL_PROCESS` (Linux 4.14+).
 pub(crate) const RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// `SECCOMP_RET_USER_NOTIF` (Linux 5.0+): the call waits for a supervisor.
+pub(crate) const RET_USER_NOTIF: u32 = 0x7fc0_0000;
 /// `SECCOMP_RET_ERRNO`; the errno goes in the low 16 bits.
 pub(crate) const RET_ERRNO: u32 = 0x0005_0000;
 

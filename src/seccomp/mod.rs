@@ -267,8 +267,24 @@ impl SeccompPolicy {
 
     /// Compiles the policy to a BPF program for the native ABI.
     pub(crate) fn compile(&self) -> Result<Vec<sock_filter>> {
+        self.compile_with(self.action.ret()?)
+    }
+
+    /// The filter to install: in kill mode, a second program that hands every
+    /// denied call to the cell's init (user notification), which records the
+    /// syscall number and kills the job; kernels without notifications get
+    /// the plain kill program.
+    pub(crate) fn filter(&self) -> Result<Filter> {
+        let prog = self.compile()?;
+        let report = match self.action {
+            SeccompAction::KillProcess => Some(self.compile_with(bpf::RET_USER_NOTIF)?),
+            SeccompAction::Errno(_) => None,
+        };
+        Ok(Filter { prog, report })
+    }
+
+    fn compile_with(&self, deny: u32) -> Result<Vec<sock_filter>> {
         let abi = native_abi()?;
-        let deny = self.action.ret()?;
         let mut rules = Vec::with_capacity(self.entries.len());
         for e in &self.entries {
             // Native syscall numbers are small; the x32 bit and above are not
@@ -321,33 +337,30 @@ impl SeccompPolicy {
     }
 }
 
+/// A compiled filter: the program, and in kill mode the reporting variant.
+#[derive(Clone, Debug)]
+pub(crate) struct Filter {
+    pub prog: Vec<sock_filter>,
+    pub report: Option<Vec<sock_filter>>,
+}
+
 impl Seccomp {
-    /// The BPF program to install in the job, or `None` for no filter.
-    pub(crate) fn compile(&self) -> Result<Option<Vec<sock_filter>>> {
+    /// The filter to install in the job, or `None` for no filter.
+    pub(crate) fn compile(&self) -> Result<Option<Filter>> {
         match self {
             Seccomp::Disabled => Ok(None),
-            Seccomp::Custom(policy) => policy.compile().map(Some),
+            Seccomp::Custom(policy) => policy.filter().map(Some),
             Seccomp::Default => {
                 // Every job of every sandbox uses this one: build it once.
-                static DEFAULT: OnceLock<Vec<sock_filter>> = OnceLock::new();
-                if let Some(prog) = DEFAULT.get() {
-                    return Ok(Some(prog.clone()));
+                static DEFAULT: OnceLock<Filter> = OnceLock::new();
+                if let Some(f) = DEFAULT.get() {
+                    return Ok(Some(f.clone()));
                 }
-                let prog = SeccompPolicy::new().compile()?;
-                Ok(Some(DEFAULT.get_or_init(|| prog).clone()))
+                let f = SeccompPolicy::new().filter()?;
+                Ok(Some(DEFAULT.get_or_init(|| f).clone()))
             }
         }
     }
-}
-
-/// True when a wait status says the process died of `SIGSYS`, which is how
-/// [`SeccompAction::KillProcess`] ends a job. The status alone cannot tell a
-/// seccomp kill from a `SIGSYS` sent with `kill(2)`, nor name the syscall:
-/// the kernel puts the number only in the dying process's own siginfo and in
-/// the audit log (`type=1326 ... syscall=N`).
-#[allow(dead_code)] // Used by the job's verdict (`BadSyscall`), wired outside this module.
-pub(crate) fn killed_by_sigsys(wait_status: i32) -> bool {
-    libc::WIFSIGNALED(wait_status) && libc::WTERMSIG(wait_status) == libc::SIGSYS
 }
 
 // ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ fn run(prog: &[sock_filter], d: &Data) -> u32 {
 }
 
 fn default_prog() -> Vec<sock_filter> {
-    Seccomp::Default.compile().unwrap().unwrap()
+    Seccomp::Default.compile().unwrap().unwrap().prog
 }
 
 /// The syscalls the default policy denies whatever their arguments, written
@@ -495,11 +495,12 @@ fn large_policies_use_long_jumps_correctly() {
 #[test]
 fn disabled_compiles_to_nothing_and_default_to_the_default_policy() {
     assert!(Seccomp::Disabled.compile().unwrap().is_none());
-    let a = Seccomp::Default.compile().unwrap().unwrap();
+    let a = Seccomp::Default.compile().unwrap().unwrap().prog;
     let b = Seccomp::Custom(SeccompPolicy::new())
         .compile()
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .prog;
     let words = |p: &[sock_filter]| {
         p.iter()
             .map(|i| (i.code, i.jt, i.jf, i.k))
@@ -540,12 +541,25 @@ fn bad_policies_are_input_errors() {
 }
 
 #[test]
-fn sigsys_wait_status() {
-    // A wait status for "killed by signal s" is s; "exited with code c" is c << 8.
-    assert!(killed_by_sigsys(libc::SIGSYS));
-    assert!(killed_by_sigsys(libc::SIGSYS | 0x80)); // core dumped
-    assert!(!killed_by_sigsys(libc::SIGKILL));
-    assert!(!killed_by_sigsys((libc::SIGSYS) << 8)); // exit code 31
+fn kill_mode_has_a_reporting_variant() {
+    let f = SeccompPolicy::new()
+        .action(SeccompAction::KillProcess)
+        .filter()
+        .unwrap();
+    let report = f.report.expect("kill mode reports the syscall");
+    assert_eq!(
+        report.len(),
+        f.prog.len(),
+        "the same program, another deny action"
+    );
+    assert!(report
+        .iter()
+        .any(|i| i.k == crate::seccomp::bpf::RET_USER_NOTIF));
+    assert!(!f
+        .prog
+        .iter()
+        .any(|i| i.k == crate::seccomp::bpf::RET_USER_NOTIF));
+    assert!(SeccompPolicy::new().filter().unwrap().report.is_none());
 }
 
 // ---------------------------------------------------------------------------

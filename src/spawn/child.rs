@@ -78,6 +78,8 @@ pub(crate) struct JobPlan {
     pub stack: Vec<u128>,
     /// The seccomp program, compiled by the host; installed just before `execve`.
     pub seccomp: Option<Vec<libc::sock_filter>>,
+    /// In kill mode, the variant that reports denied calls to init.
+    pub seccomp_report: Option<Vec<libc::sock_filter>>,
 }
 
 /// Everything the cell's init needs, prepared by the parent before the clone.
@@ -87,6 +89,9 @@ pub(crate) struct ChildPlan {
     pub keep: Vec<c_int>,
     pub sync_read: c_int,
     pub error_write: c_int,
+    /// The socket pair through which the job hands init its seccomp listener (-1: none).
+    pub report_job: c_int,
+    pub report_init: c_int,
     pub lifeline_read: c_int,
     pub become_root: bool,
     pub hostname: Vec<u8>,
@@ -202,7 +207,18 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan) -> ! {
     // SAFETY: plan.status is the shared status page mapped by the parent.
     unsafe { StatusPage::mark_forking(plan.status) };
     match spawn_job(plan) {
-        Ok(pid) => supervise(plan, pid),
+        Ok(pid) => {
+            // The job has executed (or failed): its seccomp listener, if it
+            // made one, is waiting in the socket.
+            let listener = if plan.report_init >= 0 {
+                sys::recv_fd(plan.report_init).ok().flatten().unwrap_or(-1)
+            } else {
+                -1
+            };
+            sys::close(plan.report_init);
+            sys::close(plan.report_job);
+            supervise(plan, pid, listener)
+        }
         Err(e) => fail(efd, Stage::ForkJob, e, 0),
     }
 }
@@ -349,7 +365,7 @@ pub(crate) fn loopback_up() -> sys::SysResult {
 
 /// Init's life after the fork: reap everything, report the job's end, exit.
 /// Exiting as PID 1 makes the kernel kill whatever is left in the cell.
-fn supervise(plan: &ChildPlan, job: c_int) -> ! {
+fn supervise(plan: &ChildPlan, job: c_int, mut listener: c_int) -> ! {
     sys::close(plan.error_write);
     for fd in plan.job.stdio {
         if fd > 2 {
@@ -390,11 +406,30 @@ fn supervise(plan: &ChildPlan, job: c_int) -> ! {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            // poll ignores a negative descriptor.
+            libc::pollfd {
+                fd: listener,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         let _ = sys::poll(&mut fds, -1);
         if fds[1].revents != 0 {
             // The host process is gone: take the whole cell with us.
             sys::exit(1);
+        }
+        if fds[2].revents & libc::POLLIN != 0 {
+            // A call the filter denies in kill mode: name it, end the job.
+            let mut notif = sys::SeccompNotif::default();
+            if sys::seccomp_notif_recv(listener, &mut notif).is_ok() {
+                // SAFETY: the shared status page, mapped by the parent.
+                unsafe { StatusPage::record_bad_syscall(plan.status, notif.nr, notif.arch) };
+                let _ = sys::kill(-1, libc::SIGKILL);
+            }
+        } else if fds[2].revents != 0 {
+            // Every filtered process is gone.
+            sys::close(listener);
+            listener = -1;
         }
         // Drain the signalfd: records of 128 bytes, the signal number first.
         let mut buf = [0u8; 1024];
@@ -489,7 +524,24 @@ unsafe fn job_main(plan: &ChildPlan) -> ! {
     // needs); only execve and, on failure, the error report follow. No flags:
     // the job is single-threaded here (no TSYNC), and the kernel's own default
     // for speculation mitigations is kept (no SPEC_ALLOW).
-    if let Some(prog) = &job.seccomp {
+    let mut installed = false;
+    if let Some(report) = &job.seccomp_report {
+        // Kill mode: denied calls go to init, which names the syscall in the
+        // job's verdict. Kernels without user notifications (before 5.0)
+        // refuse the flag; the plain kill filter follows then.
+        match sys::seccomp_filter(sys::SECCOMP_FILTER_FLAG_NEW_LISTENER, report) {
+            Ok(listener) => {
+                if let Err(e) = sys::send_fd(plan.report_job, listener) {
+                    fail(efd, Stage::Seccomp, e, 1);
+                }
+                sys::close(listener);
+                installed = true;
+            }
+            Err(Errno(libc::EINVAL)) | Err(Errno(libc::EBUSY)) => {}
+            Err(e) => fail(efd, Stage::Seccomp, e, 1),
+        }
+    }
+    if let (false, Some(prog)) = (installed, &job.seccomp) {
         if let Err(e) = sys::seccomp_filter(0, prog) {
             fail(efd, Stage::Seccomp, e, 0);
         }

@@ -98,6 +98,27 @@ pub(crate) fn spawn(
     let (stdout_src, stdout_parent) = output(command.stdout, 1, devnull)?;
     let (stderr_src, stderr_parent) = output(command.stderr, 2, devnull)?;
     let (sync_read, sync_write) = pipe("sync")?;
+    // Kill-mode seccomp: the job hands its listener to init through this pair.
+    let report = match bp.seccomp_report {
+        Some(_) => Some(
+            rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::DGRAM,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .map_err(|e| Error::Spawn {
+                op: "create the seccomp report socket pair",
+                path: None,
+                errno: e.into(),
+                hint: None,
+            })?,
+        ),
+        None => None,
+    };
+    let (report_job, report_init) = report
+        .as_ref()
+        .map_or((-1, -1), |(a, b)| (a.as_raw_fd(), b.as_raw_fd()));
     let (error_read, error_write) = pipe("error")?;
     let lifeline = lifeline()?;
     let status = StatusMap::new().map_err(|errno| Error::Spawn {
@@ -110,6 +131,7 @@ pub(crate) fn spawn(
     let stdio = [stdin_src.raw(), stdout_src.raw(), stderr_src.raw()];
     let mut keep: Vec<c_int> = stdio.to_vec();
     keep.extend([sync_read.as_raw_fd(), error_write.as_raw_fd(), lifeline]);
+    keep.extend([report_job, report_init].into_iter().filter(|&fd| fd >= 0));
     keep.extend(bp.trees.iter().map(AsRawFd::as_raw_fd));
     keep.sort_unstable();
     keep.dedup();
@@ -128,6 +150,8 @@ pub(crate) fn spawn(
         keep,
         sync_read: sync_read.as_raw_fd(),
         error_write: error_write.as_raw_fd(),
+        report_job,
+        report_init,
         lifeline_read: lifeline,
         become_root: bp.ids.become_root,
         hostname: bp.hostname.clone(),
@@ -150,6 +174,7 @@ pub(crate) fn spawn(
             max_fd: max_fd(),
             stack: vec![0u128; JOB_STACK_BYTES / 16],
             seccomp: bp.seccomp,
+            seccomp_report: bp.seccomp_report,
         },
         status: status.as_ptr(),
     };
@@ -183,6 +208,7 @@ pub(crate) fn spawn(
     drop(stdout_src);
     drop(stderr_src);
     drop(sync_read);
+    drop(report);
     drop(error_write);
     drop(bp.trees);
 

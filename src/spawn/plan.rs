@@ -40,8 +40,9 @@ pub(crate) struct Blueprint {
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub cwd: CString,
-    /// The job's seccomp program, if it gets one.
+    /// The job's seccomp program, if it gets one, and its reporting variant (kill mode).
     pub seccomp: Option<Vec<libc::sock_filter>>,
+    pub seccomp_report: Option<Vec<libc::sock_filter>>,
     /// The job's rlimits.
     pub rlimits: Vec<(libc::c_int, libc::rlimit64)>,
     /// The cell must create its network namespace itself (a fresh sysfs
@@ -121,9 +122,12 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
         .collect::<Result<Vec<_>>>()?;
 
     #[cfg(feature = "seccomp")]
-    let seccomp = sandbox.seccomp.compile()?;
+    let (seccomp, seccomp_report) = match sandbox.seccomp.compile()? {
+        Some(f) => (Some(f.prog), f.report),
+        None => (None, None),
+    };
     #[cfg(not(feature = "seccomp"))]
-    let seccomp = None;
+    let (seccomp, seccomp_report) = (None, None);
     if dry {
         return Ok(None);
     }
@@ -160,6 +164,7 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
         envp,
         cwd: cstring(cwd.as_bytes(), || "the working directory".into())?,
         seccomp,
+        seccomp_report,
         rlimits,
         own_netns: sandbox.sysfs,
     }))

@@ -18,6 +18,10 @@ pub(crate) struct StatusPage {
     exited: u32,
     wait_status: i32,
     rusage: libc::rusage,
+    /// Set by init when the job made a call its seccomp filter denies in kill mode.
+    bad_syscall: u32,
+    bad_nr: i32,
+    bad_arch: u32,
 }
 
 /// What init reported.
@@ -26,6 +30,8 @@ pub(crate) struct Report {
     pub forked: bool,
     /// The job's wait status and own rusage, if init saw it exit.
     pub exit: Option<(i32, libc::rusage)>,
+    /// The denied syscall (number, audit arch) that ended the job, if any.
+    pub bad_syscall: Option<(i32, u32)>,
 }
 
 /// Owner of one mapped status page (unmapped on drop).
@@ -81,7 +87,18 @@ impl StatusMap {
                     ptr::read_volatile(ptr::addr_of!((*p).rusage)),
                 )
             });
-            Report { forked, exit }
+            let bad = ptr::read_volatile(ptr::addr_of!((*p).bad_syscall)) != 0;
+            let bad_syscall = bad.then(|| {
+                (
+                    ptr::read_volatile(ptr::addr_of!((*p).bad_nr)),
+                    ptr::read_volatile(ptr::addr_of!((*p).bad_arch)),
+                )
+            });
+            Report {
+                forked,
+                exit,
+                bad_syscall,
+            }
         }
     }
 }
@@ -101,6 +118,22 @@ impl StatusPage {
     pub(crate) unsafe fn mark_forking(p: *mut StatusPage) {
         // SAFETY: guaranteed by the caller.
         unsafe { ptr::write_volatile(ptr::addr_of_mut!((*p).forking), 1) };
+    }
+
+    /// Called by init when the job made a denied call in kill mode (the first one counts).
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page.
+    pub(crate) unsafe fn record_bad_syscall(p: *mut StatusPage, nr: i32, arch: u32) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            if ptr::read_volatile(ptr::addr_of!((*p).bad_syscall)) != 0 {
+                return;
+            }
+            ptr::write_volatile(ptr::addr_of_mut!((*p).bad_nr), nr);
+            ptr::write_volatile(ptr::addr_of_mut!((*p).bad_arch), arch);
+            ptr::write_volatile(ptr::addr_of_mut!((*p).bad_syscall), 1);
+        }
     }
 
     /// Called by init when the job has exited.

@@ -499,6 +499,10 @@ fn finish(e: Entry) {
         Some(KillReason::Stopped) => JobState::Stopped,
         Some(KillReason::TimedOut(k)) => JobState::TimedOut(k),
         Some(KillReason::OutputLimit) => JobState::OutputLimitExceeded,
+        None if report.bad_syscall.is_some() => JobState::BadSyscall {
+            syscall: report.bad_syscall.map(|(nr, _)| i64::from(nr)),
+        },
+        None if exit == Exit::Signal(libc::SIGSYS) => JobState::BadSyscall { syscall: None },
         None if oom_killed => JobState::OutOfMemory,
         None => match exit {
             Exit::Code(0) => JobState::Completed,
