@@ -31,6 +31,8 @@
 mod cgroup;
 mod error;
 mod job;
+#[cfg(feature = "landlock")]
+mod landlock;
 mod sandbox;
 #[cfg(feature = "seccomp")]
 mod seccomp;
@@ -56,6 +58,8 @@ pub use job::{
     Chunk, Exit, JobHandle, JobId, JobState, LogReader, Outcome, ReadTimeout, ResourceUsage,
     Stream, TimeLimit, Usage, DEFAULT_MEMORY_BUDGET,
 };
+#[cfg(feature = "landlock")]
+pub use landlock::{FsAccess, Landlock};
 pub use sandbox::{
     Command, IdMap, Limits, Network, Output, Rlimit, Sandbox, Stdin, DEFAULT_TMP_SIZE, MIN_MEMORY,
     UNLIMITED,

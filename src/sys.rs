@@ -414,6 +414,62 @@ pub(crate) fn seccomp_filter(flags: u32, prog: &[libc::sock_filter]) -> SysResul
     .map(|r| r as c_int)
 }
 
+/// `landlock_create_ruleset` handling `handled` file-system rights.
+pub(crate) fn landlock_create_ruleset(handled: u64) -> SysResult<c_int> {
+    // The first field of struct landlock_ruleset_attr; a size of 8 is accepted by every version.
+    let attr: u64 = handled;
+    // SAFETY: attr is a valid 8-byte ruleset attribute for the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const u64,
+            8usize,
+            0u32,
+        )
+    })
+    .map(|fd| fd as c_int)
+}
+
+/// `landlock_add_rule(LANDLOCK_RULE_PATH_BENEATH)`.
+pub(crate) fn landlock_add_path_rule(ruleset: c_int, allowed: u64, parent: c_int) -> SysResult {
+    #[repr(C, packed)]
+    struct PathBeneath {
+        allowed_access: u64,
+        parent_fd: i32,
+    }
+    let attr = PathBeneath {
+        allowed_access: allowed,
+        parent_fd: parent,
+    };
+    const PATH_BENEATH: c_int = 1;
+    // SAFETY: attr is a valid (packed, as the uapi declares) path_beneath attribute.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            PATH_BENEATH,
+            &attr as *const PathBeneath,
+            0u32,
+        )
+    })
+    .map(drop)
+}
+
+/// `landlock_restrict_self`.
+pub(crate) fn landlock_restrict_self(ruleset: c_int) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) }).map(drop)
+}
+
+/// Whether `fd` refers to a directory (`fstat`).
+pub(crate) fn is_dir(fd: c_int) -> SysResult<bool> {
+    // SAFETY: stat is plain data; zeroed is valid, and the kernel fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid, writable stat buffer.
+    check(unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) })?;
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`: return a user-notification descriptor.
 pub(crate) const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = 1 << 3;
 

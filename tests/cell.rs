@@ -446,3 +446,39 @@ fn no_capabilities_even_as_root_inside() {
         assert!(c.ends_with("0000000000000000"), "{c}");
     }
 }
+
+#[cfg(feature = "landlock")]
+#[test]
+fn landlock_limits_the_job_beyond_the_mount_namespace() {
+    let _g = shared();
+    let mut sb = cell();
+    sb.landlock(
+        jobcell::Landlock::new()
+            .read_only("/usr")
+            .read_only("/etc/ld.so.cache")
+            .read_write("/tmp")
+            .read_write("/dev/null"),
+    );
+    // /etc/passwd exists in the cell but is not granted; /tmp is.
+    let r = sh(
+        &sb,
+        "cat /etc/passwd; echo ok > /tmp/f && cat /tmp/f; ls / >/dev/null",
+    );
+    assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
+    assert!(!r.stdout.contains("root:"), "{}", r.stdout);
+    assert!(r.stdout.contains("ok"), "{}", r.stdout);
+    // A rule for a path that does not exist in the cell names it.
+    let mut bad = cell();
+    bad.landlock(jobcell::Landlock::new().read_only("/no/such/dir"));
+    match bad.spawn(&Command::new("true")) {
+        Err(jobcell::Error::Setup {
+            stage: jobcell::Stage::Landlock,
+            detail,
+            errno,
+        }) => {
+            assert!(detail.contains("/no/such/dir"), "{detail}");
+            assert_eq!(errno.0, libc::ENOENT);
+        }
+        other => panic!("expected a landlock setup error, got {other:?}"),
+    }
+}

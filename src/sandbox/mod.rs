@@ -133,6 +133,8 @@ pub struct Sandbox {
     pub(crate) cgroup_base: Option<PathBuf>,
     pub(crate) rlimits: Vec<(Rlimit, u64, u64)>,
     pub(crate) sysfs: bool,
+    #[cfg(feature = "landlock")]
+    pub(crate) landlock: Option<crate::landlock::Landlock>,
 }
 
 impl Default for Sandbox {
@@ -166,6 +168,8 @@ impl Sandbox {
             cgroup_base: None,
             rlimits: Vec::new(),
             sysfs: false,
+            #[cfg(feature = "landlock")]
+            landlock: None,
         }
     }
 
@@ -443,6 +447,21 @@ impl Sandbox {
     /// ```
     pub fn sysfs(&mut self, enabled: bool) -> &mut Sandbox {
         self.sysfs = enabled;
+        self
+    }
+
+    /// Applies a Landlock ruleset to the job, on top of the mount namespace:
+    /// beyond what the cell shows, the job may only use the trees the ruleset
+    /// grants (needs Landlock in the kernel, 5.13+; an error at spawn otherwise).
+    ///
+    /// ```
+    /// use jobcell::{Landlock, Sandbox};
+    /// let mut sandbox = Sandbox::new();
+    /// sandbox.landlock(Landlock::new().read_only("/").read_write("/tmp").read_write("/dev"));
+    /// ```
+    #[cfg(feature = "landlock")]
+    pub fn landlock(&mut self, ruleset: crate::landlock::Landlock) -> &mut Sandbox {
+        self.landlock = Some(ruleset);
         self
     }
 

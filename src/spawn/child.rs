@@ -80,6 +80,8 @@ pub(crate) struct JobPlan {
     pub seccomp: Option<Vec<libc::sock_filter>>,
     /// In kill mode, the variant that reports denied calls to init.
     pub seccomp_report: Option<Vec<libc::sock_filter>>,
+    /// A Landlock ruleset, applied after chdir.
+    pub landlock: Option<crate::spawn::plan::LandlockPlan>,
 }
 
 /// Everything the cell's init needs, prepared by the parent before the clone.
@@ -508,6 +510,12 @@ unsafe fn job_main(plan: &ChildPlan) -> ! {
     if let Err(e) = sys::chdir(&job.cwd) {
         fail(efd, Stage::Chdir, e, 0);
     }
+    #[cfg(feature = "landlock")]
+    if let Some(ruleset) = &job.landlock {
+        if let Err((step, e)) = apply_landlock(ruleset) {
+            fail(efd, Stage::Landlock, e, step);
+        }
+    }
     // Ignored signals stay ignored across execve (Rust hosts ignore SIGPIPE): reset them all.
     let mut sig = 1;
     while sig <= 64 {
@@ -550,6 +558,30 @@ unsafe fn job_main(plan: &ChildPlan) -> ! {
     // CStrings owned by the plan, which lives in this copy of the address space.
     let e = unsafe { sys::execve(&job.program, job.argv_ptrs.as_ptr(), job.envp_ptrs.as_ptr()) };
     fail(efd, Stage::Exec, e, 0)
+}
+
+/// Restricts the job with its Landlock ruleset; on failure, the index of the
+/// rule that failed (or the rule count, for the ruleset itself).
+#[cfg(feature = "landlock")]
+fn apply_landlock(ruleset: &crate::landlock::Prepared) -> Result<(), (u32, Errno)> {
+    let n = ruleset.rules.len() as u32;
+    let fd = sys::landlock_create_ruleset(ruleset.handled).map_err(|e| (n, e))?;
+    for (i, (path, rights)) in ruleset.rules.iter().enumerate() {
+        let step = i as u32;
+        let target = sys::open(path, libc::O_PATH | libc::O_CLOEXEC, 0).map_err(|e| (step, e))?;
+        let is_dir = sys::is_dir(target).unwrap_or(true);
+        let rights = if is_dir {
+            *rights
+        } else {
+            *rights & crate::landlock::FILE_RIGHTS
+        };
+        let r = sys::landlock_add_path_rule(fd, rights & ruleset.handled, target);
+        sys::close(target);
+        r.map_err(|e| (step, e))?;
+    }
+    let r = sys::landlock_restrict_self(fd);
+    sys::close(fd);
+    r.map_err(|e| (n, e))
 }
 
 /// Puts `src` on descriptors 0, 1, 2, without close-on-exec.

@@ -175,6 +175,7 @@ pub(crate) fn spawn(
             stack: vec![0u128; JOB_STACK_BYTES / 16],
             seccomp: bp.seccomp,
             seccomp_report: bp.seccomp_report,
+            landlock: bp.landlock,
         },
         status: status.as_ptr(),
     };
@@ -249,6 +250,7 @@ pub(crate) fn spawn(
             Stage::SetUser => format!("uid {}", bp.ids.uid),
             Stage::SetGroups => format!("gid {}", bp.ids.gid),
             Stage::PivotRoot => bp.staging.to_string_lossy().into_owned(),
+            Stage::Landlock => landlock_detail(&plan, step),
             Stage::Rlimits => bp
                 .rlimits
                 .get(step as usize)
@@ -289,6 +291,19 @@ pub(crate) fn spawn(
         status,
         started,
     })
+}
+
+/// The Landlock rule (its path) a failure refers to.
+fn landlock_detail(plan: &ChildPlan, step: u32) -> String {
+    #[cfg(feature = "landlock")]
+    if let Some(l) = &plan.job.landlock {
+        if let Some((path, _)) = l.rules.get(step as usize) {
+            return format!("rule for {}", path.to_string_lossy());
+        }
+        return "the ruleset".into();
+    }
+    let _ = (plan, step);
+    String::new()
 }
 
 impl ChildPlan {

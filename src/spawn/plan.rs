@@ -45,10 +45,19 @@ pub(crate) struct Blueprint {
     pub seccomp_report: Option<Vec<libc::sock_filter>>,
     /// The job's rlimits.
     pub rlimits: Vec<(libc::c_int, libc::rlimit64)>,
+    /// The Landlock ruleset to apply in the job.
+    pub landlock: Option<LandlockPlan>,
     /// The cell must create its network namespace itself (a fresh sysfs
     /// needs one owned by the cell's user namespace).
     pub own_netns: bool,
 }
+
+#[cfg(feature = "landlock")]
+pub(crate) type LandlockPlan = crate::landlock::Prepared;
+/// Without the feature there is never a ruleset.
+#[cfg(not(feature = "landlock"))]
+#[derive(Debug)]
+pub(crate) enum LandlockPlan {}
 
 /// Whether `open_tree` + `mount_setattr` work here (0 unknown, 1 yes, 2 no).
 static MOUNT_API: AtomicU8 = AtomicU8::new(0);
@@ -128,6 +137,10 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
     };
     #[cfg(not(feature = "seccomp"))]
     let (seccomp, seccomp_report) = (None, None);
+    #[cfg(feature = "landlock")]
+    let landlock = sandbox.landlock.as_ref().map(|l| l.prepare()).transpose()?;
+    #[cfg(not(feature = "landlock"))]
+    let landlock = None;
     if dry {
         return Ok(None);
     }
@@ -167,6 +180,7 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
         seccomp_report,
         rlimits,
         own_netns: sandbox.sysfs,
+        landlock,
     }))
 }
 
