@@ -415,6 +415,7 @@ pub(crate) fn seccomp_filter(flags: u32, prog: &[libc::sock_filter]) -> SysResul
 }
 
 /// `landlock_create_ruleset` handling `handled` file-system rights.
+#[cfg(feature = "landlock")]
 pub(crate) fn landlock_create_ruleset(handled: u64) -> SysResult<c_int> {
     // The first field of struct landlock_ruleset_attr; a size of 8 is accepted by every version.
     let attr: u64 = handled;
@@ -431,6 +432,7 @@ pub(crate) fn landlock_create_ruleset(handled: u64) -> SysResult<c_int> {
 }
 
 /// `landlock_add_rule(LANDLOCK_RULE_PATH_BENEATH)`.
+#[cfg(feature = "landlock")]
 pub(crate) fn landlock_add_path_rule(ruleset: c_int, allowed: u64, parent: c_int) -> SysResult {
     #[repr(C, packed)]
     struct PathBeneath {
@@ -456,12 +458,14 @@ pub(crate) fn landlock_add_path_rule(ruleset: c_int, allowed: u64, parent: c_int
 }
 
 /// `landlock_restrict_self`.
+#[cfg(feature = "landlock")]
 pub(crate) fn landlock_restrict_self(ruleset: c_int) -> SysResult {
     // SAFETY: integer arguments only.
     check(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) }).map(drop)
 }
 
 /// Whether `fd` refers to a directory (`fstat`).
+#[cfg(feature = "landlock")]
 pub(crate) fn is_dir(fd: c_int) -> SysResult<bool> {
     // SAFETY: stat is plain data; zeroed is valid, and the kernel fills it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };

@@ -81,7 +81,8 @@ pub(crate) struct JobPlan {
     /// In kill mode, the variant that reports denied calls to init.
     pub seccomp_report: Option<Vec<libc::sock_filter>>,
     /// A Landlock ruleset, applied after chdir.
-    pub landlock: Option<crate::spawn::plan::LandlockPlan>,
+    #[cfg(feature = "landlock")]
+    pub landlock: Option<crate::landlock::Prepared>,
 }
 
 /// Everything the cell's init needs, prepared by the parent before the clone.

@@ -175,6 +175,7 @@ pub(crate) fn spawn(
             stack: vec![0u128; JOB_STACK_BYTES / 16],
             seccomp: bp.seccomp,
             seccomp_report: bp.seccomp_report,
+            #[cfg(feature = "landlock")]
             landlock: bp.landlock,
         },
         status: status.as_ptr(),

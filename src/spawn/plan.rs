@@ -46,18 +46,12 @@ pub(crate) struct Blueprint {
     /// The job's rlimits.
     pub rlimits: Vec<(libc::c_int, libc::rlimit64)>,
     /// The Landlock ruleset to apply in the job.
-    pub landlock: Option<LandlockPlan>,
+    #[cfg(feature = "landlock")]
+    pub landlock: Option<crate::landlock::Prepared>,
     /// The cell must create its network namespace itself (a fresh sysfs
     /// needs one owned by the cell's user namespace).
     pub own_netns: bool,
 }
-
-#[cfg(feature = "landlock")]
-pub(crate) type LandlockPlan = crate::landlock::Prepared;
-/// Without the feature there is never a ruleset.
-#[cfg(not(feature = "landlock"))]
-#[derive(Debug)]
-pub(crate) enum LandlockPlan {}
 
 /// Whether `open_tree` + `mount_setattr` work here (0 unknown, 1 yes, 2 no).
 static MOUNT_API: AtomicU8 = AtomicU8::new(0);
@@ -139,8 +133,6 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
     let (seccomp, seccomp_report) = (None, None);
     #[cfg(feature = "landlock")]
     let landlock = sandbox.landlock.as_ref().map(|l| l.prepare()).transpose()?;
-    #[cfg(not(feature = "landlock"))]
-    let landlock = None;
     if dry {
         return Ok(None);
     }
@@ -180,6 +172,7 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
         seccomp_report,
         rlimits,
         own_netns: sandbox.sysfs,
+        #[cfg(feature = "landlock")]
         landlock,
     }))
 }
