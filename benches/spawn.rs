@@ -1,11 +1,12 @@
-//! Spawn latency: `/bin/true` in a full cell versus `std::process::Command`.
+//! Spawn latency: `/bin/true` in a full cell (with and without cgroups)
+//! versus `std::process::Command`.
 //!
-//! Run with `cargo bench --bench spawn`. Prints the median (and p90) of each
-//! and the ratio. Root is needed for the cell (a range id mapping).
+//! Run with `cargo bench --bench spawn` (as root). Prints the median and p90
+//! of each, and each cell's ratio to `std::process::Command`.
 
 use std::time::{Duration, Instant};
 
-use jobcell::{Command, Output, Sandbox};
+use jobcell::{Command, Limits, Output, Sandbox};
 
 const WARMUP: usize = 50;
 const RUNS: usize = 500;
@@ -25,7 +26,7 @@ fn measure(name: &str, mut f: impl FnMut()) -> Duration {
     let median = samples[RUNS / 2];
     let p90 = samples[RUNS * 9 / 10];
     println!(
-        "{name:<40} median {:>8.1} µs   p90 {:>8.1} µs",
+        "{name:<48} median {:>8.1} µs   p90 {:>8.1} µs",
         us(median),
         us(p90)
     );
@@ -42,15 +43,31 @@ fn main() {
         assert!(st.success());
     });
 
-    let sandbox = Sandbox::new();
     let mut cmd = Command::new("/bin/true");
     cmd.stdout(Output::Discard).stderr(Output::Discard);
-    let cell_median = measure("jobcell cell /bin/true", || {
-        let job = sandbox.spawn(&cmd).unwrap();
-        assert!(job.wait().unwrap().success());
+    let mut cells: Vec<(&str, Sandbox)> = Vec::new();
+    let mut bare = Sandbox::new();
+    bare.accounting(false);
+    cells.push(("cell, no cgroup", bare));
+    cells.push(("cell, usage accounting (default)", Sandbox::new()));
+    let mut limited = Sandbox::new();
+    limited.limits(Limits {
+        memory: Some(256 << 20),
+        pids: Some(64),
+        cpu_percent: Some(100),
+        ..Default::default()
     });
-    println!(
-        "ratio cell / std: {:.2}x",
-        cell_median.as_secs_f64() / std_median.as_secs_f64()
-    );
+    cells.push(("cell, memory + pids + cpu limits", limited));
+
+    let mut ratios = Vec::new();
+    for (name, sb) in &cells {
+        let m = measure(&format!("jobcell {name}"), || {
+            let job = sb.spawn(&cmd).unwrap();
+            assert!(job.wait().unwrap().success());
+        });
+        ratios.push((name, m.as_secs_f64() / std_median.as_secs_f64()));
+    }
+    for (name, r) in ratios {
+        println!("ratio {name:<40} {r:.2}x std::process::Command");
+    }
 }

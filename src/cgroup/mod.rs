@@ -188,21 +188,47 @@ impl JobCgroup {
         }
     }
 
-    /// Removes the cgroup directories, and the parents left empty (best effort,
-    /// idempotent; what stays is swept later).
+    /// Removes the job's cgroup directories (best effort, idempotent; what
+    /// stays is swept later). The parents this process created (its own
+    /// directory, the `jobcell` base) stay for the next job and go when the
+    /// process exits: creating and removing them around every job cost more
+    /// than the job's own cgroup.
     pub(crate) fn remove(&self) {
         let gone = match &self.kind {
             Kind::V2(j) => j.remove(),
             Kind::V1(j) => j.remove(),
         };
         if gone {
-            // EBUSY or ENOTEMPTY: another job still uses it. A creator racing
-            // with this retries when its parent vanishes.
-            for p in &self.parents {
-                let _ = common::rmdir(p);
-            }
+            remove_at_exit(&self.parents);
         }
     }
+}
+
+/// Parents to remove when the process exits, innermost first.
+static AT_EXIT: parking_lot::Mutex<Vec<std::path::PathBuf>> = parking_lot::Mutex::new(Vec::new());
+
+fn remove_at_exit(parents: &[std::path::PathBuf]) {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        extern "C" fn cleanup() {
+            // Runs at exit(): a job still running keeps its parents (swept later).
+            if let Some(list) = AT_EXIT.try_lock() {
+                for p in list.iter() {
+                    let _ = common::rmdir(p);
+                }
+            }
+        }
+        // SAFETY: registers a function with no preconditions; atexit copies the pointer.
+        unsafe { libc::atexit(cleanup) };
+    });
+    let mut list = AT_EXIT.lock();
+    for p in parents {
+        if !list.contains(p) {
+            list.push(p.clone());
+        }
+    }
+    // Deeper directories first, so a base is tried after what it holds.
+    list.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
 }
 
 impl CgroupJoin for JobCgroup {

@@ -133,6 +133,7 @@ pub struct Sandbox {
     pub(crate) cgroup_base: Option<PathBuf>,
     pub(crate) rlimits: Vec<(Rlimit, u64, u64)>,
     pub(crate) sysfs: bool,
+    pub(crate) accounting: bool,
     #[cfg(feature = "landlock")]
     pub(crate) landlock: Option<crate::landlock::Landlock>,
 }
@@ -168,6 +169,7 @@ impl Sandbox {
             cgroup_base: None,
             rlimits: Vec::new(),
             sysfs: false,
+            accounting: true,
             #[cfg(feature = "landlock")]
             landlock: None,
         }
@@ -462,6 +464,21 @@ impl Sandbox {
     #[cfg(feature = "landlock")]
     pub fn landlock(&mut self, ruleset: crate::landlock::Landlock) -> &mut Sandbox {
         self.landlock = Some(ruleset);
+        self
+    }
+
+    /// Whether a job without cgroup limits still gets a cgroup, for its
+    /// usage figures (CPU, memory, IO, pids; on by default). Off, such a job
+    /// has no cgroup and starts faster (on cgroup v1 one directory per
+    /// controller hierarchy is saved), and `usage()` is `None`; its rusage
+    /// is still reported. Jobs with cgroup limits always get one.
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.accounting(false);
+    /// ```
+    pub fn accounting(&mut self, enabled: bool) -> &mut Sandbox {
+        self.accounting = enabled;
         self
     }
 

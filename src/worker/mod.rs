@@ -71,7 +71,11 @@ impl Runtime {
         let limits = &sandbox.limits;
         // Validated here already: a malformed limit must not leave a cgroup behind.
         limits.validate()?;
-        let cg = cgroup::create_job(sandbox.cgroup_base.as_deref(), &job.id, limits)?.map(Arc::new);
+        let cg = if sandbox.accounting || limits.needs_cgroup() {
+            cgroup::create_job(sandbox.cgroup_base.as_deref(), &job.id, limits)?.map(Arc::new)
+        } else {
+            None
+        };
         let spawned = match spawn::spawn(
             sandbox,
             command,
