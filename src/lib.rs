@@ -53,6 +53,39 @@ pub mod __private {
     pub fn cached_descriptors() -> Vec<std::os::fd::RawFd> {
         crate::spawn::cached_descriptors()
     }
+
+    /// A job log without a job, for the log fan-out benchmark.
+    pub struct BenchLog(std::sync::Arc<crate::job::log::Log>);
+
+    impl BenchLog {
+        /// An in-memory log with the default budget.
+        pub fn new() -> BenchLog {
+            BenchLog(std::sync::Arc::new(crate::job::log::Log::new(
+                crate::job::DEFAULT_MEMORY_BUDGET,
+            )))
+        }
+
+        /// Appends one chunk, as the reactor does.
+        pub fn append(&self, data: &[u8]) {
+            let _ = self.0.append(crate::Stream::Stdout, data);
+        }
+
+        /// Ends the log.
+        pub fn close(&self) {
+            self.0.close();
+        }
+
+        /// A new reader from the start.
+        pub fn reader(&self) -> crate::LogReader {
+            crate::LogReader::new(self.0.clone())
+        }
+    }
+
+    impl Default for BenchLog {
+        fn default() -> Self {
+            BenchLog::new()
+        }
+    }
 }
 pub use job::{
     Chunk, Exit, JobHandle, JobId, JobState, LogReader, Outcome, ReadTimeout, ResourceUsage,
