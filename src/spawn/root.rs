@@ -50,10 +50,10 @@ const ETC_NETWORK_ENTRIES: &[&str] = &[
 ];
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 const DEV_SHM_SIZE: u64 = 64 << 20;
-/// /proc files that say too much about the host (timers, keys, kernel
-/// memory and symbols): each is covered by the cell's /dev/null.
+/// World-readable /proc files that say too much about the host (timers,
+/// keys, kernel symbols): each is covered by the cell's /dev/null. Files only
+/// host root may read (kcore, kpage*) need no mask: the cell has no host ids.
 const PROC_MASKED: &[&str] = &[
-    "kcore",
     "keys",
     "key-users",
     "timer_list",
@@ -64,8 +64,9 @@ const PROC_MASKED: &[&str] = &[
 ];
 /// /proc directories hidden behind an empty read-only tmpfs.
 const PROC_MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi"];
-/// /proc entries that stay visible but read-only.
-const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+/// /proc entries made read-only. Others that only host root may write (irq,
+/// bus, fs) are left: every mount costs each cell, and ownership protects them.
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger"];
 /// /sys entries hidden behind an empty read-only tmpfs.
 const SYS_MASKED_DIRS: &[&str] = &["firmware", "devices/virtual/powercap"];
 /// Host files larger than this are bound, not copied into a skeleton.
