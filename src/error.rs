@@ -408,6 +408,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file could not be read safely beneath a directory (see [`crate::fs`]):
+    /// the path is malformed, leads out of the directory or through a symlink,
+    /// is not a regular file, is too large, or the kernel lacks `openat2`.
+    #[error("reading {path:?} beneath {dir}: {reason}{}", errno_suffix(.errno))]
+    ReadBeneath {
+        /// The directory the path is relative to.
+        dir: PathBuf,
+        /// The path, as given.
+        path: PathBuf,
+        /// Why it was refused or failed.
+        reason: String,
+        /// The errno, when a system call failed.
+        errno: Option<Errno>,
+    },
+
     /// A file of the job store or another host file could not be used.
     #[error("{op} {path}: {source}")]
     Io {
@@ -439,6 +454,10 @@ fn detail_suffix(d: &str) -> String {
     }
 }
 
+fn errno_suffix(e: &Option<Errno>) -> String {
+    e.map(|e| format!(": {e}")).unwrap_or_default()
+}
+
 fn value_suffix(v: &Option<String>) -> String {
     v.as_ref().map(|v| format!(" = {v:?}")).unwrap_or_default()
 }
@@ -458,6 +477,7 @@ impl Error {
             | Error::Setup { errno, .. }
             | Error::Cgroup { errno, .. } => Some(*errno),
             Error::Io { source, .. } => source.raw_os_error().map(Errno),
+            Error::ReadBeneath { errno, .. } => *errno,
             _ => None,
         }
     }

@@ -30,6 +30,7 @@
 
 mod cgroup;
 mod error;
+pub mod fs;
 mod job;
 #[cfg(feature = "landlock")]
 mod landlock;
