@@ -27,7 +27,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{collect, exclusive, shared, subid_start, Ran};
-use jobcell::{Command, Error, JobState, Limits, Network, Sandbox, Seccomp, Stdin, TimeLimit};
+use jobcell::{
+    Command, Error, JobState, Limits, Network, Sandbox, Seccomp, SeccompAction, SeccompPolicy,
+    Stdin, TimeLimit,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -859,6 +862,37 @@ fn kernel_interfaces_are_denied() {
     );
 }
 
+/// In kill mode the filter hands a denied call to the cell's init (a seccomp
+/// user notification), which names it in the verdict and kills the cell.
+/// Whoever holds that listener could answer "continue" and let any denied
+/// call through: the job must not have it, nor be able to take it from init
+/// (`pidfd_getfd`, `/proc/1/fd`; ptrace access to init is denied). The denied
+/// call never completes: the job ends with `BadSyscall` naming it.
+#[test]
+fn kill_mode_listener_stays_out_of_the_jobs_reach() {
+    let _g = shared();
+    let mut sb = attacker();
+    sb.user(0, 0).seccomp(Seccomp::Custom(
+        SeccompPolicy::new().action(SeccompAction::KillProcess),
+    ));
+    let r = sh(&sb, "/esc stealfd; /esc fds; exec /esc syscalls");
+    let a = Attempts(&r);
+    assert_eq!(a.get("pidfd_open_init"), "ok", "{}", r.stdout);
+    a.denied("pidfd_getfd", "EPERM");
+    a.denied("proc_init_fd", "EACCES");
+    assert!(r.stdout.contains("fds 0\n"), "{}", r.stdout);
+    // init_module is the first attempt; nothing after it ran.
+    assert!(!r.stdout.contains("init_module"), "{}", r.stdout);
+    assert_eq!(
+        r.outcome.state,
+        JobState::BadSyscall {
+            syscall: Some(libc::SYS_init_module)
+        },
+        "{:?}",
+        r.outcome
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 8. /proc
 
@@ -901,18 +935,26 @@ fn proc_sys_and_sysrq_cannot_be_written() {
     );
 }
 
-/// The layer the issue asks for on top of the permission checks: `/proc/sys`
-/// mounted read-only (EROFS, whoever asks), and the kernel-information files
-/// masked (`/proc/kcore`, `/proc/keys`, `/proc/timer_list`, `/proc/sysrq-trigger`,
-/// `/proc/kallsyms`, ...: empty or absent).
+/// The layer on top of the permission checks: `/proc/sys` mounted read-only
+/// (EROFS for whoever would pass the ownership check, such as the cell's
+/// root for the sysctls of a network namespace it owns), and the
+/// world-readable files that describe the host's kernel masked with
+/// `/dev/null` (`/proc/keys`, `/proc/timer_list`, `/proc/kallsyms`, ...);
+/// `/proc/kcore` and `/proc/sysrq-trigger` are empty or absent. Nor can a
+/// job unmount a mask: no mount call gets through (see above).
 #[test]
-#[ignore = "needs: /proc/sys mounted read-only and /proc/{kcore,keys,timer_list,sysrq-trigger,kallsyms,...} masked in the cell (src/spawn/root.rs)"]
 fn proc_sys_is_read_only_and_kernel_files_are_masked() {
     let _g = shared();
+    // The cell's root owns the sysctls of the cell's IPC namespace: only the
+    // read-only mount refuses this write.
+    let mut root = Sandbox::new();
+    root.user(0, 0);
+    let r = sh(&root, "echo 1 > /proc/sys/kernel/shm_rmid_forced");
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
     let r = sh(
         &Sandbox::new(),
         "grep ' /proc/sys ' /proc/self/mountinfo; \
-         for f in kcore keys timer_list sysrq-trigger kallsyms sched_debug; do \
+         for f in kcore keys key-users timer_list sysrq-trigger kallsyms sched_debug; do \
            printf '%s %s\\n' $f $(cat /proc/$f 2>/dev/null | wc -c); done",
     );
     let ro = r
@@ -929,6 +971,7 @@ fn proc_sys_is_read_only_and_kernel_files_are_masked() {
     for f in [
         "kcore",
         "keys",
+        "key-users",
         "timer_list",
         "sysrq-trigger",
         "kallsyms",

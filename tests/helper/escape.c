@@ -26,6 +26,7 @@
  *   esc connect IP PORT       TCP connect
  *   esc unix NAME             connect to the abstract unix socket @NAME
  *   esc fds                   every descriptor beyond 0-2, and what it leads to
+ *   esc stealfd               take a descriptor of the cell's init (pidfd_getfd, /proc/1/fd)
  *   esc whoami FILE           real and effective ids, then open FILE for writing
  *   esc proc                  /proc files a job must not write or read
  *   esc cgroup                mount cgroupfs, write cgroup files
@@ -368,6 +369,30 @@ static int fds(void) {
     return 0;
 }
 
+static int stealfd(void) {
+    int pfd = (int)syscall(SYS_pidfd_open, 1, 0);
+    report("pidfd_open_init", pfd);
+    int saved = ENOENT, fd;
+    for (fd = 0; pfd >= 0 && fd < 256; fd++) {
+        long r = syscall(SYS_pidfd_getfd, pfd, fd, 0);
+        if (r >= 0) break;
+        if (errno != EBADF) saved = errno;
+    }
+    if (pfd >= 0 && fd < 256) printf("pidfd_getfd ok: init's fd %d\n", fd);
+    else { errno = saved; report("pidfd_getfd", -1); }
+    saved = ENOENT;
+    for (fd = 0; fd < 256; fd++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/1/fd/%d", fd);
+        int r = open(path, O_RDWR);
+        if (r >= 0) break;
+        if (errno != ENOENT) saved = errno;
+    }
+    if (fd < 256) printf("proc_init_fd ok: %d\n", fd);
+    else { errno = saved; report("proc_init_fd", -1); }
+    return 0;
+}
+
 static int whoami(const char *file) {
     uid_t r, e, s;
     getresuid(&r, &e, &s);
@@ -475,6 +500,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "unix") && argc == 3) return unix_connect(argv[2]);
     if (!strcmp(c, "fds")) return fds();
     if (!strcmp(c, "whoami") && argc == 3) return whoami(argv[2]);
+    if (!strcmp(c, "stealfd")) return stealfd();
     if (!strcmp(c, "proc")) return proc();
     if (!strcmp(c, "cgroup")) return cgroup();
     if (!strcmp(c, "forkbomb")) for (;;) if (fork() < 0) usleep(10000);
