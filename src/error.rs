@@ -274,6 +274,18 @@ pub enum Error {
         errno: Errno,
     },
 
+    /// A host path crosses a symlink owned by an id cells run as: a job may
+    /// have planted it in a writable bind, so the host will not follow it.
+    #[error("{what} {path}: refusing to follow {link}, a symlink owned by a cell's id (a job may have planted it)")]
+    UntrustedSymlink {
+        /// What the path was for ("bind source", "stdin file").
+        what: &'static str,
+        /// The path as given.
+        path: PathBuf,
+        /// The symlink that was refused.
+        link: PathBuf,
+    },
+
     /// The working directory does not exist inside the cell.
     #[error("working directory {path:?} does not exist inside the cell")]
     CurrentDirNotFound {

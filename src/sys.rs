@@ -650,6 +650,35 @@ pub(crate) fn open_tree_clone(path: &CStr, set: u64) -> SysResult<OwnedFd> {
     Ok(fd)
 }
 
+/// `open_tree(fd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH | AT_RECURSIVE)` then
+/// `mount_setattr(set)`: like `open_tree_clone`, on what `fd` (an `O_PATH`
+/// descriptor) already refers to, so nothing is resolved twice.
+pub(crate) fn open_tree_clone_fd(fd: &OwnedFd, set: u64) -> SysResult<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the empty path is NUL-terminated; fd is a live descriptor.
+    let tree = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | libc::AT_EMPTY_PATH as u32,
+        )
+    })? as c_int;
+    // SAFETY: open_tree returned a new descriptor that we own.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree) };
+    let attr = MountAttr {
+        attr_set: set,
+        ..Default::default()
+    };
+    mount_setattr(
+        tree.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as u32 | AT_RECURSIVE,
+        &attr,
+    )?;
+    Ok(tree)
+}
+
 /// `waitid(P_PIDFD, fd, WEXITED | __WALL)` with the child's rusage. Returns
 /// `Ok(None)` with `nohang` when the child has not exited yet.
 pub(crate) fn waitid_pidfd(

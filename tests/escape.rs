@@ -1,3 +1,4 @@
+#![cfg(feature = "seccomp")]
 //! The escape suite: real attacks from inside a cell. Each test runs one
 //! attack, asserts that it failed (from what the job itself observed) and
 //! that the host is as it was (from the host's side). Each says which layer
@@ -363,7 +364,7 @@ fn tiocsti_cannot_push_keystrokes_into_a_host_terminal() {
 /// that to the host: its input (and TIOCSTI, were it allowed) could then
 /// send SIGINT or SIGHUP to the host's process group.
 #[test]
-#[ignore = "needs: Stdin::File opened with O_NOCTTY (src/spawn/mod.rs)"]
+
 fn a_terminal_as_stdin_never_becomes_the_hosts_controlling_terminal() {
     let _g = shared();
     if std::env::var_os("JOBCELL_ESCAPE_SESSION").is_some() {
@@ -1343,7 +1344,7 @@ fn planted_links_do_not_make_the_host_read_a_secret() {
 /// one job decides the layout of another. Mount points below a user bind
 /// should be resolved without following symlinks, or refused.
 #[test]
-#[ignore = "needs: mount points below user binds resolved without following symlinks the job planted (src/spawn/root.rs, layout.rs)"]
+
 fn planted_symlinks_do_not_move_a_later_jobs_binds() {
     let _g = shared();
     let top = tempfile::tempdir().unwrap();
@@ -1382,7 +1383,7 @@ fn planted_symlinks_do_not_move_a_later_jobs_binds() {
 /// a job made it and refuse to follow it (resolving the source component by
 /// component with O_NOFOLLOW, then `open_tree` on the final descriptor).
 #[test]
-#[ignore = "needs: bind sources resolved without following symlinks owned by the cell's ids (src/spawn/root.rs, plan.rs)"]
+
 fn bind_sources_do_not_follow_symlinks_a_job_planted() {
     let _g = shared();
     let top = tempfile::tempdir().unwrap();
@@ -1412,7 +1413,7 @@ fn bind_sources_do_not_follow_symlinks_a_job_planted() {
 /// `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY` (or resolve like `jobcell::fs`) and
 /// take regular files only.
 #[test]
-#[ignore = "needs: Stdin::File opened without following symlinks, without blocking, regular files only (src/spawn/mod.rs)"]
+
 fn stdin_file_does_not_follow_what_a_job_planted() {
     let _g = shared();
     let top = tempfile::tempdir().unwrap();
@@ -1522,7 +1523,7 @@ fn sysv_shm_does_not_pin_host_memory() {
 /// set as root of the cell's user namespace), instead of leaving them to the
 /// kernel's deferred namespace teardown.
 #[test]
-#[ignore = "needs: init sets kernel.shm_rmid_forced=1 in the cell's IPC namespace, or removes SysV objects itself before reporting (src/spawn/child.rs)"]
+
 fn sysv_shm_is_gone_when_wait_returns() {
     let _g = exclusive();
     let baseline = meminfo("Shmem");

@@ -41,6 +41,9 @@ pub(crate) enum Op {
         recursive: bool,
         fallback: u64,
     },
+    /// Writes `value` to an existing file (a sysctl of the cell's own
+    /// namespaces); best effort: a failure is ignored.
+    Sysctl { path: CString, value: &'static [u8] },
     /// `symlink(value, link)`.
     Symlink { value: CString, link: CString },
     /// Creates `path` with `data` and `mode`.
@@ -307,6 +310,13 @@ fn run_op(op: &Op) -> sys::SysResult {
             }
         }
         Op::Symlink { value, link } => sys::symlink(value, link),
+        Op::Sysctl { path, value } => {
+            if let Ok(fd) = sys::open(path, libc::O_WRONLY | libc::O_CLOEXEC, 0) {
+                let _ = sys::write_all(fd, value);
+                sys::close(fd);
+            }
+            Ok(())
+        }
         Op::WriteFile { path, data, mode } => {
             let fd = sys::open(
                 path,

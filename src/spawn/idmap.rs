@@ -34,6 +34,21 @@ pub(crate) struct IdPlan {
 }
 
 impl IdPlan {
+    /// The host uids of the cell, when they are a range of their own
+    /// (`None` for a single-id map: those are the caller's own ids).
+    pub(crate) fn cell_range(&self) -> Option<(u32, u32)> {
+        self.become_root.then(|| {
+            let (start, _) = self.root_host_ids();
+            let count = self
+                .uid_map
+                .split_whitespace()
+                .nth(2)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            (start, count)
+        })
+    }
+
     /// The host uid and gid of the cell's root (first ids of the range).
     pub(crate) fn root_host_ids(&self) -> (u32, u32) {
         (self.host_uid - self.uid, self.host_gid - self.gid)

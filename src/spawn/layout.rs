@@ -24,7 +24,8 @@ pub(crate) enum Node {
 #[derive(Clone, Debug)]
 enum Layer {
     /// A host path mounted here (directory or file).
-    Host(PathBuf),
+    /// A host path mounted here; `untrusted` when jobs may write to it (user binds).
+    Host(PathBuf, bool),
     /// A fresh, empty file system mounted here.
     EmptyFs,
     /// An entry created here.
@@ -49,7 +50,30 @@ const MAX_LINKS: usize = 40;
 
 impl Layout {
     pub(crate) fn mount_host(&mut self, at: CellPath, source: &Path) {
-        self.layers.push((at, Layer::Host(source.to_owned())));
+        self.layers
+            .push((at, Layer::Host(source.to_owned(), false)));
+    }
+
+    /// A host path jobs may write to (a user bind): symlinks in it are not to be trusted.
+    pub(crate) fn mount_host_untrusted(&mut self, at: CellPath, source: &Path) {
+        self.layers.push((at, Layer::Host(source.to_owned(), true)));
+    }
+
+    /// True when `path` lies inside (not at) a mount of an untrusted host path.
+    pub(crate) fn in_untrusted_mount(&self, path: &CellPath) -> bool {
+        for (at, layer) in self.layers.iter().rev() {
+            if at == path {
+                return false;
+            }
+            if path.starts_with(at) {
+                match layer {
+                    Layer::Host(_, untrusted) => return *untrusted,
+                    Layer::EmptyFs => return false,
+                    Layer::Entry(_) => {}
+                }
+            }
+        }
+        false
     }
 
     pub(crate) fn mount_empty(&mut self, at: CellPath) {
@@ -66,14 +90,14 @@ impl Layout {
         for (at, layer) in self.layers.iter().rev() {
             if at == path {
                 return match layer {
-                    Layer::Host(src) => host_node(src),
+                    Layer::Host(src, _) => host_node(src),
                     Layer::EmptyFs => Some(Node::Dir),
                     Layer::Entry(n) => Some(n.clone()),
                 };
             }
             if path.starts_with(at) {
                 match layer {
-                    Layer::Host(src) => {
+                    Layer::Host(src, _) => {
                         let rest = path.strip_prefix(at).unwrap_or_default();
                         return host_node(&src.join(OsStr::from_bytes(rest)));
                     }
@@ -130,7 +154,7 @@ impl Layout {
         for (at, layer) in self.layers.iter().rev() {
             if path.starts_with(at) {
                 match layer {
-                    Layer::Host(src) => {
+                    Layer::Host(src, _) => {
                         let rest = path.strip_prefix(at).unwrap_or_default();
                         return Some(src.join(OsStr::from_bytes(rest)));
                     }

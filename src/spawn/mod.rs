@@ -10,6 +10,7 @@
 
 pub(crate) mod child;
 mod clone;
+pub(crate) mod hostpath;
 pub(crate) mod idmap;
 pub(crate) mod layout;
 mod netns;
@@ -87,12 +88,10 @@ pub(crate) fn spawn(
             (Src::Owned(r), Some((w, bytes.clone())))
         }
         Stdin::File(path) => {
-            let f = std::fs::File::open(path).map_err(|e| Error::HostPath {
-                what: "stdin file",
-                path: path.clone(),
-                errno: Errno::from(&e),
-            })?;
-            (Src::Owned(f.into()), None)
+            let untrusted = hostpath::Untrusted::for_range(bp.ids.cell_range());
+            let f = hostpath::open_stdin_file(path, &untrusted)
+                .map_err(|r| hostpath::refused("stdin file", path, r))?;
+            (Src::Owned(f), None)
         }
     };
     let (stdout_src, stdout_parent) = output(command.stdout, 1, devnull)?;

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::sandbox::path::{join_lexical, CellPath};
 use crate::sandbox::{Command, MountSpec, Network, Root, Sandbox};
 use crate::spawn::child::Op;
+use crate::spawn::hostpath::Untrusted;
 use crate::spawn::idmap::{self, IdPlan};
 use crate::spawn::layout::{Layout, Node};
 use crate::spawn::root::{self, RootPlan, Step};
@@ -95,7 +96,9 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
     // A dry run binds by path (checking sources exist) and builds no skeleton.
     let mount_api = mount_api_available() && !dry;
     let skeleton = !dry && ids.become_root && prep::skeletons_usable();
-    let mut root = root::Builder::new(sandbox, mount_api, skeleton).build(sandbox, &ids)?;
+    let untrusted = Untrusted::for_range(ids.cell_range());
+    let mut root =
+        root::Builder::new(sandbox, mount_api, skeleton, untrusted).build(sandbox, &ids)?;
 
     let path_var = env
         .iter()
@@ -302,7 +305,8 @@ fn lower_root(
             return Ok((ops, names, trees));
         }
         // Skeletons turned out impossible here: plan the root again, inline.
-        *root = root::Builder::new(sandbox, mount_api, false).build(sandbox, ids)?;
+        let untrusted = Untrusted::for_range(ids.cell_range());
+        *root = root::Builder::new(sandbox, mount_api, false, untrusted).build(sandbox, ids)?;
     }
     let all: Vec<&Step> = root.steps.iter().collect();
     let (ops, names) = root::lower(&all, &root.trees, staging)?;

@@ -19,6 +19,7 @@ use crate::error::{Errno, Error, Result};
 use crate::sandbox::path::{join_lexical, CellPath};
 use crate::sandbox::{MountSpec, Network, Root, Sandbox, DEFAULT_TMP_SIZE};
 use crate::spawn::child::Op;
+use crate::spawn::hostpath::{self, Untrusted};
 use crate::spawn::idmap::{self, IdPlan};
 use crate::spawn::layout::{Layout, Node};
 use crate::sys;
@@ -126,6 +127,11 @@ pub(crate) enum Step {
     ReadOnly {
         at: CellPath,
     },
+    /// Sets a sysctl of the cell's own namespaces (best effort).
+    Sysctl {
+        at: CellPath,
+        value: &'static [u8],
+    },
     /// A user bind (or the rootfs) the host opened with `open_tree`: index into the trees.
     Tree {
         at: CellPath,
@@ -200,6 +206,7 @@ impl Step {
             | Step::MaskFile { at }
             | Step::MaskDir { at }
             | Step::ReadOnly { at }
+            | Step::Sysctl { at, .. }
             | Step::Tree { at, .. }
             | Step::PathBind { at, .. }
             | Step::SystemBind { at, .. }
@@ -225,6 +232,7 @@ impl Step {
                 | Step::MaskFile { .. }
                 | Step::MaskDir { .. }
                 | Step::ReadOnly { .. }
+                | Step::Sysctl { .. }
                 | Step::Tree { .. }
                 | Step::PathBind { .. }
         )
@@ -241,6 +249,7 @@ impl Step {
             Step::MaskFile { .. } => format!("mask {at}"),
             Step::MaskDir { .. } => format!("mask directory {at}"),
             Step::ReadOnly { .. } => format!("make {at} read-only"),
+            Step::Sysctl { .. } => format!("set {at}"),
             Step::Devpts { .. } => format!("mount devpts on {at}"),
             Step::Tree { source, .. } => format!("attach bind of {} on {at}", source.display()),
             Step::PathBind { source, .. } => format!("bind {} on {at}", source.display()),
@@ -343,6 +352,10 @@ pub(crate) fn lower(
                 target: path(&at),
                 flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 data: None,
+            }),
+            Step::Sysctl { value, .. } => ops.push(Op::Sysctl {
+                path: path(&at),
+                value,
             }),
             Step::Sysfs { .. } => ops.push(Op::Mount {
                 fstype: c"sysfs",
@@ -459,6 +472,8 @@ pub(crate) fn lower(
 
 /// Builds the root plan of a sandbox: emits steps and keeps the layout in step.
 pub(crate) struct Builder {
+    /// Symlinks owned by these ids are never followed on the host.
+    untrusted: Untrusted,
     steps: Vec<Step>,
     trees: Vec<OwnedFd>,
     layout: Layout,
@@ -469,8 +484,14 @@ pub(crate) struct Builder {
 
 impl Builder {
     /// `skeleton`: build the static part once (root hosts with the minimal root).
-    pub(crate) fn new(sandbox: &Sandbox, mount_api: bool, skeleton: bool) -> Builder {
+    pub(crate) fn new(
+        sandbox: &Sandbox,
+        mount_api: bool,
+        skeleton: bool,
+        untrusted: Untrusted,
+    ) -> Builder {
         Builder {
+            untrusted,
             steps: Vec::new(),
             trees: Vec::new(),
             layout: Layout::default(),
@@ -559,9 +580,31 @@ impl Builder {
         );
     }
 
-    /// A user bind or the rootfs: opened by the host with `open_tree` (its
-    /// permissions, before anything is mounted over the path), attached by the cell.
-    fn bind(&mut self, source: &Path, target: &CellPath, kind: BindKind) -> Result<()> {
+    /// Opens a user bind source or the rootfs on the host, following only
+    /// symlinks no job can have planted.
+    fn open_source(&self, source: &Path, what: &'static str) -> Result<(OwnedFd, bool)> {
+        let fd = hostpath::open_path(source, &self.untrusted)
+            .map_err(|r| hostpath::refused(what, source, r))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::HostPath {
+            what,
+            path: source.to_owned(),
+            errno: e.into(),
+        })?;
+        let is_dir =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+        Ok((fd, is_dir))
+    }
+
+    /// A user bind or the rootfs: opened by the host (its permissions, its view,
+    /// before anything is mounted over the path) and cloned with `open_tree`
+    /// from that very descriptor; the cell only attaches the clone.
+    fn bind(
+        &mut self,
+        source: &Path,
+        opened: OwnedFd,
+        target: &CellPath,
+        kind: BindKind,
+    ) -> Result<()> {
         let what = match kind {
             BindKind::User { .. } => "bind source",
             BindKind::Rootfs => "rootfs",
@@ -571,12 +614,14 @@ impl Builder {
         if !writable {
             set |= sys::MOUNT_ATTR_RDONLY;
         }
-        let src = CString::new(source.as_os_str().as_bytes()).map_err(|_| Error::NulByte {
-            what: format!("{what} path"),
-            value: source.display().to_string(),
-        })?;
+        if source.as_os_str().as_bytes().contains(&0) {
+            return Err(Error::NulByte {
+                what: format!("{what} path"),
+                value: source.display().to_string(),
+            });
+        }
         if self.mount_api {
-            let fd = sys::open_tree_clone(&src, set).map_err(|errno| Error::HostPath {
+            let fd = sys::open_tree_clone_fd(&opened, set).map_err(|errno| Error::HostPath {
                 what,
                 path: source.to_owned(),
                 errno,
@@ -588,11 +633,8 @@ impl Builder {
                 tree: self.trees.len() - 1,
             });
         } else {
-            std::fs::metadata(source).map_err(|e| Error::HostPath {
-                what,
-                path: source.to_owned(),
-                errno: Errno::from(&e),
-            })?;
+            // Old kernels bind by path in the cell; the walk above refused
+            // planted symlinks, but what lies at the path can still change.
             let mut fallback = locked_flags(source) | libc::MS_NOSUID | libc::MS_NODEV;
             if !writable {
                 fallback |= libc::MS_RDONLY;
@@ -604,7 +646,11 @@ impl Builder {
                 fallback,
             });
         }
-        self.layout.mount_host(target.clone(), source);
+        // A user's rootfs is theirs; what binds show, other jobs may have written.
+        match kind {
+            BindKind::Rootfs => self.layout.mount_host(target.clone(), source),
+            BindKind::User { .. } => self.layout.mount_host_untrusted(target.clone(), source),
+        }
         Ok(())
     }
 
@@ -637,16 +683,20 @@ impl Builder {
             path: source.to_owned(),
             errno: Errno::from(&e),
         })?;
+        self.mount_point(md.is_dir(), target)
+    }
+
+    fn mount_point(&mut self, is_dir: bool, target: &CellPath) -> Result<()> {
         match self.layout.lookup(target) {
-            Some(Node::Dir) if md.is_dir() => {}
-            Some(Node::File { .. }) | Some(Node::Other) if !md.is_dir() => {}
+            Some(Node::Dir) if is_dir => {}
+            Some(Node::File { .. }) | Some(Node::Other) if !is_dir => {}
             Some(_) => {
                 return Err(Error::InvalidPath {
                     path: target.display(),
                     reason: "the mount point exists in the cell with another file type",
                 })
             }
-            None if md.is_dir() => self.mkdir(target),
+            None if is_dir => self.mkdir(target),
             None => {
                 self.steps.push(Step::Touch { at: target.clone() });
                 self.layout
@@ -682,6 +732,12 @@ impl Builder {
                     cur = cand;
                 }
                 Some(Node::Dir) => cur = cand,
+                Some(Node::Symlink(_)) if self.layout.in_untrusted_mount(&cand) => {
+                    return Err(Error::InvalidPath {
+                        path: target.display(),
+                        reason: "the path crosses a symlink inside a bind mount (a job may have planted it)",
+                    });
+                }
                 Some(Node::Symlink(v)) => {
                     links += 1;
                     if links > 40 {
@@ -706,6 +762,13 @@ impl Builder {
         // A symlink at the target itself would be followed by mount(2) on the host
         // side of pivot_root; follow it here, inside the cell, instead.
         match self.layout.lookup(&full) {
+            Some(Node::Symlink(_)) if self.layout.in_untrusted_mount(&full) => {
+                Err(Error::InvalidPath {
+                    path: target.display(),
+                    reason:
+                        "the target is a symlink inside a bind mount (a job may have planted it)",
+                })
+            }
             Some(Node::Symlink(_)) => match self.layout.resolve(&full, true) {
                 Ok((p, _)) => Ok(p),
                 Err(_) => Err(Error::InvalidPath {
@@ -728,12 +791,8 @@ impl Builder {
                 self.etc(sandbox, ids)?;
             }
             Root::Dir(dir) => {
-                let md = std::fs::metadata(dir).map_err(|e| Error::HostPath {
-                    what: "rootfs",
-                    path: dir.clone(),
-                    errno: Errno::from(&e),
-                })?;
-                if !md.is_dir() {
+                let (fd, is_dir) = self.open_source(dir, "rootfs")?;
+                if !is_dir {
                     return Err(Error::HostPath {
                         what: "rootfs",
                         path: dir.clone(),
@@ -741,7 +800,7 @@ impl Builder {
                     });
                 }
                 self.layout.add(CellPath::root(), Node::Dir);
-                self.bind(dir, &CellPath::root(), BindKind::Rootfs)?;
+                self.bind(dir, fd, &CellPath::root(), BindKind::Rootfs)?;
             }
         }
         self.dev()?;
@@ -751,6 +810,13 @@ impl Builder {
         self.layout.mount_empty(proc_.clone());
         // /proc/self resolves at run time; enough for the layout to know it exists.
         self.layout.add(proc_.join(b"self"), Node::Dir);
+        // SysV shared memory would otherwise outlive the job until the kernel
+        // gets round to freeing its IPC namespace (nsjail issue 231): with
+        // this set, a segment goes with the last process that used it.
+        self.steps.push(Step::Sysctl {
+            at: CellPath::new("/proc/sys/kernel/shm_rmid_forced")?,
+            value: b"1",
+        });
         self.proc_masks(&proc_);
         if sandbox.sysfs {
             self.sysfs(sandbox)?;
@@ -804,7 +870,13 @@ impl Builder {
             self.steps.push(Step::Sysfs { at: sys.clone() });
             self.layout.mount_empty(sys.clone());
         } else {
-            self.bind(Path::new("/sys"), &sys, BindKind::User { writable: false })?;
+            let (fd, _) = self.open_source(Path::new("/sys"), "sysfs")?;
+            self.bind(
+                Path::new("/sys"),
+                fd,
+                &sys,
+                BindKind::User { writable: false },
+            )?;
         }
         for d in SYS_MASKED_DIRS {
             if Path::new("/sys").join(d).is_dir() {
@@ -966,10 +1038,12 @@ impl Builder {
                         errno: Errno(libc::ENOENT),
                     });
                 }
+                let (fd, is_dir) = self.open_source(source, "bind source")?;
                 let t = self.prepare_parent(&t)?;
-                self.mount_point_for(source, &t, "bind source")?;
+                self.mount_point(is_dir, &t)?;
                 self.bind(
                     source,
+                    fd,
                     &t,
                     BindKind::User {
                         writable: *writable,

@@ -232,6 +232,7 @@ fn build_step(step: &Step, owner: (u32, u32), dir: &Path) -> std::result::Result
             | Step::MaskFile { .. }
             | Step::MaskDir { .. }
             | Step::ReadOnly { .. }
+            | Step::Sysctl { .. }
             | Step::Devpts { .. }
             | Step::Tree { .. }
             | Step::PathBind { .. } => {
