@@ -31,6 +31,7 @@
 mod cgroup;
 mod error;
 pub mod fs;
+pub mod host;
 mod job;
 #[cfg(feature = "landlock")]
 mod landlock;

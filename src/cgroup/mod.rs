@@ -14,7 +14,7 @@
 
 mod common;
 mod devices;
-mod probe;
+pub(crate) mod probe;
 mod tree;
 mod v1;
 mod v2;
@@ -31,6 +31,7 @@ use crate::job::{JobId, Usage, UsageSource};
 use crate::sandbox::Limits;
 use crate::spawn::CgroupJoin;
 use tree::CgroupTree;
+pub(crate) use tree::{default_base_v2, BASE_NAME};
 
 /// What a cgroup controller does for jobcell, independent of the hierarchy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -103,15 +103,9 @@ fn display_name(c: Controller) -> &'static str {
 
 fn default_backend(host: Host, owner: &Owner) -> Backend {
     match host {
-        Host::V2 {
-            own: Some(mut own), ..
-        } => {
-            // A process jobcell moved into the leaf shares the tree beside it.
-            if own.file_name().is_some_and(|n| n == v2::LEAF) {
-                own.pop();
-            }
-            let base = own.join(BASE_NAME);
-            Backend::V2(v2::Tree::new(own, base, true, owner.name()))
+        Host::V2 { own: Some(own), .. } => {
+            let (top, base) = default_base_v2(&own);
+            Backend::V2(v2::Tree::new(top, base, true, owner.name()))
         }
         Host::V2 { mount, own: None } => Backend::Unavailable(format!(
             "this process's cgroup (/proc/self/cgroup) is not visible under {}; point \
@@ -137,6 +131,18 @@ fn default_backend(host: Host, owner: &Owner) -> Backend {
         }
         Host::Unavailable { reason } => Backend::Unavailable(reason),
     }
+}
+
+/// The top of the default v2 tree and its base, for a process whose own
+/// cgroup is `own`: `(<own>, <own>/jobcell)`.
+pub(crate) fn default_base_v2(own: &Path) -> (PathBuf, PathBuf) {
+    let mut top = own.to_owned();
+    // A process jobcell moved into the leaf shares the tree beside it.
+    if top.file_name().is_some_and(|n| n == v2::LEAF) {
+        top.pop();
+    }
+    let base = top.join(BASE_NAME);
+    (top, base)
 }
 
 fn configured_backend(base: &Path, host: Host, owner: &Owner) -> Backend {

@@ -201,7 +201,7 @@ pub(crate) fn spawn(
             errno.0,
             libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL
         )
-        .then_some("user namespaces may be unavailable; see jobcell::host::check()"),
+        .then_some(crate::host::HINT_NAMESPACES),
     })?;
 
     // The cell holds its own copies now; ours would keep pipes open forever.

@@ -1,0 +1,206 @@
+//! The kernel: its version and the system calls jobcell relies on.
+
+use super::userns::own_seccomp_mode;
+use super::Check;
+use crate::error::Errno;
+
+/// `uname -r`.
+pub(crate) fn release() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `(major, minor)` of a release string such as `6.18.44-fc-v595`.
+pub(crate) fn version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// A raw system call with integer arguments; `Ok(return value)` or the errno.
+fn raw(nr: libc::c_long, a: usize, b: usize, c: usize) -> Result<libc::c_long, Errno> {
+    // SAFETY: callers pass only integers and NULL pointers, or pointers to
+    // live locals, as the call expects.
+    let r = unsafe { libc::syscall(nr, a, b, c) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+pub(crate) fn checks() -> Vec<Check> {
+    let rel = release();
+    let machine = rustix::system::uname()
+        .machine()
+        .to_string_lossy()
+        .into_owned();
+    let seccomp_mode = own_seccomp_mode();
+    let filtered = seccomp_mode == Some(2);
+    let mut out = vec![version_check(&rel, &machine)];
+    out.push(seccomp_check(seccomp_mode));
+    out.push(landlock_check());
+    out.push(pidfd_check());
+    out.push(clone3_check(&rel, filtered));
+    out
+}
+
+fn version_check(rel: &str, machine: &str) -> Check {
+    const NAME: &str = "kernel version";
+    let arch_ok = matches!(machine, "x86_64" | "aarch64");
+    match version(rel) {
+        Some(v) if v >= (5, 12) && arch_ok => Check::ok(NAME, format!("{rel} ({machine})")),
+        Some(v) if v < (5, 3) => Check::problem(
+            NAME,
+            format!("{rel} ({machine}) is older than 5.3: no pidfds, which jobcell supervises jobs with"),
+            "upgrade to Linux 5.12 or newer",
+        ),
+        Some(_) if arch_ok => Check::warning(
+            NAME,
+            format!(
+                "{rel} ({machine}) is older than 5.12: binds fall back to path-based mounts and \
+                 jobs join cgroups after the clone"
+            ),
+            "upgrade to Linux 5.12 or newer for every feature",
+        ),
+        _ => Check::warning(
+            NAME,
+            format!("{rel} ({machine}): jobcell is built and tested on x86_64 and aarch64"),
+            "use an x86_64 or aarch64 machine with Linux 5.12 or newer",
+        ),
+    }
+}
+
+fn seccomp_check(mode: Option<u32>) -> Check {
+    const NAME: &str = "seccomp";
+    const SECCOMP_GET_ACTION_AVAIL: usize = 2;
+    let action: u32 = libc::SECCOMP_RET_KILL_PROCESS;
+    let under = match mode {
+        Some(2) => "; this process itself runs under a seccomp filter (a container's?)",
+        _ => "",
+    };
+    match raw(
+        libc::SYS_seccomp,
+        SECCOMP_GET_ACTION_AVAIL,
+        0,
+        &action as *const u32 as usize,
+    ) {
+        Ok(_) if cfg!(feature = "seccomp") => Check::ok(
+            NAME,
+            format!("filters can be installed; every job gets the default filter{under}"),
+        ),
+        Ok(_) => Check::warning(
+            NAME,
+            format!("filters can be installed, but jobcell was built without its `seccomp` feature{under}"),
+            "build jobcell with the default features (`seccomp`)",
+        ),
+        Err(e) if cfg!(feature = "seccomp") => Check::problem(
+            NAME,
+            format!("seccomp filters are not available ({e}): spawning with the default filter fails"),
+            "use a kernel built with CONFIG_SECCOMP_FILTER=y, or run jobs with \
+             Sandbox::seccomp(Seccomp::Disabled)",
+        ),
+        Err(e) => Check::ok(NAME, format!("not available ({e}); not used (feature `seccomp` is off)")),
+    }
+}
+
+fn landlock_check() -> Check {
+    const NAME: &str = "landlock";
+    const LANDLOCK_CREATE_RULESET_VERSION: usize = 1;
+    match raw(
+        libc::SYS_landlock_create_ruleset,
+        0,
+        0,
+        LANDLOCK_CREATE_RULESET_VERSION,
+    ) {
+        Ok(abi) => Check::ok(NAME, format!("available, ABI version {abi}")),
+        Err(e) if e.0 == libc::EOPNOTSUPP => Check::warning(
+            NAME,
+            "built into the kernel but not enabled (jobcell does not need it today)",
+            "add `landlock` to the `lsm=` kernel command line, e.g. \
+             lsm=landlock,lockdown,yama,integrity,apparmor,bpf",
+        ),
+        Err(e) => Check::warning(
+            NAME,
+            format!("not available ({e}); jobcell does not need it today"),
+            "use a kernel built with CONFIG_SECURITY_LANDLOCK=y (Linux 5.13 or newer)",
+        ),
+    }
+}
+
+fn pidfd_check() -> Check {
+    const NAME: &str = "pidfd";
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() } as usize;
+    match raw(libc::SYS_pidfd_open, me, 0, 0) {
+        Ok(fd) => {
+            crate::sys::close(fd as i32);
+            Check::ok(NAME, "pidfd_open works: jobs are supervised through pidfds")
+        }
+        Err(e) => Check::problem(
+            NAME,
+            format!("pidfd_open fails ({e}): jobcell supervises every job through a pidfd"),
+            if e.0 == libc::ENOSYS {
+                "upgrade to Linux 5.3 or newer (or allow pidfd_open in the container's seccomp profile)"
+            } else {
+                "allow pidfd_open in the container's seccomp profile"
+            },
+        ),
+    }
+}
+
+fn clone3_check(rel: &str, filtered: bool) -> Check {
+    const NAME: &str = "clone3";
+    // A NULL, zero-sized argument: a kernel that has clone3 answers EINVAL
+    // without creating anything.
+    match raw(libc::SYS_clone3, 0, 0, 0) {
+        Err(e) if e.0 == libc::ENOSYS => {
+            let cause = if filtered && version(rel).is_some_and(|v| v >= (5, 3)) {
+                "this kernel has clone3, so a seccomp filter (a container's default profile) hides it"
+            } else {
+                "the kernel is older than 5.3"
+            };
+            Check::warning(
+                NAME,
+                format!(
+                    "not available ({cause}): cells are created with clone(2), and jobs join their \
+                     cgroup after the clone instead of CLONE_INTO_CGROUP"
+                ),
+                "upgrade to Linux 5.7 or newer, or allow clone3 in the container's seccomp profile",
+            )
+        }
+        _ => Check::ok(
+            NAME,
+            "available (with CLONE_PIDFD and, on cgroup v2, CLONE_INTO_CGROUP)",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Status;
+
+    #[test]
+    fn versions() {
+        assert_eq!(version("6.18.44-fc-v595"), Some((6, 18)));
+        assert_eq!(version("5.4.0-150-generic"), Some((5, 4)));
+        assert_eq!(version("weird"), None);
+        assert_eq!(version_check("4.19.0", "x86_64").status, Status::Problem);
+        assert_eq!(version_check("5.10.0", "x86_64").status, Status::Warning);
+        assert_eq!(version_check("6.1.0", "x86_64").status, Status::Ok);
+        assert_eq!(version_check("6.1.0", "riscv64").status, Status::Warning);
+    }
+
+    #[test]
+    fn this_kernel_has_what_jobcell_needs() {
+        for c in checks() {
+            if c.name != "landlock" {
+                assert_eq!(c.status, Status::Ok, "{c:?}");
+            }
+        }
+    }
+}
