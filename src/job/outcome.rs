@@ -303,14 +303,20 @@ impl Usage {
 }
 
 /// How a job ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// In JSON the state is flattened and times are in milliseconds:
+/// `{"state": "completed", "exit": {"code": 0}, "wall_time_ms": 6.1, "rusage": {…},
+/// "usage": {…}, "oom_killed": false}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Outcome {
     /// The final state: the verdict.
+    #[serde(flatten)]
     pub state: JobState,
     /// How the job's main process ended; `None` if it never ran.
     pub exit: Option<Exit>,
     /// From spawn to the end of the cell.
+    #[serde(rename = "wall_time_ms", serialize_with = "millis")]
     pub wall_time: Duration,
     /// The kernel's accounting of every process of the cell.
     pub rusage: ResourceUsage,
@@ -318,6 +324,10 @@ pub struct Outcome {
     pub usage: Option<Usage>,
     /// True when the kernel's OOM killer killed a process of the job.
     pub oom_killed: bool,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
 
 impl Outcome {
@@ -352,5 +362,23 @@ mod tests {
         assert_eq!(Exit::from_wait_status(3 << 8), Exit::Code(3));
         assert_eq!(Exit::from_wait_status(9), Exit::Signal(9));
         assert_eq!(Exit::Signal(9).to_string(), "killed by signal 9 (SIGKILL)");
+    }
+
+    #[test]
+    fn outcome_json_is_flat() {
+        let o = Outcome {
+            state: JobState::TimedOut(TimeLimit::Wall),
+            exit: Some(Exit::Signal(9)),
+            wall_time: Duration::from_micros(1500),
+            rusage: ResourceUsage::default(),
+            usage: None,
+            oom_killed: false,
+        };
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(v["state"], "timed_out");
+        assert_eq!(v["limit"], "wall");
+        assert_eq!(v["exit"]["signal"], 9);
+        assert_eq!(v["wall_time_ms"], 1.5);
+        assert_eq!(v["usage"], serde_json::Value::Null);
     }
 }
