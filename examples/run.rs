@@ -253,6 +253,15 @@ fn build(args: &Args) -> (Sandbox, Command) {
 /// The one-line summary for stderr.
 fn summary(o: &Outcome) -> String {
     let exit = o.exit.map_or("never ran".to_string(), |e| e.to_string());
+    let state = o.state.to_string();
+    // "failed (exit code 3)" says it already; "timed out (wall time)" does not.
+    let verdict = if state.contains(&exit) {
+        state
+    } else if state.ends_with(')') {
+        format!("{state}, {exit}")
+    } else {
+        format!("{state} ({exit})")
+    };
     let cpu = match o.usage {
         Some(u) => (u.cpu_total(), u.cpu_user, u.cpu_system),
         None => (
@@ -262,8 +271,7 @@ fn summary(o: &Outcome) -> String {
         ),
     };
     format!(
-        "--- jobcell: {} ({exit}); wall {:.3}s, cpu {:.3}s (user {:.3}s, sys {:.3}s), peak memory {}{}",
-        o.state,
+        "--- jobcell: {verdict}; wall {:.3}s, cpu {:.3}s (user {:.3}s, sys {:.3}s), peak memory {}{}",
         o.wall_time.as_secs_f64(),
         cpu.0.as_secs_f64(),
         cpu.1.as_secs_f64(),
