@@ -1,0 +1,262 @@
+//! `judge`: a small online judge on jobcell.
+//!
+//! ```text
+//! cargo run --example judge -- [limits] --source DIR [--compile CMD] TESTS -- program args…
+//!
+//! # a shell-script solution, two test cases
+//! cargo run --example judge -- --source examples/judge-demo examples/judge-demo/tests -- sh sum.sh
+//! # a C solution, compiled in a cell first
+//! cargo run --example judge -- --source examples/judge-demo \
+//!     --compile 'cc -O2 -o /build/sum /src/sum.c' examples/judge-demo/tests -- ./sum
+//! ```
+//!
+//! `TESTS` holds test cases as `NAME.in` (the input, fed on stdin) and
+//! `NAME.out` (the expected output), run in name order. The solution's
+//! directory is bound read-only at `/src`; with `--compile`, the command
+//! runs first (`sh -c CMD`, in `/build`, writable) and the tests then run in
+//! `/build`, read-only. Every test runs in a fresh cell with the limits
+//! given, and gets a verdict:
+//!
+//! | verdict | when                                                        |
+//! |---------|-------------------------------------------------------------|
+//! | `AC`    | exit code 0 and the expected output                         |
+//! | `WA`    | exit code 0 and other output                                |
+//! | `TLE`   | over the CPU time (`--time`) or the wall time (`--wall`)     |
+//! | `MLE`   | the kernel's OOM killer ended it (`--memory`)               |
+//! | `OLE`   | it wrote more than `--output`                                |
+//! | `RE`    | a non-zero exit code or a signal                             |
+//! | `CE`    | the compile command failed (no test runs)                    |
+//! | `IE`    | the cell could not be set up (an error of the judge's host)  |
+//!
+//! Outputs are compared line by line, ignoring trailing spaces and trailing
+//! empty lines. The exit code is 0 when every test is accepted, 1 otherwise,
+//! 2 for a bad command line.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use jobcell::units::{format_size, parse_duration, parse_size};
+use jobcell::{Command, JobState, Limits, Outcome, Sandbox, Stdin, Stream};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "judge",
+    about = "Judge a solution against test cases, each in its own cell"
+)]
+struct Args {
+    /// CPU time limit per test.
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    time: Duration,
+    /// Wall-clock limit per test (default: twice --time, plus one second).
+    #[arg(long, value_parser = duration)]
+    wall: Option<Duration>,
+    /// Memory limit per test.
+    #[arg(long, default_value = "256M", value_parser = size)]
+    memory: u64,
+    /// Output limit per test (stdout and stderr together).
+    #[arg(long, default_value = "1M", value_parser = size)]
+    output: u64,
+    /// Process and thread limit per test.
+    #[arg(long, default_value_t = 32)]
+    pids: u64,
+    /// The solution's directory, bound read-only at /src.
+    #[arg(long, value_name = "DIR")]
+    source: Option<PathBuf>,
+    /// Compile first: `sh -c CMD` in /build (writable), with /src read-only.
+    #[arg(long, value_name = "CMD")]
+    compile: Option<String>,
+    /// Directory of NAME.in / NAME.out pairs.
+    tests: PathBuf,
+    /// How to run the solution (inside the cell).
+    #[arg(last = true, required = true, value_name = "PROGRAM")]
+    program: Vec<String>,
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// A test case: its name, input file and expected output.
+struct Case {
+    name: String,
+    input: PathBuf,
+    expected: String,
+}
+
+fn cases(dir: &Path) -> Result<Vec<Case>, String> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        if p.extension().is_some_and(|x| x == "in") {
+            let out = p.with_extension("out");
+            v.push(Case {
+                name: p
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                expected: read(&out)?,
+                input: p,
+            });
+        }
+    }
+    if v.is_empty() {
+        return Err(format!(
+            "{}: no NAME.in / NAME.out test cases",
+            dir.display()
+        ));
+    }
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(v)
+}
+
+/// Equal up to trailing spaces on each line and trailing empty lines.
+fn same_output(got: &str, want: &str) -> bool {
+    fn norm(s: &str) -> Vec<&str> {
+        let mut lines: Vec<&str> = s.lines().map(str::trim_end).collect();
+        while lines.last() == Some(&"") {
+            lines.pop();
+        }
+        lines
+    }
+    norm(got) == norm(want)
+}
+
+/// The verdict of a finished test.
+fn verdict(o: &Outcome, stdout: &str, expected: &str) -> &'static str {
+    match &o.state {
+        JobState::Completed if same_output(stdout, expected) => "AC",
+        JobState::Completed => "WA",
+        JobState::TimedOut(_) => "TLE",
+        JobState::OutOfMemory => "MLE",
+        JobState::OutputLimitExceeded => "OLE",
+        JobState::Failed { .. } if o.exit.is_some() => "RE",
+        _ => "IE",
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cases = match cases(&args.tests) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("judge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cell = Sandbox::new();
+    if let Some(src) = &args.source {
+        cell.bind_ro(src, "/src").current_dir("/src");
+    }
+    let build = match &args.compile {
+        None => None,
+        Some(cmd) => match compile(&cell, cmd) {
+            Ok(dir) => Some(dir),
+            Err(log) => {
+                println!("CE  compilation failed\n{log}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    if let Some(dir) = &build {
+        cell.bind_ro(dir.path(), "/build").current_dir("/build");
+    }
+    cell.limits(Limits {
+        memory: Some(args.memory),
+        cpu_time: Some(args.time),
+        wall_time: Some(args.wall.unwrap_or(args.time * 2 + Duration::from_secs(1))),
+        output_bytes: Some(args.output),
+        pids: Some(args.pids),
+        ..Default::default()
+    });
+    let mut accepted = 0;
+    for case in &cases {
+        let mut cmd = Command::new(&args.program[0]);
+        cmd.args(&args.program[1..])
+            .stdin(Stdin::File(case.input.clone()));
+        let (v, detail) = match cell.spawn(&cmd) {
+            Err(e) => ("IE", e.to_string()),
+            Ok(job) => {
+                let stdout: Vec<u8> = job
+                    .logs()
+                    .filter(|c| c.stream == Stream::Stdout)
+                    .flat_map(|c| c.data.to_vec())
+                    .collect();
+                match job.wait() {
+                    Err(e) => ("IE", e.to_string()),
+                    Ok(o) => {
+                        let cpu = o.usage.map_or(o.rusage.cpu_time(), |u| u.cpu_total());
+                        let mem = o
+                            .usage
+                            .and_then(|u| u.memory_peak)
+                            .unwrap_or(o.rusage.max_rss);
+                        let v = verdict(&o, &String::from_utf8_lossy(&stdout), &case.expected);
+                        (
+                            v,
+                            format!(
+                                "cpu {:.3}s, memory {}, {}",
+                                cpu.as_secs_f64(),
+                                format_size(mem),
+                                o.state
+                            ),
+                        )
+                    }
+                }
+            }
+        };
+        accepted += usize::from(v == "AC");
+        println!("{:<3} {:<12} {detail}", v, case.name);
+    }
+    println!("{accepted}/{} accepted", cases.len());
+    ExitCode::from(u8::from(accepted != cases.len()))
+}
+
+/// Runs the compile command; `Err` carries its output.
+fn compile(cell: &Sandbox, cmd: &str) -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    // The cell's user is not host root: let it write here (the name is random).
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+        .map_err(|e| e.to_string())?;
+    let mut c = cell.clone();
+    c.bind_rw(dir.path(), "/build")
+        .current_dir("/build")
+        .limits(Limits {
+            memory: Some(1 << 30),
+            wall_time: Some(Duration::from_secs(60)),
+            pids: Some(64),
+            output_bytes: Some(1 << 20),
+            ..Default::default()
+        });
+    let job = c
+        .spawn(Command::new("sh").args(["-c", cmd]))
+        .map_err(|e| e.to_string())?;
+    let log: Vec<u8> = job.logs().flat_map(|c| c.data.to_vec()).collect();
+    let o = job.wait().map_err(|e| e.to_string())?;
+    if o.success() {
+        Ok(dir)
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&log), o.state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_compare_up_to_trailing_space() {
+        assert!(same_output("3\n42\n", "3\n42\n"));
+        assert!(same_output("3  \n42", "3\n42\n\n"));
+        assert!(!same_output("3\n41\n", "3\n42\n"));
+        assert!(!same_output(" 3\n", "3\n"), "leading space matters");
+        assert!(!same_output("3\n", "3\n42\n"));
+    }
+}
