@@ -747,16 +747,22 @@ fn stream(req: Request, reader: jobcell::LogReader, id: &str) {
 // ---------------------------------------------------------------------------
 // Signals: SIGINT and SIGTERM are blocked in every thread and taken by one.
 
-/// Blocks SIGINT and SIGTERM in this thread and every thread it starts from now on.
+/// Blocks SIGINT and SIGTERM in this thread and every thread it starts from
+/// now on. Their dispositions are reset to the default first: a shell script
+/// starts background jobs with SIGINT ignored, and an ignored signal is
+/// discarded instead of waiting for `sigwait`.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset; the calls
-    // only read and write it.
+    // only read and write it. SIG_DFL cannot run code: both are blocked
+    // before anything could deliver them (no thread exists yet).
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
         set
     }
 }
@@ -831,7 +837,7 @@ fn main() -> ExitCode {
         .to_ip()
         .map_or_else(|| addr.to_string(), |a| a.to_string());
     let events = worker.subscribe();
-    std::thread::spawn(move || {
+    let event_log = std::thread::spawn(move || {
         for e in events {
             let reason = match &e.state {
                 jobcell::JobState::Failed { reason } => reason.clone(),
@@ -920,6 +926,11 @@ fn main() -> ExitCode {
         );
     }
     let jobs = service.worker.list();
+    // Dropping the worker ends the event stream: its last lines come first.
+    if let Ok(service) = Arc::try_unwrap(service) {
+        drop(service);
+        let _ = event_log.join();
+    }
     let states: BTreeSet<&str> = jobs.iter().map(|r| r.state.name()).collect();
     log(
         Level::Info,

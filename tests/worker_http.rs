@@ -92,8 +92,13 @@ impl Server {
     }
 
     /// SIGTERM, and a clean exit.
-    fn stop(mut self) -> String {
-        self.proc.signal(libc::SIGTERM);
+    fn stop(self) -> String {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// `sig` (SIGINT is Ctrl-C), and a clean exit.
+    fn stop_with(mut self, sig: i32) -> String {
+        self.proc.signal(sig);
         let status = self.proc.wait_exit(Duration::from_secs(120));
         assert!(
             status.success(),
@@ -317,7 +322,12 @@ fn stop_a_running_job() {
     let r = s.call("POST", &format!("/jobs/{id}/stop"), "");
     assert_eq!(r.status, 200, "{}", r.text());
     s.wait_state(&id, "stopped");
-    s.stop();
+    // Ctrl-C stops the jobs still running, and says so.
+    let other = s.submit(r#"{"command":"sleep","args":["600"]}"#);
+    s.wait_state(&other, "running");
+    let log = s.stop_with(libc::SIGINT);
+    assert!(log.contains("signal=SIGINT running=1"), "{log}");
+    assert!(log.contains(&format!("id={other} state=stopped")), "{log}");
 }
 
 #[test]
