@@ -213,7 +213,7 @@ fn controllers_check(
     name: impl Fn(Controller) -> &'static str,
 ) -> Check {
     if missing.is_empty() {
-        return Check::ok(CONTROLLERS, format!("usable: {}", usable.join(", ")));
+        return Check::ok(CONTROLLERS, format!("available: {}", usable.join(", ")));
     }
     let names: Vec<&str> = missing.iter().map(|c| name(*c)).collect();
     let lost: Vec<&str> = missing.iter().flat_map(|c| limits_needing(*c)).collect();
@@ -225,7 +225,7 @@ fn controllers_check(
     Check::warning(
         CONTROLLERS,
         format!(
-            "usable: {}; missing: {} ({lost})",
+            "available: {}; missing: {} ({lost})",
             if usable.is_empty() {
                 "none".to_string()
             } else {
@@ -311,7 +311,12 @@ fn v1(hierarchies: &[Hierarchy], unified: Option<&Path>, euid: u32) -> Vec<Check
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            not_writable_fix(*e),
+            if e.0 == libc::EROFS {
+                not_writable_fix(*e)
+            } else {
+                "run as root (cgroup v1 cannot be delegated safely to a user), or boot with cgroup \
+                 v2 (systemd.unified_cgroup_hierarchy=1) and use a delegated cgroup"
+            },
         ),
     });
     out.push(if euid == 0 {
@@ -327,16 +332,16 @@ fn v1(hierarchies: &[Hierarchy], unified: Option<&Path>, euid: u32) -> Vec<Check
     } else {
         Check::problem(
             DELEGATION,
-            "cgroup v1 cannot be delegated safely to an unprivileged user",
+            format!("cgroup v1 has no delegation, and uid {euid} may not write the hierarchies"),
             "run as root on a cgroup v1 host, or boot with cgroup v2 \
              (systemd.unified_cgroup_hierarchy=1) and use a delegated cgroup",
         )
     });
+    // Write access is its own check: here, only whether each controller is mounted where we are.
     let usable = |c: Controller| {
-        visible.iter().any(|h| {
-            h.controllers.iter().any(|n| n == c.v1_name())
-                && h.own.as_ref().is_some_and(|o| access(o).is_ok())
-        })
+        visible
+            .iter()
+            .any(|h| h.controllers.iter().any(|n| n == c.v1_name()))
     };
     let all = [
         Controller::Memory,
