@@ -82,6 +82,11 @@ pub enum SectionKind {
 
 impl SectionKind {
     /// Every section, in report order.
+    ///
+    /// ```
+    /// use jobcell::host::SectionKind;
+    /// assert_eq!(SectionKind::ALL[0], SectionKind::Kernel);
+    /// ```
     pub const ALL: [SectionKind; 4] = [
         SectionKind::Kernel,
         SectionKind::Namespaces,
@@ -105,6 +110,14 @@ impl SectionKind {
 }
 
 /// One finding: what was checked, how it came out, and how to fix it.
+///
+/// ```no_run
+/// let report = jobcell::host::check();
+/// let userns = report.find("user namespaces").expect("always checked");
+/// if let Some(fix) = &userns.fix {
+///     eprintln!("{}: {}\nfix: {fix}", userns.name, userns.detail);
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Check {
     /// What was checked, e.g. `"user namespaces"`.
@@ -156,6 +169,14 @@ impl Check {
 }
 
 /// The checks of one [`SectionKind`].
+///
+/// ```no_run
+/// use jobcell::host::{check_sections, SectionKind};
+/// let report = check_sections(&[SectionKind::Cgroups]);
+/// for c in &report.sections[0].checks {
+///     println!("{:<8} {}: {}", c.status, c.name, c.detail);
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Section {
     /// Which section.
@@ -180,6 +201,13 @@ impl Section {
 ///
 /// `Display` renders a report for people (a line per check, the fix below
 /// each warning or problem); `Serialize` gives the same as JSON.
+///
+/// ```no_run
+/// let report = jobcell::host::check();
+/// println!("{report}");
+/// let json = serde_json::to_value(&report).unwrap();
+/// assert_eq!(json["status"], report.status().name());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HostReport {
     /// The worst status of all checks.
@@ -227,11 +255,22 @@ impl HostReport {
     }
 
     /// Every check whose status is [`Status::Problem`].
+    ///
+    /// ```no_run
+    /// for c in jobcell::host::check().problems() {
+    ///     eprintln!("{}: {} (fix: {})", c.name, c.detail, c.fix.as_deref().unwrap_or("-"));
+    /// }
+    /// ```
     pub fn problems(&self) -> impl Iterator<Item = &Check> {
         self.with_status(Status::Problem)
     }
 
     /// Every check whose status is [`Status::Warning`].
+    ///
+    /// ```no_run
+    /// let n = jobcell::host::check().warnings().count();
+    /// println!("{n} warnings");
+    /// ```
     pub fn warnings(&self) -> impl Iterator<Item = &Check> {
         self.with_status(Status::Warning)
     }
