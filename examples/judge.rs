@@ -24,7 +24,7 @@
 //! | `TLE`   | over the CPU time (`--time`) or the wall time (`--wall`)     |
 //! | `MLE`   | the kernel's OOM killer ended it (`--memory`)               |
 //! | `OLE`   | it wrote more than `--output`                                |
-//! | `RE`    | a non-zero exit code or a signal                             |
+//! | `RE`    | a non-zero exit code, a signal, or a forbidden system call    |
 //! | `CE`    | the compile command failed (no test runs)                    |
 //! | `IE`    | the cell could not be set up (an error of the judge's host)  |
 //!
@@ -139,6 +139,8 @@ fn verdict(o: &Outcome, stdout: &str, expected: &str) -> &'static str {
         JobState::OutOfMemory => "MLE",
         JobState::OutputLimitExceeded => "OLE",
         JobState::Failed { .. } if o.exit.is_some() => "RE",
+        // A call the seccomp filter forbids (in kill mode): a runtime error here.
+        JobState::BadSyscall { .. } => "RE",
         _ => "IE",
     }
 }

@@ -98,7 +98,7 @@ fn v2(mount: &Path, own: Option<&Path>, euid: u32) -> Vec<Check> {
     out.push(Check::ok(
         BASE,
         format!(
-            "{} (created for the first job, removed when empty)",
+            "{} (created for the first job, removed when this process exits)",
             base.display()
         ),
     ));

@@ -116,16 +116,23 @@ fn landlock_check() -> Check {
         0,
         LANDLOCK_CREATE_RULESET_VERSION,
     ) {
-        Ok(abi) => Check::ok(NAME, format!("available, ABI version {abi}")),
+        Ok(abi) => Check::ok(
+            NAME,
+            format!("available, ABI version {abi}: Sandbox::landlock rulesets work"),
+        ),
         Err(e) if e.0 == libc::EOPNOTSUPP => Check::warning(
             NAME,
-            "built into the kernel but not enabled (jobcell does not need it today)",
+            "built into the kernel but not enabled: a sandbox with a Landlock ruleset fails to \
+             spawn (cells without one are unaffected)",
             "add `landlock` to the `lsm=` kernel command line, e.g. \
              lsm=landlock,lockdown,yama,integrity,apparmor,bpf",
         ),
         Err(e) => Check::warning(
             NAME,
-            format!("not available ({e}); jobcell does not need it today"),
+            format!(
+                "not available ({e}): a sandbox with a Landlock ruleset fails to spawn (cells \
+                 without one are unaffected)"
+            ),
             "use a kernel built with CONFIG_SECURITY_LANDLOCK=y (Linux 5.13 or newer)",
         ),
     }
