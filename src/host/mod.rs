@@ -132,13 +132,22 @@ pub struct Check {
 }
 
 impl Check {
-    pub(crate) fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
+    fn new(
+        name: impl Into<String>,
+        status: Status,
+        detail: impl Into<String>,
+        fix: Option<String>,
+    ) -> Check {
         Check {
             name: name.into(),
-            status: Status::Ok,
+            status,
             detail: detail.into(),
-            fix: None,
+            fix,
         }
+    }
+
+    pub(crate) fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check::new(name, Status::Ok, detail, None)
     }
 
     pub(crate) fn warning(
@@ -146,12 +155,7 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Check {
-        Check {
-            name: name.into(),
-            status: Status::Warning,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Check::new(name, Status::Warning, detail, Some(fix.into()))
     }
 
     pub(crate) fn problem(
@@ -159,12 +163,7 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Check {
-        Check {
-            name: name.into(),
-            status: Status::Problem,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Check::new(name, Status::Problem, detail, Some(fix.into()))
     }
 }
 
