@@ -914,7 +914,7 @@ impl Builder {
                 self.layout.mount_host(cell.clone(), host);
                 return Ok(());
             }
-            if ft.is_dir() && copyable_dir(host) {
+            if ft.is_dir() && copyable_dir(host, Fingerprint::of(&md)) {
                 self.steps.push(Step::CopyDir {
                     at: cell.clone(),
                     source: host.to_owned(),
@@ -1096,8 +1096,22 @@ impl Builder {
     }
 }
 
-/// A host directory a skeleton can copy: only symlinks and small, world-readable files.
-fn copyable_dir(dir: &Path) -> bool {
+/// A host directory a skeleton can copy: only symlinks and small,
+/// world-readable files. Remembered per directory while its fingerprint holds
+/// (listing /etc/alternatives costs a stat per entry, every spawn otherwise).
+fn copyable_dir(dir: &Path, print: Fingerprint) -> bool {
+    static SEEN: parking_lot::Mutex<Vec<(PathBuf, Fingerprint, bool)>> = parking_lot::Mutex::new(Vec::new());
+    if let Some((_, _, ok)) = SEEN.lock().iter().find(|(d, p, _)| d == dir && *p == print) {
+        return *ok;
+    }
+    let ok = scan_copyable(dir);
+    let mut seen = SEEN.lock();
+    seen.retain(|(d, ..)| d != dir);
+    seen.push((dir.to_owned(), print, ok));
+    ok
+}
+
+fn scan_copyable(dir: &Path) -> bool {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return false;
     };
