@@ -105,6 +105,8 @@ pub(crate) struct ChildPlan {
     /// Where the new root is built before `pivot_root`.
     pub staging: CString,
     pub loopback: bool,
+    /// The default seccomp filter: init installs it just before starting the job.
+    pub init_seccomp: Option<Vec<libc::sock_filter>>,
     pub job: JobPlan,
     pub status: *mut StatusPage,
 }
@@ -210,6 +212,13 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan) -> ! {
         }
     }
 
+    if let Some(prog) = &plan.init_seccomp {
+        // Every call init and the job's setup still make is allowed by the
+        // default policy; the job inherits the filter through its clone.
+        if let Err(e) = sys::seccomp_filter(0, prog) {
+            fail(efd, Stage::Seccomp, e, 0);
+        }
+    }
     // SAFETY: plan.status is the shared status page mapped by the parent.
     unsafe { StatusPage::mark_forking(plan.status) };
     match spawn_job(plan) {

@@ -157,6 +157,7 @@ pub(crate) fn spawn(
         ops: bp.ops,
         staging: bp.staging.clone(),
         loopback: bp.loopback && pooled_net.is_none(),
+        init_seccomp: bp.init_seccomp,
         job: JobPlan {
             uid: bp.ids.uid,
             gid: bp.ids.gid,

@@ -1100,7 +1100,8 @@ impl Builder {
 /// world-readable files. Remembered per directory while its fingerprint holds
 /// (listing /etc/alternatives costs a stat per entry, every spawn otherwise).
 fn copyable_dir(dir: &Path, print: Fingerprint) -> bool {
-    static SEEN: parking_lot::Mutex<Vec<(PathBuf, Fingerprint, bool)>> = parking_lot::Mutex::new(Vec::new());
+    static SEEN: parking_lot::Mutex<Vec<(PathBuf, Fingerprint, bool)>> =
+        parking_lot::Mutex::new(Vec::new());
     if let Some((_, _, ok)) = SEEN.lock().iter().find(|(d, p, _)| d == dir && *p == print) {
         return *ok;
     }
