@@ -75,13 +75,15 @@ impl Controller {
     }
 }
 
-/// Controllers used for usage accounting and killing whenever the host offers them.
-pub(crate) const ACCOUNTING: [Controller; 5] = [
+/// Controllers used for usage accounting whenever the host offers them. Not
+/// the v1 freezer: a cell dies at once with its init (the kernel kills the
+/// whole PID namespace), so killing through the cgroup is only a fallback,
+/// and each v1 hierarchy costs every job a mkdir, a migration and an rmdir.
+pub(crate) const ACCOUNTING: [Controller; 4] = [
     Controller::CpuAcct,
     Controller::Memory,
     Controller::Pids,
     Controller::Io,
-    Controller::Freezer,
 ];
 
 /// What `limits` need: each set limit with the controller that enforces it, in field order.

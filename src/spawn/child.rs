@@ -79,6 +79,12 @@ pub(crate) struct JobPlan {
     pub max_fd: c_int,
     /// The stack the job runs on until it execs (see `spawn_job`).
     pub stack: Vec<u128>,
+    /// Signals the host ignores (bit n-1 for signal n): ignored dispositions
+    /// survive clone and execve, so the job resets these to the default.
+    pub ignored_signals: u64,
+    /// Whether clones are known to reset handled signals
+    /// (CLONE_CLEAR_SIGHAND); if not, the job resets every signal.
+    pub handlers_cleared: bool,
     /// The seccomp program, compiled by the host; installed just before `execve`.
     pub seccomp: Option<Vec<libc::sock_filter>>,
     /// In kill mode, the variant that reports denied calls to init.
@@ -536,10 +542,16 @@ unsafe fn job_main(plan: &ChildPlan) -> ! {
             fail(efd, Stage::Landlock, e, step);
         }
     }
-    // Ignored signals stay ignored across execve (Rust hosts ignore SIGPIPE): reset them all.
-    let mut sig = 1;
+    // Ignored signals stay ignored across execve (Rust hosts ignore SIGPIPE):
+    // reset them. Handled ones were reset by the clone (CLONE_CLEAR_SIGHAND),
+    // or are reset here too where the kernel lacks it.
+    let mut sig: c_int = 1;
     while sig <= 64 {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+        let bit = 1u64 << (sig - 1);
+        if (job.ignored_signals & bit != 0 || !job.handlers_cleared)
+            && sig != libc::SIGKILL
+            && sig != libc::SIGSTOP
+        {
             let _ = sys::signal_default(sig);
         }
         sig += 1;

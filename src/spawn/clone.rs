@@ -10,6 +10,15 @@ pub(crate) const CLONE_PIDFD: u64 = 0x1000;
 pub(crate) const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
 pub(crate) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
+/// Whether clones reset the handled signals (`CLONE_CLEAR_SIGHAND`, Linux
+/// 5.5+): 0 unknown, 1 yes, 2 no. Learned from the first clone; until then a
+/// job assumes not and resets every signal itself.
+static CLEARS_HANDLERS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+pub(crate) fn clears_handlers() -> bool {
+    CLEARS_HANDLERS.load(std::sync::atomic::Ordering::Relaxed) == 1
+}
+
 /// The kernel's `struct clone_args` (version 2, 88 bytes).
 #[repr(C)]
 #[derive(Default)]
@@ -104,6 +113,12 @@ pub(crate) unsafe fn clone_into(
             crate::sys::exit(127);
         }
         if ret > 0 {
+            let cleared = if flags & CLONE_CLEAR_SIGHAND != 0 {
+                1
+            } else {
+                2
+            };
+            CLEARS_HANDLERS.store(cleared, std::sync::atomic::Ordering::Relaxed);
             // SAFETY: CLONE_PIDFD stored a fresh descriptor we now own.
             let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
             return Ok(Child {
@@ -149,6 +164,7 @@ unsafe fn clone_legacy(flags: u64, child: impl FnOnce()) -> Result<Child, Errno>
     if ret < 0 {
         return Err(Errno::last());
     }
+    CLEARS_HANDLERS.store(2, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: CLONE_PIDFD stored a fresh descriptor we now own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Child {

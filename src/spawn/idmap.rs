@@ -148,10 +148,32 @@ pub(crate) fn plan(map: IdMap, uid: u32, gid: u32) -> Result<IdPlan> {
     }
 }
 
-/// Looks up `user` (or its numeric `uid`) in a subuid/subgid file: `name:start:count` lines.
+/// Looks up `user` (or its numeric `uid`) in a subuid/subgid file:
+/// `name:start:count` lines. The answer is remembered while the file's
+/// modification time stays the same (every spawn asks).
 pub(crate) fn subid_range(file: &Path, user: &str, uid: u32) -> Option<(u32, u32)> {
-    let text = std::fs::read_to_string(file).ok()?;
-    parse_subid(&text, user, uid)
+    type Entry = (
+        std::path::PathBuf,
+        String,
+        u32,
+        Option<std::time::SystemTime>,
+        Option<(u32, u32)>,
+    );
+    static CACHE: parking_lot::Mutex<Vec<Entry>> = parking_lot::Mutex::new(Vec::new());
+    let mtime = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+    let mut cache = CACHE.lock();
+    if let Some(e) = cache
+        .iter()
+        .find(|e| e.0 == file && e.1 == user && e.2 == uid && e.3 == mtime)
+    {
+        return e.4;
+    }
+    let found = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| parse_subid(&t, user, uid));
+    cache.retain(|e| !(e.0 == file && e.1 == user && e.2 == uid));
+    cache.push((file.to_owned(), user.to_owned(), uid, mtime, found));
+    found
 }
 
 pub(crate) fn parse_subid(text: &str, user: &str, uid: u32) -> Option<(u32, u32)> {

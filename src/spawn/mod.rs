@@ -173,6 +173,8 @@ pub(crate) fn spawn(
             rlimits: bp.rlimits.clone(),
             max_fd: max_fd(),
             stack: vec![0u128; JOB_STACK_BYTES / 16],
+            ignored_signals: ignored_signals(),
+            handlers_cleared: clone::clears_handlers(),
             seccomp: bp.seccomp,
             seccomp_report: bp.seccomp_report,
             #[cfg(feature = "landlock")]
@@ -245,7 +247,11 @@ pub(crate) fn spawn(
         let (stage, errno, step) = child::decode_record(&rec);
         let stage = Stage::from_u32(stage).unwrap_or(Stage::BuildRoot);
         let detail = match stage {
-            Stage::BuildRoot => plan.ops_name(step, &bp.op_names),
+            Stage::BuildRoot => match bp.op_steps.get(step as usize) {
+                Some(Some(i)) => bp.root_steps[*i].describe(),
+                Some(None) => "attach the root skeleton".into(),
+                None => format!("step {step}"),
+            },
             Stage::Exec => bp.program.to_string_lossy().into_owned(),
             Stage::Chdir => bp.cwd.to_string_lossy().into_owned(),
             Stage::SetUser => format!("uid {}", bp.ids.uid),
@@ -305,15 +311,6 @@ fn landlock_detail(plan: &ChildPlan, step: u32) -> String {
     }
     let _ = (plan, step);
     String::new()
-}
-
-impl ChildPlan {
-    fn ops_name(&self, step: u32, names: &[String]) -> String {
-        names
-            .get(step as usize)
-            .cloned()
-            .unwrap_or_else(|| format!("step {step}"))
-    }
 }
 
 /// A descriptor handed to the child: ours to close, or a shared one.
@@ -431,6 +428,20 @@ fn lifeline() -> Result<RawFd> {
     }
     let p = pipe("lifeline")?;
     Ok(LIFELINE.get_or_init(|| p).0.as_raw_fd())
+}
+
+/// The signals this process ignores, from `/proc/self/status` (`SigIgn`):
+/// one read instead of a system call per signal in every job.
+fn ignored_signals() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        // Unknown: reset everything.
+        .unwrap_or(u64::MAX)
 }
 
 fn max_fd() -> c_int {

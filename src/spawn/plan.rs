@@ -29,7 +29,10 @@ pub(crate) struct Blueprint {
     pub ids: IdPlan,
     pub ops: Vec<Op>,
     /// A human description of each op, for error messages.
-    pub op_names: Vec<String>,
+    /// For each op, the root step it comes from (`None`: the skeleton's
+    /// attachment); descriptions are made only when one fails.
+    pub op_steps: Vec<Option<usize>>,
+    pub root_steps: Vec<Step>,
     /// Detached mount trees referenced by `Op::Attach`.
     pub trees: Vec<OwnedFd>,
     pub staging: CString,
@@ -148,7 +151,7 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
     }
 
     let staging = staging_dir(sandbox, mount_api)?;
-    let (ops, op_names, trees) = lower_root(
+    let (ops, op_steps, trees) = lower_root(
         &mut root,
         sandbox,
         &ids,
@@ -168,7 +171,8 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
     Ok(Some(Blueprint {
         ids,
         ops,
-        op_names,
+        op_steps,
+        root_steps: root.steps,
         trees,
         staging: CString::new(staging.as_os_str().as_bytes()).expect("static path"),
         hostname,
@@ -281,6 +285,10 @@ fn resolve_program(
     })
 }
 
+/// The cell's operations, the root step each comes from, and the mount
+/// trees they attach.
+type Lowered = (Vec<Op>, Vec<Option<usize>>, Vec<OwnedFd>);
+
 /// Turns the root plan into the cell's operations: on a root host with the
 /// minimal root, a clone of the cached skeleton plus the per-cell steps;
 /// otherwise every step.
@@ -290,35 +298,40 @@ fn lower_root(
     ids: &IdPlan,
     mount_api: bool,
     staging: &[u8],
-) -> Result<(Vec<Op>, Vec<String>, Vec<OwnedFd>)> {
+) -> Result<Lowered> {
     if root.skeleton {
         let (stat, cell) = root.split();
         let owner = ids.root_host_ids();
-        let key = skeleton::key(&stat, owner);
+        let stat_steps: Vec<&Step> = stat.iter().map(|&i| &root.steps[i]).collect();
+        let key = skeleton::key(&stat_steps, owner);
         let spec = || skeleton::Spec {
-            steps: stat.iter().map(|s| (*s).clone()).collect(),
+            steps: stat_steps.iter().map(|s| (*s).clone()).collect(),
             owner,
         };
         if let Some(skel) = prep::skeleton_clone(key, spec)? {
-            let (cell_ops, cell_names) = root::lower(&cell, &root.trees, staging)?;
+            let (cell_ops, cell_steps) = root::lower(&root.steps, &cell, &root.trees, staging)?;
             let mut ops = vec![Op::Attach {
                 fd: skel.as_raw_fd(),
                 target: CString::new(staging).expect("static path"),
             }];
-            let mut names = vec!["attach the root skeleton".to_string()];
+            let mut origin = vec![None];
             ops.extend(cell_ops);
-            names.extend(cell_names);
+            origin.extend(cell_steps.into_iter().map(Some));
             let mut trees = std::mem::take(&mut root.trees);
             trees.push(skel);
-            return Ok((ops, names, trees));
+            return Ok((ops, origin, trees));
         }
         // Skeletons turned out impossible here: plan the root again, inline.
         let untrusted = Untrusted::for_range(ids.cell_range());
         *root = root::Builder::new(sandbox, mount_api, false, untrusted).build(sandbox, ids)?;
     }
-    let all: Vec<&Step> = root.steps.iter().collect();
-    let (ops, names) = root::lower(&all, &root.trees, staging)?;
-    Ok((ops, names, std::mem::take(&mut root.trees)))
+    let all: Vec<usize> = (0..root.steps.len()).collect();
+    let (ops, origin) = root::lower(&root.steps, &all, &root.trees, staging)?;
+    Ok((
+        ops,
+        origin.into_iter().map(Some).collect(),
+        std::mem::take(&mut root.trees),
+    ))
 }
 
 /// Where the new root is assembled before `pivot_root`: an existing host

@@ -292,31 +292,33 @@ impl RootPlan {
     /// Splits the steps into the static ones (for the skeleton) and the
     /// per-cell ones, keeping each list in order. A step inside a per-cell
     /// mount made earlier is per-cell too.
-    pub(crate) fn split(&self) -> (Vec<&Step>, Vec<&Step>) {
+    pub(crate) fn split(&self) -> (Vec<usize>, Vec<usize>) {
         let mut cell_mounts: Vec<CellPath> = Vec::new();
         let (mut stat, mut cell) = (Vec::new(), Vec::new());
-        for s in &self.steps {
+        for (i, s) in self.steps.iter().enumerate() {
             let at = s.at();
             if s.is_cell_mount() {
                 cell_mounts.push(at);
-                cell.push(s);
+                cell.push(i);
             } else if cell_mounts.iter().any(|m| at.starts_with(m)) {
-                cell.push(s);
+                cell.push(i);
             } else {
-                stat.push(s);
+                stat.push(i);
             }
         }
         (stat, cell)
     }
 }
 
-/// Lowers steps to the cell's operations, with paths under `staging`.
-/// Returns the ops and a description of each (for error messages).
+/// Lowers the steps `which` (indices into `steps`) to the cell's operations,
+/// with paths under `staging`. Returns the ops and, for each, the index of the
+/// step it comes from: descriptions are only made when a step fails.
 pub(crate) fn lower(
-    steps: &[&Step],
+    steps: &[Step],
+    which: &[usize],
     trees: &[OwnedFd],
     staging: &[u8],
-) -> Result<(Vec<Op>, Vec<String>)> {
+) -> Result<(Vec<Op>, Vec<usize>)> {
     let path = |p: &CellPath| -> CString {
         let mut v = staging.to_vec();
         if !p.is_root() {
@@ -331,8 +333,9 @@ pub(crate) fn lower(
         })
     };
     let (mut ops, mut names) = (Vec::new(), Vec::new());
-    for s in steps {
-        let name = s.describe();
+    for &i in which {
+        let s = &steps[i];
+        let name = i;
         let at = s.at();
         match s {
             Step::RootTmpfs => ops.push(Op::Mount {
@@ -378,7 +381,7 @@ pub(crate) fn lower(
                     source: path(&at),
                     target: path(&at),
                 });
-                names.push(name.clone());
+                names.push(name);
                 ops.push(Op::SetAttr {
                     target: path(&at),
                     set: sys::MOUNT_ATTR_RDONLY
@@ -409,7 +412,7 @@ pub(crate) fn lower(
                     source: c(source.as_os_str().as_bytes())?,
                     target: path(&at),
                 });
-                names.push(name.clone());
+                names.push(name);
                 ops.push(Op::SetAttr {
                     target: path(&at),
                     set: *set,
@@ -428,7 +431,7 @@ pub(crate) fn lower(
                     target: path(&at),
                 });
                 if !device {
-                    names.push(name.clone());
+                    names.push(name);
                     ops.push(Op::SetAttr {
                         target: path(&at),
                         set: sys::MOUNT_ATTR_RDONLY
@@ -462,7 +465,7 @@ pub(crate) fn lower(
                 fallback: *fallback,
             }),
             Step::Copy { .. } | Step::CopyDir { .. } | Step::Mknod { .. } => {
-                unreachable!("skeleton-only step given to a cell: {name}")
+                unreachable!("skeleton-only step given to a cell: {}", s.describe())
             }
         }
         names.push(name);
@@ -1191,7 +1194,11 @@ mod tests {
             skeleton: true,
         };
         let (stat, cell) = plan.split();
-        let names = |v: Vec<&Step>| v.iter().map(|s| s.at().display()).collect::<Vec<_>>();
+        let names = |v: Vec<usize>| {
+            v.iter()
+                .map(|&i| plan.steps[i].at().display())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(stat), ["/", "/data", "/other", "/data2"]);
         assert_eq!(names(cell), ["/data", "/data/sub"]);
     }
