@@ -316,7 +316,24 @@ pub struct LogReader {
     /// Stop at this entry count (a snapshot), or follow when None.
     until: Option<usize>,
     follow: bool,
+    /// Entries taken under one lock and not yet returned: a reader takes all
+    /// that is ready at once, so a thousand followers do not queue on the
+    /// lock once per chunk (the writer needs it too).
+    batch: std::collections::VecDeque<Pending>,
 }
+
+/// An entry taken from the log, its data in memory or in the backing file.
+struct Pending {
+    stream: Stream,
+    offset: u64,
+    time: SystemTime,
+    len: usize,
+    source: Result<Arc<[u8]>, (Arc<File>, u64)>,
+}
+
+/// At most this many entries per batch (a batch of chunks already in memory
+/// costs only reference counts).
+const BATCH: usize = 256;
 
 impl LogReader {
     pub(crate) fn new(log: Arc<Log>) -> LogReader {
@@ -326,6 +343,7 @@ impl LogReader {
             start: None,
             until: None,
             follow: true,
+            batch: std::collections::VecDeque::new(),
         }
     }
 
@@ -339,6 +357,7 @@ impl LogReader {
     pub fn offset(mut self, offset: u64) -> LogReader {
         self.start = Some(offset);
         self.index = 0;
+        self.batch.clear();
         self
     }
 
@@ -351,6 +370,7 @@ impl LogReader {
     /// ```
     pub fn snapshot(mut self) -> LogReader {
         self.until = Some(self.log.inner.lock().entries.len());
+        self.batch.clear();
         self.follow = false;
         self
     }
@@ -380,6 +400,9 @@ impl LogReader {
         &mut self,
         deadline: Option<std::time::Instant>,
     ) -> Result<Option<Chunk>, TimedOut> {
+        if let Some(p) = self.batch.pop_front() {
+            return Ok(Some(self.materialize(p)));
+        }
         let mut g = self.log.inner.lock();
         if let Some(start) = self.start {
             // The first entry whose end lies beyond `start`.
@@ -410,18 +433,47 @@ impl LogReader {
                 }
             }
         }
-        let e = &g.entries[self.index];
-        let (stream, offset, time, len) = (e.stream, e.offset, e.time, e.len as usize);
-        let source = match (&e.data, e.file_pos, &g.backing) {
-            (Some(d), _, _) => Ok(d.clone()),
-            (None, Some(pos), Some(b)) => Err((b.file.clone(), pos)),
-            _ => Ok(Arc::from(&[][..])),
-        };
+        let end = self
+            .until
+            .unwrap_or(usize::MAX)
+            .min(g.entries.len())
+            .min(self.index + BATCH);
+        for e in &g.entries[self.index..end] {
+            let source = match (&e.data, e.file_pos, &g.backing) {
+                (Some(d), _, _) => Ok(d.clone()),
+                (None, Some(pos), Some(b)) => Err((b.file.clone(), pos)),
+                _ => Ok(Arc::from(&[][..])),
+            };
+            self.batch.push_back(Pending {
+                stream: e.stream,
+                offset: e.offset,
+                time: e.time,
+                len: e.len as usize,
+                source,
+            });
+        }
+        self.index = end;
         drop(g);
+        let first = self
+            .batch
+            .pop_front()
+            .expect("at least one entry was ready");
+        Ok(Some(self.materialize(first)))
+    }
+
+    /// Turns a taken entry into a chunk, reading spilled data from the file
+    /// (outside the lock: a slow disk never stalls the writer).
+    fn materialize(&mut self, p: Pending) -> Chunk {
+        let Pending {
+            stream,
+            offset,
+            time,
+            len,
+            source,
+        } = p;
         let data: Arc<[u8]> = match source {
             Ok(d) => d,
             Err((file, pos)) => {
-                // Read outside the lock: a slow disk never stalls the writer.
                 let mut buf = vec![0u8; len];
                 if file.read_exact_at(&mut buf, pos).is_err() {
                     buf.clear();
@@ -429,7 +481,6 @@ impl LogReader {
                 buf.into()
             }
         };
-        self.index += 1;
         let (data, offset) = match self.start.take() {
             Some(start) if start > offset => {
                 let cut = ((start - offset) as usize).min(data.len());
@@ -437,12 +488,12 @@ impl LogReader {
             }
             _ => (data, offset),
         };
-        Ok(Some(Chunk {
+        Chunk {
             stream,
             data,
             offset,
             time,
-        }))
+        }
     }
 }
 
