@@ -1,55 +1,27 @@
-//! Spawn latency: `/bin/true` in a full cell (with and without cgroups)
-//! versus `std::process::Command`.
+//! Spawn latency: `/bin/true` in a full cell (without a cgroup, with the
+//! default usage accounting, and with memory + pids + CPU limits) versus
+//! `std::process::Command`.
 //!
-//! Run with `cargo bench --bench spawn` (as root). Prints the median and p90
-//! of each, and each cell's ratio to `std::process::Command`.
+//! Run with `cargo bench --bench spawn` (as root). The variants are measured
+//! interleaved (one of each per round), so a noisy machine disturbs them
+//! alike; the ratios compare medians.
 
 use std::time::{Duration, Instant};
 
 use jobcell::{Command, Limits, Output, Sandbox};
 
-const WARMUP: usize = 50;
-const RUNS: usize = 500;
-
-fn measure(name: &str, mut f: impl FnMut()) -> Duration {
-    for _ in 0..WARMUP {
-        f();
-    }
-    let mut samples: Vec<Duration> = (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    samples.sort();
-    let median = samples[RUNS / 2];
-    let p90 = samples[RUNS * 9 / 10];
-    println!(
-        "{name:<48} median {:>8.1} µs   p90 {:>8.1} µs",
-        us(median),
-        us(p90)
-    );
-    median
-}
+const WARMUP: usize = 30;
+const ROUNDS: usize = 400;
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
 fn main() {
-    let std_median = measure("std::process::Command /bin/true", || {
-        let st = std::process::Command::new("/bin/true").status().unwrap();
-        assert!(st.success());
-    });
-
     let mut cmd = Command::new("/bin/true");
     cmd.stdout(Output::Discard).stderr(Output::Discard);
-    let mut cells: Vec<(&str, Sandbox)> = Vec::new();
     let mut bare = Sandbox::new();
     bare.accounting(false);
-    cells.push(("cell, no cgroup", bare));
-    cells.push(("cell, usage accounting (default)", Sandbox::new()));
     let mut limited = Sandbox::new();
     limited.limits(Limits {
         memory: Some(256 << 20),
@@ -57,17 +29,59 @@ fn main() {
         cpu_percent: Some(100),
         ..Default::default()
     });
-    cells.push(("cell, memory + pids + cpu limits", limited));
+    let cells: Vec<(&str, Sandbox)> = vec![
+        ("cell, no cgroup", bare),
+        ("cell, usage accounting (default)", Sandbox::new()),
+        ("cell, memory + pids + cpu limits", limited),
+    ];
 
-    let mut ratios = Vec::new();
-    for (name, sb) in &cells {
-        let m = measure(&format!("jobcell {name}"), || {
-            let job = sb.spawn(&cmd).unwrap();
-            assert!(job.wait().unwrap().success());
-        });
-        ratios.push((name, m.as_secs_f64() / std_median.as_secs_f64()));
+    let run_std = || {
+        let t = Instant::now();
+        assert!(std::process::Command::new("/bin/true")
+            .status()
+            .unwrap()
+            .success());
+        t.elapsed()
+    };
+    let run_cell = |sb: &Sandbox| {
+        let t = Instant::now();
+        let job = sb.spawn(&cmd).unwrap();
+        assert!(job.wait().unwrap().success());
+        t.elapsed()
+    };
+    for _ in 0..WARMUP {
+        run_std();
+        for (_, sb) in &cells {
+            run_cell(sb);
+        }
     }
-    for (name, r) in ratios {
-        println!("ratio {name:<40} {r:.2}x std::process::Command");
+    let mut std_samples = Vec::with_capacity(ROUNDS);
+    let mut cell_samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(ROUNDS); cells.len()];
+    for _ in 0..ROUNDS {
+        std_samples.push(run_std());
+        for (i, (_, sb)) in cells.iter().enumerate() {
+            cell_samples[i].push(run_cell(sb));
+        }
+    }
+    let stats = |v: &mut Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 9 / 10])
+    };
+    let (std_median, std_p90) = stats(&mut std_samples);
+    println!(
+        "{:<40} median {:>8.1} µs   p90 {:>8.1} µs",
+        "std::process::Command /bin/true",
+        us(std_median),
+        us(std_p90)
+    );
+    for ((name, _), samples) in cells.iter().zip(cell_samples.iter_mut()) {
+        let (m, p90) = stats(samples);
+        println!(
+            "{:<40} median {:>8.1} µs   p90 {:>8.1} µs   {:.2}x std::process::Command",
+            format!("jobcell {name}"),
+            us(m),
+            us(p90),
+            m.as_secs_f64() / std_median.as_secs_f64()
+        );
     }
 }
