@@ -287,16 +287,17 @@ pub(crate) fn sigprocmask(how: c_int, set: KernelSigset) -> SysResult {
     .map(drop)
 }
 
+/// The kernel's struct sigaction on x86_64/aarch64: handler, flags, restorer, mask.
+#[repr(C)]
+struct KSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: KernelSigset,
+}
+
 /// Resets one signal to its default disposition.
 pub(crate) fn signal_default(sig: c_int) -> SysResult {
-    // The kernel's struct sigaction on x86_64/aarch64: handler, flags, restorer, mask.
-    #[repr(C)]
-    struct KSigaction {
-        handler: usize,
-        flags: u64,
-        restorer: usize,
-        mask: KernelSigset,
-    }
     let act = KSigaction {
         handler: libc::SIG_DFL,
         flags: 0,
@@ -314,6 +315,36 @@ pub(crate) fn signal_default(sig: c_int) -> SysResult {
         )
     })
     .map(drop)
+}
+
+/// The signals this process ignores (bit `n - 1` for signal `n`), asked of
+/// the kernel one by one: 64 light calls cost less than formatting and
+/// parsing `/proc/self/status`. A signal that cannot be asked about counts
+/// as ignored, so the job resets it.
+pub(crate) fn ignored_signals() -> KernelSigset {
+    let mut ignored = 0;
+    for sig in 1..=64 {
+        let mut old = KSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: a query only (no new action); `old` is a valid kernel sigaction to fill.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                ptr::null::<KSigaction>(),
+                &mut old as *mut KSigaction,
+                std::mem::size_of::<KernelSigset>(),
+            )
+        };
+        if r != 0 || old.handler == libc::SIG_IGN {
+            ignored |= 1 << (sig - 1);
+        }
+    }
+    ignored
 }
 
 pub(crate) fn signalfd(mask: KernelSigset, flags: c_int) -> SysResult<c_int> {

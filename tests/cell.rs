@@ -347,6 +347,44 @@ fn exit_codes_and_signals() {
 }
 
 #[test]
+fn signal_dispositions_start_at_their_defaults() {
+    let _g = shared();
+    extern "C" fn handler(_: libc::c_int) {}
+    // The test harness ignores SIGPIPE, as every Rust program does; ignore
+    // one more and catch another: none of it may reach the job.
+    // SAFETY: setting dispositions of signals nothing in this test binary uses.
+    unsafe {
+        libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+        libc::signal(libc::SIGUSR1, handler as *const () as libc::sighandler_t);
+    }
+    // Not the first spawn of the process: until a clone has shown that the
+    // kernel clears handlers, the job resets every signal anyway.
+    assert!(cell()
+        .spawn(&Command::new("true"))
+        .unwrap()
+        .wait()
+        .unwrap()
+        .success());
+    let job = cell()
+        .spawn(Command::new("cat").arg("/proc/self/status"))
+        .unwrap();
+    let r = collect(&job);
+    assert!(r.outcome.success(), "{}", r.stderr);
+    for field in ["SigIgn", "SigCgt", "SigBlk"] {
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .unwrap_or_else(|| panic!("no {field} in {}", r.stdout));
+        assert_eq!(
+            line.split_whitespace().nth(1),
+            Some("0000000000000000"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
 fn rootfs_and_extra_entries() {
     let _g = shared();
     // A root made of the host's /usr plus the mount points a root needs.

@@ -173,7 +173,7 @@ pub(crate) fn spawn(
             rlimits: bp.rlimits.clone(),
             max_fd: max_fd(),
             stack: vec![0u128; JOB_STACK_BYTES / 16],
-            ignored_signals: ignored_signals(),
+            ignored_signals: sys::ignored_signals(),
             handlers_cleared: clone::clears_handlers(),
             seccomp: bp.seccomp,
             seccomp_report: bp.seccomp_report,
@@ -428,20 +428,6 @@ fn lifeline() -> Result<RawFd> {
     }
     let p = pipe("lifeline")?;
     Ok(LIFELINE.get_or_init(|| p).0.as_raw_fd())
-}
-
-/// The signals this process ignores, from `/proc/self/status` (`SigIgn`):
-/// one read instead of a system call per signal in every job.
-fn ignored_signals() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("SigIgn:"))
-                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        })
-        // Unknown: reset everything.
-        .unwrap_or(u64::MAX)
 }
 
 fn max_fd() -> c_int {
