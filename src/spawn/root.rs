@@ -70,6 +70,46 @@ const PROC_MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi"];
 const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger"];
 /// /sys entries hidden behind an empty read-only tmpfs.
 const SYS_MASKED_DIRS: &[&str] = &["firmware", "devices/virtual/powercap"];
+/// What the kernel's /proc and /sys have and what the host's device nodes
+/// are: fixed while the process lives, so asked once instead of with two
+/// dozen `stat` calls in every spawn.
+struct HostFacts {
+    proc_files: Vec<&'static str>,
+    proc_dirs: Vec<&'static str>,
+    proc_read_only: Vec<&'static str>,
+    sys_dirs: Vec<&'static str>,
+    /// Character devices among `DEV_NODES`: name, device number, mode.
+    dev_nodes: Vec<(&'static str, u64, u32)>,
+}
+
+fn host_facts() -> &'static HostFacts {
+    static FACTS: std::sync::OnceLock<HostFacts> = std::sync::OnceLock::new();
+    FACTS.get_or_init(|| {
+        let present = |dir: &str, names: &[&'static str], test: fn(&Path) -> bool| {
+            names
+                .iter()
+                .copied()
+                .filter(|n| test(&Path::new(dir).join(n)))
+                .collect()
+        };
+        HostFacts {
+            proc_files: present("/proc", PROC_MASKED, Path::is_file),
+            proc_dirs: present("/proc", PROC_MASKED_DIRS, Path::is_dir),
+            proc_read_only: present("/proc", PROC_READ_ONLY, Path::exists),
+            sys_dirs: present("/sys", SYS_MASKED_DIRS, Path::is_dir),
+            dev_nodes: DEV_NODES
+                .iter()
+                .filter_map(|&n| {
+                    let md = std::fs::metadata(Path::new("/dev").join(n)).ok()?;
+                    md.file_type()
+                        .is_char_device()
+                        .then(|| (n, md.rdev(), md.mode()))
+                })
+                .collect(),
+        }
+    })
+}
+
 /// Host files larger than this are bound, not copied into a skeleton.
 const COPY_MAX: u64 = 4 << 20;
 
@@ -839,27 +879,21 @@ impl Builder {
     /// Hides what /proc says about the host and makes its writable parts read-only.
     /// Only entries this kernel has are touched (the cell's /proc is of the same kernel).
     fn proc_masks(&mut self, proc_: &CellPath) {
-        let host = Path::new("/proc");
-        for name in PROC_MASKED {
-            if host.join(name).is_file() {
-                self.steps.push(Step::MaskFile {
-                    at: proc_.join(name.as_bytes()),
-                });
-            }
+        let facts = host_facts();
+        for name in &facts.proc_files {
+            self.steps.push(Step::MaskFile {
+                at: proc_.join(name.as_bytes()),
+            });
         }
-        for name in PROC_MASKED_DIRS {
-            if host.join(name).is_dir() {
-                self.steps.push(Step::MaskDir {
-                    at: proc_.join(name.as_bytes()),
-                });
-            }
+        for name in &facts.proc_dirs {
+            self.steps.push(Step::MaskDir {
+                at: proc_.join(name.as_bytes()),
+            });
         }
-        for name in PROC_READ_ONLY {
-            if host.join(name).exists() {
-                self.steps.push(Step::ReadOnly {
-                    at: proc_.join(name.as_bytes()),
-                });
-            }
+        for name in &facts.proc_read_only {
+            self.steps.push(Step::ReadOnly {
+                at: proc_.join(name.as_bytes()),
+            });
         }
     }
 
@@ -881,12 +915,10 @@ impl Builder {
                 BindKind::User { writable: false },
             )?;
         }
-        for d in SYS_MASKED_DIRS {
-            if Path::new("/sys").join(d).is_dir() {
-                self.steps.push(Step::MaskDir {
-                    at: CellPath::new(format!("/sys/{d}"))?,
-                });
-            }
+        for d in &host_facts().sys_dirs {
+            self.steps.push(Step::MaskDir {
+                at: CellPath::new(format!("/sys/{d}"))?,
+            });
         }
         Ok(())
     }
@@ -973,21 +1005,15 @@ impl Builder {
                 "mode=0755,size=64k,nr_inodes=64".into(),
             );
         }
-        for node in DEV_NODES {
+        for &(node, rdev, mode) in &host_facts().dev_nodes {
             let host = Path::new("/dev").join(node);
-            let Ok(md) = std::fs::metadata(&host) else {
-                continue;
-            };
-            if !md.file_type().is_char_device() {
-                continue;
-            }
             let cell = dev.join(node.as_bytes());
             if self.skeleton {
                 // The skeleton is made by host root, which may mknod: no mounts.
                 self.steps.push(Step::Mknod {
                     at: cell.clone(),
-                    rdev: md.rdev(),
-                    mode: md.mode() & 0o777,
+                    rdev,
+                    mode: mode & 0o777,
                 });
             } else {
                 self.steps.push(Step::Touch { at: cell.clone() });
