@@ -111,7 +111,12 @@ impl Runtime {
             wall_time: limits.wall_time,
             cpu_time: limits.cpu_time,
             output_limit: limits.output_bytes,
-            cpus: cgroup::max_cpus(limits, online_cpus()),
+            // Only the CPU-time timer needs it, and asking costs ~50 µs (it
+            // reads the cgroup quota files): not for every job.
+            cpus: match limits.cpu_time {
+                Some(_) => cgroup::max_cpus(limits, online_cpus()),
+                None => 1,
+            },
         });
         Ok(())
     }
