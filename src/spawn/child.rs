@@ -7,78 +7,160 @@
 //! panics (no unchecked indexing, no overflowing arithmetic). Failures are
 //! written to the error pipe as `(stage, errno, step)` and end the process.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
+use std::sync::Arc;
 
 use libc::{c_int, c_long};
 
 use crate::error::{Errno, Stage};
+use crate::spawn::arena::Arena;
 use crate::spawn::status::StatusPage;
 use crate::sys;
 
 /// One step of building the cell's root, prepared by the planner.
-#[derive(Debug)]
-pub(crate) enum Op {
+///
+/// The planner builds owned ops (`Op`, the default parameters); the cell reads
+/// them placed in the plan's arena (`PlacedOp`), where every string and byte
+/// slice is a reference into the same shared mapping.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op<S = CString, B = Arc<[u8]>> {
     /// `mkdir(path, 0755)`; an existing entry is fine.
-    Mkdir { path: CString },
+    Mkdir { path: S },
     /// Creates an empty file to mount a file onto; an existing entry is fine.
-    Touch { path: CString },
+    Touch { path: S },
     /// Mounts a file system without a source device (tmpfs, proc, devpts).
     Mount {
-        fstype: &'static std::ffi::CStr,
-        target: CString,
+        fstype: &'static CStr,
+        target: S,
         flags: u64,
-        data: Option<CString>,
+        data: Option<S>,
     },
     /// Attaches a detached mount tree the host prepared with `open_tree`.
-    Attach { fd: c_int, target: CString },
+    Attach { fd: c_int, target: S },
     /// Path-based bind mount (kernels without `open_tree`).
-    Bind { source: CString, target: CString },
+    Bind { source: S, target: S },
     /// Sets mount attributes (`mount_setattr`); kernels before 5.12 get a
     /// `MS_REMOUNT | MS_BIND | fallback` instead.
     SetAttr {
-        target: CString,
+        target: S,
         set: u64,
         recursive: bool,
         fallback: u64,
     },
     /// Writes `value` to an existing file (a sysctl of the cell's own
     /// namespaces); best effort: a failure is ignored.
-    Sysctl { path: CString, value: &'static [u8] },
+    Sysctl { path: S, value: &'static [u8] },
     /// `symlink(value, link)`.
-    Symlink { value: CString, link: CString },
+    Symlink { value: S, link: S },
     /// Creates `path` with `data` and `mode`.
-    WriteFile {
-        path: CString,
-        data: std::sync::Arc<[u8]>,
-        mode: u32,
-    },
+    WriteFile { path: S, data: B, mode: u32 },
+}
+
+/// An op as the cell reads it: placed in the plan's arena.
+pub(crate) type PlacedOp<'a> = Op<&'a CStr, &'a [u8]>;
+
+impl Op {
+    /// Copies the op's strings and bytes into `arena`.
+    pub(crate) fn place<'a>(&self, arena: &'a Arena) -> Option<PlacedOp<'a>> {
+        let c = |s: &CString| arena.cstr(s);
+        Some(match self {
+            Op::Mkdir { path } => Op::Mkdir { path: c(path)? },
+            Op::Touch { path } => Op::Touch { path: c(path)? },
+            Op::Mount {
+                fstype,
+                target,
+                flags,
+                data,
+            } => Op::Mount {
+                fstype,
+                target: c(target)?,
+                flags: *flags,
+                data: match data {
+                    Some(d) => Some(c(d)?),
+                    None => None,
+                },
+            },
+            Op::Attach { fd, target } => Op::Attach {
+                fd: *fd,
+                target: c(target)?,
+            },
+            Op::Bind { source, target } => Op::Bind {
+                source: c(source)?,
+                target: c(target)?,
+            },
+            Op::SetAttr {
+                target,
+                set,
+                recursive,
+                fallback,
+            } => Op::SetAttr {
+                target: c(target)?,
+                set: *set,
+                recursive: *recursive,
+                fallback: *fallback,
+            },
+            Op::Sysctl { path, value } => Op::Sysctl {
+                path: c(path)?,
+                value,
+            },
+            Op::Symlink { value, link } => Op::Symlink {
+                value: c(value)?,
+                link: c(link)?,
+            },
+            Op::WriteFile { path, data, mode } => Op::WriteFile {
+                path: c(path)?,
+                data: arena.slice(data)?,
+                mode: *mode,
+            },
+        })
+    }
+
+    /// An upper bound of the arena bytes `place` takes.
+    pub(crate) fn footprint(&self) -> usize {
+        let c = |s: &CString| Arena::footprint_of::<u8>(s.as_bytes_with_nul().len());
+        match self {
+            Op::Mkdir { path } | Op::Touch { path } | Op::Sysctl { path, .. } => c(path),
+            Op::Mount { target, data, .. } => c(target) + data.as_ref().map_or(0, c),
+            Op::Attach { target, .. } | Op::SetAttr { target, .. } => c(target),
+            Op::Bind { source, target } => c(source) + c(target),
+            Op::Symlink { value, link } => c(value) + c(link),
+            Op::WriteFile { path, data, .. } => c(path) + Arena::footprint_of::<u8>(data.len()),
+        }
+    }
+}
+
+/// A Landlock ruleset as the job reads it.
+#[cfg(feature = "landlock")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlacedLandlock<'a> {
+    pub handled: u64,
+    pub rules: &'a [(&'a CStr, u64)],
 }
 
 /// What the job (the grandchild) needs.
-#[derive(Debug)]
-pub(crate) struct JobPlan {
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JobPlan<'a> {
     pub uid: u32,
     pub gid: u32,
     /// Call `setgroups([gid])` (needs a range mapping; unprivileged maps deny it).
     pub set_groups: bool,
     /// Descriptors that become the job's 0, 1, 2.
     pub stdio: [c_int; 3],
-    pub cwd: CString,
-    pub program: CString,
-    #[allow(dead_code)] // owns the strings argv_ptrs points into
-    pub argv: Vec<CString>,
-    pub argv_ptrs: Vec<*const libc::c_char>,
-    #[allow(dead_code)] // owns the strings envp_ptrs points into
-    pub envp: Vec<CString>,
-    pub envp_ptrs: Vec<*const libc::c_char>,
+    pub cwd: &'a CStr,
+    pub program: &'a CStr,
+    /// NULL-terminated arrays of pointers to strings in the arena.
+    pub argv: &'a [*const libc::c_char],
+    pub envp: &'a [*const libc::c_char],
     /// Highest capability number of the running kernel.
     pub cap_last: c_int,
     /// `(resource, limit)` pairs applied before the id switch.
-    pub rlimits: Vec<(c_int, libc::rlimit64)>,
+    pub rlimits: &'a [(c_int, libc::rlimit64)],
     /// Upper bound of descriptor numbers, for the close-on-exec fallback loop.
     pub max_fd: c_int,
-    /// The stack the job runs on until it execs (see `spawn_job`).
-    pub stack: Vec<u128>,
+    /// The stack the job runs on until it execs (see `spawn_job`): its
+    /// lowest address and size, in the arena.
+    pub stack: *mut u8,
+    pub stack_len: usize,
     /// Signals the host ignores (bit n-1 for signal n): ignored dispositions
     /// survive clone and execve, so the job resets these to the default.
     pub ignored_signals: u64,
@@ -86,19 +168,20 @@ pub(crate) struct JobPlan {
     /// (CLONE_CLEAR_SIGHAND); if not, the job resets every signal.
     pub handlers_cleared: bool,
     /// The seccomp program, compiled by the host; installed just before `execve`.
-    pub seccomp: Option<Vec<libc::sock_filter>>,
+    pub seccomp: Option<&'a [libc::sock_filter]>,
     /// In kill mode, the variant that reports denied calls to init.
-    pub seccomp_report: Option<Vec<libc::sock_filter>>,
+    pub seccomp_report: Option<&'a [libc::sock_filter]>,
     /// A Landlock ruleset, applied after chdir.
     #[cfg(feature = "landlock")]
-    pub landlock: Option<crate::landlock::Prepared>,
+    pub landlock: Option<PlacedLandlock<'a>>,
 }
 
-/// Everything the cell's init needs, prepared by the parent before the clone.
-#[derive(Debug)]
-pub(crate) struct ChildPlan {
+/// Everything the cell's init needs, placed by the parent in the plan's
+/// arena before the clone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChildPlan<'a> {
     /// Descriptors init keeps; everything else inherited is closed first. Sorted, unique.
-    pub keep: Vec<c_int>,
+    pub keep: &'a [c_int],
     pub sync_read: c_int,
     pub error_write: c_int,
     /// The socket pair through which the job hands init its seccomp listener (-1: none).
@@ -106,14 +189,14 @@ pub(crate) struct ChildPlan {
     pub report_init: c_int,
     pub lifeline_read: c_int,
     pub become_root: bool,
-    pub hostname: Vec<u8>,
-    pub ops: Vec<Op>,
+    pub hostname: &'a [u8],
+    pub ops: &'a [PlacedOp<'a>],
     /// Where the new root is built before `pivot_root`.
-    pub staging: CString,
+    pub staging: &'a CStr,
     pub loopback: bool,
     /// The default seccomp filter: init installs it just before starting the job.
-    pub init_seccomp: Option<Vec<libc::sock_filter>>,
-    pub job: JobPlan,
+    pub init_seccomp: Option<&'a [libc::sock_filter]>,
+    pub job: JobPlan<'a>,
     pub status: *mut StatusPage,
 }
 
@@ -159,10 +242,10 @@ const PR_CAP_AMBIENT_CLEAR_ALL: c_long = 4;
 /// # Safety
 /// Must be called only in the child of the clone, with `plan` prepared by the
 /// parent (all pointers valid in this copy of the address space).
-pub(crate) unsafe fn init_main(plan: &ChildPlan) -> ! {
+pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
     let efd = plan.error_write;
 
-    if let Err(e) = close_inherited(&plan.keep) {
+    if let Err(e) = close_inherited(plan.keep) {
         fail(efd, Stage::CloseFds, e, 0);
     }
     // A host umask like 077 would make the cell's /etc/passwd unreadable to the job.
@@ -194,7 +277,7 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan) -> ! {
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
         fail(efd, Stage::CgroupNamespace, e, 0);
     }
-    if let Err(e) = sys::sethostname(&plan.hostname) {
+    if let Err(e) = sys::sethostname(plan.hostname) {
         fail(efd, Stage::SetHostname, e, 0);
     }
     if let Err(e) = sys::mount(None, c"/", None, MS_REC | MS_PRIVATE, None) {
@@ -205,7 +288,7 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan) -> ! {
             fail(efd, Stage::BuildRoot, e, i as u32);
         }
     }
-    if let Err(e) = sys::chdir(&plan.staging).and_then(|_| sys::pivot_root(c".", c".")) {
+    if let Err(e) = sys::chdir(plan.staging).and_then(|_| sys::pivot_root(c".", c".")) {
         fail(efd, Stage::PivotRoot, e, 0);
     }
     // The old root now sits under the new one at "."; detach it so the host tree is gone.
@@ -238,7 +321,20 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan) -> ! {
             };
             sys::close(plan.report_init);
             sys::close(plan.report_job);
-            supervise(plan, pid, listener)
+            for fd in plan.job.stdio {
+                if fd > 2 {
+                    sys::close(fd);
+                }
+            }
+            let watch = Watch {
+                lifeline: plan.lifeline_read,
+                status: plan.status,
+            };
+            // The host takes end-of-file on the error pipe as the sign that
+            // the arena is no longer read (it then frees all but the status
+            // page): nothing of the plan is touched after this.
+            sys::close(efd);
+            supervise(watch, pid, listener)
         }
         Err(e) => fail(efd, Stage::ForkJob, e, 0),
     }
@@ -248,16 +344,15 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan) -> ! {
 /// stack. Init is suspended until the job has executed (or failed), so sharing
 /// its memory is safe, and nothing of init's address space (a copy of the
 /// host's) is copied for the job only to be thrown away by `execve`.
-fn spawn_job(plan: &ChildPlan) -> sys::SysResult<c_int> {
+fn spawn_job(plan: &ChildPlan<'_>) -> sys::SysResult<c_int> {
     extern "C" fn entry(arg: *mut libc::c_void) -> c_int {
         // SAFETY: arg is the &ChildPlan passed below, alive while init is suspended.
-        let plan = unsafe { &*(arg as *const ChildPlan) };
+        let plan = unsafe { &*(arg as *const ChildPlan<'_>) };
         // SAFETY: we are the job process, running on the plan's job stack.
         unsafe { job_main(plan) }
     }
-    let stack = &plan.job.stack;
-    // The stack grows down from the end of the (16-byte aligned) buffer.
-    let top = stack.as_ptr_range().end as *mut libc::c_void;
+    // The stack grows down from the end of its (16-byte aligned) area.
+    let top = plan.job.stack.wrapping_add(plan.job.stack_len) as *mut libc::c_void;
     // SAFETY: glibc's clone() is a thin assembly wrapper (no locks, no
     // allocation); `top` is the end of a live, exclusively used buffer, and
     // CLONE_VFORK keeps init (and so the plan) untouched until the job execs.
@@ -266,7 +361,7 @@ fn spawn_job(plan: &ChildPlan) -> sys::SysResult<c_int> {
             entry,
             top,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            plan as *const ChildPlan as *mut libc::c_void,
+            plan as *const ChildPlan<'_> as *mut libc::c_void,
         )
     };
     if pid < 0 {
@@ -276,7 +371,7 @@ fn spawn_job(plan: &ChildPlan) -> sys::SysResult<c_int> {
     }
 }
 
-fn run_op(op: &Op) -> sys::SysResult {
+fn run_op(op: &PlacedOp<'_>) -> sys::SysResult {
     match op {
         Op::Mkdir { path } => match sys::mkdir(path, 0o755) {
             Err(Errno(libc::EEXIST)) => Ok(()),
@@ -301,7 +396,7 @@ fn run_op(op: &Op) -> sys::SysResult {
             target,
             flags,
             data,
-        } => sys::mount(Some(fstype), target, Some(fstype), *flags, data.as_deref()),
+        } => sys::mount(Some(fstype), target, Some(fstype), *flags, *data),
         Op::Attach { fd, target } => sys::move_mount_fd(*fd, target),
         Op::Bind { source, target } => {
             sys::mount(Some(source), target, None, MS_BIND | MS_REC, None)
@@ -391,15 +486,15 @@ pub(crate) fn loopback_up() -> sys::SysResult {
     r
 }
 
+/// What init watches once the job runs: copied out of the plan's arena.
+struct Watch {
+    lifeline: c_int,
+    status: *mut StatusPage,
+}
+
 /// Init's life after the fork: reap everything, report the job's end, exit.
 /// Exiting as PID 1 makes the kernel kill whatever is left in the cell.
-fn supervise(plan: &ChildPlan, job: c_int, mut listener: c_int) -> ! {
-    sys::close(plan.error_write);
-    for fd in plan.job.stdio {
-        if fd > 2 {
-            sys::close(fd);
-        }
-    }
+fn supervise(watch: Watch, job: c_int, mut listener: c_int) -> ! {
     // SIGCHLD: reap. SIGTERM (a graceful stop from the host): pass it on to
     // every process of the cell, with SIGCONT so stopped ones can act on it.
     let mask: sys::KernelSigset = 1 << (libc::SIGCHLD - 1) | 1 << (libc::SIGTERM - 1);
@@ -415,7 +510,7 @@ fn supervise(plan: &ChildPlan, job: c_int, mut listener: c_int) -> ! {
                 Ok(0) => break,
                 Ok(pid) if pid == job => {
                     // SAFETY: the shared status page, mapped by the parent.
-                    unsafe { StatusPage::record_exit(plan.status, status, &usage) };
+                    unsafe { StatusPage::record_exit(watch.status, status, &usage) };
                     sys::exit(0);
                 }
                 Ok(_) => {}
@@ -430,7 +525,7 @@ fn supervise(plan: &ChildPlan, job: c_int, mut listener: c_int) -> ! {
                 revents: 0,
             },
             libc::pollfd {
-                fd: plan.lifeline_read,
+                fd: watch.lifeline,
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -451,7 +546,7 @@ fn supervise(plan: &ChildPlan, job: c_int, mut listener: c_int) -> ! {
             let mut notif = sys::SeccompNotif::default();
             if sys::seccomp_notif_recv(listener, &mut notif).is_ok() {
                 // SAFETY: the shared status page, mapped by the parent.
-                unsafe { StatusPage::record_bad_syscall(plan.status, notif.nr, notif.arch) };
+                unsafe { StatusPage::record_bad_syscall(watch.status, notif.nr, notif.arch) };
                 let _ = sys::kill(-1, libc::SIGKILL);
             }
         } else if fds[2].revents != 0 {
@@ -489,7 +584,7 @@ const SIGINFO_LEN: usize = 128;
 ///
 /// # Safety
 /// Only in the forked job process, with the parent's prepared plan.
-unsafe fn job_main(plan: &ChildPlan) -> ! {
+unsafe fn job_main(plan: &ChildPlan<'_>) -> ! {
     let efd = plan.error_write;
     let job = &plan.job;
     if let Err(e) = sys::setsid() {
@@ -533,7 +628,7 @@ unsafe fn job_main(plan: &ChildPlan) -> ! {
     if let Err(e) = sys::capset_empty() {
         fail(efd, Stage::DropCapabilities, e, 0);
     }
-    if let Err(e) = sys::chdir(&job.cwd) {
+    if let Err(e) = sys::chdir(job.cwd) {
         fail(efd, Stage::Chdir, e, 0);
     }
     #[cfg(feature = "landlock")]
@@ -586,16 +681,16 @@ unsafe fn job_main(plan: &ChildPlan) -> ! {
             fail(efd, Stage::Seccomp, e, 0);
         }
     }
-    // SAFETY: argv_ptrs and envp_ptrs are NULL-terminated arrays of pointers into
-    // CStrings owned by the plan, which lives in this copy of the address space.
-    let e = unsafe { sys::execve(&job.program, job.argv_ptrs.as_ptr(), job.envp_ptrs.as_ptr()) };
+    // SAFETY: argv and envp are NULL-terminated arrays of pointers to C
+    // strings in the plan's arena, which is mapped here until the execve.
+    let e = unsafe { sys::execve(job.program, job.argv.as_ptr(), job.envp.as_ptr()) };
     fail(efd, Stage::Exec, e, 0)
 }
 
 /// Restricts the job with its Landlock ruleset; on failure, the index of the
 /// rule that failed (or the rule count, for the ruleset itself).
 #[cfg(feature = "landlock")]
-fn apply_landlock(ruleset: &crate::landlock::Prepared) -> Result<(), (u32, Errno)> {
+fn apply_landlock(ruleset: &PlacedLandlock<'_>) -> Result<(), (u32, Errno)> {
     let n = ruleset.rules.len() as u32;
     let fd = sys::landlock_create_ruleset(ruleset.handled).map_err(|e| (n, e))?;
     for (i, (path, rights)) in ruleset.rules.iter().enumerate() {

@@ -8,12 +8,14 @@
 //!    job has executed; a record means a stage failed;
 //! 4. `child` is init's side: build the root, `pivot_root`, fork the job, reap.
 
+mod arena;
 pub(crate) mod child;
 mod clone;
 pub(crate) mod hostpath;
 pub(crate) mod idmap;
 pub(crate) mod layout;
 mod netns;
+mod place;
 pub(crate) mod plan;
 mod prep;
 mod root;
@@ -32,7 +34,8 @@ use libc::c_int;
 use crate::error::{Errno, Error, Result, Stage};
 use crate::sandbox::{Command, Output, Sandbox, Stdin};
 use crate::sys;
-use child::{ChildPlan, JobPlan, RECORD_LEN};
+use arena::Arena;
+use child::RECORD_LEN;
 use status::StatusMap;
 
 /// Checks a sandbox and command as `spawn` would, without spawning.
@@ -44,9 +47,6 @@ pub(crate) fn validate(sandbox: &Sandbox, command: &Command) -> Result<()> {
 pub(crate) fn cached_descriptors() -> Vec<RawFd> {
     prep::settle()
 }
-
-/// Stack for the job between its clone and execve: it only runs `job_main`.
-const JOB_STACK_BYTES: usize = 64 * 1024;
 
 /// How the host side joins the job to its cgroup(s).
 pub(crate) trait CgroupJoin {
@@ -120,12 +120,6 @@ pub(crate) fn spawn(
         .map_or((-1, -1), |(a, b)| (a.as_raw_fd(), b.as_raw_fd()));
     let (error_read, error_write) = pipe("error")?;
     let lifeline = lifeline()?;
-    let status = StatusMap::new().map_err(|errno| Error::Spawn {
-        op: "mmap status page",
-        path: None,
-        errno,
-        hint: None,
-    })?;
 
     let stdio = [stdin_src.raw(), stdout_src.raw(), stderr_src.raw()];
     let mut keep: Vec<c_int> = stdio.to_vec();
@@ -143,45 +137,28 @@ pub(crate) fn spawn(
     } else {
         None
     };
-    let argv_ptrs = null_terminated(&bp.argv);
-    let envp_ptrs = null_terminated(&bp.envp);
-    let plan = ChildPlan {
-        keep,
+    let wiring = place::Wiring {
+        keep: &keep,
+        stdio,
         sync_read: sync_read.as_raw_fd(),
         error_write: error_write.as_raw_fd(),
         report_job,
         report_init,
         lifeline_read: lifeline,
-        become_root: bp.ids.become_root,
-        hostname: bp.hostname.clone(),
-        ops: bp.ops,
-        staging: bp.staging.clone(),
         loopback: bp.loopback && pooled_net.is_none(),
-        init_seccomp: bp.init_seccomp,
-        job: JobPlan {
-            uid: bp.ids.uid,
-            gid: bp.ids.gid,
-            set_groups: !bp.ids.deny_setgroups,
-            stdio,
-            cwd: bp.cwd.clone(),
-            program: bp.program.clone(),
-            argv: bp.argv,
-            argv_ptrs,
-            envp: bp.envp,
-            envp_ptrs,
-            cap_last: plan::cap_last_cap(),
-            rlimits: bp.rlimits.clone(),
-            max_fd: max_fd(),
-            stack: vec![0u128; JOB_STACK_BYTES / 16],
-            ignored_signals: sys::ignored_signals(),
-            handlers_cleared: clone::clears_handlers(),
-            seccomp: bp.seccomp,
-            seccomp_report: bp.seccomp_report,
-            #[cfg(feature = "landlock")]
-            landlock: bp.landlock,
-        },
-        status: status.as_ptr(),
+        cap_last: plan::cap_last_cap(),
+        max_fd: max_fd(),
+        ignored_signals: sys::ignored_signals(),
+        handlers_cleared: clone::clears_handlers(),
     };
+    let arena_err = |errno| Error::Spawn {
+        op: "map the plan's memory",
+        path: None,
+        errno,
+        hint: None,
+    };
+    let arena = Arena::new(place::footprint(&bp, keep.len())).map_err(arena_err)?;
+    let plan = place::place(&arena, &bp, &wiring).ok_or_else(|| arena_err(Errno(libc::ENOMEM)))?;
 
     let started = Instant::now();
     let clone_target = cgroup
@@ -190,7 +167,7 @@ pub(crate) fn spawn(
     // SAFETY: init_main only makes raw syscalls on `plan`, which the parent
     // keeps alive (unchanged) until the child has its own copy.
     let do_clone =
-        |flags| unsafe { clone::clone_into(flags, clone_target, || child::init_main(&plan)) };
+        |flags| unsafe { clone::clone_into(flags, clone_target, || child::init_main(plan)) };
     let cloned = match &pooled_net {
         Some(ns) => netns::with_netns(ns, || do_clone(bp.ns_flags & !(libc::CLONE_NEWNET as u64)))?,
         None => do_clone(bp.ns_flags),
@@ -214,7 +191,8 @@ pub(crate) fn spawn(
     drop(sync_read);
     drop(report);
     drop(error_write);
-    drop(bp.trees);
+    let mut bp = bp;
+    drop(std::mem::take(&mut bp.trees));
 
     let abort = |err: Error| -> Error {
         let _ = sys::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
@@ -257,16 +235,16 @@ pub(crate) fn spawn(
             Stage::SetUser => format!("uid {}", bp.ids.uid),
             Stage::SetGroups => format!("gid {}", bp.ids.gid),
             Stage::PivotRoot => bp.staging.to_string_lossy().into_owned(),
-            Stage::Landlock => landlock_detail(&plan, step),
+            Stage::Landlock => landlock_detail(&bp, step),
             Stage::Rlimits => bp
                 .rlimits
                 .get(step as usize)
                 .map(|(r, l)| format!("resource {r} = {}/{}", l.rlim_cur, l.rlim_max))
                 .unwrap_or_default(),
-            Stage::Seccomp => plan
-                .job
+            Stage::Seccomp => bp
                 .seccomp
                 .as_ref()
+                .or(bp.init_seccomp.as_ref())
                 .map(|p| format!("filter of {} BPF instructions", p.len()))
                 .unwrap_or_default(),
             _ => String::new(),
@@ -277,6 +255,8 @@ pub(crate) fn spawn(
             errno: Errno(errno),
         }));
     }
+    // The cell no longer reads its plan: keep only the status page.
+    let status = arena.into_status();
     if !status.read().forked {
         // Init died before forking without a word (killed, or out of memory).
         let how = match sys::waitid_pidfd(child.pidfd.as_raw_fd(), false) {
@@ -301,15 +281,15 @@ pub(crate) fn spawn(
 }
 
 /// The Landlock rule (its path) a failure refers to.
-fn landlock_detail(plan: &ChildPlan, step: u32) -> String {
+fn landlock_detail(bp: &plan::Blueprint, step: u32) -> String {
     #[cfg(feature = "landlock")]
-    if let Some(l) = &plan.job.landlock {
+    if let Some(l) = &bp.landlock {
         if let Some((path, _)) = l.rules.get(step as usize) {
             return format!("rule for {}", path.to_string_lossy());
         }
         return "the ruleset".into();
     }
-    let _ = (plan, step);
+    let _ = (bp, step);
     String::new()
 }
 
@@ -361,13 +341,6 @@ fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
         errno: e.into(),
         hint: None,
     })
-}
-
-fn null_terminated(v: &[std::ffi::CString]) -> Vec<*const libc::c_char> {
-    v.iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
 }
 
 fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {

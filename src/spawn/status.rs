@@ -2,11 +2,12 @@
 //! which init reports how the job ended (its wait status and rusage).
 //!
 //! A pipe would cost a descriptor per running job for its whole life; a
-//! shared anonymous page costs none, and the host reads it only after it has
-//! reaped init, so there is no race.
+//! shared page (the first of the plan's arena) costs none, and the host reads
+//! it only after it has reaped init, so there is no race.
 
 use std::ptr::{self, NonNull};
 
+#[cfg(test)]
 use crate::error::Errno;
 
 /// The layout of the shared page.
@@ -45,9 +46,11 @@ unsafe impl Send for StatusMap {}
 // SAFETY: see above; &StatusMap only allows volatile reads.
 unsafe impl Sync for StatusMap {}
 
-const PAGE: usize = 4096;
+/// The size of the status page (and the arena's unit).
+pub(crate) const PAGE: usize = 4096;
 
 impl StatusMap {
+    #[cfg(test)]
     pub(crate) fn new() -> Result<StatusMap, Errno> {
         // SAFETY: anonymous shared mapping of one page; no file, no fixed address.
         let p = unsafe {
@@ -68,7 +71,16 @@ impl StatusMap {
         Ok(StatusMap { page })
     }
 
+    /// Takes over a mapped page (the first of a plan's arena).
+    ///
+    /// # Safety
+    /// `page` must be a mapping of exactly one page that nothing else unmaps.
+    pub(crate) unsafe fn from_page(page: NonNull<StatusPage>) -> StatusMap {
+        StatusMap { page }
+    }
+
     /// The raw pointer handed to the child.
+    #[cfg(test)]
     pub(crate) fn as_ptr(&self) -> *mut StatusPage {
         self.page.as_ptr()
     }
