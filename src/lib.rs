@@ -56,6 +56,12 @@ pub mod __private {
         crate::spawn::cached_descriptors()
     }
 
+    /// The process id of the spawner cells are cloned from (see
+    /// `spawn/spawner.rs`), starting it if needed; `None` where there is none.
+    pub fn spawner_pid() -> Option<i32> {
+        crate::spawn::spawner_pid()
+    }
+
     /// A job log without a job, for the log fan-out benchmark.
     pub struct BenchLog(std::sync::Arc<crate::job::log::Log>);
 

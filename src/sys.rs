@@ -617,6 +617,125 @@ pub(crate) fn recv_fd(sock: c_int) -> SysResult<Option<c_int>> {
     }
 }
 
+/// Most descriptors [`send_fds`] and [`recv_fds`] carry in one message.
+pub(crate) const MAX_FDS: usize = 64;
+
+/// A control message with up to [`MAX_FDS`] descriptors.
+#[repr(C, align(8))]
+struct FdsCmsg {
+    len: usize,
+    level: c_int,
+    ty: c_int,
+    fds: [c_int; MAX_FDS],
+}
+
+/// `CMSG_LEN` and `CMSG_SPACE` for `n` descriptors.
+const fn cmsg_len(n: usize) -> usize {
+    std::mem::size_of::<usize>()
+        + 2 * std::mem::size_of::<c_int>()
+        + n * std::mem::size_of::<c_int>()
+}
+
+/// Sends `payload` and the descriptors `fds` (at most [`MAX_FDS`]) over the
+/// unix socket `sock`, waiting for room.
+pub(crate) fn send_fds(sock: c_int, payload: &[u8], fds: &[c_int]) -> SysResult {
+    if fds.len() > MAX_FDS {
+        return Err(Errno(libc::E2BIG));
+    }
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut c_void,
+        iov_len: payload.len(),
+    };
+    let mut cmsg = FdsCmsg {
+        len: cmsg_len(fds.len()),
+        level: libc::SOL_SOCKET,
+        ty: libc::SCM_RIGHTS,
+        fds: [-1; MAX_FDS],
+    };
+    cmsg.fds[..fds.len()].copy_from_slice(fds);
+    // SAFETY: msghdr is plain data; every pointer in it refers to a local or to
+    // `payload`, all of which outlive the call (the kernel only reads the iovec).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = (&mut cmsg as *mut FdsCmsg).cast();
+        msg.msg_controllen = cmsg_len(fds.len()).next_multiple_of(8);
+    }
+    loop {
+        // SAFETY: msg is a valid msghdr as described above.
+        match check(unsafe {
+            libc::syscall(
+                libc::SYS_sendmsg,
+                sock,
+                &msg as *const libc::msghdr,
+                libc::MSG_NOSIGNAL,
+            )
+        }) {
+            Err(Errno(libc::EINTR)) => {}
+            r => return r.map(drop),
+        }
+    }
+}
+
+/// Receives a message sent with [`send_fds`], waiting for one: the payload's
+/// length and how many descriptors (close-on-exec) arrived in `fds`.
+/// `Ok((0, 0))` is end-of-file. A message whose descriptors did not all fit
+/// is refused (EMSGSIZE) after closing those that came.
+pub(crate) fn recv_fds(
+    sock: c_int,
+    payload: &mut [u8],
+    fds: &mut [c_int; MAX_FDS],
+) -> SysResult<(usize, usize)> {
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    let mut cmsg = FdsCmsg {
+        len: 0,
+        level: 0,
+        ty: 0,
+        fds: [-1; MAX_FDS],
+    };
+    // SAFETY: as in send_fds.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&mut cmsg as *mut FdsCmsg).cast();
+    msg.msg_controllen = std::mem::size_of::<FdsCmsg>();
+    let n = loop {
+        // SAFETY: msg is a valid msghdr; the kernel writes at most msg_controllen
+        // bytes of control data and iov_len bytes of payload.
+        match check(unsafe {
+            libc::syscall(
+                libc::SYS_recvmsg,
+                sock,
+                &mut msg as *mut libc::msghdr,
+                libc::MSG_CMSG_CLOEXEC,
+            )
+        }) {
+            Err(Errno(libc::EINTR)) => {}
+            r => break r? as usize,
+        }
+    };
+    let count = if msg.msg_controllen >= cmsg_len(0)
+        && cmsg.level == libc::SOL_SOCKET
+        && cmsg.ty == libc::SCM_RIGHTS
+    {
+        ((cmsg.len - cmsg_len(0)) / std::mem::size_of::<c_int>()).min(MAX_FDS)
+    } else {
+        0
+    };
+    fds[..count].copy_from_slice(&cmsg.fds[..count]);
+    if msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0 {
+        for &fd in &fds[..count] {
+            close(fd);
+        }
+        return Err(Errno(libc::EMSGSIZE));
+    }
+    Ok((n, count))
+}
+
 /// `execve`; returns only on failure.
 ///
 /// # Safety
@@ -768,4 +887,43 @@ pub(crate) fn pidfd_send_signal(fd: c_int, sig: c_int) -> SysResult {
 pub(crate) fn setns(fd: c_int, nstype: c_int) -> SysResult {
     // SAFETY: integer arguments only.
     check(unsafe { libc::syscall(libc::SYS_setns, fd, nstype) }).map(drop)
+}
+
+/// Maps `len` bytes of `fd` shared at exactly `addr`, failing (EEXIST)
+/// rather than replacing anything already there.
+pub(crate) fn mmap_shared_at(addr: usize, len: usize, fd: c_int) -> SysResult {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no
+    // memory this process uses can change under it.
+    let r = check(unsafe {
+        libc::syscall(
+            libc::SYS_mmap,
+            addr,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE,
+            fd,
+            0usize,
+        )
+    })?;
+    if r as usize != addr {
+        // Kernels before 4.17 take the address as a hint only.
+        // SAFETY: the mapping was made just now and nothing refers to it.
+        let _ = unsafe { munmap(r as usize, len) };
+        return Err(Errno(libc::EEXIST));
+    }
+    Ok(())
+}
+
+/// Unmaps a range.
+///
+/// # Safety
+/// Nothing that will still run may use the range (no live reference into it).
+pub(crate) unsafe fn munmap(addr: usize, len: usize) -> SysResult {
+    // SAFETY: the kernel checks the range; the caller gives up what it held.
+    check(unsafe { libc::syscall(libc::SYS_munmap, addr, len) }).map(drop)
+}
+
+pub(crate) fn getppid() -> c_int {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getppid) as c_int }
 }

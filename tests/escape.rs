@@ -1198,21 +1198,37 @@ fn killing_the_owner_kills_the_whole_cell() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut id = None;
+    let (mut id, mut spawner) = (None, None);
     for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
+        if let Some((_, rest)) = line.split_once("SPAWNER ") {
+            spawner = rest.trim().parse::<i32>().ok();
+        }
         if let Some((_, rest)) = line.split_once("READY ") {
             id = Some(rest.trim().to_string());
             break;
         }
     }
     let id = id.expect("the owner never got its job running");
+    let spawner = spawner.expect("the owner named its spawner");
     let before = processes_with(&m);
     assert!(before.len() >= 3, "job, daemon, setsid sleep: {before:?}");
     child.kill().unwrap();
     child.wait().unwrap();
     let left = wait_until_gone(&m, Duration::from_secs(5));
     assert!(left.is_empty(), "the cell outlived its owner: {left:?}");
+    // The spawner the cell came from died with its owner too.
+    let t = Instant::now();
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{spawner}/stat")).is_ok_and(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    };
+    while alive() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(), "the spawner {spawner} outlived its owner");
     jobcell::sweep_stale_cgroups(None).unwrap();
     let cgroups = cgroups_named(&id);
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
@@ -1241,6 +1257,8 @@ fn owner_child() {
     assert_eq!(&*first.data, b"daemon started\n");
     // The setsid sleep is started right after; give it a moment.
     std::thread::sleep(Duration::from_millis(100));
+    let spawner = jobcell::__private::spawner_pid().expect("a spawner on a root host");
+    println!("SPAWNER {spawner}");
     println!("READY {}", job.id());
     std::thread::sleep(Duration::from_secs(100));
 }

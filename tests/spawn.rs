@@ -303,3 +303,32 @@ fn non_utf8_arguments_pass_through() {
     let out: Vec<u8> = job.logs().flat_map(|c| c.data.to_vec()).collect();
     assert_eq!(out, b"caf\xe9");
 }
+
+/// Cells are cloned from the spawner, not from this process: the cell's init
+/// holds no copy of the host's memory (which would make every spawn copy the
+/// host's page tables, and put the host's data in reach of the cell's init).
+#[test]
+fn cells_hold_no_copy_of_the_host_memory() {
+    let _g = common::shared();
+    let host = vec![7u8; 256 << 20];
+    let spawner = jobcell::__private::spawner_pid().expect("a spawner runs on this host");
+    let job = cell().spawn(Command::new("sleep").arg("30")).unwrap();
+    let init = job.pid().expect("a running job has a pid");
+    let field = |pid: u32, name: &str| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    // The host's child all the same: waited for through its pidfd.
+    assert_eq!(field(init, "PPid:"), u64::from(std::process::id()));
+    for (who, pid) in [("the cell's init", init), ("the spawner", spawner as u32)] {
+        let rss_kib = field(pid, "VmRSS:");
+        assert!(rss_kib < 32 << 10, "{who} holds {rss_kib} KiB");
+    }
+    job.kill().unwrap();
+    job.wait().unwrap();
+    assert_eq!(std::hint::black_box(&host)[1 << 20], 7);
+}

@@ -49,6 +49,12 @@ fn child() {
             "id -u; id -g; cat /proc/self/uid_map; echo /proc/[0-9]*; hostname; cat /proc/net/dev | grep -c ':'",
         ]))
         .expect("an unprivileged cell");
+    // Cells come from the spawner here too (it needs no privilege).
+    assert!(
+        jobcell::__private::spawner_pid().is_some(),
+        "{}",
+        jobcell::host::check()
+    );
     let out: Vec<u8> = job
         .logs()
         .filter(|c| c.stream == Stream::Stdout)

@@ -45,7 +45,27 @@ pub(crate) fn checks() -> Vec<Check> {
     out.push(landlock_check());
     out.push(pidfd_check());
     out.push(clone3_check(&rel, filtered));
+    out.push(spawner_check());
     out
+}
+
+/// Whether cells come from the small spawner process (see spawn/spawner.rs)
+/// or from this process, whose every page a clone then copies the tables of.
+fn spawner_check() -> Check {
+    const NAME: &str = "spawner";
+    match crate::spawn::spawner_status() {
+        Ok(()) => Check::ok(
+            NAME,
+            "cells are cloned from a small spawner process: spawn cost does not grow with this program's memory",
+        ),
+        Err(why) => Check::warning(
+            NAME,
+            format!(
+                "{why}; cells are cloned from this process, and every spawn copies its page tables (tens of milliseconds per GiB of memory)"
+            ),
+            "when symbols bind lazily: link with -C link-arg=-Wl,-z,now (the Rust default on Linux); when the spawner died: find what killed it (seccomp filter, OOM killer)",
+        ),
+    }
 }
 
 fn version_check(rel: &str, machine: &str) -> Check {

@@ -12,7 +12,7 @@
 use std::cell::Cell;
 use std::ffi::CStr;
 use std::mem::{align_of, size_of};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::{self, NonNull};
 
 use crate::error::Errno;
@@ -80,6 +80,16 @@ impl Arena {
     /// The job's status page (page 0).
     pub(crate) fn status(&self) -> *mut StatusPage {
         self.base.as_ptr().cast()
+    }
+
+    /// The mapping: its address and length (the spawner maps the file there too).
+    pub(crate) fn range(&self) -> (usize, usize) {
+        (self.base.as_ptr() as usize, self.len)
+    }
+
+    /// The memfd behind the mapping.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Room for `n` values of `T`, or `None` when the arena is full.
@@ -186,7 +196,7 @@ mod tests {
         );
         assert_eq!(v.as_ptr() as usize % 8, 0);
         assert!(a.collect([Some(1u8), None].into_iter()).is_none());
-        let (addr, len) = (a.base.as_ptr() as usize, a.len);
+        let (addr, len) = a.range();
         assert!(s.as_ptr() as usize >= addr + PAGE && (v.as_ptr() as usize) < addr + len);
         assert!(a.slice(&[0u8; 8192]).is_none(), "beyond the room asked for");
         // SAFETY: the status page is mapped for the life of the arena.

@@ -19,6 +19,16 @@ pub(crate) fn clears_handlers() -> bool {
     CLEARS_HANDLERS.load(std::sync::atomic::Ordering::Relaxed) == 1
 }
 
+/// Learns from the flags a clone made elsewhere (by the spawner) was accepted with.
+pub(crate) fn note_accepted(flags: u64) {
+    let cleared = if flags & CLONE_CLEAR_SIGHAND != 0 {
+        1
+    } else {
+        2
+    };
+    CLEARS_HANDLERS.store(cleared, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The kernel's `struct clone_args` (version 2, 88 bytes).
 #[repr(C)]
 #[derive(Default)]
@@ -113,12 +123,7 @@ pub(crate) unsafe fn clone_into(
             crate::sys::exit(127);
         }
         if ret > 0 {
-            let cleared = if flags & CLONE_CLEAR_SIGHAND != 0 {
-                1
-            } else {
-                2
-            };
-            CLEARS_HANDLERS.store(cleared, std::sync::atomic::Ordering::Relaxed);
+            note_accepted(flags);
             // SAFETY: CLONE_PIDFD stored a fresh descriptor we now own.
             let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
             return Ok(Child {

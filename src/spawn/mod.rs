@@ -20,6 +20,7 @@ pub(crate) mod plan;
 mod prep;
 mod root;
 mod skeleton;
+mod spawner;
 pub(crate) mod status;
 
 use std::fs::OpenOptions;
@@ -43,9 +44,22 @@ pub(crate) fn validate(sandbox: &Sandbox, command: &Command) -> Result<()> {
     plan::validate(sandbox, command)
 }
 
-/// Descriptors the library keeps on purpose (warm caches), after letting them settle.
+/// Descriptors the library keeps on purpose (warm caches, the spawner's),
+/// after letting them settle.
 pub(crate) fn cached_descriptors() -> Vec<RawFd> {
-    prep::settle()
+    let mut fds = prep::settle();
+    fds.extend(spawner::settle());
+    fds
+}
+
+/// The spawner's process id, if one runs (see `spawner.rs`).
+pub(crate) fn spawner_pid() -> Option<i32> {
+    spawner::pid()
+}
+
+/// Whether cells can be cloned from a spawner here, and if not, why.
+pub(crate) fn spawner_status() -> Result<(), String> {
+    spawner::usable()
 }
 
 /// How the host side joins the job to its cgroup(s).
@@ -164,14 +178,27 @@ pub(crate) fn spawn(
     let clone_target = cgroup
         .and_then(|c| c.clone_target())
         .map(|fd| fd.as_raw_fd());
-    // SAFETY: init_main only makes raw syscalls on `plan`, which the parent
-    // keeps alive (unchanged) until the child has its own copy.
-    let do_clone =
-        |flags| unsafe { clone::clone_into(flags, clone_target, || child::init_main(plan)) };
-    let cloned = match &pooled_net {
-        Some(ns) => netns::with_netns(ns, || do_clone(bp.ns_flags & !(libc::CLONE_NEWNET as u64)))?,
-        None => do_clone(bp.ns_flags),
+    let ns_flags = match pooled_net {
+        Some(_) => bp.ns_flags & !(libc::CLONE_NEWNET as u64),
+        None => bp.ns_flags,
     };
+    let host_net = bp.ns_flags & libc::CLONE_NEWNET as u64 == 0;
+    let pooled_fd = pooled_net.as_ref().map(|ns| ns.as_raw_fd());
+    let cloned =
+        match spawner::clone_cell(ns_flags, clone_target, pooled_fd, host_net, &arena, plan) {
+            Some(cloned) => cloned,
+            None => {
+                // SAFETY: init_main only makes raw syscalls on `plan`, which stays
+                // mapped (unchanged) until the job has executed.
+                let do_clone = || unsafe {
+                    clone::clone_into(ns_flags, clone_target, || child::init_main(plan))
+                };
+                match &pooled_net {
+                    Some(ns) => netns::with_netns(ns, do_clone)?,
+                    None => do_clone(),
+                }
+            }
+        };
     drop(pooled_net);
     let child = cloned.map_err(|errno| Error::Spawn {
         op: "clone3",

@@ -9,7 +9,7 @@
 //! so a process running jobs has few threads.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -17,7 +17,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::spawn::{netns, skeleton};
+use crate::spawn::{netns, skeleton, spawner};
 use crate::sys;
 
 /// Fresh network namespaces kept ready.
@@ -47,6 +47,15 @@ struct State {
     skeleton_broken: Option<String>,
     /// The thread is working on an item taken off the queue.
     busy: bool,
+    /// The host's mount namespace, kept for the spawner.
+    host_mnt: Option<RawFd>,
+}
+
+/// What the thread does next.
+enum Task {
+    Spawner,
+    Skeleton(u128),
+    Netns,
 }
 
 struct Prep {
@@ -73,6 +82,14 @@ fn prep() -> &'static Prep {
         }
         p
     })
+}
+
+/// Wakes the thread to look for work (a spawner to start).
+pub(crate) fn wake() {
+    let p = prep();
+    // Under the lock: the thread either sees the request before it sleeps or is woken.
+    let _g = p.state.lock();
+    p.work.notify_all();
 }
 
 /// A fresh network namespace with loopback up: a ready one, or made now.
@@ -140,8 +157,7 @@ pub(crate) fn skeleton_clone(
 /// Waits (up to a few seconds) until the thread has nothing left to do, and
 /// returns the descriptors its caches hold: tests compare a process's
 /// descriptors before and after jobs, and the caches refill on their own.
-pub(crate) fn settle() -> Vec<std::os::fd::RawFd> {
-    use std::os::fd::AsRawFd;
+pub(crate) fn settle() -> Vec<RawFd> {
     let p = prep();
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
     let mut g = p.state.lock();
@@ -149,6 +165,7 @@ pub(crate) fn settle() -> Vec<std::os::fd::RawFd> {
         let idle = g.queue.is_empty() && !g.busy && (g.netns_broken || g.netns.len() >= WARM_NETNS);
         if idle || Instant::now() > deadline {
             let mut fds: Vec<_> = g.netns.iter().map(|f| f.as_raw_fd()).collect();
+            fds.extend(g.host_mnt);
             for s in g.skeletons.values() {
                 fds.extend(s.ready.iter().map(|f| f.as_raw_fd()));
             }
@@ -160,7 +177,19 @@ pub(crate) fn settle() -> Vec<std::os::fd::RawFd> {
 }
 
 fn run(p: &'static Prep) {
-    let workspace = match private_workspace() {
+    // Before the thread leaves for its private mount namespace: the spawner
+    // it starts must serve from the host's.
+    let host_mnt = std::fs::File::open("/proc/thread-self/ns/mnt").ok();
+    let workspace = private_workspace();
+    // Only when this thread did leave it (root hosts): setns needs privilege.
+    let left = |f: &std::fs::File| {
+        use std::os::unix::fs::MetadataExt;
+        let here = std::fs::metadata("/proc/thread-self/ns/mnt").map(|m| m.ino());
+        f.metadata().map(|m| m.ino()).ok() != here.ok()
+    };
+    let host_mnt: Option<OwnedFd> = host_mnt.filter(left).map(OwnedFd::from);
+    p.state.lock().host_mnt = host_mnt.as_ref().map(AsRawFd::as_raw_fd);
+    let workspace = match workspace {
         Ok(w) => Some(w),
         Err(e) => {
             p.state.lock().skeleton_broken = Some(e.to_string());
@@ -174,24 +203,31 @@ fn run(p: &'static Prep) {
         g.busy = false;
         p.done.notify_all();
         let key = loop {
+            if spawner::start_requested() {
+                break Task::Spawner;
+            }
             if let Some(k) = g.queue.pop_front() {
-                break Some(k);
+                break Task::Skeleton(k);
             }
             if !g.netns_broken && g.netns.len() < WARM_NETNS {
-                break None;
+                break Task::Netns;
             }
             p.work.wait(&mut g);
         };
         g.busy = true;
         match key {
-            None => {
+            Task::Spawner => {
+                drop(g);
+                spawner::serve_start_request(host_mnt.as_ref().map(AsRawFd::as_raw_fd));
+            }
+            Task::Netns => {
                 drop(g);
                 match netns::create() {
                     Ok(fd) => p.state.lock().netns.push(fd),
                     Err(_) => p.state.lock().netns_broken = true,
                 }
             }
-            Some(key) => {
+            Task::Skeleton(key) => {
                 let Some(ws) = &workspace else { continue };
                 let Some(s) = g.skeletons.get_mut(&key) else {
                     continue;

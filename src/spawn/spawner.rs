@@ -1,0 +1,940 @@
+//! The spawner: a small process that clones cells for the host.
+//!
+//! A cell's init cloned straight from the host gets a copy of the host's
+//! page tables, and while it runs every page the host writes is a
+//! copy-on-write fault with a TLB shootdown: spawn cost grew with the host's
+//! memory (43 ms per spawn with 1 GiB of heap, 135 ms with 4 GiB) and a
+//! small host still paid ~0.3 ms of faults per job. It also left a copy of
+//! the host's memory (whatever secrets it held) in every cell's init.
+//!
+//! So the spawner is cloned from the host once. It drops every anonymous
+//! mapping it does not need (the heap, the other threads' stacks) and every
+//! inherited descriptor, and from then on only clones cells: their init
+//! copies the spawner's few pages, not the host's.
+//!
+//! A request travels over a socket pair: the plan's address (the spawner
+//! maps the plan's arena, see `arena.rs`, at the host's address, so the
+//! plan's pointers hold) and the descriptors the cell needs, which the
+//! spawner puts under the numbers the plan names. The host keeps its own
+//! copy of each descriptor the spawner holds, so those numbers are never a
+//! cell's. The spawner clones with `CLONE_PARENT`, so each init is the
+//! host's child, waited for through its pidfd (sent back) as before.
+//!
+//! The preparation thread (see `prep.rs`) starts it, so it dies with that
+//! thread (`PR_SET_PDEATHSIG`), which lives as long as the process; it holds
+//! none of the host's files, so nothing of the host (a lock, a listening
+//! socket) outlives the host through it. Where it cannot serve a spawn the
+//! way the calling thread would (other credentials or network namespace, a
+//! forked host, a spawner that died), the host clones the cell itself.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use libc::c_int;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::error::Errno;
+use crate::spawn::arena::Arena;
+use crate::spawn::child::{self, ChildPlan};
+use crate::spawn::clone;
+use crate::sys::{self, MAX_FDS};
+
+const CLONE_PARENT: u64 = libc::CLONE_PARENT as u64;
+/// How often a spawner may die before the host stops starting new ones.
+const MAX_RESTARTS: u32 = 16;
+
+/// A request: where the plan is, and where each descriptor sent along goes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Request {
+    arena_addr: usize,
+    arena_len: usize,
+    plan: usize,
+    flags: u64,
+    /// Whether descriptor 1 is a cgroup to clone into / a network namespace
+    /// to clone in (descriptor 0 is the arena's memfd).
+    has_cgroup: bool,
+    has_netns: bool,
+    /// How many descriptors follow those, and the number each must have.
+    keep: u32,
+    targets: [c_int; MAX_FDS],
+}
+
+/// The answer; a cloned cell's pidfd comes along.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Answer {
+    outcome: u32,
+    errno: c_int,
+    pid: c_int,
+    flags_used: u64,
+}
+
+/// `Answer::outcome` values.
+const CLONED: u32 = 0;
+/// The clone itself failed (`errno`): the same failure the host would get.
+const CLONE_FAILED: u32 = 1;
+/// The spawner could not take the request (`errno`): the host clones itself.
+const DECLINED: u32 = 2;
+
+/// What the spawner needs from its creator, on the creator's stack (the
+/// spawner runs on a copy of that stack).
+struct Start {
+    sock: c_int,
+    /// Descriptors the spawner keeps: its socket end and network namespace.
+    keep: [c_int; 2],
+    own_netns: c_int,
+    /// Anonymous ranges to unmap, in a private mapping of their own.
+    unmap: *const (usize, usize),
+    unmap_count: usize,
+    unmap_mapping: (usize, usize),
+    host_pid: c_int,
+    /// The mount namespace to serve from (-1: the creator's).
+    host_mnt: c_int,
+}
+
+/// A running spawner, as the host sees it.
+struct Running {
+    pid: i32,
+    pidfd: OwnedFd,
+    /// Our end of the socket pair.
+    sock: OwnedFd,
+    /// Copies of the descriptors the spawner holds, so their numbers stay taken.
+    reserved: [OwnedFd; 2],
+    netns_ino: u64,
+    /// The process the spawner serves (a forked host must not use it).
+    host_pid: u32,
+    creds: Creds,
+    rlimits: [(u64, u64); RLIMITS],
+}
+
+enum State {
+    Unstarted,
+    Starting,
+    Running(Box<Running>),
+    Broken(String),
+}
+
+struct Manager {
+    state: Mutex<State>,
+    changed: Condvar,
+    restarts: AtomicU32,
+}
+
+fn manager() -> &'static Manager {
+    static M: OnceLock<Manager> = OnceLock::new();
+    M.get_or_init(|| Manager {
+        state: Mutex::new(State::Unstarted),
+        changed: Condvar::new(),
+        restarts: AtomicU32::new(0),
+    })
+}
+
+/// Starts the spawner if nobody has yet, waits (a while) for it to be up,
+/// and returns the state, locked.
+fn running(m: &'static Manager) -> MutexGuard<'static, State> {
+    let mut g = m.state.lock();
+    if matches!(*g, State::Unstarted) {
+        request_start(&mut g);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while matches!(*g, State::Starting) {
+        if m.changed.wait_until(&mut g, deadline).timed_out() {
+            break;
+        }
+    }
+    g
+}
+
+/// Asks the preparation thread to start a spawner (it is the spawner's
+/// parent: a thread that lives as long as the process).
+fn request_start(g: &mut MutexGuard<'static, State>) {
+    **g = State::Starting;
+    START.store(true, Ordering::SeqCst);
+    crate::spawn::prep::wake();
+}
+
+/// A start was asked for and nobody has taken it up yet.
+static START: AtomicBool = AtomicBool::new(false);
+
+/// Whether the preparation thread has a spawner to start.
+pub(crate) fn start_requested() -> bool {
+    START.load(Ordering::SeqCst)
+}
+
+/// Starts the spawner asked for, from the preparation thread. `host_mnt`:
+/// the process's own mount namespace, for the spawner to go back to when
+/// the preparation thread works in a private one.
+pub(crate) fn serve_start_request(host_mnt: Option<RawFd>) {
+    if !START.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    let started = start(host_mnt.unwrap_or(-1));
+    let m = manager();
+    let mut g = m.state.lock();
+    if matches!(*g, State::Starting) {
+        *g = match started {
+            Ok(r) => State::Running(Box::new(r)),
+            Err(why) => State::Broken(why),
+        };
+    }
+    m.changed.notify_all();
+}
+
+/// Clones a cell's init through the spawner. `None`: the spawner cannot
+/// serve this spawn as the calling thread would; clone it here instead.
+///
+/// The descriptors init keeps (`plan.keep`) go along, and come out under
+/// the same numbers in the spawner. `host_net`: the cell shares the
+/// caller's network namespace, so the spawner must be in the same one.
+pub(crate) fn clone_cell(
+    flags: u64,
+    cgroup_fd: Option<c_int>,
+    netns_fd: Option<c_int>,
+    host_net: bool,
+    arena: &Arena,
+    plan: &ChildPlan<'_>,
+) -> Option<Result<clone::Child, Errno>> {
+    let mut fds = vec![arena.fd().as_raw_fd()];
+    fds.extend(cgroup_fd);
+    fds.extend(netns_fd);
+    fds.extend_from_slice(plan.keep);
+    if fds.len() > MAX_FDS {
+        return None;
+    }
+    let (addr, len) = arena.range();
+    let mut req = Request {
+        arena_addr: addr,
+        arena_len: len,
+        plan: plan as *const ChildPlan<'_> as usize,
+        flags,
+        has_cgroup: cgroup_fd.is_some(),
+        has_netns: netns_fd.is_some(),
+        keep: plan.keep.len() as u32,
+        targets: [-1; MAX_FDS],
+    };
+    req.targets[..plan.keep.len()].copy_from_slice(plan.keep);
+
+    let m = manager();
+    let mut g = running(m);
+    let State::Running(r) = &*g else {
+        return None;
+    };
+    if r.host_pid != std::process::id() || r.creds != Creds::current() {
+        return None;
+    }
+    if host_net && netns_ino() != Some(r.netns_ino) {
+        return None;
+    }
+    if r.rlimits != rlimits() {
+        // The process changed its limits: a new spawner inherits the new ones.
+        restart(m, &mut g);
+        return None;
+    }
+    let (sock, spawner) = (r.sock.as_raw_fd(), r.pidfd.as_raw_fd());
+    let mut answer = Answer::default();
+    let mut got = [-1; MAX_FDS];
+    let exchanged = sys::send_fds(sock, as_bytes(&req), &fds).and_then(|_| {
+        if !wait_readable(sock, spawner) {
+            return Err(Errno(libc::ECHILD));
+        }
+        // SAFETY: Answer is plain data; any bytes the spawner wrote are a valid value.
+        sys::recv_fds(sock, unsafe { as_bytes_mut(&mut answer) }, &mut got)
+    });
+    let received = match exchanged {
+        Ok((n, k)) if n == std::mem::size_of::<Answer>() => k,
+        Ok((_, k)) => {
+            got[..k].iter().for_each(|&fd| sys::close(fd));
+            restart(m, &mut g);
+            return None;
+        }
+        Err(_) => {
+            // The spawner died: this spawn goes without it, the next gets a new one.
+            restart(m, &mut g);
+            return None;
+        }
+    };
+    match (answer.outcome, received) {
+        (CLONED, 1) => {
+            clone::note_accepted(answer.flags_used);
+            Some(Ok(clone::Child {
+                pid: answer.pid,
+                // SAFETY: the spawner sent us the cell's fresh pidfd; it is ours.
+                pidfd: unsafe { OwnedFd::from_raw_fd(got[0]) },
+                flags: answer.flags_used,
+            }))
+        }
+        (CLONE_FAILED, _) => Some(Err(Errno(answer.errno))),
+        _ => {
+            got[..received].iter().for_each(|&fd| sys::close(fd));
+            None
+        }
+    }
+}
+
+/// Kills and reaps the spawner and asks for a new one.
+fn restart(m: &'static Manager, g: &mut MutexGuard<'static, State>) {
+    if let State::Running(r) = std::mem::replace(&mut **g, State::Unstarted) {
+        let _ = sys::pidfd_send_signal(r.pidfd.as_raw_fd(), libc::SIGKILL);
+        let _ = sys::waitid_pidfd(r.pidfd.as_raw_fd(), false);
+    }
+    if m.restarts.fetch_add(1, Ordering::Relaxed) >= MAX_RESTARTS {
+        **g = State::Broken("the spawner kept dying".into());
+        m.changed.notify_all();
+    } else {
+        request_start(g);
+    }
+}
+
+/// Descriptors kept for the spawner, starting it if it has not been: what
+/// a leak check must not count.
+pub(crate) fn settle() -> Vec<RawFd> {
+    match &*running(manager()) {
+        State::Running(r) => {
+            let mut v = vec![r.pidfd.as_raw_fd(), r.sock.as_raw_fd()];
+            v.extend(r.reserved.iter().map(AsRawFd::as_raw_fd));
+            v
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The spawner's process id, if one runs.
+pub(crate) fn pid() -> Option<i32> {
+    match &*running(manager()) {
+        State::Running(r) => Some(r.pid),
+        _ => None,
+    }
+}
+
+/// Whether a spawner runs or could: `Err` says why cells are cloned from
+/// the host itself instead. Starts nothing.
+pub(crate) fn usable() -> Result<(), String> {
+    match &*manager().state.lock() {
+        State::Broken(why) => Err(why.clone()),
+        _ if !binds_now() => Err(LAZY_BINDING.into()),
+        _ => Ok(()),
+    }
+}
+
+const LAZY_BINDING: &str = "the program resolves symbols lazily (it was not linked with -z now)";
+
+/// Starts a spawner from the calling (preparation) thread.
+fn start(host_mnt: RawFd) -> Result<Running, String> {
+    if !binds_now() {
+        return Err(LAZY_BINDING.into());
+    }
+    let fail = |what: &str, e: Errno| format!("{what}: {e}");
+    let (ours, theirs) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| fail("create the spawner's socket pair", e.into()))?;
+    let netns = std::fs::File::open("/proc/thread-self/ns/net")
+        .map(OwnedFd::from)
+        .map_err(|e| fail("open the network namespace", Errno::from(&e)))?;
+    let here = 0u8;
+    // glibc's pthread_t is the thread's descriptor, next to its TLS.
+    // SAFETY: pthread_self has no preconditions.
+    let tls = unsafe { libc::pthread_self() } as usize;
+    let ranges = unneeded_ranges(&[&here as *const u8 as usize, tls])
+        .map_err(|e| format!("read /proc/self/maps: {e}"))?;
+    let list_len = (ranges.len() * std::mem::size_of::<(usize, usize)>()).max(1);
+    // SAFETY: a new private anonymous mapping for the list.
+    let list = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            list_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if list == libc::MAP_FAILED {
+        return Err(fail("map the spawner's unmap list", Errno::last()));
+    }
+    let list = list.cast::<(usize, usize)>();
+    // SAFETY: the mapping holds ranges.len() pairs and is disjoint from `ranges`.
+    unsafe { ptr::copy_nonoverlapping(ranges.as_ptr(), list, ranges.len()) };
+    let start = Start {
+        sock: theirs.as_raw_fd(),
+        keep: [theirs.as_raw_fd(), netns.as_raw_fd()],
+        own_netns: netns.as_raw_fd(),
+        unmap: list,
+        unmap_count: ranges.len(),
+        unmap_mapping: (list as usize, list_len),
+        host_pid: std::process::id() as c_int,
+        host_mnt,
+    };
+    let creds = Creds::current();
+    let limits = rlimits();
+    let netns_ino = netns_ino().unwrap_or(0);
+    // SAFETY: `serve` only makes raw syscalls on `start` (on its copy of this
+    // stack) and never returns.
+    let cloned = unsafe { clone::clone_into(0, None, || serve(&start)) };
+    // SAFETY: our copy of the list is not needed any more (the spawner has its own).
+    let _ = unsafe { sys::munmap(list as usize, list_len) };
+    let child = cloned.map_err(|e| fail("clone the spawner", e))?;
+    // The spawner says it is ready with an empty answer.
+    let mut answer = Answer::default();
+    let mut got = [-1; MAX_FDS];
+    let ready = wait_readable(ours.as_raw_fd(), child.pidfd.as_raw_fd())
+        // SAFETY: Answer is plain data.
+        && sys::recv_fds(ours.as_raw_fd(), unsafe { as_bytes_mut(&mut answer) }, &mut got)
+            == Ok((std::mem::size_of::<Answer>(), 0));
+    if !ready || answer.errno != 0 {
+        let _ = sys::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
+        let _ = sys::waitid_pidfd(child.pidfd.as_raw_fd(), false);
+        return Err(match answer.errno {
+            0 => "the spawner died while starting".into(),
+            e => fail("start the spawner", Errno(e)),
+        });
+    }
+    Ok(Running {
+        pid: child.pid,
+        pidfd: child.pidfd,
+        sock: ours,
+        reserved: [theirs, netns],
+        netns_ino,
+        host_pid: std::process::id(),
+        creds,
+        rlimits: limits,
+    })
+}
+
+/// The spawner's life. Raw syscalls only: after the first few, the heap,
+/// every other thread's stack and every inherited descriptor are gone.
+///
+/// # Safety
+/// Only in the spawner, right after its clone, with `start` prepared by `start()`.
+unsafe fn serve(start: &Start) -> ! {
+    let reply = |a: &Answer, fds: &[c_int]| sys::send_fds(start.sock, as_bytes(a), fds);
+    let refuse = |errno: Errno| -> ! {
+        let _ = reply(
+            &Answer {
+                errno: errno.0,
+                ..Answer::default()
+            },
+            &[],
+        );
+        sys::exit(1)
+    };
+    if let Err(e) = sys::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_long,
+        0,
+        0,
+        0,
+    ) {
+        refuse(e);
+    }
+    if sys::getppid() != start.host_pid {
+        sys::exit(1); // the host is already gone
+    }
+    // Cells copy the spawner's mount namespace: the host's, not the
+    // preparation thread's private one.
+    if start.host_mnt >= 0 {
+        if let Err(e) = sys::setns(start.host_mnt, libc::CLONE_NEWNS) {
+            refuse(e);
+        }
+    }
+    let mut keep = start.keep;
+    keep.sort_unstable();
+    if let Err(e) = close_all_but(&keep) {
+        refuse(e);
+    }
+    let mut i = 0;
+    while i < start.unmap_count {
+        // SAFETY: i < unmap_count pairs in the list mapping, which stays until
+        // below; the ranges are the host's heap and stacks, never used here.
+        unsafe {
+            let (addr, len) = ptr::read(start.unmap.add(i));
+            let _ = sys::munmap(addr, len);
+        }
+        i += 1;
+    }
+    // SAFETY: the list was read in full above.
+    let _ = unsafe { sys::munmap(start.unmap_mapping.0, start.unmap_mapping.1) };
+    if reply(&Answer::default(), &[]).is_err() {
+        sys::exit(1);
+    }
+    loop {
+        let mut req = Request {
+            arena_addr: 0,
+            arena_len: 0,
+            plan: 0,
+            flags: 0,
+            has_cgroup: false,
+            has_netns: false,
+            keep: 0,
+            targets: [-1; MAX_FDS],
+        };
+        let mut fds = [-1; MAX_FDS];
+        // SAFETY: Request is plain data; a short message is refused below.
+        let got = sys::recv_fds(start.sock, unsafe { as_bytes_mut(&mut req) }, &mut fds);
+        let (answer, pidfd) = match got {
+            Ok((0, _)) | Err(Errno(libc::ECONNRESET)) => sys::exit(0), // the host is gone
+            Ok((n, k)) if n == std::mem::size_of::<Request>() => {
+                // SAFETY: a complete request with its k descriptors.
+                unsafe { handle(&req, &fds[..k], start.own_netns) }
+            }
+            Ok((_, k)) => {
+                for &fd in &fds[..k] {
+                    sys::close(fd);
+                }
+                (decline(Errno(libc::EPROTO)), -1)
+            }
+            Err(e) => (decline(e), -1),
+        };
+        let sent = if pidfd >= 0 {
+            let r = reply(&answer, &[pidfd]);
+            sys::close(pidfd);
+            r
+        } else {
+            reply(&answer, &[])
+        };
+        if sent.is_err() {
+            sys::exit(1);
+        }
+    }
+}
+
+fn decline(errno: Errno) -> Answer {
+    Answer {
+        outcome: DECLINED,
+        errno: errno.0,
+        ..Answer::default()
+    }
+}
+
+/// Serves one request: the answer, and the cell's pidfd (-1 if none).
+/// Closes every descriptor received.
+///
+/// # Safety
+/// In the spawner only, with `fds` received along with `req`.
+unsafe fn handle(req: &Request, fds: &[c_int], own_netns: c_int) -> (Answer, c_int) {
+    let fixed = 1 + req.has_cgroup as usize + req.has_netns as usize;
+    let keep = req.keep as usize;
+    let targets = match req.targets.get(..keep) {
+        Some(t) if fds.len() == fixed + keep => t,
+        _ => {
+            fds.iter().for_each(|&fd| sys::close(fd));
+            return (decline(Errno(libc::EPROTO)), -1);
+        }
+    };
+    // The received descriptors sit wherever the kernel put them, maybe on a
+    // number the plan wants for another: move them all above the highest
+    // target first, then put each under its number.
+    let floor = targets.iter().copied().max().unwrap_or(0).saturating_add(1);
+    let mut moved = [-1; MAX_FDS];
+    let mut result = Ok(());
+    for (i, &fd) in fds.iter().enumerate() {
+        if result.is_ok() {
+            match sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor as libc::c_long) {
+                Ok(m) => moved[i] = m as c_int,
+                Err(e) => result = Err(e),
+            }
+        }
+        sys::close(fd);
+    }
+    let mut placed = 0;
+    if result.is_ok() {
+        for (i, &t) in targets.iter().enumerate() {
+            if let Err(e) = sys::dup3(moved[fixed + i], t, libc::O_CLOEXEC) {
+                result = Err(e);
+                break;
+            }
+            placed += 1;
+        }
+    }
+    let answer = match result {
+        Err(e) => (decline(e), -1),
+        Ok(()) => {
+            let cgroup = req.has_cgroup.then_some(moved[1]);
+            let netns = req.has_netns.then_some(moved[1 + req.has_cgroup as usize]);
+            // SAFETY: as the caller promised; the descriptors are in place.
+            unsafe { clone_cell_here(req, moved[0], cgroup, netns, own_netns) }
+        }
+    };
+    for &fd in moved.iter().filter(|&&fd| fd >= 0) {
+        sys::close(fd);
+    }
+    for &t in targets.iter().take(placed) {
+        sys::close(t);
+    }
+    answer
+}
+
+/// Maps the arena, joins the cell's network namespace, clones init.
+///
+/// # Safety
+/// In the spawner only, with the request's descriptors in place.
+unsafe fn clone_cell_here(
+    req: &Request,
+    arena: c_int,
+    cgroup: Option<c_int>,
+    netns: Option<c_int>,
+    own_netns: c_int,
+) -> (Answer, c_int) {
+    let (addr, len) = (req.arena_addr, req.arena_len);
+    if let Err(e) = sys::mmap_shared_at(addr, len, arena) {
+        return (decline(e), -1);
+    }
+    if let Some(ns) = netns {
+        if let Err(e) = sys::setns(ns, libc::CLONE_NEWNET) {
+            // SAFETY: mapped just above, referenced by nothing here.
+            let _ = unsafe { sys::munmap(addr, len) };
+            return (decline(e), -1);
+        }
+    }
+    let plan = req.plan;
+    // SAFETY: the plan lives in the arena, mapped above at the host's address;
+    // init only makes raw syscalls on it (see child.rs).
+    let cloned = unsafe {
+        clone::clone_into(req.flags | CLONE_PARENT, cgroup, || {
+            child::init_main(&*(plan as *const ChildPlan<'_>))
+        })
+    };
+    if netns.is_some() && sys::setns(own_netns, libc::CLONE_NEWNET).is_err() {
+        // Stuck in a cell's namespace: the host will start another spawner.
+        sys::exit(1);
+    }
+    // SAFETY: the cell has its own mapping of the arena now; ours is unused.
+    let _ = unsafe { sys::munmap(addr, len) };
+    match cloned {
+        Ok(c) => {
+            use std::os::fd::IntoRawFd;
+            let answer = Answer {
+                outcome: CLONED,
+                errno: 0,
+                pid: c.pid,
+                flags_used: c.flags,
+            };
+            (answer, c.pidfd.into_raw_fd())
+        }
+        Err(e) => (
+            Answer {
+                outcome: CLONE_FAILED,
+                errno: e.0,
+                ..Answer::default()
+            },
+            -1,
+        ),
+    }
+}
+
+/// Closes every descriptor but `keep` (sorted).
+fn close_all_but(keep: &[c_int]) -> sys::SysResult {
+    let mut next: u32 = 0;
+    for &fd in keep {
+        let fd = fd as u32;
+        if fd > next {
+            sys::close_range(next, fd - 1, 0)?;
+        }
+        next = fd.saturating_add(1);
+    }
+    sys::close_range(next, u32::MAX, 0)
+}
+
+/// The bytes of a plain-data value.
+fn as_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: T is a repr(C) plain-data type; reading its bytes is fine.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// The bytes of a plain-data value, to be overwritten.
+///
+/// # Safety
+/// Every bit pattern must be a valid `T`.
+unsafe fn as_bytes_mut<T: Copy>(v: &mut T) -> &mut [u8] {
+    // SAFETY: see above; the slice covers exactly `v`.
+    unsafe { std::slice::from_raw_parts_mut((v as *mut T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// Waits until `sock` has something to read; false if the spawner died first.
+fn wait_readable(sock: RawFd, spawner: RawFd) -> bool {
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: sock,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: spawner,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        match sys::poll(&mut fds, -1) {
+            Ok(_) if fds[0].revents & libc::POLLIN != 0 => return true,
+            Ok(_) if fds[1].revents != 0 || fds[0].revents != 0 => return false,
+            Ok(_) | Err(Errno(libc::EINTR)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// What the spawner unmaps: every mapping of this process but the loaded
+/// programs and libraries (their code and data, `.bss` included), the
+/// kernel's own ([vdso] and the like) and those holding an address in
+/// `keep` (the creating thread's stack and TLS). The heap, other threads'
+/// stacks and whatever the host mapped (data files, other spawns' arenas,
+/// which would otherwise sit where the host puts its next ones) all go.
+fn unneeded_ranges(keep: &[usize]) -> std::io::Result<Vec<(usize, usize)>> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    Ok(parse_unneeded(&maps, keep, &loaded_segments()))
+}
+
+fn parse_unneeded(maps: &str, keep: &[usize], loaded: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(_perms), Some(_off), Some(_dev), Some(_inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let name = f.next().unwrap_or("");
+        let kernels = name.starts_with('[')
+            && !(name == "[heap]" || name.starts_with("[stack") || name.starts_with("[anon"));
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        let needed = kernels
+            || keep.iter().any(|&k| a <= k && k < b)
+            || loaded.iter().any(|&(s, e)| a < e && s < b);
+        if a < b && !needed {
+            out.push((a, b - a));
+        }
+    }
+    out
+}
+
+/// The address ranges of every loaded object's segments (page-aligned).
+fn loaded_segments() -> Vec<(usize, usize)> {
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> c_int {
+        // SAFETY: the loader passes a valid info; data is the &mut Vec below.
+        let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<(usize, usize)>)) };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
+        let headers =
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        for h in headers.iter().filter(|h| h.p_type == libc::PT_LOAD) {
+            let start = info.dlpi_addr as usize + h.p_vaddr as usize;
+            let end = start + h.p_memsz as usize;
+            out.push((
+                start & !(crate::spawn::status::PAGE - 1),
+                end.next_multiple_of(crate::spawn::status::PAGE),
+            ));
+        }
+        0
+    }
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    // SAFETY: visit only reads what the loader hands it and pushes to `out`.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(visit),
+            &mut out as *mut Vec<(usize, usize)> as *mut libc::c_void,
+        )
+    };
+    out
+}
+
+/// Whether the object holding this code resolves its symbols at load time:
+/// with lazy binding, a first call into libc from the spawner would run the
+/// dynamic linker on data the spawner has unmapped.
+fn binds_now() -> bool {
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> c_int {
+        // SAFETY: the loader passes a valid info; data is the &mut Visit below.
+        let (info, v) = unsafe { (&*info, &mut *(data as *mut Visit)) };
+        // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
+        let headers =
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let addr = v.code;
+        let holds = headers.iter().any(|h| {
+            h.p_type == libc::PT_LOAD && {
+                let start = info.dlpi_addr as usize + h.p_vaddr as usize;
+                start <= addr && addr < start + h.p_memsz as usize
+            }
+        });
+        if !holds {
+            return 0;
+        }
+        v.found = true;
+        v.now = true; // no dynamic section: nothing is bound lazily
+        for h in headers.iter().filter(|h| h.p_type == libc::PT_DYNAMIC) {
+            v.now = false;
+            let mut d = (info.dlpi_addr as usize + h.p_vaddr as usize) as *const Dyn;
+            // SAFETY: the dynamic section is a DT_NULL-terminated array in a loaded segment.
+            unsafe {
+                while (*d).tag != 0 {
+                    let (tag, val) = ((*d).tag, (*d).val);
+                    if tag == DT_BIND_NOW
+                        || (tag == DT_FLAGS && val & DF_BIND_NOW != 0)
+                        || (tag == DT_FLAGS_1 && val & DF_1_NOW != 0)
+                    {
+                        v.now = true;
+                    }
+                    d = d.add(1);
+                }
+            }
+        }
+        1
+    }
+    /// An entry of the dynamic section (64-bit ELF).
+    #[repr(C)]
+    struct Dyn {
+        tag: i64,
+        val: u64,
+    }
+    const DT_BIND_NOW: i64 = 24;
+    const DT_FLAGS: i64 = 30;
+    const DT_FLAGS_1: i64 = 0x6fff_fffb;
+    const DF_BIND_NOW: u64 = 0x8;
+    const DF_1_NOW: u64 = 0x1;
+    struct Visit {
+        code: usize,
+        found: bool,
+        now: bool,
+    }
+    let mut v = Visit {
+        code: binds_now as fn() -> bool as usize,
+        found: false,
+        now: false,
+    };
+    // SAFETY: visit only reads what the loader hands it and writes to `v`.
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut v as *mut Visit as *mut libc::c_void) };
+    v.found && v.now
+}
+
+/// What a clone inherits from the calling thread and the spawner must match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Creds {
+    euid: u32,
+    egid: u32,
+    caps: [u32; 4],
+}
+
+impl Creds {
+    fn current() -> Creds {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: c_int,
+        }
+        let mut header = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let mut data = [0u32; 6]; // two of (effective, permitted, inheritable)
+                                  // SAFETY: header and data have the layout capget(2) expects for version 3.
+        unsafe {
+            libc::syscall(
+                libc::SYS_capget,
+                &mut header as *mut Header,
+                data.as_mut_ptr(),
+            )
+        };
+        Creds {
+            // SAFETY: no preconditions.
+            euid: unsafe { libc::geteuid() },
+            // SAFETY: no preconditions.
+            egid: unsafe { libc::getegid() },
+            caps: [data[0], data[1], data[3], data[4]],
+        }
+    }
+}
+
+const RLIMITS: usize = 16;
+
+/// The process's resource limits (soft, hard), which every clone inherits.
+fn rlimits() -> [(u64, u64); RLIMITS] {
+    let mut out = [(0, 0); RLIMITS];
+    for (i, l) in out.iter_mut().enumerate() {
+        let mut r = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: r is a valid rlimit64 to fill; unknown resources leave it zeroed.
+        unsafe { libc::getrlimit64(i as _, &mut r) };
+        *l = (r.rlim_cur, r.rlim_max);
+    }
+    out
+}
+
+fn netns_ino() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|m| m.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loaded_objects_the_kernels_and_the_kept_stay() {
+        let maps = "\
+55d0a000-55d0b000 r--p 00000000 08:01 1234   /usr/bin/host
+55d0c000-55d0d000 rw-p 00001000 08:01 1234   /usr/bin/host
+55d0d000-55d0f000 rw-p 00000000 00:00 0
+55d0f000-55d2f000 rw-p 00000000 00:00 0      [heap]
+7f00000000-7f00200000 rw-p 00000000 00:00 0
+7f00200000-7f00400000 rw-p 00000000 00:00 0
+7f00400000-7f00401000 rw-s 00000000 00:01 77   /memfd:jobcell-plan (deleted)
+7f00500000-7f00600000 r--s 00000000 08:01 99   /var/data/big.db
+7ffc000000-7ffc100000 rw-p 00000000 00:00 0      [stack]
+7ffc200000-7ffc202000 r--p 00000000 00:00 0      [vvar]
+7ffc202000-7ffc204000 r-xp 00000000 00:00 0      [vdso]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]
+";
+        // The program's segments reach into the anonymous mapping after its
+        // data (the rest of its .bss): that stays too.
+        let loaded = [(0x55d0a000, 0x55d0b000), (0x55d0c000, 0x55d0e000)];
+        let keep = [0x7f00200010];
+        assert_eq!(
+            parse_unneeded(maps, &keep, &loaded),
+            vec![
+                (0x55d0f000, 0x20000),
+                (0x7f00000000, 0x200000),
+                (0x7f00400000, 0x1000),
+                (0x7f00500000, 0x100000),
+                (0x7ffc000000, 0x100000)
+            ]
+        );
+    }
+
+    #[test]
+    fn this_process_has_loaded_segments_holding_its_code() {
+        let code = loaded_segments as fn() -> Vec<(usize, usize)> as usize;
+        assert!(loaded_segments()
+            .iter()
+            .any(|&(s, e)| s <= code && code < e));
+    }
+
+    #[test]
+    fn this_test_binary_binds_now() {
+        assert!(binds_now());
+    }
+}
