@@ -4,7 +4,10 @@
 //!
 //! Run with `cargo bench --bench spawn` (as root). The variants are measured
 //! interleaved (one of each per round), so a noisy machine disturbs them
-//! alike; the ratios compare medians.
+//! alike; the ratios compare medians. A last round repeats the cell without
+//! a cgroup after the process has touched 1 GiB of heap: cells are cloned
+//! from a small spawner process, so their cost must not grow with the
+//! host's memory (cloning from the host cost ~33 ms per GiB here).
 
 use std::time::{Duration, Instant};
 
@@ -68,20 +71,42 @@ fn main() {
         (v[v.len() / 2], v[v.len() * 9 / 10])
     };
     let (std_median, std_p90) = stats(&mut std_samples);
+    let big_host = {
+        let heap = vec![1u8; 1 << 30];
+        let mut std_big = Vec::with_capacity(ROUNDS / 4);
+        let mut cell_big = Vec::with_capacity(ROUNDS / 4);
+        for _ in 0..ROUNDS / 4 {
+            std_big.push(run_std());
+            cell_big.push(run_cell(&cells[0].1));
+        }
+        assert_eq!(std::hint::black_box(&heap)[1 << 29], 1);
+        (stats(&mut std_big).0, stats(&mut cell_big).0)
+    };
     println!(
         "{:<40} median {:>8.1} µs   p90 {:>8.1} µs",
         "std::process::Command /bin/true",
         us(std_median),
         us(std_p90)
     );
-    for ((name, _), samples) in cells.iter().zip(cell_samples.iter_mut()) {
-        let (m, p90) = stats(samples);
+    let report = |name: &str, m: Duration, p90: Duration, base: Duration| {
         println!(
             "{:<40} median {:>8.1} µs   p90 {:>8.1} µs   {:.2}x std::process::Command",
-            format!("jobcell {name}"),
+            name,
             us(m),
             us(p90),
-            m.as_secs_f64() / std_median.as_secs_f64()
+            m.as_secs_f64() / base.as_secs_f64()
         );
+    };
+    for ((name, _), samples) in cells.iter().zip(cell_samples.iter_mut()) {
+        let (m, p90) = stats(samples);
+        report(&format!("jobcell {name}"), m, p90, std_median);
     }
+    let (std_big, cell_big) = big_host;
+    println!(
+        "with 1 GiB of host heap: std::process::Command median {:>8.1} µs, \
+         jobcell cell, no cgroup median {:>8.1} µs ({:.2}x)",
+        us(std_big),
+        us(cell_big),
+        cell_big.as_secs_f64() / std_big.as_secs_f64()
+    );
 }
