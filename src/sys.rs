@@ -216,6 +216,12 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> SysResult<c_long> {
     check(unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) })
 }
 
+/// Names the calling thread (what `ps` shows), cut to 15 bytes by the kernel.
+pub(crate) fn set_name(name: &CStr) {
+    // SAFETY: name is a NUL-terminated string the kernel only reads.
+    unsafe { libc::syscall(libc::SYS_prctl, libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+}
+
 pub(crate) fn prctl(
     option: c_int,
     a2: c_long,

@@ -248,6 +248,7 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
     if let Err(e) = close_inherited(plan.keep) {
         fail(efd, Stage::CloseFds, e, 0);
     }
+    sys::set_name(c"jobcell-init");
     // A host umask like 077 would make the cell's /etc/passwd unreadable to the job.
     // SAFETY: umask has no memory arguments.
     unsafe { libc::syscall(libc::SYS_umask, 0o022) };

@@ -437,6 +437,7 @@ unsafe fn serve(start: &Start) -> ! {
     if sys::getppid() != start.host_pid {
         sys::exit(1); // the host is already gone
     }
+    sys::set_name(c"jobcell-spawner");
     // Cells copy the spawner's mount namespace: the host's, not the
     // preparation thread's private one.
     if start.host_mnt >= 0 {
