@@ -51,7 +51,11 @@ pub(crate) enum KillReason {
 /// Receives every state change of a job (the Worker uses it to publish,
 /// persist and start queued jobs).
 pub(crate) trait Observer: Send + Sync {
+    /// The job moved to `state`; for a final state, before any waiter wakes,
+    /// so that a waiter finds the change recorded and published.
     fn changed(&self, job: &Arc<JobShared>, state: &JobState);
+    /// The job's waiters have been woken after its final state.
+    fn released(&self, _job: &Arc<JobShared>) {}
 }
 
 /// Live usage source of a running job (its cgroup).
@@ -218,9 +222,12 @@ impl JobShared {
             g.usage = None;
         }
         self.log.close();
-        self.cond.notify_all();
         if let Some(o) = &self.observer {
             o.changed(self, &state);
+        }
+        self.cond.notify_all();
+        if let Some(o) = &self.observer {
+            o.released(self);
         }
     }
 

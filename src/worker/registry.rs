@@ -134,6 +134,12 @@ impl Observer for WorkerObserver {
             s.changed(job, state);
         }
     }
+
+    fn released(&self, job: &Arc<JobShared>) {
+        if let Some(s) = self.0.upgrade() {
+            s.released(job);
+        }
+    }
 }
 
 impl Worker {
@@ -436,8 +442,8 @@ fn never_ran(state: JobState) -> Outcome {
 }
 
 impl Shared {
-    /// Every state change of every job passes here: persist, publish, and
-    /// when a job ends, give its slot to the next queued job.
+    /// Every state change of every job passes here: persist and publish
+    /// (a final one before the job's waiters wake).
     fn changed(self: &Arc<Self>, job: &Arc<JobShared>, state: &JobState) {
         if let Some(store) = &self.store {
             if let Err(e) = store.write(&job.record()) {
@@ -452,11 +458,14 @@ impl Shared {
         self.subscribers
             .lock()
             .retain(|tx| tx.send(event.clone()).is_ok());
-        if state.is_final() {
-            let freed = self.jobs.lock().active.remove(&job.id);
-            if freed {
-                self.pump();
-            }
+    }
+
+    /// A finished job's waiters are awake: its slot goes to the next in the
+    /// queue (starting one takes a spawn, which no waiter should wait for).
+    fn released(self: &Arc<Self>, job: &Arc<JobShared>) {
+        let freed = self.jobs.lock().active.remove(&job.id);
+        if freed {
+            self.pump();
         }
     }
 
