@@ -116,6 +116,8 @@ impl From<&std::io::Error> for Errno {
 pub enum Stage {
     /// Closing file descriptors inherited from the host.
     CloseFds = 1,
+    /// Moving into the job's cgroup(s) (cgroup v1; the error names the cgroup).
+    JoinCgroup,
     /// Waiting for the host to write the id maps.
     WaitForHost,
     /// Switching to root inside the new user namespace.
@@ -165,8 +167,9 @@ pub enum Stage {
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 23] = [
+        const ALL: [Stage; 24] = [
             CloseFds,
+            JoinCgroup,
             WaitForHost,
             BecomeRoot,
             CgroupNamespace,
@@ -198,6 +201,7 @@ impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
             Stage::CloseFds => "closing inherited descriptors",
+            Stage::JoinCgroup => "joining the job's cgroup",
             Stage::WaitForHost => "waiting for the host's id maps",
             Stage::BecomeRoot => "becoming root in the user namespace",
             Stage::CgroupNamespace => "entering a cgroup namespace",

@@ -248,6 +248,13 @@ impl CgroupJoin for JobCgroup {
             Kind::V1(j) => j.attach(pid),
         }
     }
+
+    fn self_join(&self) -> Vec<(std::os::fd::OwnedFd, PathBuf)> {
+        match &self.kind {
+            Kind::V2(_) => Vec::new(),
+            Kind::V1(j) => j.self_join(),
+        }
+    }
 }
 
 impl UsageSource for JobCgroup {

@@ -182,6 +182,9 @@ pub(crate) struct JobPlan<'a> {
 pub(crate) struct ChildPlan<'a> {
     /// Descriptors init keeps; everything else inherited is closed first. Sorted, unique.
     pub keep: &'a [c_int],
+    /// `tasks` files (cgroup v1, opened by the host) init writes "0" to,
+    /// moving itself into the job's cgroups before anything else.
+    pub join_cgroups: &'a [c_int],
     pub sync_read: c_int,
     pub error_write: c_int,
     /// The socket pair through which the job hands init its seccomp listener (-1: none).
@@ -247,6 +250,12 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
 
     if let Err(e) = close_inherited(plan.keep) {
         fail(efd, Stage::CloseFds, e, 0);
+    }
+    for (i, &fd) in plan.join_cgroups.iter().enumerate() {
+        if let Err(e) = sys::write_all(fd, b"0") {
+            fail(efd, Stage::JoinCgroup, e, i as u32);
+        }
+        sys::close(fd);
     }
     sys::set_name(c"jobcell-init");
     // A host umask like 077 would make the cell's /etc/passwd unreadable to the job.

@@ -67,8 +67,14 @@ pub(crate) trait CgroupJoin {
     /// A cgroup v2 directory to clone straight into, if any.
     fn clone_target(&self) -> Option<BorrowedFd<'_>>;
     /// Moves `pid` into the job's cgroup(s); called before the child is released
-    /// when the clone could not place it there itself.
+    /// when the clone could not place it there itself, nor the cell join itself.
     fn attach(&self, pid: i32) -> Result<()>;
+    /// Files through which the cell's init moves itself into the job's
+    /// cgroup(s) as its first step, each with the cgroup it joins; empty
+    /// when the host must `attach` instead.
+    fn self_join(&self) -> Vec<(OwnedFd, PathBuf)> {
+        Vec::new()
+    }
 }
 
 /// A job whose program has been executed.
@@ -140,6 +146,10 @@ pub(crate) fn spawn(
     keep.extend([sync_read.as_raw_fd(), error_write.as_raw_fd(), lifeline]);
     keep.extend([report_job, report_init].into_iter().filter(|&fd| fd >= 0));
     keep.extend(bp.trees.iter().map(AsRawFd::as_raw_fd));
+    // cgroup v1: the cell moves itself into the job's cgroups (see CgroupJoin).
+    let joins = cgroup.map(|c| c.self_join()).unwrap_or_default();
+    let join_fds: Vec<c_int> = joins.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
+    keep.extend(&join_fds);
     keep.sort_unstable();
     keep.dedup();
 
@@ -153,6 +163,7 @@ pub(crate) fn spawn(
     };
     let wiring = place::Wiring {
         keep: &keep,
+        join_cgroups: &join_fds,
         stdio,
         sync_read: sync_read.as_raw_fd(),
         error_write: error_write.as_raw_fd(),
@@ -218,6 +229,7 @@ pub(crate) fn spawn(
     drop(sync_read);
     drop(report);
     drop(error_write);
+    let joins: Vec<PathBuf> = joins.into_iter().map(|(_, dir)| dir).collect();
     let mut bp = bp;
     drop(std::mem::take(&mut bp.trees));
 
@@ -228,7 +240,8 @@ pub(crate) fn spawn(
     };
 
     if let Some(cg) = cgroup {
-        if child.flags & clone::CLONE_INTO_CGROUP == 0 || clone_target.is_none() {
+        let placed = child.flags & clone::CLONE_INTO_CGROUP != 0 && clone_target.is_some();
+        if !placed && joins.is_empty() {
             cg.attach(child.pid).map_err(abort)?;
         }
     }
@@ -258,6 +271,10 @@ pub(crate) fn spawn(
                 None => format!("step {step}"),
             },
             Stage::Exec => bp.program.to_string_lossy().into_owned(),
+            Stage::JoinCgroup => joins
+                .get(step as usize)
+                .map(|dir| dir.display().to_string())
+                .unwrap_or_default(),
             Stage::Chdir => bp.cwd.to_string_lossy().into_owned(),
             Stage::SetUser => format!("uid {}", bp.ids.uid),
             Stage::SetGroups => format!("gid {}", bp.ids.gid),

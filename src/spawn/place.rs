@@ -15,6 +15,8 @@ pub(crate) const JOB_STACK_BYTES: usize = 64 * 1024;
 pub(crate) struct Wiring<'k> {
     /// Descriptors init keeps (sorted, unique).
     pub keep: &'k [c_int],
+    /// Of those, the cgroup `tasks` files init joins through.
+    pub join_cgroups: &'k [c_int],
     pub stdio: [c_int; 3],
     pub sync_read: c_int,
     pub error_write: c_int,
@@ -50,7 +52,7 @@ pub(crate) fn footprint(bp: &Blueprint, keep: usize) -> usize {
     #[cfg(not(feature = "landlock"))]
     let landlock = 0;
     Arena::footprint_of::<ChildPlan<'_>>(1)
-        + Arena::footprint_of::<c_int>(keep)
+        + 2 * Arena::footprint_of::<c_int>(keep)
         + Arena::footprint_of::<u8>(bp.hostname.len())
         + Arena::footprint_of::<crate::spawn::child::PlacedOp<'_>>(bp.ops.len())
         + bp.ops.iter().map(|op| op.footprint()).sum::<usize>()
@@ -103,6 +105,7 @@ pub(crate) fn place<'a>(
     let stack = arena.reserve(JOB_STACK_BYTES)?;
     let plan = ChildPlan {
         keep: arena.slice(w.keep)?,
+        join_cgroups: arena.slice(w.join_cgroups)?,
         sync_read: w.sync_read,
         error_write: w.error_write,
         report_job: w.report_job,
