@@ -451,7 +451,7 @@ fn run_op(op: &PlacedOp<'_>) -> sys::SysResult {
 }
 
 /// Closes every descriptor except `keep` (sorted, unique).
-fn close_inherited(keep: &[c_int]) -> sys::SysResult {
+pub(crate) fn close_inherited(keep: &[c_int]) -> sys::SysResult {
     let mut next: u32 = 0;
     for &fd in keep {
         let fd = fd as u32;

@@ -447,7 +447,7 @@ unsafe fn serve(start: &Start) -> ! {
     }
     let mut keep = start.keep;
     keep.sort_unstable();
-    if let Err(e) = close_all_but(&keep) {
+    if let Err(e) = child::close_inherited(&keep) {
         refuse(e);
     }
     let mut i = 0;
@@ -628,19 +628,6 @@ unsafe fn clone_cell_here(
             -1,
         ),
     }
-}
-
-/// Closes every descriptor but `keep` (sorted).
-fn close_all_but(keep: &[c_int]) -> sys::SysResult {
-    let mut next: u32 = 0;
-    for &fd in keep {
-        let fd = fd as u32;
-        if fd > next {
-            sys::close_range(next, fd - 1, 0)?;
-        }
-        next = fd.saturating_add(1);
-    }
-    sys::close_range(next, u32::MAX, 0)
 }
 
 /// The bytes of a plain-data value.
