@@ -8,6 +8,10 @@
 //! a cgroup after the process has touched 1 GiB of heap: cells are cloned
 //! from a small spawner process, so their cost must not grow with the
 //! host's memory (cloning from the host cost ~33 ms per GiB here).
+//!
+//! Last, when a C compiler is at hand, `benches/floor.c` runs: the least a
+//! program can do for the same cell, hand-written in C, as the floor these
+//! ratios are judged against.
 
 use std::time::{Duration, Instant};
 
@@ -109,4 +113,30 @@ fn main() {
         us(cell_big),
         cell_big.as_secs_f64() / std_big.as_secs_f64()
     );
+    c_floor();
+}
+
+/// Builds and runs benches/floor.c, if `cc` is there.
+fn c_floor() {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/floor.c");
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let bin = dir.path().join("floor");
+    let built = std::process::Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(src)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built {
+        println!("C floor: skipped (no C compiler)");
+        return;
+    }
+    match std::process::Command::new(&bin).arg("200").output() {
+        Ok(o) => print!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => println!("C floor: {e}"),
+    }
 }
