@@ -10,6 +10,8 @@
 //! - `JOBCELL_TEST_IO_DIR`: a directory on a real block device for the IO
 //!   test (else `/var/tmp`, if that is not a tmpfs).
 
+mod common;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -23,28 +25,7 @@ const MIB: u64 = 1 << 20;
 fn helper() -> &'static Path {
     static HELPER: OnceLock<PathBuf> = OnceLock::new();
     HELPER.get_or_init(|| {
-        if let Some(p) = std::env::var_os("JOBCELL_TEST_HELPER") {
-            return PathBuf::from(p);
-        }
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helper/jc-helper.c");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let out = dir.join("jc-helper");
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        // Never replaced while up to date: other test processes may be binding it.
-        if modified(&out) >= modified(&src) {
-            return out;
-        }
-        let tmp = dir.join(format!("jc-helper.{}", std::process::id()));
-        let st = std::process::Command::new("cc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .status()
-            .expect("run cc (set JOBCELL_TEST_HELPER to a prebuilt helper)");
-        assert!(st.success(), "cc -static failed for {}", src.display());
-        // Atomic, so a concurrent test run never binds a half-written file.
-        std::fs::rename(&tmp, &out).unwrap();
-        out
+        common::static_helper("jc-helper.c", "jc-helper", "JOBCELL_TEST_HELPER", &[])
     })
 }
 

@@ -41,31 +41,15 @@ const MIB: u64 = 1 << 20;
 /// The static attacker program, bound into every attacking cell at `/esc`.
 fn helper() -> &'static Path {
     static HELPER: OnceLock<PathBuf> = OnceLock::new();
+    // Not position-independent: the i386 attack passes pointers to its
+    // static data in 32-bit registers.
     HELPER.get_or_init(|| {
-        if let Some(p) = std::env::var_os("JOBCELL_TEST_ESCAPE_HELPER") {
-            return PathBuf::from(p);
-        }
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helper/escape.c");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let out = dir.join("jc-escape");
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        // Never replaced while up to date: other test processes may be binding it.
-        if modified(&out) >= modified(&src) {
-            return out;
-        }
-        let tmp = dir.join(format!("jc-escape.{}", std::process::id()));
-        // Not position-independent: the i386 attack passes pointers to its
-        // static data in 32-bit registers.
-        let st = std::process::Command::new("cc")
-            .args(["-static", "-no-pie", "-O2", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .status()
-            .expect("run cc (or set JOBCELL_TEST_ESCAPE_HELPER to a prebuilt helper)");
-        assert!(st.success(), "cc -static failed for {}", src.display());
-        // Atomic, so a concurrent test run never binds a half-written file.
-        std::fs::rename(&tmp, &out).unwrap();
-        out
+        common::static_helper(
+            "escape.c",
+            "jc-escape",
+            "JOBCELL_TEST_ESCAPE_HELPER",
+            &["-no-pie"],
+        )
     })
 }
 
@@ -364,7 +348,6 @@ fn tiocsti_cannot_push_keystrokes_into_a_host_terminal() {
 /// that to the host: its input (and TIOCSTI, were it allowed) could then
 /// send SIGINT or SIGHUP to the host's process group.
 #[test]
-
 fn a_terminal_as_stdin_never_becomes_the_hosts_controlling_terminal() {
     let _g = shared();
     if std::env::var_os("JOBCELL_ESCAPE_SESSION").is_some() {
@@ -1289,6 +1272,21 @@ fn cgroups_named(name: &str) -> Vec<PathBuf> {
 // ---------------------------------------------------------------------------
 // 14. Symlinks planted for the host (go-judge issue 176)
 
+/// A directory any cell uid may write to.
+fn world_writable(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+}
+
+/// A first job, given `work` read-write at /work, runs `script` (it plants
+/// something for whoever uses `work` next).
+fn first_job_plants(work: &Path, script: &str) {
+    let mut first = Sandbox::new();
+    first.bind_rw(work, "/work");
+    let r = sh(&first, script);
+    assert!(r.outcome.success(), "{}", r.stderr);
+}
+
 /// The job plants, in its read-write bind, links to a host secret: absolute,
 /// relative and climbing, through a linked directory, through /proc magic
 /// links, plus a FIFO (a reader that blocks forever), a huge sparse file,
@@ -1359,23 +1357,19 @@ fn planted_links_do_not_make_the_host_read_a_secret() {
 /// same directory plus a nested bind at `/work/data` gets that bind wherever
 /// the symlink points, here over its own `/usr` (it then cannot even find
 /// `sh`). The mount namespace is private, so the host is never affected, but
-/// one job decides the layout of another. Mount points below a user bind
-/// should be resolved without following symlinks, or refused.
+/// one job decides the layout of another. jobcell resolves mount points
+/// below a user bind in its model of the cell and refuses paths that cross
+/// a symlink inside a bind.
 #[test]
-
 fn planted_symlinks_do_not_move_a_later_jobs_binds() {
     let _g = shared();
     let top = tempfile::tempdir().unwrap();
     let (work, data) = (top.path().join("work"), top.path().join("data"));
-    std::fs::create_dir_all(work.join("data")).unwrap();
+    world_writable(&work);
+    world_writable(&work.join("data"));
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("payload"), "payload\n").unwrap();
-    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::fs::set_permissions(work.join("data"), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut first = Sandbox::new();
-    first.bind_rw(&work, "/work");
-    let r = sh(&first, "rmdir /work/data && ln -s ../usr /work/data");
-    assert!(r.outcome.success(), "{}", r.stderr);
+    first_job_plants(&work, "rmdir /work/data && ln -s ../usr /work/data");
     let mut later = Sandbox::new();
     later.bind_rw(&work, "/work").bind_ro(&data, "/work/data");
     match later.spawn(Command::new("sh").args(["-c", "cat /work/data/payload; ls /usr/bin/sh"])) {
@@ -1397,22 +1391,17 @@ fn planted_symlinks_do_not_move_a_later_jobs_binds() {
 /// /etc`); the host later binds that path into another cell (a CI runner
 /// binding a previous step's output). The host resolves the bind source
 /// through the planted symlink and mounts its own /etc into the cell. The
-/// symlink belongs to a uid of the cell's range, so jobcell could know that
-/// a job made it and refuse to follow it (resolving the source component by
-/// component with O_NOFOLLOW, then `open_tree` on the final descriptor).
+/// symlink belongs to a uid of the cell's range, so jobcell knows that a
+/// job made it and refuses to follow it (it resolves the source component
+/// by component with O_NOFOLLOW, then `open_tree`s the final descriptor).
 #[test]
-
 fn bind_sources_do_not_follow_symlinks_a_job_planted() {
     let _g = shared();
     let top = tempfile::tempdir().unwrap();
     let work = top.path().join("work");
-    std::fs::create_dir_all(work.join("inputs")).unwrap();
-    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::fs::set_permissions(work.join("inputs"), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut first = Sandbox::new();
-    first.bind_rw(&work, "/work");
-    let r = sh(&first, "rmdir /work/inputs && ln -s /etc /work/inputs");
-    assert!(r.outcome.success(), "{}", r.stderr);
+    world_writable(&work);
+    world_writable(&work.join("inputs"));
+    first_job_plants(&work, "rmdir /work/inputs && ln -s /etc /work/inputs");
     let mut later = Sandbox::new();
     later.bind_ro(work.join("inputs"), "/inputs");
     match later.spawn(Command::new("sh").args(["-c", "ls /inputs | head -3"])) {
@@ -1427,21 +1416,16 @@ fn bind_sources_do_not_follow_symlinks_a_job_planted() {
 /// The same for the job's stdin: the host opens `Stdin::File` as host root,
 /// following whatever a previous job left at that path. A symlink to
 /// `/etc/shadow` feeds the host's password hashes to the next job; a FIFO
-/// blocks the spawning thread forever. `Stdin::File` should open with
-/// `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY` (or resolve like `jobcell::fs`) and
-/// take regular files only.
+/// blocks the spawning thread forever. `Stdin::File` resolves the path
+/// without following what a job planted and opens with `O_NONBLOCK |
+/// O_NOCTTY`, so neither works.
 #[test]
-
 fn stdin_file_does_not_follow_what_a_job_planted() {
     let _g = shared();
     let top = tempfile::tempdir().unwrap();
     let work = top.path().join("work");
-    std::fs::create_dir(&work).unwrap();
-    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut first = Sandbox::new();
-    first.bind_rw(&work, "/work");
-    let r = sh(&first, "ln -s /etc/shadow /work/input && mkfifo /work/fifo");
-    assert!(r.outcome.success(), "{}", r.stderr);
+    world_writable(&work);
+    first_job_plants(&work, "ln -s /etc/shadow /work/input && mkfifo /work/fifo");
     let shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
     match Sandbox::new().spawn(Command::new("cat").stdin(Stdin::File(work.join("input")))) {
         Err(e) => eprintln!("refused: {e}"),
@@ -1536,12 +1520,10 @@ fn sysv_shm_does_not_pin_host_memory() {
 }
 
 /// Stricter than the test above: the segments are gone when `wait` returns,
-/// not some time later. Needs the cell to remove its IPC objects itself (or
-/// `kernel.shm_rmid_forced = 1` in the cell's IPC namespace, which init may
-/// set as root of the cell's user namespace), instead of leaving them to the
-/// kernel's deferred namespace teardown.
+/// not some time later. Init sets `kernel.shm_rmid_forced = 1` in the cell's
+/// IPC namespace, so a segment goes with the last process that used it
+/// instead of waiting for the kernel's deferred namespace teardown.
 #[test]
-
 fn sysv_shm_is_gone_when_wait_returns() {
     let _g = exclusive();
     let baseline = meminfo("Shmem");

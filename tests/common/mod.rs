@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use jobcell::{Command, JobHandle, Outcome, Sandbox, Stream};
@@ -171,4 +172,36 @@ pub fn subid_start(file: &str) -> u32 {
             })
         })
         .unwrap_or(100_000)
+}
+
+/// A static C program from `tests/helper/<source>`, compiled with `cc -static
+/// -O2 <extra>` into the target's test directory as `out_name` (or the
+/// prebuilt binary named by the environment variable `prebuilt`, as in the
+/// cgroup v2 VM). Rebuilt only when the source is newer, and swapped in
+/// atomically: other test processes may be binding it.
+pub fn static_helper(source: &str, out_name: &str, prebuilt: &str, extra: &[&str]) -> PathBuf {
+    if let Some(p) = std::env::var_os(prebuilt) {
+        return PathBuf::from(p);
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/helper")
+        .join(source);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let out = dir.join(out_name);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&out) >= modified(&src) {
+        return out;
+    }
+    let tmp = dir.join(format!("{out_name}.{}", std::process::id()));
+    let st = std::process::Command::new("cc")
+        .args(["-static", "-O2"])
+        .args(extra)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("run cc ({e}); or set {prebuilt} to a prebuilt helper"));
+    assert!(st.success(), "cc -static failed for {}", src.display());
+    std::fs::rename(&tmp, &out).unwrap();
+    out
 }
