@@ -112,6 +112,22 @@ pub(crate) fn mkdir(path: &Path) -> Result<bool> {
     }
 }
 
+/// Creates job `id`'s directory under `proc_dir`; one that exists already is
+/// an error (job ids are unique: it belongs to another job).
+pub(crate) fn mkdir_job(proc_dir: &Path, id: &str) -> Result<PathBuf> {
+    let dir = child_dir(proc_dir, id)?;
+    if !mkdir(&dir)? {
+        return Err(Error::Cgroup {
+            op: "mkdir",
+            path: dir,
+            value: None,
+            errno: Errno(libc::EEXIST),
+            hint: Some("a cgroup for this job id already exists"),
+        });
+    }
+    Ok(dir)
+}
+
 /// Removes a cgroup directory; `Ok` if it is gone (also if it was never there).
 pub(crate) fn rmdir(path: &Path) -> std::result::Result<(), Errno> {
     match std::fs::remove_dir(path) {

@@ -164,16 +164,7 @@ impl Tree {
             // Also when it existed: its creator may not have filled it in yet.
             cpuset::inherit(&proc_dir)?;
         }
-        let dir = common::child_dir(&proc_dir, id)?;
-        if !common::mkdir(&dir)? {
-            return Err(Error::Cgroup {
-                op: "mkdir",
-                path: dir,
-                value: None,
-                errno: Errno(libc::EEXIST),
-                hint: Some("a cgroup for this job id already exists"),
-            });
-        }
+        let dir = common::mkdir_job(&proc_dir, id)?;
         if cpuset {
             if let Err(e) = cpuset::job(&dir, limits.cpus.as_deref()) {
                 let _ = common::rmdir(&dir);

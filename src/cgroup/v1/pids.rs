@@ -1,28 +1,14 @@
-//! v1 `pids`: `pids.max`; usage from `pids.current` (and `pids.peak` on recent kernels).
+//! v1 `pids`: the same files as on v2 (`pids.max`; usage from `pids.current`
+//! and `pids.peak` on recent kernels), so the same code.
 
-use std::path::Path;
-
-use crate::cgroup::common;
-use crate::error::Result;
-use crate::job::Usage;
-use crate::sandbox::Limits;
-
-pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
-    match limits.pids {
-        Some(n) => common::write(&dir.join("pids.max"), &n.to_string()),
-        None => Ok(()),
-    }
-}
-
-pub(crate) fn stats(dir: &Path, u: &mut Usage) {
-    u.pids_current = common::read_u64_opt(&dir.join("pids.current")).unwrap_or(0);
-    u.pids_peak = common::read_u64_opt(&dir.join("pids.peak"));
-}
+pub(crate) use crate::cgroup::v2::pids::{apply, stats};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cgroup::common::fixture;
+    use crate::job::Usage;
+    use crate::sandbox::Limits;
 
     #[test]
     fn pids_files() {

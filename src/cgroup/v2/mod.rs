@@ -10,7 +10,7 @@ mod cpu;
 mod cpuset;
 mod io;
 mod memory;
-mod pids;
+pub(crate) mod pids;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -160,16 +160,7 @@ impl Tree {
         let proc_dir = common::child_dir(&self.base, &self.owner)?;
         common::mkdir(&proc_dir)?;
         self.enable(&proc_dir, wanted, req, false)?;
-        let dir = common::child_dir(&proc_dir, id)?;
-        if !common::mkdir(&dir)? {
-            return Err(Error::Cgroup {
-                op: "mkdir",
-                path: dir,
-                value: None,
-                errno: Errno(libc::EEXIST),
-                hint: Some("a cgroup for this job id already exists"),
-            });
-        }
+        let dir = common::mkdir_job(&proc_dir, id)?;
         Ok((dir, proc_dir))
     }
 

@@ -1,4 +1,5 @@
-//! v2 `pids`: `pids.max`; usage from `pids.current` and `pids.peak`.
+//! `pids` (v2, and v1, whose files are the same): `pids.max`; usage from
+//! `pids.current` and `pids.peak`.
 
 use std::path::Path;
 
