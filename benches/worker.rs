@@ -4,8 +4,12 @@
 //! Run with `cargo bench --bench worker` (as root: the second part starts
 //! 1000 real cells).
 
-use std::io::Write;
+#[path = "../tests/common/gate.rs"]
+mod gate;
+
 use std::time::{Duration, Instant};
+
+use gate::Gate;
 
 use jobcell::__private::BenchLog;
 use jobcell::{Command, JobState, Sandbox, Worker, WorkerConfig};
@@ -54,30 +58,20 @@ fn rss_kib() -> u64 {
 /// growth of this process's resident memory per job.
 fn memory_per_job(n: usize) {
     let w = Worker::new(WorkerConfig::default()).unwrap();
-    let gate = tempfile::tempdir().unwrap();
-    let fifo = gate.path().join("fifo");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: c is a valid path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
-    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-    let mut writer = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .unwrap();
+    let mut gate = Gate::new();
     let mut sb = Sandbox::new();
-    sb.bind_ro(gate.path(), "/gate");
+    gate.bind(&mut sb);
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "exec 3<>/gate/fifo; read x <&3"]);
+    cmd.args(["-c", gate::WAIT]);
     // Warm up: the runtime, the caches, the allocator's arenas.
     let warm = w.submit(&sb, &cmd).unwrap();
-    writer.write_all(b"\n").unwrap();
+    gate.release(1);
     warm.wait().unwrap();
     let before = rss_kib();
     let jobs: Vec<_> = (0..n).map(|_| w.submit(&sb, &cmd).unwrap()).collect();
     assert!(jobs.iter().all(|j| j.state() == JobState::Running));
     let during = rss_kib();
-    writer.write_all(&vec![b'\n'; n]).unwrap();
+    gate.release(n);
     for j in &jobs {
         j.wait().unwrap();
     }

@@ -1,7 +1,12 @@
 //! A thousand jobs at once: few threads, few descriptors per job.
 //! Its own test binary, so that no other test's thread is counted.
 
+#[path = "common/gate.rs"]
+mod gate;
+
 use std::time::Instant;
+
+use gate::Gate;
 
 use jobcell::{Command, JobState, Sandbox, Worker};
 
@@ -26,22 +31,11 @@ fn a_thousand_concurrent_jobs_with_few_threads_and_descriptors() {
     let w = worker(None);
     // A gate: every job waits for one line from this FIFO before it sleeps,
     // so all thousand are provably running at once, however slow spawning is.
-    let gate = tempfile::tempdir().unwrap();
-    let fifo = gate.path().join("fifo");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: c is a valid path; mkfifo touches no other memory.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
-    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-    // Read-write: it never blocks, and keeps the FIFO's lines alive for late openers.
-    let mut writer = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .unwrap();
+    let mut gate = Gate::new();
     let mut sb = Sandbox::new();
-    sb.bind_ro(gate.path(), "/gate");
+    gate.bind(&mut sb);
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "exec 3<>/gate/fifo; read x <&3; exec sleep 2"]);
+    cmd.args(["-c", &format!("{}; exec sleep 2", gate::WAIT)]);
 
     let base_fds = fds();
     let t = Instant::now();
@@ -54,7 +48,7 @@ fn a_thousand_concurrent_jobs_with_few_threads_and_descriptors() {
     let submitted = t.elapsed();
     assert!(jobs.iter().all(|j| j.state() == JobState::Running));
     let (running, threads_then, fds_then) = (w.running(), threads(), fds() - base_fds);
-    std::io::Write::write_all(&mut writer, &[b'\n'; 1000]).unwrap();
+    gate.release(1000);
     for j in &jobs {
         let o = j.wait().unwrap();
         assert_eq!(o.state, JobState::Completed, "{o:?}");
