@@ -781,29 +781,7 @@ const AT_RECURSIVE: u32 = 0x8000;
 /// with `move_mount`. Opening it here, with the host's permissions and before
 /// anything is mounted over it, is what lets binds come from anywhere.
 pub(crate) fn open_tree_clone(path: &CStr, set: u64) -> SysResult<OwnedFd> {
-    // SAFETY: path is NUL-terminated; the flags request a new detached tree.
-    let fd = check(unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE,
-        )
-    })? as c_int;
-    // SAFETY: open_tree returned a new descriptor that we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let attr = MountAttr {
-        attr_set: set,
-        ..Default::default()
-    };
-    use std::os::fd::AsRawFd;
-    mount_setattr(
-        fd.as_raw_fd(),
-        c"",
-        libc::AT_EMPTY_PATH as u32 | AT_RECURSIVE,
-        &attr,
-    )?;
-    Ok(fd)
+    open_tree_at(libc::AT_FDCWD, path, 0, set)
 }
 
 /// `open_tree(fd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH | AT_RECURSIVE)` then
@@ -811,27 +789,35 @@ pub(crate) fn open_tree_clone(path: &CStr, set: u64) -> SysResult<OwnedFd> {
 /// descriptor) already refers to, so nothing is resolved twice.
 pub(crate) fn open_tree_clone_fd(fd: &OwnedFd, set: u64) -> SysResult<OwnedFd> {
     use std::os::fd::AsRawFd;
-    // SAFETY: the empty path is NUL-terminated; fd is a live descriptor.
+    open_tree_at(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH as u32, set)
+}
+
+fn open_tree_at(dirfd: c_int, path: &CStr, flags: u32, set: u64) -> SysResult<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: path is NUL-terminated; dirfd is AT_FDCWD or a live descriptor;
+    // the flags request a new detached tree.
     let tree = check(unsafe {
         libc::syscall(
             libc::SYS_open_tree,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | libc::AT_EMPTY_PATH as u32,
+            dirfd,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | flags,
         )
     })? as c_int;
     // SAFETY: open_tree returned a new descriptor that we own.
     let tree = unsafe { OwnedFd::from_raw_fd(tree) };
-    let attr = MountAttr {
-        attr_set: set,
-        ..Default::default()
-    };
-    mount_setattr(
-        tree.as_raw_fd(),
-        c"",
-        libc::AT_EMPTY_PATH as u32 | AT_RECURSIVE,
-        &attr,
-    )?;
+    if set != 0 {
+        let attr = MountAttr {
+            attr_set: set,
+            ..Default::default()
+        };
+        mount_setattr(
+            tree.as_raw_fd(),
+            c"",
+            libc::AT_EMPTY_PATH as u32 | AT_RECURSIVE,
+            &attr,
+        )?;
+    }
     Ok(tree)
 }
 

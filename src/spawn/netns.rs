@@ -18,20 +18,27 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Creates a network namespace on the calling thread and returns to the thread's own.
 pub(crate) fn create() -> Result<OwnedFd> {
-    let err = |op, errno| Error::Spawn {
-        op,
-        path: None,
-        errno,
-        hint: None,
-    };
-    let own =
-        open_ns("/proc/thread-self/ns/net").map_err(|e| err("open own network namespace", e))?;
+    let own = own_netns()?;
     sys::unshare(libc::CLONE_NEWNET).map_err(|e| err("unshare(CLONE_NEWNET)", e))?;
     let made = open_ns("/proc/thread-self/ns/net").and_then(|fd| loopback_up().map(|_| fd));
     // Whatever happened, this thread goes home.
     sys::setns(own.as_raw_fd(), libc::CLONE_NEWNET)
         .map_err(|e| err("setns back to own network namespace", e))?;
     made.map_err(|e| err("prepare network namespace", e))
+}
+
+fn err(op: &'static str, errno: Errno) -> Error {
+    Error::Spawn {
+        op,
+        path: None,
+        errno,
+        hint: None,
+    }
+}
+
+/// The calling thread's network namespace, to return to.
+fn own_netns() -> Result<OwnedFd> {
+    open_ns("/proc/thread-self/ns/net").map_err(|e| err("open own network namespace", e))
 }
 
 fn open_ns(path: &str) -> std::result::Result<OwnedFd, Errno> {
@@ -49,14 +56,7 @@ fn loopback_up() -> std::result::Result<(), Errno> {
 
 /// Runs `f` with the calling thread inside `netns`, then puts it back.
 pub(crate) fn with_netns<T>(netns: &OwnedFd, f: impl FnOnce() -> T) -> Result<T> {
-    let err = |op, errno| Error::Spawn {
-        op,
-        path: None,
-        errno,
-        hint: None,
-    };
-    let own =
-        open_ns("/proc/thread-self/ns/net").map_err(|e| err("open own network namespace", e))?;
+    let own = own_netns()?;
     sys::setns(netns.as_raw_fd(), libc::CLONE_NEWNET)
         .map_err(|e| err("setns into the cell's network namespace", e))?;
     let r = f();
