@@ -7,9 +7,6 @@
 
 use std::ptr::{self, NonNull};
 
-#[cfg(test)]
-use crate::error::Errno;
-
 /// The layout of the shared page.
 #[repr(C)]
 pub(crate) struct StatusPage {
@@ -50,27 +47,6 @@ unsafe impl Sync for StatusMap {}
 pub(crate) const PAGE: usize = 4096;
 
 impl StatusMap {
-    #[cfg(test)]
-    pub(crate) fn new() -> Result<StatusMap, Errno> {
-        // SAFETY: anonymous shared mapping of one page; no file, no fixed address.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Errno::last());
-        }
-        // mmap never returns NULL on success for a non-fixed mapping.
-        let page = NonNull::new(p.cast::<StatusPage>()).ok_or(Errno(libc::ENOMEM))?;
-        Ok(StatusMap { page })
-    }
-
     /// Takes over a mapped page (the first of a plan's arena).
     ///
     /// # Safety
@@ -169,7 +145,7 @@ mod tests {
 
     #[test]
     fn fresh_page_reports_nothing() {
-        let m = StatusMap::new().unwrap();
+        let m = crate::spawn::arena::Arena::new(0).unwrap().into_status();
         let r = m.read();
         assert!(!r.forked);
         assert!(r.exit.is_none());
