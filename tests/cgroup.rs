@@ -49,34 +49,10 @@ fn output(job: &JobHandle) -> String {
         .collect()
 }
 
-/// Every directory under /sys/fs/cgroup named `name` (one per hierarchy on v1).
-fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
-    fn walk(dir: &Path, name: &str, depth: u32, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if !ft.is_dir() {
-                continue;
-            }
-            if e.file_name() == name {
-                out.push(e.path());
-            }
-            if depth < 12 {
-                walk(&e.path(), name, depth + 1, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(Path::new("/sys/fs/cgroup"), name, 0, &mut out);
-    out
-}
-
 fn wait_gone(name: &str) -> Vec<PathBuf> {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let left = cgroup_dirs_named(name);
+        let left = common::cgroup_dirs_named(name);
         if left.is_empty() || Instant::now() > end {
             return left;
         }
@@ -254,14 +230,17 @@ fn no_cgroup_survives_a_killed_or_dropped_job() {
 
     let job = sb.spawn(&cmd).unwrap();
     let id = job.id().to_string();
-    assert!(!cgroup_dirs_named(&id).is_empty(), "the job has a cgroup");
+    assert!(
+        !common::cgroup_dirs_named(&id).is_empty(),
+        "the job has a cgroup"
+    );
     job.kill().unwrap();
     assert_eq!(job.wait().unwrap().state, JobState::Stopped);
-    assert_eq!(cgroup_dirs_named(&id), Vec::<PathBuf>::new());
+    assert_eq!(common::cgroup_dirs_named(&id), Vec::<PathBuf>::new());
 
     let job = sb.spawn(&cmd).unwrap();
     let id = job.id().to_string();
-    assert!(!cgroup_dirs_named(&id).is_empty());
+    assert!(!common::cgroup_dirs_named(&id).is_empty());
     drop(job);
     assert_eq!(wait_gone(&id), Vec::<PathBuf>::new());
 }
@@ -293,7 +272,7 @@ fn parallel_jobs_create_and_remove_their_cgroups_safely() {
             .collect()
     });
     for id in ids {
-        assert_eq!(cgroup_dirs_named(&id), Vec::<PathBuf>::new());
+        assert_eq!(common::cgroup_dirs_named(&id), Vec::<PathBuf>::new());
     }
 }
 

@@ -1213,7 +1213,7 @@ fn killing_the_owner_kills_the_whole_cell() {
     }
     assert!(!alive(), "the spawner {spawner} outlived its owner");
     jobcell::sweep_stale_cgroups(None).unwrap();
-    let cgroups = cgroups_named(&id);
+    let cgroups = common::cgroup_dirs_named(&id);
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
 }
 
@@ -1244,29 +1244,6 @@ fn owner_child() {
     println!("SPAWNER {spawner}");
     println!("READY {}", job.id());
     std::thread::sleep(Duration::from_secs(100));
-}
-
-/// Every directory under /sys/fs/cgroup named `name` (one per hierarchy on v1).
-fn cgroups_named(name: &str) -> Vec<PathBuf> {
-    fn walk(dir: &Path, name: &str, depth: u32, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if e.file_name() == name {
-                out.push(e.path());
-            }
-            if depth < 12 {
-                walk(&e.path(), name, depth + 1, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(Path::new("/sys/fs/cgroup"), name, 0, &mut out);
-    out
 }
 
 // ---------------------------------------------------------------------------

@@ -205,3 +205,27 @@ pub fn static_helper(source: &str, out_name: &str, prebuilt: &str, extra: &[&str
     std::fs::rename(&tmp, &out).unwrap();
     out
 }
+
+/// Every directory under /sys/fs/cgroup named `name` (one per hierarchy on v1).
+pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, name: &str, depth: u32, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if !ft.is_dir() {
+                continue;
+            }
+            if e.file_name() == name {
+                out.push(e.path());
+            }
+            if depth < 12 {
+                walk(&e.path(), name, depth + 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), name, 0, &mut out);
+    out
+}
