@@ -538,91 +538,6 @@ pub(crate) fn seccomp_notif_recv(listener: c_int, notif: &mut SeccompNotif) -> S
     ioctl(listener, RECV, notif)
 }
 
-/// The control message carrying one descriptor (SCM_RIGHTS), laid out as
-/// CMSG_SPACE(sizeof(int)) on 64-bit Linux.
-#[repr(C)]
-struct FdCmsg {
-    len: usize,
-    level: c_int,
-    ty: c_int,
-    fd: c_int,
-    _pad: c_int,
-}
-
-/// Sends descriptor `fd` over the unix socket `sock` (one byte of payload).
-pub(crate) fn send_fd(sock: c_int, fd: c_int) -> SysResult {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut cmsg = FdCmsg {
-        // CMSG_LEN(sizeof(int)): header (16) + data (4).
-        len: std::mem::size_of::<usize>()
-            + 2 * std::mem::size_of::<c_int>()
-            + std::mem::size_of::<c_int>(),
-        level: libc::SOL_SOCKET,
-        ty: libc::SCM_RIGHTS,
-        fd,
-        _pad: 0,
-    };
-    // SAFETY: msghdr is plain data; every pointer in it refers to a local that
-    // outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = (&mut cmsg as *mut FdCmsg).cast();
-    msg.msg_controllen = std::mem::size_of::<FdCmsg>();
-    // SAFETY: msg is a valid msghdr as described above.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_sendmsg,
-            sock,
-            &msg as *const libc::msghdr,
-            libc::MSG_DONTWAIT,
-        )
-    })
-    .map(drop)
-}
-
-/// Receives a descriptor sent with `send_fd`, without waiting; `Ok(None)` if none is queued.
-pub(crate) fn recv_fd(sock: c_int) -> SysResult<Option<c_int>> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut cmsg = FdCmsg {
-        len: 0,
-        level: 0,
-        ty: 0,
-        fd: -1,
-        _pad: 0,
-    };
-    // SAFETY: as in send_fd.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = (&mut cmsg as *mut FdCmsg).cast();
-    msg.msg_controllen = std::mem::size_of::<FdCmsg>();
-    // SAFETY: msg is a valid msghdr; the kernel writes at most msg_controllen bytes.
-    let r = check(unsafe {
-        libc::syscall(
-            libc::SYS_recvmsg,
-            sock,
-            &mut msg as *mut libc::msghdr,
-            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-        )
-    });
-    match r {
-        Ok(_) if cmsg.level == libc::SOL_SOCKET && cmsg.ty == libc::SCM_RIGHTS && cmsg.fd >= 0 => {
-            Ok(Some(cmsg.fd))
-        }
-        Ok(_) | Err(Errno(libc::EAGAIN)) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Most descriptors [`send_fds`] and [`recv_fds`] carry in one message.
 pub(crate) const MAX_FDS: usize = 64;
 
@@ -642,9 +557,33 @@ const fn cmsg_len(n: usize) -> usize {
         + n * std::mem::size_of::<c_int>()
 }
 
+/// Sends descriptor `fd` over the unix socket `sock` (one byte of payload), without waiting.
+pub(crate) fn send_fd(sock: c_int, fd: c_int) -> SysResult {
+    send_fds_flags(sock, &[0], &[fd], libc::MSG_DONTWAIT)
+}
+
+/// Receives a descriptor sent with `send_fd`, without waiting; `Ok(None)` if none is queued.
+pub(crate) fn recv_fd(sock: c_int) -> SysResult<Option<c_int>> {
+    let mut fds = [-1; MAX_FDS];
+    match recv_fds_flags(sock, &mut [0], &mut fds, libc::MSG_DONTWAIT) {
+        Ok((_, n)) => {
+            for &extra in fds.iter().take(n).skip(1) {
+                close(extra);
+            }
+            Ok((n > 0).then_some(fds[0]))
+        }
+        Err(Errno(libc::EAGAIN)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Sends `payload` and the descriptors `fds` (at most [`MAX_FDS`]) over the
 /// unix socket `sock`, waiting for room.
 pub(crate) fn send_fds(sock: c_int, payload: &[u8], fds: &[c_int]) -> SysResult {
+    send_fds_flags(sock, payload, fds, 0)
+}
+
+fn send_fds_flags(sock: c_int, payload: &[u8], fds: &[c_int], flags: c_int) -> SysResult {
     if fds.len() > MAX_FDS {
         return Err(Errno(libc::E2BIG));
     }
@@ -675,7 +614,7 @@ pub(crate) fn send_fds(sock: c_int, payload: &[u8], fds: &[c_int]) -> SysResult 
                 libc::SYS_sendmsg,
                 sock,
                 &msg as *const libc::msghdr,
-                libc::MSG_NOSIGNAL,
+                libc::MSG_NOSIGNAL | flags,
             )
         }) {
             Err(Errno(libc::EINTR)) => {}
@@ -692,6 +631,15 @@ pub(crate) fn recv_fds(
     sock: c_int,
     payload: &mut [u8],
     fds: &mut [c_int; MAX_FDS],
+) -> SysResult<(usize, usize)> {
+    recv_fds_flags(sock, payload, fds, 0)
+}
+
+fn recv_fds_flags(
+    sock: c_int,
+    payload: &mut [u8],
+    fds: &mut [c_int; MAX_FDS],
+    flags: c_int,
 ) -> SysResult<(usize, usize)> {
     let mut iov = libc::iovec {
         iov_base: payload.as_mut_ptr().cast(),
@@ -717,7 +665,7 @@ pub(crate) fn recv_fds(
                 libc::SYS_recvmsg,
                 sock,
                 &mut msg as *mut libc::msghdr,
-                libc::MSG_CMSG_CLOEXEC,
+                libc::MSG_CMSG_CLOEXEC | flags,
             )
         }) {
             Err(Errno(libc::EINTR)) => {}
