@@ -7,7 +7,8 @@
 //! the file there before it clones), so the pointers hold in both.
 //!
 //! Page 0 is the job's status page and outlives the rest: once the job has
-//! executed, [`Arena::into_status`] cuts the file down to that page.
+//! executed, [`Arena::into_status`] splits it off, and the rest of the
+//! file is cut away when the [`PlanPages`] it returns is dropped.
 
 use std::cell::Cell;
 use std::ffi::CStr;
@@ -154,21 +155,45 @@ impl Arena {
         Some(unsafe { CStr::from_bytes_with_nul_unchecked(bytes) })
     }
 
-    /// Frees everything but the status page: for when the cell no longer
-    /// reads the plan (its job has executed). Taking `self` ends every borrow
-    /// of placed values.
-    pub(crate) fn into_status(self) -> StatusMap {
+    /// Splits the arena once the cell no longer reads the plan (its job has
+    /// executed): the status page, and the plan's pages, which are freed
+    /// when the returned [`PlanPages`] is dropped. Taking `self` ends every
+    /// borrow of placed values.
+    pub(crate) fn into_status(self) -> (StatusMap, PlanPages) {
         let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: shrinking our own memfd frees its pages past the status page
-        // (in every mapping of it); then our mapping of them goes.
-        unsafe {
-            libc::ftruncate(this.fd.as_raw_fd(), PAGE as libc::off_t);
-            libc::munmap(this.base.as_ptr().add(PAGE).cast(), this.len - PAGE);
-        }
         // SAFETY: the descriptor is ours and read exactly once (ManuallyDrop).
-        drop(unsafe { ptr::read(&this.fd) });
-        // SAFETY: page 0 stays mapped and is handed to the StatusMap alone.
-        unsafe { StatusMap::from_page(this.base.cast()) }
+        let fd = unsafe { ptr::read(&this.fd) };
+        let rest = PlanPages {
+            fd,
+            addr: this.base.as_ptr() as usize + PAGE,
+            len: this.len - PAGE,
+        };
+        // SAFETY: page 0 stays mapped (PlanPages never unmaps it) and is
+        // handed to the StatusMap alone.
+        (unsafe { StatusMap::from_page(this.base.cast()) }, rest)
+    }
+}
+
+/// The plan's pages after the job has executed: nothing reads them any
+/// more. Dropping this cuts the file down to the status page (freeing the
+/// pages in every mapping of it, init's too) and unmaps our view of them.
+/// Worth handing to another thread: the cut and the unmap each shoot down
+/// TLB entries on other CPUs, ~30 µs a spawn should not wait for.
+pub(crate) struct PlanPages {
+    fd: OwnedFd,
+    addr: usize,
+    len: usize,
+}
+
+impl Drop for PlanPages {
+    fn drop(&mut self) {
+        // SAFETY: shrinking our own memfd; then unmapping exactly the range
+        // past the status page that our mapping of it covered, which no
+        // placed value borrows any more (the arena was consumed).
+        unsafe {
+            libc::ftruncate(self.fd.as_raw_fd(), PAGE as libc::off_t);
+            libc::munmap(self.addr as *mut libc::c_void, self.len);
+        }
     }
 }
 
@@ -201,7 +226,8 @@ mod tests {
         assert!(a.slice(&[0u8; 8192]).is_none(), "beyond the room asked for");
         // SAFETY: the status page is mapped for the life of the arena.
         unsafe { StatusPage::mark_forking(a.status()) };
-        let st = a.into_status();
+        let (st, rest) = a.into_status();
+        drop(rest);
         assert!(st.read().forked);
     }
 }

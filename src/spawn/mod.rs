@@ -87,6 +87,8 @@ pub(crate) struct Spawned {
     /// The write end of stdin and the bytes to feed it.
     pub stdin: Option<(OwnedFd, Arc<[u8]>)>,
     pub status: StatusMap,
+    /// The plan's memory, to be freed off the spawn's path (see `PlanPages`).
+    pub plan_pages: Option<arena::PlanPages>,
     pub started: Instant,
 }
 
@@ -256,6 +258,8 @@ pub(crate) fn spawn(
         }));
     }
     drop(sync_write);
+    // The cell builds its root now: time to wake the preparation thread.
+    prep::kick();
 
     // End-of-file: the job has executed (the pipe is close-on-exec). A record: a stage failed.
     let mut rec = [0u8; RECORD_LEN];
@@ -299,8 +303,9 @@ pub(crate) fn spawn(
             errno: Errno(errno),
         }));
     }
-    // The cell no longer reads its plan: keep only the status page.
-    let status = arena.into_status();
+    // The cell no longer reads its plan: keep only the status page. The
+    // plan's pages go with whoever drops `plan_pages` (the reactor).
+    let (status, plan_pages) = arena.into_status();
     if !status.read().forked {
         // Init died before forking without a word (killed, or out of memory).
         let how = match sys::waitid_pidfd(child.pidfd.as_raw_fd(), false) {
@@ -320,6 +325,7 @@ pub(crate) fn spawn(
         stderr: stderr_parent,
         stdin: stdin_parent,
         status,
+        plan_pages: Some(plan_pages),
         started,
     })
 }

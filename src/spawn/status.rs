@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn fresh_page_reports_nothing() {
-        let m = crate::spawn::arena::Arena::new(0).unwrap().into_status();
+        let m = crate::spawn::arena::Arena::new(0).unwrap().into_status().0;
         let r = m.read();
         assert!(!r.forked);
         assert!(r.exit.is_none());

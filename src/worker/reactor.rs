@@ -238,7 +238,8 @@ impl Loop {
         }
     }
 
-    fn add(&mut self, reg: Registration) {
+    fn add(&mut self, mut reg: Registration) {
+        drop(reg.spawned.plan_pages.take());
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
