@@ -72,6 +72,13 @@ pub(crate) fn open(path: &CStr, flags: c_int, mode: u32) -> SysResult<c_int> {
         .map(|fd| fd as c_int)
 }
 
+/// `openat(dirfd, path, ...)`.
+pub(crate) fn openat(dirfd: c_int, path: &CStr, flags: c_int, mode: u32) -> SysResult<c_int> {
+    // SAFETY: path is a valid NUL-terminated string.
+    check(unsafe { libc::syscall(libc::SYS_openat, dirfd, path.as_ptr(), flags, mode) })
+        .map(|fd| fd as c_int)
+}
+
 pub(crate) fn mkdir(path: &CStr, mode: u32) -> SysResult {
     // SAFETY: path is a valid NUL-terminated string.
     check(unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path.as_ptr(), mode) })

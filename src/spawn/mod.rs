@@ -197,21 +197,28 @@ pub(crate) fn spawn(
     };
     let host_net = bp.ns_flags & libc::CLONE_NEWNET as u64 == 0;
     let pooled_fd = pooled_net.as_ref().map(|ns| ns.as_raw_fd());
-    let cloned =
-        match spawner::clone_cell(ns_flags, clone_target, pooled_fd, host_net, &arena, plan) {
-            Some(cloned) => cloned,
-            None => {
-                // SAFETY: init_main only makes raw syscalls on `plan`, which stays
-                // mapped (unchanged) until the job has executed.
-                let do_clone = || unsafe {
-                    clone::clone_into(ns_flags, clone_target, || child::init_main(plan))
-                };
-                match &pooled_net {
-                    Some(ns) => netns::with_netns(ns, do_clone)?,
-                    None => do_clone(),
-                }
+    let host_mounts = bp.needs_host_mounts();
+    let cloned = match spawner::clone_cell(
+        ns_flags,
+        clone_target,
+        pooled_fd,
+        host_net,
+        host_mounts,
+        &arena,
+        plan,
+    ) {
+        Some(cloned) => cloned,
+        None => {
+            // SAFETY: init_main only makes raw syscalls on `plan`, which stays
+            // mapped (unchanged) until the job has executed.
+            let do_clone =
+                || unsafe { clone::clone_into(ns_flags, clone_target, || child::init_main(plan)) };
+            match &pooled_net {
+                Some(ns) => netns::with_netns(ns, do_clone)?,
+                None => do_clone(),
             }
-        };
+        }
+    };
     drop(pooled_net);
     let child = cloned.map_err(|errno| Error::Spawn {
         op: "clone3",

@@ -62,6 +62,23 @@ pub(crate) struct Blueprint {
     pub own_netns: bool,
 }
 
+impl Blueprint {
+    /// Whether the cell's init needs the host's mount table to start from:
+    /// it binds a host path by name (rather than a tree the host opened, or
+    /// a path in the new root), or mounts a sysfs (the kernel allows that
+    /// in a user namespace only where the host's is visible).
+    pub(crate) fn needs_host_mounts(&self) -> bool {
+        let staging = self.staging.as_bytes();
+        let under_staging =
+            |s: &[u8]| s.starts_with(staging) && s.get(staging.len()).is_none_or(|&b| b == b'/');
+        self.ops.iter().any(|op| match op {
+            Op::Bind { source, .. } => !under_staging(source.as_bytes()),
+            Op::Mount { fstype, .. } => *fstype == c"sysfs",
+            _ => false,
+        })
+    }
+}
+
 /// Whether `open_tree` + `mount_setattr` work here (0 unknown, 1 yes, 2 no).
 static MOUNT_API: AtomicU8 = AtomicU8::new(0);
 
@@ -334,6 +351,11 @@ fn lower_root(
     ))
 }
 
+/// The directories a new root may be assembled in, in order of preference.
+/// The spawner's minimal root has every one (see `spawner.rs`).
+pub(crate) const STAGING_DIRS: [&str; 7] =
+    ["/tmp", "/mnt", "/run", "/var/tmp", "/media", "/srv", "/opt"];
+
 /// Where the new root is assembled before `pivot_root`: an existing host
 /// directory that holds none of the sources bound by path (those would be
 /// hidden by the tmpfs mounted over it).
@@ -354,7 +376,7 @@ fn staging_dir(sandbox: &Sandbox, mount_api: bool) -> Result<PathBuf> {
             sources.push(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
         }
     }
-    ["/tmp", "/mnt", "/run", "/var/tmp", "/media", "/srv", "/opt"]
+    STAGING_DIRS
         .iter()
         .map(PathBuf::from)
         .find(|c| {
@@ -369,7 +391,7 @@ fn staging_dir(sandbox: &Sandbox, mount_api: bool) -> Result<PathBuf> {
 }
 
 /// Probes once whether the new mount API works (Linux 5.12+, not blocked by a container's seccomp).
-fn mount_api_available() -> bool {
+pub(crate) fn mount_api_available() -> bool {
     match MOUNT_API.load(Ordering::Relaxed) {
         1 => return true,
         2 => return false,

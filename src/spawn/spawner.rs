@@ -20,6 +20,22 @@
 //! cell's. The spawner clones with `CLONE_PARENT`, so each init is the
 //! host's child, waited for through its pidfd (sent back) as before.
 //!
+//! Two namespaces cells would otherwise create at clone time the spawner
+//! makes ahead instead, in the idle time after it answers a request:
+//!
+//! - a mount namespace of its own whose root is an almost empty tmpfs (the
+//!   staging directories and a bind of /proc, which the kernel wants
+//!   visible before a user namespace may mount its own), so a cell's
+//!   `CLONE_NEWNS` copies two mounts instead of the host's whole table,
+//!   and detaching the old root afterwards unmounts two (on root hosts with
+//!   the new mount API; plans that bind host paths by name, or mount a
+//!   sysfs, which needs the host's visible too, are cloned from the host);
+//! - an IPC namespace per cell (creating one mounts an mqueue file system,
+//!   ~45 µs), already set up (`kernel.shm_rmid_forced = 1`). Like the
+//!   pooled network namespaces it belongs to the host's user namespace,
+//!   which gives a cell's root no power over it: nothing a cell does needs
+//!   any.
+//!
 //! The preparation thread (see `prep.rs`) starts it, so it dies with that
 //! thread (`PR_SET_PDEATHSIG`), which lives as long as the process; it holds
 //! none of the host's files, so nothing of the host (a lock, a listening
@@ -84,9 +100,13 @@ const DECLINED: u32 = 2;
 /// spawner runs on a copy of that stack).
 struct Start {
     sock: c_int,
-    /// Descriptors the spawner keeps: its socket end and network namespace.
-    keep: [c_int; 2],
+    /// Descriptors the spawner keeps: its socket end, network namespace and /proc.
+    keep: [c_int; 3],
     own_netns: c_int,
+    /// The host's /proc, opened before the spawner leaves the host's mounts.
+    proc_dir: c_int,
+    /// Move into a minimal root of its own (see the module's docs).
+    minimal_root: bool,
     /// Anonymous ranges to unmap, in a private mapping of their own.
     unmap: *const (usize, usize),
     unmap_count: usize,
@@ -103,7 +123,10 @@ struct Running {
     /// Our end of the socket pair.
     sock: OwnedFd,
     /// Copies of the descriptors the spawner holds, so their numbers stay taken.
-    reserved: [OwnedFd; 2],
+    reserved: [OwnedFd; 3],
+    /// The spawner serves from its minimal root: plans that bind host
+    /// paths by name must be cloned from the host.
+    minimal_root: bool,
     netns_ino: u64,
     /// The process the spawner serves (a forked host must not use it).
     host_pid: u32,
@@ -190,11 +213,15 @@ pub(crate) fn serve_start_request(host_mnt: Option<RawFd>) {
 /// The descriptors init keeps (`plan.keep`) go along, and come out under
 /// the same numbers in the spawner. `host_net`: the cell shares the
 /// caller's network namespace, so the spawner must be in the same one.
+///
+/// `host_mounts`: the cell needs the host's mount table to start from (see
+/// `Blueprint::needs_host_mounts`).
 pub(crate) fn clone_cell(
     flags: u64,
     cgroup_fd: Option<c_int>,
     netns_fd: Option<c_int>,
     host_net: bool,
+    host_mounts: bool,
     arena: &Arena,
     plan: &ChildPlan<'_>,
 ) -> Option<Result<clone::Child, Errno>> {
@@ -227,6 +254,9 @@ pub(crate) fn clone_cell(
         return None;
     }
     if host_net && netns_ino() != Some(r.netns_ino) {
+        return None;
+    }
+    if host_mounts && r.minimal_root {
         return None;
     }
     if r.rlimits != rlimits() {
@@ -338,6 +368,9 @@ fn start(host_mnt: RawFd) -> Result<Running, String> {
     let netns = std::fs::File::open("/proc/thread-self/ns/net")
         .map(OwnedFd::from)
         .map_err(|e| fail("open the network namespace", Errno::from(&e)))?;
+    let proc_dir = std::fs::File::open("/proc")
+        .map(OwnedFd::from)
+        .map_err(|e| fail("open /proc", Errno::from(&e)))?;
     let here = 0u8;
     // glibc's pthread_t is the thread's descriptor, next to its TLS.
     // SAFETY: pthread_self has no preconditions.
@@ -364,8 +397,12 @@ fn start(host_mnt: RawFd) -> Result<Running, String> {
     unsafe { ptr::copy_nonoverlapping(ranges.as_ptr(), list, ranges.len()) };
     let start = Start {
         sock: theirs.as_raw_fd(),
-        keep: [theirs.as_raw_fd(), netns.as_raw_fd()],
+        keep: [theirs.as_raw_fd(), netns.as_raw_fd(), proc_dir.as_raw_fd()],
         own_netns: netns.as_raw_fd(),
+        proc_dir: proc_dir.as_raw_fd(),
+        // Only where the preparation thread left the host's mount namespace
+        // (a root host) and cells attach trees rather than bind paths.
+        minimal_root: host_mnt >= 0 && crate::spawn::plan::mount_api_available(),
         unmap: list,
         unmap_count: ranges.len(),
         unmap_mapping: (list as usize, list_len),
@@ -400,7 +437,8 @@ fn start(host_mnt: RawFd) -> Result<Running, String> {
         pid: child.pid,
         pidfd: child.pidfd,
         sock: ours,
-        reserved: [theirs, netns],
+        reserved: [theirs, netns, proc_dir],
+        minimal_root: answer.flags_used & READY_MINIMAL_ROOT != 0,
         netns_ino,
         host_pid: std::process::id(),
         creds,
@@ -462,10 +500,22 @@ unsafe fn serve(start: &Start) -> ! {
     }
     // SAFETY: the list was read in full above.
     let _ = unsafe { sys::munmap(start.unmap_mapping.0, start.unmap_mapping.1) };
-    if reply(&Answer::default(), &[]).is_err() {
+    let minimal = start.minimal_root && enter_minimal_root(start.host_mnt);
+    let ready = Answer {
+        flags_used: if minimal { READY_MINIMAL_ROOT } else { 0 },
+        ..Answer::default()
+    };
+    if reply(&ready, &[]).is_err() {
         sys::exit(1);
     }
+    let mut ipc = Ipc {
+        fresh: false,
+        in_own: true,
+    };
     loop {
+        if !ipc.fresh {
+            ipc.renew(start.proc_dir);
+        }
         let mut req = Request {
             arena_addr: 0,
             arena_len: 0,
@@ -483,7 +533,7 @@ unsafe fn serve(start: &Start) -> ! {
             Ok((0, _)) | Err(Errno(libc::ECONNRESET)) => sys::exit(0), // the host is gone
             Ok((n, k)) if n == std::mem::size_of::<Request>() => {
                 // SAFETY: a complete request with its k descriptors.
-                unsafe { handle(&req, &fds[..k], start.own_netns) }
+                unsafe { handle(&req, &fds[..k], start.own_netns, &mut ipc) }
             }
             Ok((_, k)) => {
                 for &fd in &fds[..k] {
@@ -506,6 +556,80 @@ unsafe fn serve(start: &Start) -> ! {
     }
 }
 
+/// `Answer::flags_used` of the ready message: the spawner serves from its minimal root.
+const READY_MINIMAL_ROOT: u64 = 1;
+
+/// Moves the spawner into a mount namespace of its own whose root is a
+/// small tmpfs holding the staging directories (see `plan::STAGING_DIRS`)
+/// and a bind of /proc. False (back in the host's namespace) if it cannot.
+fn enter_minimal_root(host_mnt: c_int) -> bool {
+    // Relative to the new root; parents before children.
+    const DIRS: [&std::ffi::CStr; 9] = [
+        c"proc", c"tmp", c"mnt", c"run", c"var", c"var/tmp", c"media", c"srv", c"opt",
+    ];
+    let built = (|| {
+        sys::unshare(libc::CLONE_NEWNS)?;
+        sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+        // Any directory will do to build on; /dev exists wherever cells do.
+        sys::mount(
+            Some(c"tmpfs"),
+            c"/dev",
+            Some(c"tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some(c"mode=0755,size=64k,nr_inodes=32"),
+        )?;
+        sys::chdir(c"/dev")?;
+        for d in DIRS {
+            sys::mkdir(d, 0o755)?;
+        }
+        // The kernel lets a user namespace mount a proc file system only
+        // where one is already fully visible.
+        sys::mount(Some(c"/proc"), c"proc", None, libc::MS_BIND, None)?;
+        sys::pivot_root(c".", c".")?;
+        sys::umount2(c".", libc::MNT_DETACH)?;
+        sys::chdir(c"/")
+    })();
+    if built.is_err() && sys::setns(host_mnt, libc::CLONE_NEWNS).is_err() {
+        // Stuck halfway: the host will clone cells itself.
+        sys::exit(1);
+    }
+    built.is_ok()
+}
+
+/// The IPC namespace the spawner sits in.
+struct Ipc {
+    /// A fresh one, made for the next cell and set up.
+    fresh: bool,
+    /// Still the host's (nothing was made yet).
+    in_own: bool,
+}
+
+impl Ipc {
+    /// Makes a fresh IPC namespace for the next cell: with
+    /// `kernel.shm_rmid_forced` set, so SysV segments go with the last
+    /// process that used them (the cell could not set it: the namespace
+    /// is not its user namespace's).
+    fn renew(&mut self, proc_dir: c_int) {
+        if sys::unshare(libc::CLONE_NEWIPC).is_err() {
+            return;
+        }
+        self.in_own = false;
+        let set = sys::openat(
+            proc_dir,
+            c"sys/kernel/shm_rmid_forced",
+            libc::O_WRONLY | libc::O_CLOEXEC,
+            0,
+        )
+        .and_then(|fd| {
+            let w = sys::write_all(fd, b"1");
+            sys::close(fd);
+            w
+        });
+        // Without the setting the namespace is no good: cells make their own.
+        self.fresh = set.is_ok();
+    }
+}
+
 fn decline(errno: Errno) -> Answer {
     Answer {
         outcome: DECLINED,
@@ -519,7 +643,7 @@ fn decline(errno: Errno) -> Answer {
 ///
 /// # Safety
 /// In the spawner only, with `fds` received along with `req`.
-unsafe fn handle(req: &Request, fds: &[c_int], own_netns: c_int) -> (Answer, c_int) {
+unsafe fn handle(req: &Request, fds: &[c_int], own_netns: c_int, ipc: &mut Ipc) -> (Answer, c_int) {
     let fixed = 1 + req.has_cgroup as usize + req.has_netns as usize;
     let keep = req.keep as usize;
     let targets = match req.targets.get(..keep) {
@@ -560,7 +684,7 @@ unsafe fn handle(req: &Request, fds: &[c_int], own_netns: c_int) -> (Answer, c_i
             let cgroup = req.has_cgroup.then_some(moved[1]);
             let netns = req.has_netns.then_some(moved[1 + req.has_cgroup as usize]);
             // SAFETY: as the caller promised; the descriptors are in place.
-            unsafe { clone_cell_here(req, moved[0], cgroup, netns, own_netns) }
+            unsafe { clone_cell_here(req, moved[0], cgroup, netns, own_netns, ipc) }
         }
     };
     for &fd in moved.iter().filter(|&&fd| fd >= 0) {
@@ -582,7 +706,19 @@ unsafe fn clone_cell_here(
     cgroup: Option<c_int>,
     netns: Option<c_int>,
     own_netns: c_int,
+    ipc: &mut Ipc,
 ) -> (Answer, c_int) {
+    let new_ipc = req.flags & libc::CLONE_NEWIPC as u64 != 0;
+    if !new_ipc && !ipc.in_own {
+        // A cell meant to share the host's IPC namespace: not from here.
+        return (decline(Errno(libc::EINVAL)), -1);
+    }
+    // The fresh namespace made ahead replaces the clone's own.
+    let ready_ipc = new_ipc && ipc.fresh;
+    let mut flags = req.flags | CLONE_PARENT;
+    if ready_ipc {
+        flags &= !(libc::CLONE_NEWIPC as u64);
+    }
     let (addr, len) = (req.arena_addr, req.arena_len);
     if let Err(e) = sys::mmap_shared_at(addr, len, arena) {
         return (decline(e), -1);
@@ -598,7 +734,7 @@ unsafe fn clone_cell_here(
     // SAFETY: the plan lives in the arena, mapped above at the host's address;
     // init only makes raw syscalls on it (see child.rs).
     let cloned = unsafe {
-        clone::clone_into(req.flags | CLONE_PARENT, cgroup, || {
+        clone::clone_into(flags, cgroup, || {
             child::init_main(&*(plan as *const ChildPlan<'_>))
         })
     };
@@ -611,11 +747,19 @@ unsafe fn clone_cell_here(
     match cloned {
         Ok(c) => {
             use std::os::fd::IntoRawFd;
+            if ready_ipc {
+                ipc.fresh = false;
+            }
             let answer = Answer {
                 outcome: CLONED,
                 errno: 0,
                 pid: c.pid,
-                flags_used: c.flags,
+                flags_used: c.flags
+                    | if ready_ipc {
+                        libc::CLONE_NEWIPC as u64
+                    } else {
+                        0
+                    },
             };
             (answer, c.pidfd.into_raw_fd())
         }
