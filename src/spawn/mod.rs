@@ -198,12 +198,17 @@ pub(crate) fn spawn(
     let host_net = bp.ns_flags & libc::CLONE_NEWNET as u64 == 0;
     let pooled_fd = pooled_net.as_ref().map(|ns| ns.as_raw_fd());
     let host_mounts = bp.needs_host_mounts();
+    // The spawner can release the cell itself (one hop less) unless we must
+    // move it into its cgroup(s) first.
+    let host_attaches = cgroup.is_some() && clone_target.is_none() && joins.is_empty();
+    let release = (!host_attaches).then_some((sync_write.as_raw_fd(), &bp.ids));
     let cloned = match spawner::clone_cell(
         ns_flags,
         clone_target,
         pooled_fd,
         host_net,
         host_mounts,
+        release,
         &arena,
         plan,
     ) {
@@ -213,14 +218,16 @@ pub(crate) fn spawn(
             // mapped (unchanged) until the job has executed.
             let do_clone =
                 || unsafe { clone::clone_into(ns_flags, clone_target, || child::init_main(plan)) };
+            let not_released = spawner::Release::default();
             match &pooled_net {
                 Some(ns) => netns::with_netns(ns, do_clone)?,
                 None => do_clone(),
             }
+            .map(|child| (child, not_released))
         }
     };
     drop(pooled_net);
-    let child = cloned.map_err(|errno| Error::Spawn {
+    let (child, released) = cloned.map_err(|errno| Error::Spawn {
         op: "clone3",
         path: None,
         errno,
@@ -248,20 +255,27 @@ pub(crate) fn spawn(
         err
     };
 
-    if let Some(cg) = cgroup {
-        let placed = child.flags & clone::CLONE_INTO_CGROUP != 0 && clone_target.is_some();
-        if !placed && joins.is_empty() {
-            cg.attach(child.pid).map_err(abort)?;
+    if released.step == spawner::Release::NOT_TRIED {
+        if let Some(cg) = cgroup {
+            let placed = child.flags & clone::CLONE_INTO_CGROUP != 0 && clone_target.is_some();
+            if !placed && joins.is_empty() {
+                cg.attach(child.pid).map_err(abort)?;
+            }
         }
-    }
-    write_id_maps(child.pid, &bp.ids).map_err(abort)?;
-    // Release the cell.
-    if let Err(e) = rustix::io::write(&sync_write, b"x") {
-        return Err(abort(Error::Spawn {
-            op: "release the cell",
-            path: None,
-            errno: e.into(),
-            hint: None,
+        write_id_maps(child.pid, &bp.ids).map_err(abort)?;
+        // Release the cell.
+        if let Err(e) = rustix::io::write(&sync_write, b"x") {
+            return Err(abort(release_error(None, e.into())));
+        }
+    } else if released.step != spawner::Release::DONE {
+        // The spawner failed where we would have: the same error.
+        let errno = Errno(released.errno);
+        let map = |name: &str| Some(PathBuf::from(format!("/proc/{}/{name}", child.pid)));
+        return Err(abort(match released.step {
+            spawner::Release::SETGROUPS => map_error("write setgroups", map("setgroups"), errno),
+            spawner::Release::UID_MAP => map_error("write uid_map", map("uid_map"), errno),
+            spawner::Release::GID_MAP => map_error("write gid_map", map("gid_map"), errno),
+            _ => release_error(None, errno),
         }));
     }
     drop(sync_write);
@@ -413,6 +427,19 @@ fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
     n
 }
 
+fn map_error(op: &'static str, path: Option<PathBuf>, errno: Errno) -> Error {
+    Error::Spawn {
+        op,
+        path,
+        errno,
+        hint: None,
+    }
+}
+
+fn release_error(path: Option<PathBuf>, errno: Errno) -> Error {
+    map_error("release the cell", path, errno)
+}
+
 fn write_id_maps(pid: i32, ids: &idmap::IdPlan) -> Result<()> {
     let write = |name: &'static str, op: &'static str, value: &str| -> Result<()> {
         let path = PathBuf::from(format!("/proc/{pid}/{name}"));
@@ -420,12 +447,7 @@ fn write_id_maps(pid: i32, ids: &idmap::IdPlan) -> Result<()> {
             .write(true)
             .open(&path)
             .and_then(|mut f| f.write_all(value.as_bytes()))
-            .map_err(|e| Error::Spawn {
-                op,
-                path: Some(path),
-                errno: Errno::from(&e),
-                hint: None,
-            })
+            .map_err(|e| map_error(op, Some(path), Errno::from(&e)))
     };
     if ids.deny_setgroups {
         write("setgroups", "write setgroups", "deny")?;

@@ -56,6 +56,7 @@ use crate::error::Errno;
 use crate::spawn::arena::Arena;
 use crate::spawn::child::{self, ChildPlan};
 use crate::spawn::clone;
+use crate::spawn::idmap::IdPlan;
 use crate::sys::{self, MAX_FDS};
 
 const CLONE_PARENT: u64 = libc::CLONE_PARENT as u64;
@@ -74,9 +75,54 @@ struct Request {
     /// to clone in (descriptor 0 is the arena's memfd).
     has_cgroup: bool,
     has_netns: bool,
+    /// Whether the next is the write end of the cell's sync pipe: the
+    /// spawner writes the id maps and releases the cell itself.
+    has_release: bool,
     /// How many descriptors follow those, and the number each must have.
     keep: u32,
     targets: [c_int; MAX_FDS],
+    /// The id maps (with `has_release`).
+    maps: IdMaps,
+}
+
+/// A cell's id maps as the spawner writes them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IdMaps {
+    deny_setgroups: bool,
+    uid_len: u16,
+    gid_len: u16,
+    uid: [u8; MAP_MAX],
+    gid: [u8; MAP_MAX],
+}
+
+/// The longest map the spawner writes (longer ones are written by the host).
+const MAP_MAX: usize = 256;
+
+impl IdMaps {
+    const EMPTY: IdMaps = IdMaps {
+        deny_setgroups: false,
+        uid_len: 0,
+        gid_len: 0,
+        uid: [0; MAP_MAX],
+        gid: [0; MAP_MAX],
+    };
+
+    fn new(ids: &IdPlan) -> Option<IdMaps> {
+        let (u, g) = (ids.uid_map.as_bytes(), ids.gid_map.as_bytes());
+        if u.len() > MAP_MAX || g.len() > MAP_MAX {
+            return None;
+        }
+        let mut m = IdMaps {
+            deny_setgroups: ids.deny_setgroups,
+            uid_len: u.len() as u16,
+            gid_len: g.len() as u16,
+            ..IdMaps::EMPTY
+        };
+        m.uid[..u.len()].copy_from_slice(u);
+        m.gid[..g.len()].copy_from_slice(g);
+        Some(m)
+    }
 }
 
 /// The answer; a cloned cell's pidfd comes along.
@@ -87,6 +133,27 @@ struct Answer {
     errno: c_int,
     pid: c_int,
     flags_used: u64,
+    /// With `has_release`: what became of it.
+    release: Release,
+}
+
+/// How far the spawner got releasing a cell: `step` is the first of
+/// setgroups, uid_map, gid_map, the sync write that failed (with `errno`),
+/// or [`Release::DONE`]; [`Release::NOT_TRIED`] leaves it all to the host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Release {
+    pub step: u32,
+    pub errno: c_int,
+}
+
+impl Release {
+    pub(crate) const NOT_TRIED: u32 = 0;
+    pub(crate) const SETGROUPS: u32 = 1;
+    pub(crate) const UID_MAP: u32 = 2;
+    pub(crate) const GID_MAP: u32 = 3;
+    pub(crate) const SYNC: u32 = 4;
+    pub(crate) const DONE: u32 = 5;
 }
 
 /// `Answer::outcome` values.
@@ -216,18 +283,27 @@ pub(crate) fn serve_start_request(host_mnt: Option<RawFd>) {
 ///
 /// `host_mounts`: the cell needs the host's mount table to start from (see
 /// `Blueprint::needs_host_mounts`).
+///
+/// `release`: the write end of the cell's sync pipe and its id maps. The
+/// spawner then writes the maps and releases the cell itself, unless a
+/// cgroup must still be joined from outside (the clone could not place the
+/// cell): the returned [`Release`] says how far it got.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn clone_cell(
     flags: u64,
     cgroup_fd: Option<c_int>,
     netns_fd: Option<c_int>,
     host_net: bool,
     host_mounts: bool,
+    release: Option<(c_int, &IdPlan)>,
     arena: &Arena,
     plan: &ChildPlan<'_>,
-) -> Option<Result<clone::Child, Errno>> {
+) -> Option<Result<(clone::Child, Release), Errno>> {
+    let maps = release.and_then(|(fd, ids)| Some((fd, IdMaps::new(ids)?)));
     let mut fds = vec![arena.fd().as_raw_fd()];
     fds.extend(cgroup_fd);
     fds.extend(netns_fd);
+    fds.extend(maps.as_ref().map(|(fd, _)| *fd));
     fds.extend_from_slice(plan.keep);
     if fds.len() > MAX_FDS {
         return None;
@@ -240,8 +316,10 @@ pub(crate) fn clone_cell(
         flags,
         has_cgroup: cgroup_fd.is_some(),
         has_netns: netns_fd.is_some(),
+        has_release: maps.is_some(),
         keep: plan.keep.len() as u32,
         targets: [-1; MAX_FDS],
+        maps: maps.map_or(IdMaps::EMPTY, |(_, m)| m),
     };
     req.targets[..plan.keep.len()].copy_from_slice(plan.keep);
 
@@ -290,12 +368,13 @@ pub(crate) fn clone_cell(
     match (answer.outcome, received) {
         (CLONED, 1) => {
             clone::note_accepted(answer.flags_used);
-            Some(Ok(clone::Child {
+            let child = clone::Child {
                 pid: answer.pid,
                 // SAFETY: the spawner sent us the cell's fresh pidfd; it is ours.
                 pidfd: unsafe { OwnedFd::from_raw_fd(got[0]) },
                 flags: answer.flags_used,
-            }))
+            };
+            Some(Ok((child, answer.release)))
         }
         (CLONE_FAILED, _) => Some(Err(Errno(answer.errno))),
         _ => {
@@ -523,8 +602,10 @@ unsafe fn serve(start: &Start) -> ! {
             flags: 0,
             has_cgroup: false,
             has_netns: false,
+            has_release: false,
             keep: 0,
             targets: [-1; MAX_FDS],
+            maps: IdMaps::EMPTY,
         };
         let mut fds = [-1; MAX_FDS];
         // SAFETY: Request is plain data; a short message is refused below.
@@ -533,7 +614,7 @@ unsafe fn serve(start: &Start) -> ! {
             Ok((0, _)) | Err(Errno(libc::ECONNRESET)) => sys::exit(0), // the host is gone
             Ok((n, k)) if n == std::mem::size_of::<Request>() => {
                 // SAFETY: a complete request with its k descriptors.
-                unsafe { handle(&req, &fds[..k], start.own_netns, &mut ipc) }
+                unsafe { handle(&req, &fds[..k], start.own_netns, start.proc_dir, &mut ipc) }
             }
             Ok((_, k)) => {
                 for &fd in &fds[..k] {
@@ -554,6 +635,67 @@ unsafe fn serve(start: &Start) -> ! {
             sys::exit(1);
         }
     }
+}
+
+/// Writes a cell's id maps and releases it, as the host would (see
+/// `write_id_maps` in `mod.rs`), through the host's /proc.
+fn release(pid: c_int, maps: &IdMaps, proc_dir: c_int, sync: c_int) -> Release {
+    let write = |name: &[u8], value: &[u8]| -> Result<(), Errno> {
+        let mut path = [0u8; 48];
+        let n = pid_path(&mut path, pid, name);
+        let path =
+            std::ffi::CStr::from_bytes_with_nul(&path[..n]).map_err(|_| Errno(libc::EINVAL))?;
+        let fd = sys::openat(proc_dir, path, libc::O_WRONLY | libc::O_CLOEXEC, 0)?;
+        let w = sys::write_all(fd, value);
+        sys::close(fd);
+        w
+    };
+    let fail = |step, e: Errno| Release { step, errno: e.0 };
+    if maps.deny_setgroups {
+        if let Err(e) = write(b"setgroups", b"deny") {
+            return fail(Release::SETGROUPS, e);
+        }
+    }
+    if let Err(e) = write(b"uid_map", &maps.uid[..maps.uid_len as usize]) {
+        return fail(Release::UID_MAP, e);
+    }
+    if let Err(e) = write(b"gid_map", &maps.gid[..maps.gid_len as usize]) {
+        return fail(Release::GID_MAP, e);
+    }
+    if let Err(e) = sys::write_all(sync, b"x") {
+        return fail(Release::SYNC, e);
+    }
+    Release {
+        step: Release::DONE,
+        errno: 0,
+    }
+}
+
+/// Writes `<pid>/<name>` and a NUL into `buf` (without allocating: the
+/// spawner has no heap); returns the length with the NUL.
+fn pid_path(buf: &mut [u8; 48], pid: c_int, name: &[u8]) -> usize {
+    let mut digits = [0u8; 12];
+    let (mut n, mut v) = (0, pid.unsigned_abs());
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut len = 0;
+    for i in (0..n).rev() {
+        buf[len] = digits[i];
+        len += 1;
+    }
+    buf[len] = b'/';
+    len += 1;
+    let name = &name[..name.len().min(buf.len() - len - 1)];
+    buf[len..len + name.len()].copy_from_slice(name);
+    len += name.len();
+    buf[len] = 0;
+    len + 1
 }
 
 /// `Answer::flags_used` of the ready message: the spawner serves from its minimal root.
@@ -643,8 +785,14 @@ fn decline(errno: Errno) -> Answer {
 ///
 /// # Safety
 /// In the spawner only, with `fds` received along with `req`.
-unsafe fn handle(req: &Request, fds: &[c_int], own_netns: c_int, ipc: &mut Ipc) -> (Answer, c_int) {
-    let fixed = 1 + req.has_cgroup as usize + req.has_netns as usize;
+unsafe fn handle(
+    req: &Request,
+    fds: &[c_int],
+    own_netns: c_int,
+    proc_dir: c_int,
+    ipc: &mut Ipc,
+) -> (Answer, c_int) {
+    let fixed = 1 + req.has_cgroup as usize + req.has_netns as usize + req.has_release as usize;
     let keep = req.keep as usize;
     let targets = match req.targets.get(..keep) {
         Some(t) if fds.len() == fixed + keep => t,
@@ -683,8 +831,19 @@ unsafe fn handle(req: &Request, fds: &[c_int], own_netns: c_int, ipc: &mut Ipc) 
         Ok(()) => {
             let cgroup = req.has_cgroup.then_some(moved[1]);
             let netns = req.has_netns.then_some(moved[1 + req.has_cgroup as usize]);
+            let sync = req.has_release.then_some(moved[fixed - 1]);
             // SAFETY: as the caller promised; the descriptors are in place.
-            unsafe { clone_cell_here(req, moved[0], cgroup, netns, own_netns, ipc) }
+            let (mut answer, pidfd) =
+                unsafe { clone_cell_here(req, moved[0], cgroup, netns, own_netns, ipc) };
+            if let Some(sync) = sync {
+                // Only once the cell is in its cgroup: when the clone could
+                // not place it, the host must move it first.
+                let placed = cgroup.is_none() || answer.flags_used & clone::CLONE_INTO_CGROUP != 0;
+                if answer.outcome == CLONED && placed {
+                    answer.release = release(answer.pid, &req.maps, proc_dir, sync);
+                }
+            }
+            (answer, pidfd)
         }
     };
     for &fd in moved.iter().filter(|&&fd| fd >= 0) {
@@ -760,6 +919,7 @@ unsafe fn clone_cell_here(
                     } else {
                         0
                     },
+                release: Release::default(),
             };
             (answer, c.pidfd.into_raw_fd())
         }
@@ -1024,6 +1184,45 @@ fn netns_ino() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn proc_paths_of_a_pid() {
+        let mut buf = [0u8; 48];
+        let n = pid_path(&mut buf, 4_194_304, b"uid_map");
+        assert_eq!(&buf[..n], b"4194304/uid_map\0");
+        let n = pid_path(&mut buf, 0, b"setgroups");
+        assert_eq!(&buf[..n], b"0/setgroups\0");
+    }
+
+    #[test]
+    fn maps_longer_than_the_request_holds_stay_with_the_host() {
+        let mut ids = IdPlan {
+            uid_map: "0 100000 65536\n".into(),
+            gid_map: "0 100000 65536\n".into(),
+            deny_setgroups: false,
+            become_root: true,
+            uid: 1000,
+            gid: 1000,
+            host_uid: 101_000,
+            host_gid: 101_000,
+            has_root: true,
+        };
+        let m = IdMaps::new(&ids).expect("short maps fit");
+        assert_eq!(&m.uid[..m.uid_len as usize], b"0 100000 65536\n");
+        ids.uid_map = "0 1 1\n".repeat(60);
+        assert!(IdMaps::new(&ids).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn pid_paths_read_back(pid in 0i32..=i32::MAX, name in "[a-z_]{1,20}") {
+            let mut buf = [0u8; 48];
+            let n = pid_path(&mut buf, pid, name.as_bytes());
+            let c = std::ffi::CStr::from_bytes_with_nul(&buf[..n]).unwrap();
+            prop_assert_eq!(c.to_str().unwrap(), format!("{pid}/{name}"));
+        }
+    }
 
     #[test]
     fn only_loaded_objects_the_kernels_and_the_kept_stay() {
