@@ -187,6 +187,8 @@ pub(crate) fn spawn(
     let arena = Arena::new(place::footprint(&bp, keep.len())).map_err(arena_err)?;
     let plan = place::place(&arena, &bp, &wiring).ok_or_else(|| arena_err(Errno(libc::ENOMEM)))?;
 
+    // Until the cell has built its root (end-of-file below).
+    let setting_up = prep::setting_up();
     let started = Instant::now();
     let clone_target = cgroup
         .and_then(|c| c.clone_target())
@@ -279,13 +281,12 @@ pub(crate) fn spawn(
         }));
     }
     drop(sync_write);
-    // The cell builds its root now: time to wake the preparation thread.
-    prep::kick();
 
     // End-of-file: the job has executed (the pipe is close-on-exec). A record: a stage failed.
     let mut rec = [0u8; RECORD_LEN];
     let n = read_full(&error_read, &mut rec);
     drop(error_read);
+    drop(setting_up);
     if n == RECORD_LEN {
         let (stage, errno, step) = child::decode_record(&rec);
         let stage = Stage::from_u32(stage).unwrap_or(Stage::BuildRoot);

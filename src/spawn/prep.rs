@@ -11,9 +11,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -21,8 +21,12 @@ use crate::error::{Error, Result};
 use crate::spawn::{netns, skeleton, spawner};
 use crate::sys;
 
-/// Fresh network namespaces kept ready.
-const WARM_NETNS: usize = 4;
+/// Fresh network namespaces kept ready: refills start when the pool is down
+/// to `NETNS_LOW` and go on until it holds `WARM_NETNS`. Refilling in runs
+/// leaves most spawns undisturbed by the refills (see [`setting_up`]), and
+/// wakes the thread once per run instead of once per spawn.
+const WARM_NETNS: usize = 8;
+const NETNS_LOW: usize = 4;
 /// Clones of a skeleton kept ready once it has been asked for.
 const WARM_CLONES: usize = 2;
 /// Skeletons kept; the least recently used beyond this is dropped.
@@ -41,6 +45,8 @@ struct State {
     netns: Vec<OwnedFd>,
     /// Why network namespaces cannot be made ahead here, if they cannot.
     netns_broken: bool,
+    /// A run of refills is under way (see `NETNS_LOW`).
+    refilling: bool,
     skeletons: HashMap<u128, Skeleton>,
     /// Skeletons that need a build or clones.
     queue: VecDeque<u128>,
@@ -50,6 +56,14 @@ struct State {
     busy: bool,
     /// The host's mount namespace, kept for the spawner.
     host_mnt: Option<RawFd>,
+}
+
+impl State {
+    /// Whether the network namespace pool wants a refill now.
+    fn netns_wanted(&self) -> bool {
+        !self.netns_broken
+            && (self.netns.len() <= NETNS_LOW || self.refilling && self.netns.len() < WARM_NETNS)
+    }
 }
 
 /// What the thread does next.
@@ -97,8 +111,14 @@ pub(crate) fn wake() {
 /// The pool is refilled after the next [`kick`].
 pub(crate) fn take_netns() -> Result<OwnedFd> {
     let p = prep();
-    let ready = p.state.lock().netns.pop();
-    KICK.store(true, Ordering::Relaxed);
+    let ready = {
+        let mut g = p.state.lock();
+        let ready = g.netns.pop();
+        if g.netns_wanted() {
+            KICK.store(true, Ordering::Relaxed);
+        }
+        ready
+    };
     match ready {
         Some(fd) => Ok(fd),
         None => netns::create(),
@@ -108,12 +128,42 @@ pub(crate) fn take_netns() -> Result<OwnedFd> {
 /// Set when a spawn took from a cache the thread refills.
 static KICK: AtomicBool = AtomicBool::new(false);
 
+/// Spawns whose cell is building its root right now.
+static SETTING_UP: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a refill waits for a moment when no cell is being set up.
+const QUIET_WAIT: Duration = Duration::from_millis(5);
+
+/// Marks a spawn's cell as being set up until dropped (see [`setting_up`]).
+pub(crate) struct SettingUp(());
+
+/// Marks the calling spawn's cell as being set up: the thread makes no
+/// network namespace meanwhile (for up to [`QUIET_WAIT`]). Making one keeps
+/// a CPU in the kernel for long stretches with preemption off (registering
+/// its sysctls), and the cell's init waits for every CPU to pass through
+/// the scheduler when it detaches the host's root (an expedited RCU grace
+/// period): a refill running beside it stretched that wait from ~30 µs to
+/// ~200 µs. Dropping the mark wakes the thread for the refills the spawn
+/// asked for (see [`kick`]).
+pub(crate) fn setting_up() -> SettingUp {
+    SETTING_UP.fetch_add(1, Ordering::SeqCst);
+    SettingUp(())
+}
+
+impl Drop for SettingUp {
+    fn drop(&mut self) {
+        if SETTING_UP.fetch_sub(1, Ordering::SeqCst) == 1 {
+            kick();
+        }
+    }
+}
+
 /// Wakes the thread if a spawn took from its caches since the last kick.
 ///
-/// Spawns call this once the cell is on its way, not when they take: waking
-/// a thread costs the waker tens of microseconds here (an IPI in a virtual
-/// machine), which is free while the spawn waits for the cell anyway.
-pub(crate) fn kick() {
+/// Called when a spawn's cell is set up, not when it takes: waking a thread
+/// costs the waker tens of microseconds here (an IPI in a virtual machine),
+/// free once the spawn only waits for its job.
+fn kick() {
     if KICK.swap(false, Ordering::Relaxed) {
         // The takers changed the state under the lock before setting KICK,
         // and the thread checks it under the lock before it sleeps.
@@ -179,7 +229,7 @@ pub(crate) fn settle() -> Vec<RawFd> {
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
     let mut g = p.state.lock();
     loop {
-        let idle = g.queue.is_empty() && !g.busy && (g.netns_broken || g.netns.len() >= WARM_NETNS);
+        let idle = g.queue.is_empty() && !g.busy && !g.netns_wanted();
         if idle || Instant::now() > deadline {
             let mut fds: Vec<_> = g.netns.iter().map(|f| f.as_raw_fd()).collect();
             fds.extend(g.host_mnt);
@@ -215,6 +265,8 @@ fn run(p: &'static Prep) {
         }
     };
     let mut next_dir = 0u64;
+    // Since when a refill has waited for cells to be set up.
+    let mut deferred: Option<Instant> = None;
     loop {
         let mut g = p.state.lock();
         g.busy = false;
@@ -226,8 +278,15 @@ fn run(p: &'static Prep) {
             if let Some(k) = g.queue.pop_front() {
                 break Task::Skeleton(k);
             }
-            if !g.netns_broken && g.netns.len() < WARM_NETNS {
-                break Task::Netns;
+            if g.netns_wanted() {
+                g.refilling = true;
+                let since = *deferred.get_or_insert_with(Instant::now);
+                if SETTING_UP.load(Ordering::SeqCst) == 0 || since.elapsed() >= QUIET_WAIT {
+                    deferred = None;
+                    break Task::Netns;
+                }
+                p.work.wait_until(&mut g, since + QUIET_WAIT);
+                continue;
             }
             p.work.wait(&mut g);
         };
@@ -240,10 +299,12 @@ fn run(p: &'static Prep) {
             Task::Netns => {
                 drop(g);
                 let made = Background::enter().run(netns::create);
+                let mut g = p.state.lock();
                 match made {
-                    Ok(fd) => p.state.lock().netns.push(fd),
-                    Err(_) => p.state.lock().netns_broken = true,
+                    Ok(fd) => g.netns.push(fd),
+                    Err(_) => g.netns_broken = true,
                 }
+                g.refilling = g.netns.len() < WARM_NETNS;
             }
             Task::Skeleton(key) => {
                 let Some(ws) = &workspace else { continue };
