@@ -404,3 +404,36 @@ fn every_cell_gets_a_fresh_ipc_namespace() {
         job.wait().unwrap();
     }
 }
+
+fn shmem_bytes() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Shmem:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .expect("Shmem in /proc/meminfo")
+        * 1024
+}
+
+/// A finished cell's mount namespace (with the files its job left in its
+/// tmpfs) is gone by the time the library's background work settles after
+/// `wait`: init hands it to the host instead of tearing it down on its way
+/// out, and the host must not keep it.
+#[test]
+fn a_finished_cell_leaves_no_tmpfs_behind() {
+    let _g = exclusive();
+    let sb = cell();
+    sh(&sb, "true");
+    jobcell::__private::cached_descriptors();
+    let baseline = shmem_bytes();
+    for _ in 0..5 {
+        let r = sh(&sb, "head -c 32M /dev/zero >/tmp/left && echo ok");
+        assert_eq!(r.stdout, "ok\n", "{}", r.stderr);
+        jobcell::__private::cached_descriptors();
+        let excess = shmem_bytes().saturating_sub(baseline);
+        assert!(
+            excess < 16 << 20,
+            "{} MiB of a finished job's /tmp still held",
+            excess >> 20
+        );
+    }
+}

@@ -191,6 +191,8 @@ pub(crate) struct ChildPlan<'a> {
     pub report_job: c_int,
     pub report_init: c_int,
     pub lifeline_read: c_int,
+    /// Where init leaves its mount namespace when the job has ended (see graveyard.rs).
+    pub graveyard: c_int,
     pub become_root: bool,
     pub hostname: &'a [u8],
     pub ops: &'a [PlacedOp<'a>],
@@ -339,6 +341,7 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
             let watch = Watch {
                 lifeline: plan.lifeline_read,
                 status: plan.status,
+                graveyard: plan.graveyard,
             };
             // The host takes end-of-file on the error pipe as the sign that
             // the arena is no longer read (it then frees all but the status
@@ -500,6 +503,7 @@ pub(crate) fn loopback_up() -> sys::SysResult {
 struct Watch {
     lifeline: c_int,
     status: *mut StatusPage,
+    graveyard: c_int,
 }
 
 /// Init's life after the fork: reap everything, report the job's end, exit.
@@ -521,6 +525,7 @@ fn supervise(watch: Watch, job: c_int, mut listener: c_int) -> ! {
                 Ok(pid) if pid == job => {
                     // SAFETY: the shared status page, mapped by the parent.
                     unsafe { StatusPage::record_exit(watch.status, status, &usage) };
+                    crate::spawn::graveyard::bury(watch.graveyard);
                     sys::exit(0);
                 }
                 Ok(_) => {}

@@ -11,6 +11,7 @@
 mod arena;
 pub(crate) mod child;
 mod clone;
+pub(crate) mod graveyard;
 pub(crate) mod hostpath;
 pub(crate) mod idmap;
 pub(crate) mod layout;
@@ -49,6 +50,7 @@ pub(crate) fn validate(sandbox: &Sandbox, command: &Command) -> Result<()> {
 pub(crate) fn cached_descriptors() -> Vec<RawFd> {
     let mut fds = prep::settle();
     fds.extend(spawner::settle());
+    fds.extend(graveyard::settle());
     fds
 }
 
@@ -142,10 +144,12 @@ pub(crate) fn spawn(
         .map_or((-1, -1), |(a, b)| (a.as_raw_fd(), b.as_raw_fd()));
     let (error_read, error_write) = pipe("error")?;
     let lifeline = lifeline()?;
+    let graveyard = graveyard::cell_end();
 
     let stdio = [stdin_src.raw(), stdout_src.raw(), stderr_src.raw()];
     let mut keep: Vec<c_int> = stdio.to_vec();
     keep.extend([sync_read.as_raw_fd(), error_write.as_raw_fd(), lifeline]);
+    keep.extend((graveyard >= 0).then_some(graveyard));
     keep.extend([report_job, report_init].into_iter().filter(|&fd| fd >= 0));
     keep.extend(bp.trees.iter().map(AsRawFd::as_raw_fd));
     // cgroup v1: the cell moves itself into the job's cgroups (see CgroupJoin).
@@ -172,6 +176,7 @@ pub(crate) fn spawn(
         report_job,
         report_init,
         lifeline_read: lifeline,
+        graveyard,
         loopback: bp.loopback && pooled_net.is_none(),
         cap_last: plan::cap_last_cap(),
         max_fd: max_fd(),

@@ -23,6 +23,8 @@ pub(crate) struct Wiring<'k> {
     pub report_job: c_int,
     pub report_init: c_int,
     pub lifeline_read: c_int,
+    /// Where init sends its mount namespace when the job has ended (-1: nowhere).
+    pub graveyard: c_int,
     /// The cell brings loopback up itself (no ready-made network namespace).
     pub loopback: bool,
     pub cap_last: c_int,
@@ -111,6 +113,7 @@ pub(crate) fn place<'a>(
         report_job: w.report_job,
         report_init: w.report_init,
         lifeline_read: w.lifeline_read,
+        graveyard: w.graveyard,
         become_root: bp.ids.become_root,
         hostname: arena.slice(&bp.hostname)?,
         ops: arena.collect(bp.ops.iter().map(|op| op.place(arena)))?,

@@ -19,7 +19,7 @@ use crate::cgroup::JobCgroup;
 use crate::job::{
     Exit, JobShared, JobState, KillReason, Outcome, ResourceUsage, Stream, TimeLimit,
 };
-use crate::spawn::Spawned;
+use crate::spawn::{graveyard, Spawned};
 use crate::sys;
 
 /// A job handed to the reactor once its program runs.
@@ -233,6 +233,7 @@ impl Loop {
                 }
             }
             if self.shutting_down && self.slots.iter().all(Option::is_none) {
+                graveyard::drain();
                 return;
             }
         }
@@ -528,7 +529,12 @@ fn finish(e: Entry) {
     // has ended: a waiter that checks for leaks must find none.
     let job = e.job.clone();
     drop(e);
+    // The cell's mount namespace waits in the graveyard: taken down once
+    // the waiters are on their way.
+    let pending = graveyard::drain_pending();
     job.finish(outcome);
+    graveyard::drain();
+    drop(pending);
 }
 
 #[cfg(test)]
