@@ -3,7 +3,12 @@
  * UTS, IPC (and network) namespaces, uid/gid maps written by the parent, a
  * tmpfs root with /usr bound read-only and a fresh /proc, pivot_root, the
  * old root detached, then fork + exec /bin/true and wait. No /etc, no /dev,
- * no seccomp, no rlimits, no cgroup, no supervision.
+ * no seccomp, no rlimits, no supervision. A last variant adds what issue 3
+ * measures on cgroup v1 hosts: a directory in the memory, pids and cpu
+ * hierarchies (under this process's own cgroups), a memory, pids and CPU
+ * limit written, the child moved in through cgroup.procs before it is
+ * released, and the directories removed after it has been reaped (no usage
+ * read, no accounting hierarchies).
  *
  * Measured interleaved with fork + exec of /bin/true (what
  * std::process::Command does), so the ratio compares like with like.
@@ -45,8 +50,57 @@ static void write_file(const char *path, const char *s) {
 
 static char root[] = "/tmp/jobcell-floor-XXXXXX";
 
-/* One cell: 0 on success. */
-static int cell(unsigned long flags) {
+/* cgroup v1: this process's directory in each hierarchy the limits need. */
+static const char *ctrl[3] = {"memory", "pids", "cpu"};
+static char own[3][256];
+static char job[3][320];
+
+static int find_v1(void) {
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    char line[1024];
+    int found = 0;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f)) {
+        char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
+        if (!b)
+            continue;
+        *b = 0;
+        b[strcspn(b + 1, "\n") + 1] = 0;
+        for (int k = 0; k < 3; k++) {
+            /* a hierarchy may carry several controllers: "cpu,cpuacct" */
+            char *c = a + 1, *tok;
+            while ((tok = strsep(&c, ",")))
+                if (!strcmp(tok, ctrl[k]) && !own[k][0]) {
+                    snprintf(own[k], sizeof own[k], "/sys/fs/cgroup/%s%s", a + 1, b + 1);
+                    found++;
+                }
+        }
+    }
+    fclose(f);
+    return found == 3;
+}
+
+static void make_cgroups(int i) {
+    static const char *limit[3][2] = {
+        {"memory.limit_in_bytes", "268435456"}, {"pids.max", "64"}, {"cpu.cfs_quota_us", "100000"}};
+    char p[400];
+    for (int k = 0; k < 3; k++) {
+        if (snprintf(job[k], sizeof job[k], "%s/jobcell-floor-%d-%d", own[k], (int)getpid(), i) >=
+            (int)sizeof job[k])
+            exit(1);
+        if (mkdir(job[k], 0755)) {
+            perror(job[k]);
+            exit(1);
+        }
+        if (snprintf(p, sizeof p, "%s/%s", job[k], limit[k][0]) >= (int)sizeof p)
+            exit(1);
+        write_file(p, limit[k][1]);
+    }
+}
+
+/* One cell: 0 on success. With cgroups (>= 0), in the directories of round `cg`. */
+static int cell_in(unsigned long flags, int cg) {
     int sync[2];
     if (pipe2(sync, O_CLOEXEC))
         return -1;
@@ -91,6 +145,14 @@ static int cell(unsigned long flags) {
         return -1;
     close(sync[0]);
     char path[64];
+    if (cg >= 0)
+        for (int k = 0; k < 3; k++) {
+            char procs[400], v[32];
+            if (snprintf(procs, sizeof procs, "%s/cgroup.procs", job[k]) >= (int)sizeof procs)
+                return -1;
+            snprintf(v, sizeof v, "%ld", pid);
+            write_file(procs, v);
+        }
     snprintf(path, sizeof path, "/proc/%ld/setgroups", pid);
     write_file(path, "deny");
     snprintf(path, sizeof path, "/proc/%ld/uid_map", pid);
@@ -102,7 +164,20 @@ static int cell(unsigned long flags) {
     close(sync[1]);
     int st;
     waitpid(pid, &st, 0);
+    if (cg >= 0)
+        for (int k = 0; k < 3; k++)
+            if (rmdir(job[k]))
+                perror(job[k]);
     return st;
+}
+
+static int cell(unsigned long flags) {
+    return cell_in(flags, -1);
+}
+
+static int cell_cgroups(unsigned long flags, int i) {
+    make_cgroups(i);
+    return cell_in(flags, i);
 }
 
 static int plain(void) {
@@ -123,8 +198,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     unsigned long base = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
-    double *t[3];
-    for (int k = 0; k < 3; k++)
+    int v1 = find_v1();
+    double *t[4];
+    for (int k = 0; k < 4; k++)
         t[k] = calloc(rounds, sizeof(double));
     for (int i = 0; i < rounds + warm; i++) {
         double a = now_us();
@@ -134,8 +210,10 @@ int main(int argc, char **argv) {
         double c = now_us();
         int s2 = cell(base | CLONE_NEWNET);
         double d = now_us();
-        if (s0 || s1 || s2) {
-            fprintf(stderr, "floor: a run failed (%x %x %x)\n", s0, s1, s2);
+        int s3 = v1 ? cell_cgroups(base | CLONE_NEWNET, i) : 0;
+        double e = now_us();
+        if (s0 || s1 || s2 || s3) {
+            fprintf(stderr, "floor: a run failed (%x %x %x %x)\n", s0, s1, s2, s3);
             rmdir(root);
             return 1;
         }
@@ -143,13 +221,19 @@ int main(int argc, char **argv) {
             t[0][i - warm] = b - a;
             t[1][i - warm] = c - b;
             t[2][i - warm] = d - c;
+            t[3][i - warm] = e - d;
         }
     }
     rmdir(root);
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
         qsort(t[k], rounds, sizeof(double), cmp);
     double m = t[0][rounds / 2];
     printf("C floor: fork+exec /bin/true median %.1f us; cell without a new network namespace %.1f us (%.2fx); with one %.1f us (%.2fx)\n",
            m, t[1][rounds / 2], t[1][rounds / 2] / m, t[2][rounds / 2], t[2][rounds / 2] / m);
+    if (v1)
+        printf("C floor with v1 cgroups (memory, pids, cpu; limits written, joined, removed): %.1f us (%.2fx)\n",
+               t[3][rounds / 2], t[3][rounds / 2] / m);
+    else
+        printf("C floor with v1 cgroups: skipped (no memory, pids and cpu v1 hierarchies here)\n");
     return 0;
 }
