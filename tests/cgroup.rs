@@ -276,6 +276,62 @@ fn parallel_jobs_create_and_remove_their_cgroups_safely() {
     }
 }
 
+/// Every job gets a fresh cgroup, whether made for it or ahead of it (v1
+/// keeps a few empty directories ready and renames one to the job's id):
+/// no job sees another's usage. A job that OOMs at its limit and leaves
+/// 200 processes' worth of pids history is followed by tiny jobs whose
+/// peaks and kill counts start from nothing.
+#[test]
+fn each_job_starts_from_a_fresh_cgroup() {
+    let limit = 64 * MIB;
+    let sb = sandbox(Limits {
+        memory: Some(limit),
+        pids: Some(256),
+        ..Default::default()
+    });
+    let (o, out) = run(&sb, &["/jc-helper", "mem", "512"]);
+    assert!(o.oom_killed, "{o:?} {out}");
+    let (o, _) = run(
+        &sb,
+        &["sh", "-c", "for i in $(seq 200); do sleep 1 & done; wait"],
+    );
+    let busy = o.usage.expect("usage");
+    assert!(busy.pids_peak.is_none_or(|p| p >= 100), "{busy:?}");
+    for _ in 0..6 {
+        let (o, out) = run(&sb, &["true"]);
+        assert!(o.success(), "{o:?} {out}");
+        let u = o.usage.expect("usage");
+        assert_eq!(u.oom_kills, 0, "{u:?}");
+        assert!(!o.oom_killed);
+        assert!(
+            u.memory_peak.is_none_or(|p| p < 16 * MIB),
+            "a tiny job's peak {u:?}"
+        );
+        assert!(u.pids_peak.is_none_or(|p| p <= 4), "{u:?}");
+        assert!(
+            u.cpu_user + u.cpu_system < Duration::from_millis(200),
+            "{u:?}"
+        );
+    }
+    if !is_v2() {
+        // The mechanism on v1: ready directories wait in this process's own
+        // (once the background work that makes them has settled).
+        jobcell::__private::cached_descriptors();
+        let own = default_base()
+            .join(format!("{}-", std::process::id()))
+            .to_string_lossy()
+            .into_owned();
+        let ready = std::fs::read_dir(default_base())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().to_string_lossy().starts_with(&own))
+            .flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".ready-"))
+            .count();
+        assert!(ready > 0, "no ready directory in the pids hierarchy");
+    }
+}
+
 /// The default base in one hierarchy, as jobcell computes it.
 fn default_base() -> PathBuf {
     let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();

@@ -214,6 +214,8 @@ fn remove_at_exit(parents: &[std::path::PathBuf]) {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     REGISTERED.call_once(|| {
         extern "C" fn cleanup() {
+            // Ready directories first: they sit in the parents.
+            v1::remove_ready_at_exit();
             // Runs at exit(): a job still running keeps its parents (swept later).
             if let Some(list) = AT_EXIT.try_lock() {
                 for p in list.iter() {
@@ -264,8 +266,18 @@ impl UsageSource for JobCgroup {
 }
 
 /// The trees opened so far, by base (`None` is the default base).
+static TREES: Mutex<Vec<(Option<PathBuf>, Arc<CgroupTree>)>> = Mutex::new(Vec::new());
+
+/// Descriptors the trees keep open on purpose (ready directories' files).
+pub(crate) fn cached_descriptors() -> Vec<std::os::fd::RawFd> {
+    TREES
+        .lock()
+        .iter()
+        .flat_map(|(_, t)| t.cached_descriptors())
+        .collect()
+}
+
 fn tree(base: Option<&Path>) -> Arc<CgroupTree> {
-    static TREES: Mutex<Vec<(Option<PathBuf>, Arc<CgroupTree>)>> = Mutex::new(Vec::new());
     let mut trees = TREES.lock();
     if let Some((_, t)) = trees.iter().find(|(b, _)| b.as_deref() == base) {
         return t.clone();

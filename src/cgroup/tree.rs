@@ -39,6 +39,14 @@ impl CgroupTree {
         CgroupTree { backend, owner }
     }
 
+    /// Descriptors the tree keeps open on purpose.
+    pub(crate) fn cached_descriptors(&self) -> Vec<std::os::fd::RawFd> {
+        match &self.backend {
+            Backend::V1(t) => t.cached_descriptors(),
+            _ => Vec::new(),
+        }
+    }
+
     pub(crate) fn usable(&self) -> bool {
         match &self.backend {
             Backend::V2(_) => true,

@@ -18,7 +18,7 @@ pub(crate) mod layout;
 mod netns;
 mod place;
 pub(crate) mod plan;
-mod prep;
+pub(crate) mod prep;
 mod root;
 mod skeleton;
 mod spawner;
@@ -51,6 +51,7 @@ pub(crate) fn cached_descriptors() -> Vec<RawFd> {
     let mut fds = prep::settle();
     fds.extend(spawner::settle());
     fds.extend(graveyard::settle());
+    fds.extend(crate::cgroup::cached_descriptors());
     fds
 }
 

@@ -56,6 +56,27 @@ struct State {
     busy: bool,
     /// The host's mount namespace, kept for the spawner.
     host_mnt: Option<RawFd>,
+    /// Other modules' work ahead (see [`ahead`]): how often each was asked
+    /// for, and how many of those asks a step that found nothing to do has seen.
+    ahead: Vec<(Arc<dyn Ahead>, u64, u64)>,
+}
+
+/// Work another module has the thread do ahead of need (filling a cache).
+pub(crate) trait Ahead: Send + Sync {
+    /// Does one unit of the work; false once there is nothing left to do.
+    fn step(&self) -> bool;
+}
+
+/// Asks the thread to run `work` until it says it is done: at the lowest
+/// priority, between cells' setups, after the next spawn's setup ends.
+pub(crate) fn ahead(work: &Arc<dyn Ahead>) {
+    let p = prep();
+    let mut g = p.state.lock();
+    match g.ahead.iter_mut().find(|(w, ..)| Arc::ptr_eq(w, work)) {
+        Some((_, asked, _)) => *asked += 1,
+        None => g.ahead.push((work.clone(), 1, 0)),
+    }
+    KICK.store(true, Ordering::Relaxed);
 }
 
 impl State {
@@ -64,12 +85,21 @@ impl State {
         !self.netns_broken
             && (self.netns.len() <= NETNS_LOW || self.refilling && self.netns.len() < WARM_NETNS)
     }
+
+    /// Work ahead someone asked for and not yet done.
+    fn ahead_wanted(&self) -> Option<(Arc<dyn Ahead>, u64)> {
+        self.ahead
+            .iter()
+            .find(|(_, asked, seen)| asked > seen)
+            .map(|(w, asked, _)| (w.clone(), *asked))
+    }
 }
 
 /// What the thread does next.
 enum Task {
     Spawner,
     Skeleton(u128),
+    Ahead((Arc<dyn Ahead>, u64)),
     Netns,
 }
 
@@ -229,7 +259,7 @@ pub(crate) fn settle() -> Vec<RawFd> {
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
     let mut g = p.state.lock();
     loop {
-        let idle = g.queue.is_empty() && !g.busy && !g.netns_wanted();
+        let idle = g.queue.is_empty() && !g.busy && !g.netns_wanted() && g.ahead_wanted().is_none();
         if idle || Instant::now() > deadline {
             let mut fds: Vec<_> = g.netns.iter().map(|f| f.as_raw_fd()).collect();
             fds.extend(g.host_mnt);
@@ -278,11 +308,16 @@ fn run(p: &'static Prep) {
             if let Some(k) = g.queue.pop_front() {
                 break Task::Skeleton(k);
             }
-            if g.netns_wanted() {
-                g.refilling = true;
+            // The rest waits for a moment no cell is being set up.
+            let work = g.ahead_wanted();
+            if work.is_some() || g.netns_wanted() {
                 let since = *deferred.get_or_insert_with(Instant::now);
                 if SETTING_UP.load(Ordering::SeqCst) == 0 || since.elapsed() >= QUIET_WAIT {
                     deferred = None;
+                    if let Some(w) = work {
+                        break Task::Ahead(w);
+                    }
+                    g.refilling = true;
                     break Task::Netns;
                 }
                 p.work.wait_until(&mut g, since + QUIET_WAIT);
@@ -295,6 +330,19 @@ fn run(p: &'static Prep) {
             Task::Spawner => {
                 drop(g);
                 spawner::serve_start_request(host_mnt.as_ref().map(AsRawFd::as_raw_fd));
+            }
+            Task::Ahead((work, asked)) => {
+                drop(g);
+                let more = Background::enter().run(|| work.step());
+                if !more {
+                    // Asks made since this step began still count.
+                    let mut g = p.state.lock();
+                    if let Some((_, _, seen)) =
+                        g.ahead.iter_mut().find(|(w, ..)| Arc::ptr_eq(w, &work))
+                    {
+                        *seen = asked;
+                    }
+                }
             }
             Task::Netns => {
                 drop(g);

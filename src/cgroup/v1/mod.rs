@@ -13,10 +13,17 @@ mod cpuset;
 mod freezer;
 mod memory;
 mod pids;
+mod pool;
 
+pub(crate) use pool::remove_ready_at_exit;
+
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use super::{common, Controller, JobCgroup, Kind, ACCOUNTING};
 use crate::error::{Errno, Error, Result};
@@ -42,11 +49,42 @@ impl Base {
 pub(crate) struct Tree {
     bases: Vec<Base>,
     owner: String,
+    /// Job directories made ahead (see `pool.rs`).
+    pools: Arc<pool::Pools>,
 }
 
 impl Tree {
     pub(crate) fn new(bases: Vec<Base>, owner: String) -> Tree {
-        Tree { bases, owner }
+        let pooled = bases
+            .iter()
+            .map(|b| {
+                // Only where jobs go (not cpuset: see pool.rs; not freezer or devices).
+                let joined = [
+                    Controller::Memory,
+                    Controller::Cpu,
+                    Controller::CpuAcct,
+                    Controller::Pids,
+                    Controller::Io,
+                ]
+                .iter()
+                .any(|c| b.has(c.v1_name()));
+                let base = b.dir.as_ref().ok().filter(|_| joined && !b.has("cpuset"))?;
+                let proc_dir = common::child_dir(base, &owner).ok()?;
+                Some((base.clone(), b.owned, proc_dir))
+            })
+            .collect();
+        // The exit handler removes ready directories too.
+        super::remove_at_exit(&[]);
+        Tree {
+            bases,
+            owner,
+            pools: pool::Pools::new(pooled),
+        }
+    }
+
+    /// Descriptors the pools hold open.
+    pub(crate) fn cached_descriptors(&self) -> Vec<std::os::fd::RawFd> {
+        self.pools.descriptors()
     }
 
     pub(crate) fn bases(&self) -> impl Iterator<Item = (&Path, bool)> {
@@ -97,15 +135,17 @@ impl Tree {
         }
 
         let mut made: Vec<(usize, PathBuf)> = Vec::new();
+        let mut tasks: Vec<Option<OwnedFd>> = Vec::new();
         let mut parents: Vec<PathBuf> = Vec::new();
         for (i, required) in plan {
             match self.make(i, id, limits) {
-                Ok((dir, proc_dir)) => {
+                Ok((dir, proc_dir, open_tasks)) => {
                     parents.push(proc_dir);
                     if self.bases[i].owned {
                         parents.push(self.bases[i].dir.clone().expect("usable base"));
                     }
                     made.push((i, dir));
+                    tasks.push(open_tasks);
                 }
                 // Accounting only: the job runs without this hierarchy.
                 Err(e) if !required && !matches!(e, Error::InvalidJobId { .. }) => {}
@@ -116,6 +156,10 @@ impl Tree {
                 }
             }
         }
+        if self.pools.wants_more() {
+            let work: Arc<dyn crate::spawn::prep::Ahead> = self.pools.clone();
+            crate::spawn::prep::ahead(&work);
+        }
         if made.is_empty() {
             // Only possible without limits: every required hierarchy was joined or failed loudly.
             return Ok(None);
@@ -124,7 +168,10 @@ impl Tree {
             .iter()
             .map(|(i, d)| (self.bases[*i].controllers.clone(), d.clone()))
             .collect();
-        let job = Job { dirs };
+        let job = Job {
+            dirs,
+            tasks: Mutex::new(tasks),
+        };
         if let Err(e) = job.configure(limits) {
             discard(&made, &parents);
             return Err(e);
@@ -136,8 +183,45 @@ impl Tree {
     }
 
     /// Creates the chain base → per-process → job in hierarchy `i`, retrying
-    /// when a parent vanishes under us. Returns the job and per-process directories.
-    fn make(&self, i: usize, id: &str, limits: &Limits) -> Result<(PathBuf, PathBuf)> {
+    /// when a parent vanishes under us. Returns the job and per-process
+    /// directories, and the job's `tasks` file if a ready directory had it open.
+    fn make(
+        &self,
+        i: usize,
+        id: &str,
+        limits: &Limits,
+    ) -> Result<(PathBuf, PathBuf, Option<OwnedFd>)> {
+        if let Some(r) = self.pools.take(i) {
+            let proc_dir = r.dir.parent().map(Path::to_owned);
+            let dir = proc_dir
+                .as_deref()
+                .map(|p| common::child_dir(p, id))
+                .transpose()?;
+            if let (Some(proc_dir), Some(dir)) = (proc_dir, dir) {
+                match std::fs::rename(&r.dir, &dir) {
+                    Ok(()) => return Ok((dir, proc_dir, Some(r.tasks))),
+                    // A cgroup of that name exists (the kernel never replaces one).
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        self.pools.put_back(i, r);
+                        return Err(Error::Cgroup {
+                            op: "mkdir",
+                            path: dir,
+                            value: None,
+                            errno: Errno(libc::EEXIST),
+                            hint: Some("a cgroup for this job id already exists"),
+                        });
+                    }
+                    // Gone under us, or a file system that cannot rename: make one.
+                    Err(_) => {
+                        let _ = common::rmdir(&r.dir);
+                    }
+                }
+            }
+        }
+        self.make_new(i, id, limits).map(|(d, p)| (d, p, None))
+    }
+
+    fn make_new(&self, i: usize, id: &str, limits: &Limits) -> Result<(PathBuf, PathBuf)> {
         let mut last = None;
         for _ in 0..common::CREATE_ATTEMPTS {
             match self.try_make(i, id, limits) {
@@ -213,6 +297,8 @@ fn discard(made: &[(usize, PathBuf)], parents: &[PathBuf]) {
 /// A job's directories, one per hierarchy.
 pub(crate) struct Job {
     dirs: Vec<(Vec<String>, PathBuf)>,
+    /// Each directory's `tasks` file, where a ready directory came with it open.
+    tasks: Mutex<Vec<Option<OwnedFd>>>,
 }
 
 impl Job {
@@ -298,7 +384,12 @@ impl Job {
     /// in all). Empty if a file cannot be opened: then `attach` is used.
     pub(crate) fn self_join(&self) -> Vec<(std::os::fd::OwnedFd, PathBuf)> {
         let mut out = Vec::with_capacity(self.dirs.len());
-        for (_, d) in &self.dirs {
+        let mut open = self.tasks.lock();
+        for (i, (_, d)) in self.dirs.iter().enumerate() {
+            if let Some(fd) = open.get_mut(i).and_then(Option::take) {
+                out.push((fd, d.clone()));
+                continue;
+            }
             let path = d.join("tasks");
             match std::fs::OpenOptions::new()
                 .write(true)

@@ -1,0 +1,181 @@
+//! Job directories made ahead (cgroup v1).
+//!
+//! Creating a cgroup is kernel work: ~70 µs for a memory cgroup here, ~180 µs
+//! for the five hierarchies a job with limits joins. The preparation thread
+//! (see `spawn/prep.rs`) makes a few empty directories ahead in each
+//! hierarchy, named `.ready-<n>` (a job id never starts with a dot), with
+//! their `tasks` file already open for the cell's init to join through. A
+//! job renames one to its id (v1 allows renaming a cgroup within its
+//! parent), so its directory looks as if made for it: a fresh cgroup,
+//! nothing inherited from another job. The cpuset hierarchy is left out:
+//! a new cpuset needs its CPUs written before anything can join it.
+//!
+//! Ready directories live in this process's own directory of each
+//! hierarchy, so a crashed process's are swept with the rest; a process
+//! that exits normally removes them (see `remove_ready_at_exit`).
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::super::common;
+use crate::spawn::prep::Ahead;
+
+/// Ready directories kept per hierarchy.
+const WARM: usize = 4;
+
+/// A ready directory: its path and its open `tasks` file.
+pub(crate) struct Ready {
+    pub dir: PathBuf,
+    pub tasks: OwnedFd,
+}
+
+/// One hierarchy's ready directories.
+struct Hierarchy {
+    /// jobcell's base in the hierarchy, created on demand when `owned`.
+    base: PathBuf,
+    owned: bool,
+    /// This process's directory under the base: where jobs live.
+    proc_dir: PathBuf,
+    ready: Mutex<Vec<Ready>>,
+    /// Set once making a directory failed: no more tries.
+    broken: AtomicBool,
+}
+
+/// The ready directories of every hierarchy of a tree (`None`: not pooled).
+pub(crate) struct Pools {
+    hierarchies: Vec<Option<Hierarchy>>,
+    next: AtomicU64,
+}
+
+/// Every pool of the process, for the exit handler.
+static ALL: Mutex<Vec<Weak<Pools>>> = Mutex::new(Vec::new());
+
+impl Pools {
+    /// Pools for the hierarchies `dirs` lists: `(base, owned, proc_dir)`,
+    /// `None` for one not pooled.
+    pub(crate) fn new(dirs: Vec<Option<(PathBuf, bool, PathBuf)>>) -> Arc<Pools> {
+        let p = Arc::new(Pools {
+            hierarchies: dirs
+                .into_iter()
+                .map(|d| {
+                    d.map(|(base, owned, proc_dir)| Hierarchy {
+                        base,
+                        owned,
+                        proc_dir,
+                        ready: Mutex::new(Vec::new()),
+                        broken: AtomicBool::new(false),
+                    })
+                })
+                .collect(),
+            next: AtomicU64::new(0),
+        });
+        let mut all = ALL.lock();
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&p));
+        p
+    }
+
+    /// Takes a ready directory of hierarchy `i`, if there is one.
+    pub(crate) fn take(&self, i: usize) -> Option<Ready> {
+        self.hierarchies.get(i)?.as_ref()?.ready.lock().pop()
+    }
+
+    /// Gives back a directory taken but not used.
+    pub(crate) fn put_back(&self, i: usize, r: Ready) {
+        match self.hierarchies.get(i).and_then(Option::as_ref) {
+            Some(h) => h.ready.lock().push(r),
+            None => {
+                let _ = common::rmdir(&r.dir);
+            }
+        }
+    }
+
+    /// Whether some pool is below its size (and can still be filled).
+    pub(crate) fn wants_more(&self) -> bool {
+        self.hierarchies
+            .iter()
+            .flatten()
+            .any(|h| !h.broken.load(Ordering::Relaxed) && h.ready.lock().len() < WARM)
+    }
+
+    /// The open `tasks` files: descriptors a leak check must not count.
+    pub(crate) fn descriptors(&self) -> Vec<RawFd> {
+        self.hierarchies
+            .iter()
+            .flatten()
+            .flat_map(|h| {
+                h.ready
+                    .lock()
+                    .iter()
+                    .map(|r| r.tasks.as_raw_fd())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn make(&self, h: &Hierarchy) -> Result<Ready, ()> {
+        if h.owned {
+            common::mkdir(&h.base).map_err(drop)?;
+        }
+        common::mkdir(&h.proc_dir).map_err(drop)?;
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let dir = h.proc_dir.join(format!(".ready-{n}"));
+        if !common::mkdir(&dir).map_err(drop)? {
+            return Err(()); // someone else's: leave it
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(dir.join("tasks"))
+        {
+            Ok(f) => Ok(Ready {
+                dir,
+                tasks: f.into(),
+            }),
+            Err(_) => {
+                let _ = common::rmdir(&dir);
+                Err(())
+            }
+        }
+    }
+}
+
+impl Ahead for Pools {
+    /// Makes one ready directory where one is missing.
+    fn step(&self) -> bool {
+        let Some(h) = self
+            .hierarchies
+            .iter()
+            .flatten()
+            .find(|h| !h.broken.load(Ordering::Relaxed) && h.ready.lock().len() < WARM)
+        else {
+            return false;
+        };
+        match self.make(h) {
+            Ok(r) => h.ready.lock().push(r),
+            Err(()) => h.broken.store(true, Ordering::Relaxed),
+        }
+        true
+    }
+}
+
+/// Removes every ready directory (at exit, before the parents go). Never
+/// blocks: a lock held elsewhere means the process is exiting mid-job, and
+/// the sweep of a later process takes care of what stays.
+pub(crate) fn remove_ready_at_exit() {
+    let Some(all) = ALL.try_lock() else { return };
+    for pools in all.iter().filter_map(Weak::upgrade) {
+        for h in pools.hierarchies.iter().flatten() {
+            if let Some(mut ready) = h.ready.try_lock() {
+                for r in ready.drain(..) {
+                    let _ = common::rmdir(&r.dir);
+                }
+            }
+        }
+    }
+}
