@@ -42,8 +42,18 @@ struct Hierarchy {
     /// This process's directory under the base: where jobs live.
     proc_dir: PathBuf,
     ready: Mutex<Vec<Ready>>,
+    /// A job has used this hierarchy: only then is it worth filling.
+    used: AtomicBool,
     /// Set once making a directory failed: no more tries.
     broken: AtomicBool,
+}
+
+impl Hierarchy {
+    fn wants_more(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+            && !self.broken.load(Ordering::Relaxed)
+            && self.ready.lock().len() < WARM
+    }
 }
 
 /// The ready directories of every hierarchy of a tree (`None`: not pooled).
@@ -68,6 +78,7 @@ impl Pools {
                         owned,
                         proc_dir,
                         ready: Mutex::new(Vec::new()),
+                        used: AtomicBool::new(false),
                         broken: AtomicBool::new(false),
                     })
                 })
@@ -80,9 +91,12 @@ impl Pools {
         p
     }
 
-    /// Takes a ready directory of hierarchy `i`, if there is one.
+    /// Takes a ready directory of hierarchy `i`, if there is one (and
+    /// marks the hierarchy as one jobs use).
     pub(crate) fn take(&self, i: usize) -> Option<Ready> {
-        self.hierarchies.get(i)?.as_ref()?.ready.lock().pop()
+        let h = self.hierarchies.get(i)?.as_ref()?;
+        h.used.store(true, Ordering::Relaxed);
+        h.ready.lock().pop()
     }
 
     /// Gives back a directory taken but not used.
@@ -97,10 +111,7 @@ impl Pools {
 
     /// Whether some pool is below its size (and can still be filled).
     pub(crate) fn wants_more(&self) -> bool {
-        self.hierarchies
-            .iter()
-            .flatten()
-            .any(|h| !h.broken.load(Ordering::Relaxed) && h.ready.lock().len() < WARM)
+        self.hierarchies.iter().flatten().any(Hierarchy::wants_more)
     }
 
     /// The open `tasks` files: descriptors a leak check must not count.
@@ -123,6 +134,13 @@ impl Pools {
             common::mkdir(&h.base).map_err(drop)?;
         }
         common::mkdir(&h.proc_dir).map_err(drop)?;
+        // Gone at exit with the rest, even if no job of this process used
+        // them last.
+        let mut parents = vec![h.proc_dir.clone()];
+        if h.owned {
+            parents.push(h.base.clone());
+        }
+        super::super::remove_at_exit(&parents);
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let dir = h.proc_dir.join(format!(".ready-{n}"));
         if !common::mkdir(&dir).map_err(drop)? {
@@ -148,12 +166,7 @@ impl Pools {
 impl Ahead for Pools {
     /// Makes one ready directory where one is missing.
     fn step(&self) -> bool {
-        let Some(h) = self
-            .hierarchies
-            .iter()
-            .flatten()
-            .find(|h| !h.broken.load(Ordering::Relaxed) && h.ready.lock().len() < WARM)
-        else {
+        let Some(h) = self.hierarchies.iter().flatten().find(|h| h.wants_more()) else {
             return false;
         };
         match self.make(h) {
