@@ -1,6 +1,7 @@
 //! Spawn latency: `/bin/true` in a full cell (without a cgroup, with the
-//! default usage accounting, and with memory + pids + CPU limits) versus
-//! `std::process::Command`.
+//! default usage accounting, with memory + pids + CPU limits, and with
+//! those limits but no accounting: only the limits' controllers, as
+//! `benches/floor.c` does) versus `std::process::Command`.
 //!
 //! Run with `cargo bench --bench spawn` (as root). The variants are measured
 //! interleaved (one of each per round), so a noisy machine disturbs them
@@ -36,10 +37,13 @@ fn main() {
         cpu_percent: Some(100),
         ..Default::default()
     });
+    let mut limits_only = limited.clone();
+    limits_only.accounting(false);
     let cells: Vec<(&str, Sandbox)> = vec![
         ("cell, no cgroup", bare),
         ("cell, usage accounting (default)", Sandbox::new()),
         ("cell, memory + pids + cpu limits", limited),
+        ("cell, those limits, no accounting", limits_only),
     ];
 
     let run_std = || {

@@ -332,6 +332,55 @@ fn each_job_starts_from_a_fresh_cgroup() {
     }
 }
 
+/// Without accounting, a job with limits joins only the controllers its
+/// limits need: on v1 its directories are in the memory and pids
+/// hierarchies only, and its figures are those controllers' (CPU time and
+/// IO read 0; CPU time still comes from `cpu.stat` on v2).
+#[test]
+fn without_accounting_only_the_limits_controllers_are_joined() {
+    let mut sb = sandbox(Limits {
+        memory: Some(64 * MIB),
+        pids: Some(16),
+        ..Default::default()
+    });
+    sb.accounting(false);
+    let job = sb
+        .spawn(Command::new("/jc-helper").args(["spin", "300"]))
+        .unwrap();
+    let id = job.id().to_string();
+    let dirs = common::cgroup_dirs_named(&id);
+    if !is_v2() {
+        let mut hierarchies: Vec<String> = dirs
+            .iter()
+            .map(|d| {
+                d.strip_prefix("/sys/fs/cgroup")
+                    .unwrap()
+                    .iter()
+                    .next()
+                    .unwrap()
+            })
+            .map(|h| h.to_string_lossy().into_owned())
+            .collect();
+        hierarchies.sort();
+        assert_eq!(hierarchies, ["memory", "pids"], "{dirs:?}");
+    } else {
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+    }
+    let o = job.wait().unwrap();
+    assert!(o.success(), "{o:?}");
+    let u = o.usage.expect("a job with limits has usage figures");
+    assert!(u.memory_peak.is_some_and(|p| p > 0), "{u:?}");
+    assert!(u.pids_peak.is_none_or(|p| p >= 1), "{u:?}");
+    if !is_v2() {
+        assert_eq!(
+            u.cpu_user + u.cpu_system,
+            Duration::ZERO,
+            "no cpuacct: {u:?}"
+        );
+    }
+    assert_eq!(common::cgroup_dirs_named(&id), Vec::<PathBuf>::new());
+}
+
 /// The default base in one hierarchy, as jobcell computes it.
 fn default_base() -> PathBuf {
     let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();

@@ -293,6 +293,8 @@ fn tree(base: Option<&Path>) -> Arc<CgroupTree> {
 }
 
 /// Creates the cgroup of job `id` under `base` (the default tree when `None`).
+/// With `accounting`, the job also joins the [`ACCOUNTING`] controllers its
+/// limits do not need, for its usage figures.
 ///
 /// `Ok(None)` when the job needs no cgroup and none can be had (no
 /// delegation, read-only cgroupfs): it then runs without usage figures.
@@ -300,8 +302,9 @@ pub(crate) fn create_job(
     base: Option<&Path>,
     id: &JobId,
     limits: &Limits,
+    accounting: bool,
 ) -> Result<Option<JobCgroup>> {
-    tree(base).create_job(id, limits)
+    tree(base).create_job(id, limits, accounting)
 }
 
 /// Removes the cgroups that jobcell processes which no longer exist left

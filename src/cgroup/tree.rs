@@ -57,10 +57,15 @@ impl CgroupTree {
 
     /// Creates the cgroup of job `id` with `limits` written into it.
     /// `Ok(None)`: no cgroup, and the limits need none.
-    pub(crate) fn create_job(&self, id: &JobId, limits: &Limits) -> Result<Option<JobCgroup>> {
+    pub(crate) fn create_job(
+        &self,
+        id: &JobId,
+        limits: &Limits,
+        accounting: bool,
+    ) -> Result<Option<JobCgroup>> {
         match &self.backend {
-            Backend::V2(t) => t.create_job(id.as_str(), limits),
-            Backend::V1(t) => t.create_job(id.as_str(), limits),
+            Backend::V2(t) => t.create_job(id.as_str(), limits, accounting),
+            Backend::V1(t) => t.create_job(id.as_str(), limits, accounting),
             Backend::Unavailable(reason) => match super::required(limits).first() {
                 Some((limit, c)) => Err(Error::ControllerUnavailable {
                     limit,
@@ -360,7 +365,10 @@ mod tests {
         let t = CgroupTree::open(Some(d.path()));
         assert!(!t.usable());
         let id = JobId::generate();
-        assert!(t.create_job(&id, &Limits::default()).unwrap().is_none());
+        assert!(t
+            .create_job(&id, &Limits::default(), true)
+            .unwrap()
+            .is_none());
         let e = t
             .create_job(
                 &id,
@@ -368,6 +376,7 @@ mod tests {
                     pids: Some(4),
                     ..Default::default()
                 },
+                true,
             )
             .err()
             .expect("limits need a cgroup")

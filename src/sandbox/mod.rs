@@ -467,11 +467,14 @@ impl Sandbox {
         self
     }
 
-    /// Whether a job without cgroup limits still gets a cgroup, for its
-    /// usage figures (CPU, memory, IO, pids; on by default). Off, such a job
-    /// has no cgroup and starts faster (on cgroup v1 one directory per
-    /// controller hierarchy is saved), and `usage()` is `None`; its rusage
-    /// is still reported. Jobs with cgroup limits always get one.
+    /// Whether jobs get cgroup usage accounting: CPU time, memory, IO and
+    /// pids figures whatever their limits (on by default). Off, a job
+    /// without cgroup limits gets no cgroup, and `usage()` is `None`; a job
+    /// with limits joins only the controllers they need, so only those
+    /// figures are measured (the rest read 0 or `None`; CPU time is always
+    /// there on cgroup v2). Either starts faster: on cgroup v1 each
+    /// controller hierarchy is a directory to make, join and remove. The
+    /// job's rusage is reported either way.
     ///
     /// ```
     /// let mut sandbox = jobcell::Sandbox::new();

@@ -72,7 +72,13 @@ impl Runtime {
         // Validated here already: a malformed limit must not leave a cgroup behind.
         limits.validate()?;
         let cg = if sandbox.accounting || limits.needs_cgroup() {
-            cgroup::create_job(sandbox.cgroup_base.as_deref(), &job.id, limits)?.map(Arc::new)
+            cgroup::create_job(
+                sandbox.cgroup_base.as_deref(),
+                &job.id,
+                limits,
+                sandbox.accounting,
+            )?
+            .map(Arc::new)
         } else {
             None
         };

@@ -102,7 +102,12 @@ impl Tree {
     }
 
     /// Creates job `id`'s directories and writes its limits.
-    pub(crate) fn create_job(&self, id: &str, limits: &Limits) -> Result<Option<JobCgroup>> {
+    pub(crate) fn create_job(
+        &self,
+        id: &str,
+        limits: &Limits,
+        accounting: bool,
+    ) -> Result<Option<JobCgroup>> {
         // (hierarchy, required?) in the order they are joined.
         let mut plan: Vec<(usize, bool)> = Vec::new();
         for (limit, c) in super::required(limits) {
@@ -126,7 +131,7 @@ impl Tree {
                 None => plan.push((i, true)),
             }
         }
-        for c in ACCOUNTING {
+        for c in ACCOUNTING.iter().filter(|_| accounting) {
             if let Some(i) = self.index_of(c.v1_name()) {
                 if self.bases[i].dir.is_ok() && !plan.iter().any(|(j, _)| *j == i) {
                     plan.push((i, false));

@@ -62,7 +62,12 @@ impl Tree {
     }
 
     /// Creates job `id`'s cgroup and writes its limits.
-    pub(crate) fn create_job(&self, id: &str, limits: &Limits) -> Result<Option<JobCgroup>> {
+    pub(crate) fn create_job(
+        &self,
+        id: &str,
+        limits: &Limits,
+        accounting: bool,
+    ) -> Result<Option<JobCgroup>> {
         let must = limits.needs_cgroup();
         let required: Vec<(&'static str, &'static str)> = super::required(limits)
             .into_iter()
@@ -96,6 +101,7 @@ impl Tree {
         }
         let optional: Vec<&'static str> = ACCOUNTING
             .iter()
+            .filter(|_| accounting)
             .filter_map(|c| c.v2_name())
             .filter(|c| offered.contains(c) && !req.contains(c))
             .collect();
