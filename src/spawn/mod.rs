@@ -262,24 +262,31 @@ pub(crate) fn spawn(
         let _ = sys::waitid_pidfd(child.pidfd.as_raw_fd(), false);
         err
     };
+    // A failure to place or release the cell: its own record, if it died first.
+    let release_failed = |err: Error| -> Error {
+        match early_record(&error_read) {
+            Some(rec) => abort(record_error(&bp, &joins, &rec)),
+            None => abort(err),
+        }
+    };
 
     if released.step == spawner::Release::NOT_TRIED {
         if let Some(cg) = cgroup {
             let placed = child.flags & clone::CLONE_INTO_CGROUP != 0 && clone_target.is_some();
             if !placed && joins.is_empty() {
-                cg.attach(child.pid).map_err(abort)?;
+                cg.attach(child.pid).map_err(release_failed)?;
             }
         }
-        write_id_maps(child.pid, &bp.ids).map_err(abort)?;
+        write_id_maps(child.pid, &bp.ids).map_err(release_failed)?;
         // Release the cell.
         if let Err(e) = rustix::io::write(&sync_write, b"x") {
-            return Err(abort(release_error(None, e.into())));
+            return Err(release_failed(release_error(None, e.into())));
         }
     } else if released.step != spawner::Release::DONE {
         // The spawner failed where we would have: the same error.
         let errno = Errno(released.errno);
         let map = |name: &str| Some(PathBuf::from(format!("/proc/{}/{name}", child.pid)));
-        return Err(abort(match released.step {
+        return Err(release_failed(match released.step {
             spawner::Release::SETGROUPS => map_error("write setgroups", map("setgroups"), errno),
             spawner::Release::UID_MAP => map_error("write uid_map", map("uid_map"), errno),
             spawner::Release::GID_MAP => map_error("write gid_map", map("gid_map"), errno),
@@ -294,42 +301,7 @@ pub(crate) fn spawn(
     drop(error_read);
     drop(setting_up);
     if n == RECORD_LEN {
-        let (stage, errno, step) = child::decode_record(&rec);
-        let stage = Stage::from_u32(stage).unwrap_or(Stage::BuildRoot);
-        let detail = match stage {
-            Stage::BuildRoot => match bp.op_steps.get(step as usize) {
-                Some(Some(i)) => bp.root_steps[*i].describe(),
-                Some(None) => "attach the root skeleton".into(),
-                None => format!("step {step}"),
-            },
-            Stage::Exec => bp.program.to_string_lossy().into_owned(),
-            Stage::JoinCgroup => joins
-                .get(step as usize)
-                .map(|dir| dir.display().to_string())
-                .unwrap_or_default(),
-            Stage::Chdir => bp.cwd.to_string_lossy().into_owned(),
-            Stage::SetUser => format!("uid {}", bp.ids.uid),
-            Stage::SetGroups => format!("gid {}", bp.ids.gid),
-            Stage::PivotRoot => bp.staging.to_string_lossy().into_owned(),
-            Stage::Landlock => landlock_detail(&bp, step),
-            Stage::Rlimits => bp
-                .rlimits
-                .get(step as usize)
-                .map(|(r, l)| format!("resource {r} = {}/{}", l.rlim_cur, l.rlim_max))
-                .unwrap_or_default(),
-            Stage::Seccomp => bp
-                .seccomp
-                .as_ref()
-                .or(bp.init_seccomp.as_ref())
-                .map(|p| format!("filter of {} BPF instructions", p.len()))
-                .unwrap_or_default(),
-            _ => String::new(),
-        };
-        return Err(abort(Error::Setup {
-            stage,
-            detail,
-            errno: Errno(errno),
-        }));
+        return Err(abort(record_error(&bp, &joins, &rec)));
     }
     // The cell no longer reads its plan: keep only the status page. The
     // plan's pages go with whoever drops `plan_pages` (the reactor).
@@ -356,6 +328,64 @@ pub(crate) fn spawn(
         plan_pages: Some(plan_pages),
         started,
     })
+}
+
+/// The error a cell's failure record describes.
+fn record_error(bp: &plan::Blueprint, joins: &[PathBuf], rec: &[u8; RECORD_LEN]) -> Error {
+    let (stage, errno, step) = child::decode_record(rec);
+    let stage = Stage::from_u32(stage).unwrap_or(Stage::BuildRoot);
+    let detail = match stage {
+        Stage::BuildRoot => match bp.op_steps.get(step as usize) {
+            Some(Some(i)) => bp.root_steps[*i].describe(),
+            Some(None) => "attach the root skeleton".into(),
+            None => format!("step {step}"),
+        },
+        Stage::Exec => bp.program.to_string_lossy().into_owned(),
+        Stage::JoinCgroup => joins
+            .get(step as usize)
+            .map(|dir| dir.display().to_string())
+            .unwrap_or_default(),
+        Stage::Chdir => bp.cwd.to_string_lossy().into_owned(),
+        Stage::SetUser => format!("uid {}", bp.ids.uid),
+        Stage::SetGroups => format!("gid {}", bp.ids.gid),
+        Stage::PivotRoot => bp.staging.to_string_lossy().into_owned(),
+        Stage::Landlock => landlock_detail(bp, step),
+        Stage::Rlimits => bp
+            .rlimits
+            .get(step as usize)
+            .map(|(r, l)| format!("resource {r} = {}/{}", l.rlim_cur, l.rlim_max))
+            .unwrap_or_default(),
+        Stage::Seccomp => bp
+            .seccomp
+            .as_ref()
+            .or(bp.init_seccomp.as_ref())
+            .map(|p| format!("filter of {} BPF instructions", p.len()))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    Error::Setup {
+        stage,
+        detail,
+        errno: Errno(errno),
+    }
+}
+
+/// A failure record the cell left before it could be released, if it left
+/// one: when writing its maps or releasing it fails, the cell may have died
+/// first, and its record says why (the write's error would only say that
+/// it is gone). Never waits: a live cell has written nothing.
+fn early_record(error_read: &OwnedFd) -> Option<[u8; RECORD_LEN]> {
+    let mut fds = [libc::pollfd {
+        fd: error_read.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    if !matches!(sys::poll(&mut fds, 0), Ok(1)) || fds[0].revents & libc::POLLIN == 0 {
+        return None;
+    }
+    let mut rec = [0u8; RECORD_LEN];
+    // A record is written whole before the cell exits: it is all there.
+    (read_full(error_read, &mut rec) == RECORD_LEN).then_some(rec)
 }
 
 /// The Landlock rule (its path) a failure refers to.
@@ -493,4 +523,20 @@ fn max_fd() -> c_int {
     rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .map_or(65_536, |n| n.min(1 << 20) as c_int)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_early_record_is_read_without_waiting() {
+        let (r, w) = pipe("error").unwrap();
+        assert_eq!(early_record(&r), None, "nothing written: no wait");
+        let rec = child::encode_record(Stage::JoinCgroup, Errno(libc::EACCES), 2);
+        rustix::io::write(&w, &rec).unwrap();
+        assert_eq!(early_record(&r), Some(rec));
+        drop(w);
+        assert_eq!(early_record(&r), None, "end-of-file is no record");
+    }
 }
