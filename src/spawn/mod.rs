@@ -13,6 +13,7 @@ pub(crate) mod child;
 mod clone;
 pub(crate) mod graveyard;
 pub(crate) mod hostpath;
+mod hostwatch;
 pub(crate) mod idmap;
 pub(crate) mod layout;
 mod netns;
@@ -52,6 +53,7 @@ pub(crate) fn cached_descriptors() -> Vec<RawFd> {
     fds.extend(spawner::settle());
     fds.extend(graveyard::settle());
     fds.extend(crate::cgroup::cached_descriptors());
+    fds.extend(hostwatch::descriptor());
     fds
 }
 

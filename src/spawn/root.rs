@@ -715,20 +715,6 @@ impl Builder {
     }
 
     /// Creates the mount point for a host path: a directory, or an empty file.
-    fn mount_point_for(
-        &mut self,
-        source: &Path,
-        target: &CellPath,
-        what: &'static str,
-    ) -> Result<()> {
-        let md = std::fs::metadata(source).map_err(|e| Error::HostPath {
-            what,
-            path: source.to_owned(),
-            errno: Errno::from(&e),
-        })?;
-        self.mount_point(md.is_dir(), target)
-    }
-
     fn mount_point(&mut self, is_dir: bool, target: &CellPath) -> Result<()> {
         match self.layout.lookup(target) {
             Some(Node::Dir) if is_dir => {}
@@ -927,12 +913,14 @@ impl Builder {
     /// file as a read-only bind, or (into a skeleton) a copy when it is small
     /// and world-readable.
     fn system_entry(&mut self, host: &Path, cell: &CellPath) -> Result<()> {
-        let Ok(md) = std::fs::symlink_metadata(host) else {
+        // Asked on every spawn: cached while the host says nothing changed.
+        let Some(facts) = super::hostwatch::lookup(host) else {
             return Ok(()); // absent on this host
         };
+        let md = facts.md;
         let ft = md.file_type();
         if ft.is_symlink() {
-            let Ok(v) = std::fs::read_link(host) else {
+            let Some(v) = facts.link else {
                 return Ok(());
             };
             return self.symlink(v.as_os_str().as_bytes(), cell);
@@ -960,7 +948,8 @@ impl Builder {
             }
         }
         if ft.is_dir() || ft.is_file() {
-            self.mount_point_for(host, cell, "system path")?;
+            // Not a symlink: lstat said what stat would.
+            self.mount_point(ft.is_dir(), cell)?;
             self.system_bind(host, cell, false);
         }
         Ok(())

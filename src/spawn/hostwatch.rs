@@ -1,0 +1,156 @@
+//! Facts about the host paths every root plan looks at (the system
+//! directories, the `/etc` files a cell gets), cached while inotify reports
+//! no change to them.
+//!
+//! The minimal root's plan asks for the type, metadata and symlink target of
+//! ~17 host paths on every spawn: its skeleton is keyed by them, so an
+//! edited host file gives cells a fresh copy. Asking the kernel each time
+//! cost ~40 µs a spawn here. Now the answers are kept, and one read of an
+//! inotify descriptor per spawn says whether any of those paths (or their
+//! directories' entries) changed since; any event drops every answer.
+//! Without inotify (its limits reached, say) every spawn asks the kernel.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::Metadata;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use rustix::fs::inotify;
+
+/// What a spawn needs to know of a host path.
+#[derive(Clone, Debug)]
+pub(crate) struct Facts {
+    /// `lstat` of the path.
+    pub md: Metadata,
+    /// Where it points, if it is a symlink (and could be read).
+    pub link: Option<PathBuf>,
+}
+
+struct Cache {
+    /// `None` where inotify cannot be had: nothing is cached then.
+    fd: Option<OwnedFd>,
+    /// Answers, absent paths (`None`) included.
+    entries: HashMap<PathBuf, Option<Facts>>,
+    /// Directories whose entries are watched.
+    parents: HashSet<PathBuf>,
+}
+
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+/// Changes to a watched path itself.
+fn self_flags() -> inotify::WatchFlags {
+    use inotify::WatchFlags as W;
+    W::DONT_FOLLOW | W::MODIFY | W::ATTRIB | W::CLOSE_WRITE | W::DELETE_SELF | W::MOVE_SELF
+}
+
+/// Entries appearing in, or leaving, a watched directory.
+fn parent_flags() -> inotify::WatchFlags {
+    use inotify::WatchFlags as W;
+    W::CREATE | W::DELETE | W::MOVED_FROM | W::MOVED_TO | W::DELETE_SELF | W::MOVE_SELF
+}
+
+/// The facts of `path` (`None` if it does not exist or cannot be looked at).
+pub(crate) fn lookup(path: &Path) -> Option<Facts> {
+    let mut g = CACHE.lock();
+    let cache = g.get_or_insert_with(|| Cache {
+        fd: inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok(),
+        entries: HashMap::new(),
+        parents: HashSet::new(),
+    });
+    let Some(fd) = &cache.fd else {
+        return ask(path);
+    };
+    if changed(fd) {
+        cache.entries.clear();
+    }
+    if let Some(known) = cache.entries.get(path) {
+        return known.clone();
+    }
+    // Watches first, then the question: a change in between is reported.
+    let mut watched = true;
+    if let Some(parent) = path.parent() {
+        if !cache.parents.contains(parent) {
+            if inotify::add_watch(fd, parent, parent_flags()).is_ok() {
+                cache.parents.insert(parent.to_owned());
+            } else {
+                watched = false;
+            }
+        }
+    }
+    let exists = match inotify::add_watch(fd, path, self_flags()) {
+        Ok(_) => true,
+        Err(rustix::io::Errno::NOENT) => false,
+        Err(_) => {
+            watched = false;
+            true
+        }
+    };
+    let facts = if exists { ask(path) } else { None };
+    if watched {
+        cache.entries.insert(path.to_owned(), facts.clone());
+    }
+    facts
+}
+
+/// The inotify descriptor, if one is held: what a leak check must not count.
+pub(crate) fn descriptor() -> Option<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    CACHE.lock().as_ref()?.fd.as_ref().map(AsRawFd::as_raw_fd)
+}
+
+/// Drains the inotify queue: true if anything happened.
+fn changed(fd: &OwnedFd) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut any = false;
+    loop {
+        match rustix::io::read(fd, &mut buf) {
+            Ok(n) if n > 0 => any = true,
+            Err(rustix::io::Errno::INTR) => {}
+            // EAGAIN: drained. Anything else: assume the worst.
+            Err(rustix::io::Errno::AGAIN) => return any,
+            _ => return true,
+        }
+    }
+}
+
+fn ask(path: &Path) -> Option<Facts> {
+    let md = std::fs::symlink_metadata(path).ok()?;
+    let link = if md.file_type().is_symlink() {
+        std::fs::read_link(path).ok()
+    } else {
+        None
+    };
+    Some(Facts { md, link })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn answers_follow_every_change() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("conf");
+        assert!(lookup(&f).is_none(), "absent");
+        std::fs::write(&f, "a").unwrap();
+        assert_eq!(lookup(&f).expect("created").md.size(), 1);
+        assert_eq!(lookup(&f).unwrap().md.size(), 1, "cached");
+        // In place, as an editor that truncates and writes does.
+        std::fs::write(&f, "abc").unwrap();
+        assert_eq!(lookup(&f).unwrap().md.size(), 3);
+        let before = lookup(&f).unwrap().md.mode();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        assert_ne!(lookup(&f).unwrap().md.mode(), before);
+        // Replaced by a symlink through a rename, as package managers do.
+        let tmp = d.path().join(".conf.new");
+        std::os::unix::fs::symlink("target", &tmp).unwrap();
+        std::fs::rename(&tmp, &f).unwrap();
+        let facts = lookup(&f).unwrap();
+        assert!(facts.md.file_type().is_symlink());
+        assert_eq!(facts.link.as_deref(), Some(Path::new("target")));
+        std::fs::remove_file(&f).unwrap();
+        assert!(lookup(&f).is_none(), "deleted");
+    }
+}
