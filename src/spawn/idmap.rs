@@ -150,7 +150,8 @@ pub(crate) fn plan(map: IdMap, uid: u32, gid: u32) -> Result<IdPlan> {
 
 /// Looks up `user` (or its numeric `uid`) in a subuid/subgid file:
 /// `name:start:count` lines. The answer is remembered while the file's
-/// modification time stays the same (every spawn asks).
+/// modification time stays the same (every spawn asks; the time comes from
+/// `hostwatch`, which asks the kernel only after a change).
 pub(crate) fn subid_range(file: &Path, user: &str, uid: u32) -> Option<(u32, u32)> {
     type Entry = (
         std::path::PathBuf,
@@ -160,7 +161,13 @@ pub(crate) fn subid_range(file: &Path, user: &str, uid: u32) -> Option<(u32, u32
         Option<(u32, u32)>,
     );
     static CACHE: parking_lot::Mutex<Vec<Entry>> = parking_lot::Mutex::new(Vec::new());
-    let mtime = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+    let mtime = super::hostwatch::lookup(file).and_then(|f| {
+        // A symlinked file: its target's time (rare: ask each time).
+        match f.md.file_type().is_symlink() {
+            true => std::fs::metadata(file).and_then(|m| m.modified()).ok(),
+            false => f.md.modified().ok(),
+        }
+    });
     let mut cache = CACHE.lock();
     if let Some(e) = cache
         .iter()
