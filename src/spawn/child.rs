@@ -161,9 +161,6 @@ pub(crate) struct JobPlan<'a> {
     /// lowest address and size, in the arena.
     pub stack: *mut u8,
     pub stack_len: usize,
-    /// Signals the host ignores (bit n-1 for signal n): ignored dispositions
-    /// survive clone and execve, so the job resets these to the default.
-    pub ignored_signals: u64,
     /// Whether clones are known to reset handled signals
     /// (CLONE_CLEAR_SIGHAND); if not, the job resets every signal.
     pub handlers_cleared: bool,
@@ -661,10 +658,12 @@ unsafe fn job_main(plan: &ChildPlan<'_>) -> ! {
     // Ignored signals stay ignored across execve (Rust hosts ignore SIGPIPE):
     // reset them. Handled ones were reset by the clone (CLONE_CLEAR_SIGHAND),
     // or are reset here too where the kernel lacks it.
+    // SAFETY: the status page is mapped for init's life, which this shares.
+    let ignored = unsafe { StatusPage::ignored_signals(plan.status) };
     let mut sig: c_int = 1;
     while sig <= 64 {
         let bit = 1u64 << (sig - 1);
-        if (job.ignored_signals & bit != 0 || !job.handlers_cleared)
+        if (ignored & bit != 0 || !job.handlers_cleared)
             && sig != libc::SIGKILL
             && sig != libc::SIGSTOP
         {

@@ -183,7 +183,6 @@ pub(crate) fn spawn(
         loopback: bp.loopback && pooled_net.is_none(),
         cap_last: plan::cap_last_cap(),
         max_fd: max_fd(),
-        ignored_signals: sys::ignored_signals(),
         handlers_cleared: clone::clears_handlers(),
     };
     let arena_err = |errno| Error::Spawn {
@@ -224,6 +223,11 @@ pub(crate) fn spawn(
     ) {
         Some(cloned) => cloned,
         None => {
+            // Cloned from here: the signals this process ignores now.
+            // SAFETY: the arena's status page; no cell reads it yet.
+            unsafe {
+                status::StatusPage::set_ignored_signals(arena.status(), sys::ignored_signals())
+            };
             // SAFETY: init_main only makes raw syscalls on `plan`, which stays
             // mapped (unchanged) until the job has executed.
             let do_clone =

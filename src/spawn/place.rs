@@ -29,7 +29,6 @@ pub(crate) struct Wiring<'k> {
     pub loopback: bool,
     pub cap_last: c_int,
     pub max_fd: c_int,
-    pub ignored_signals: u64,
     pub handlers_cleared: bool,
 }
 
@@ -134,7 +133,6 @@ pub(crate) fn place<'a>(
             max_fd: w.max_fd,
             stack,
             stack_len: JOB_STACK_BYTES,
-            ignored_signals: w.ignored_signals,
             handlers_cleared: w.handlers_cleared,
             seccomp: filter(&bp.seccomp)?,
             seccomp_report: filter(&bp.seccomp_report)?,

@@ -199,6 +199,9 @@ struct Running {
     host_pid: u32,
     creds: Creds,
     rlimits: [(u64, u64); RLIMITS],
+    /// The signals the spawner ignores, for good: those the host ignored
+    /// when it was cloned (its cells inherit them; their jobs reset them).
+    ignored_signals: u64,
 }
 
 enum State {
@@ -342,6 +345,10 @@ pub(crate) fn clone_cell(
         restart(m, &mut g);
         return None;
     }
+    // SAFETY: the arena's status page; no cell reads it yet.
+    unsafe {
+        crate::spawn::status::StatusPage::set_ignored_signals(arena.status(), r.ignored_signals)
+    };
     let (sock, spawner) = (r.sock.as_raw_fd(), r.pidfd.as_raw_fd());
     let mut answer = Answer::default();
     let mut got = [-1; MAX_FDS];
@@ -491,11 +498,14 @@ fn start(host_mnt: RawFd) -> Result<Running, String> {
     let creds = Creds::current();
     let limits = rlimits();
     let netns_ino = netns_ino().unwrap_or(0);
+    // Another thread may change a disposition around the clone: take both sides.
+    let ignored_before = sys::ignored_signals();
     // SAFETY: `serve` only makes raw syscalls on `start` (on its copy of this
     // stack) and never returns.
     let cloned = unsafe { clone::clone_into(0, None, || serve(&start)) };
     // SAFETY: our copy of the list is not needed any more (the spawner has its own).
     let _ = unsafe { sys::munmap(list as usize, list_len) };
+    let ignored_signals = ignored_before | sys::ignored_signals();
     let child = cloned.map_err(|e| fail("clone the spawner", e))?;
     // The spawner says it is ready with an empty answer.
     let mut answer = Answer::default();
@@ -522,6 +532,7 @@ fn start(host_mnt: RawFd) -> Result<Running, String> {
         host_pid: std::process::id(),
         creds,
         rlimits: limits,
+        ignored_signals,
     })
 }
 

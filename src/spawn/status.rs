@@ -20,6 +20,10 @@ pub(crate) struct StatusPage {
     bad_syscall: u32,
     bad_nr: i32,
     bad_arch: u32,
+    /// Written by the host before the clone: the signals the process the
+    /// cell is cloned from ignores (ignored signals survive the clone and
+    /// `execve`; the job resets them).
+    ignored_signals: u64,
 }
 
 /// What init reported.
@@ -106,6 +110,25 @@ impl StatusPage {
     pub(crate) unsafe fn mark_forking(p: *mut StatusPage) {
         // SAFETY: guaranteed by the caller.
         unsafe { ptr::write_volatile(ptr::addr_of_mut!((*p).forking), 1) };
+    }
+
+    /// The signals the cell's parent process ignores, for the job to reset:
+    /// written by the host before the clone.
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page no cell reads yet.
+    pub(crate) unsafe fn set_ignored_signals(p: *mut StatusPage, set: u64) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { ptr::write_volatile(ptr::addr_of_mut!((*p).ignored_signals), set) };
+    }
+
+    /// What [`StatusPage::set_ignored_signals`] wrote (read by the job).
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page.
+    pub(crate) unsafe fn ignored_signals(p: *const StatusPage) -> u64 {
+        // SAFETY: guaranteed by the caller.
+        unsafe { ptr::read_volatile(ptr::addr_of!((*p).ignored_signals)) }
     }
 
     /// Called by init when the job made a denied call in kill mode (the first one counts).
