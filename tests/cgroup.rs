@@ -381,6 +381,39 @@ fn without_accounting_only_the_limits_controllers_are_joined() {
     assert_eq!(common::cgroup_dirs_named(&id), Vec::<PathBuf>::new());
 }
 
+/// A spawn that fails after its cgroup was made (here: no such program)
+/// leaves no directory behind, ready directories taken for it included.
+#[test]
+fn a_failed_spawn_leaves_no_cgroup_directory() {
+    let sb = sandbox(Limits {
+        memory: Some(64 * MIB),
+        pids: Some(16),
+        ..Default::default()
+    });
+    let (o, _) = run(&sb, &["true"]);
+    assert!(o.success());
+    jobcell::__private::cached_descriptors();
+    let count = || {
+        let own = format!("{}-", std::process::id());
+        std::fs::read_dir(default_base())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&own))
+            .flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .count()
+    };
+    let before = count();
+    for _ in 0..6 {
+        let Err(e) = sb.spawn(&Command::new("/no/such/program")) else {
+            panic!("no such program, yet it spawned");
+        };
+        assert!(e.to_string().contains("/no/such/program"), "{e}");
+    }
+    jobcell::__private::cached_descriptors();
+    assert_eq!(count(), before, "directories in the pids hierarchy");
+}
+
 /// The default base in one hierarchy, as jobcell computes it.
 fn default_base() -> PathBuf {
     let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
