@@ -69,6 +69,7 @@ fn is_v2() -> bool {
 
 #[test]
 fn memory_hog_is_oom_killed_with_peak_near_the_limit() {
+    let _g = common::shared();
     let limit = 64 * MIB;
     let sb = sandbox(Limits {
         memory: Some(limit),
@@ -89,6 +90,7 @@ fn memory_hog_is_oom_killed_with_peak_near_the_limit() {
 
 #[test]
 fn fork_bomb_is_contained() {
+    let _g = common::shared();
     let sb = sandbox(Limits {
         pids: Some(32),
         wall_time: Some(Duration::from_secs(2)),
@@ -117,6 +119,7 @@ fn fork_bomb_is_contained() {
 
 #[test]
 fn cpu_percent_throttles_a_busy_loop() {
+    let _g = common::shared();
     let sb = sandbox(Limits {
         cpu_percent: Some(20),
         ..Default::default()
@@ -138,6 +141,7 @@ fn cpu_percent_throttles_a_busy_loop() {
 
 #[test]
 fn cpus_pin_the_job() {
+    let _g = common::shared();
     let sb = sandbox(Limits {
         cpus: Some("0".into()),
         ..Default::default()
@@ -152,6 +156,7 @@ fn cpus_pin_the_job() {
 
 #[test]
 fn direct_writes_are_throttled() {
+    let _g = common::shared();
     let dir = std::env::var_os("JOBCELL_TEST_IO_DIR")
         .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
     const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -187,6 +192,7 @@ fn direct_writes_are_throttled() {
 
 #[test]
 fn usage_of_half_a_second_of_cpu() {
+    let _g = common::shared();
     let sb = sandbox(Limits::default());
     let job = sb
         .spawn(Command::new("/jc-helper").args(["burn", "500"]))
@@ -207,6 +213,7 @@ fn usage_of_half_a_second_of_cpu() {
 
 #[test]
 fn cpu_time_limit_kills() {
+    let _g = common::shared();
     let sb = sandbox(Limits {
         cpu_time: Some(Duration::from_millis(300)),
         ..Default::default()
@@ -222,6 +229,7 @@ fn cpu_time_limit_kills() {
 
 #[test]
 fn no_cgroup_survives_a_killed_or_dropped_job() {
+    let _g = common::shared();
     let sb = sandbox(Limits {
         pids: Some(16),
         ..Default::default()
@@ -247,6 +255,7 @@ fn no_cgroup_survives_a_killed_or_dropped_job() {
 
 #[test]
 fn parallel_jobs_create_and_remove_their_cgroups_safely() {
+    let _g = common::shared();
     let sb = sandbox(Limits {
         pids: Some(8),
         memory: Some(32 * MIB),
@@ -283,6 +292,7 @@ fn parallel_jobs_create_and_remove_their_cgroups_safely() {
 /// peaks and kill counts start from nothing.
 #[test]
 fn each_job_starts_from_a_fresh_cgroup() {
+    let _g = common::shared();
     let limit = 64 * MIB;
     let sb = sandbox(Limits {
         memory: Some(limit),
@@ -338,6 +348,7 @@ fn each_job_starts_from_a_fresh_cgroup() {
 /// IO read 0; CPU time still comes from `cpu.stat` on v2).
 #[test]
 fn without_accounting_only_the_limits_controllers_are_joined() {
+    let _g = common::shared();
     let mut sb = sandbox(Limits {
         memory: Some(64 * MIB),
         pids: Some(16),
@@ -385,6 +396,8 @@ fn without_accounting_only_the_limits_controllers_are_joined() {
 /// leaves no directory behind, ready directories taken for it included.
 #[test]
 fn a_failed_spawn_leaves_no_cgroup_directory() {
+    // Counts and kills below must not see another test's jobs mid-way.
+    let _g = common::exclusive();
     let sb = sandbox(Limits {
         memory: Some(64 * MIB),
         pids: Some(16),
@@ -440,6 +453,7 @@ fn default_base() -> PathBuf {
 
 #[test]
 fn stale_cgroups_of_a_dead_owner_are_swept() {
+    let _g = common::shared();
     let dead = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = dead.id();
     let mut dead = dead;
@@ -472,6 +486,7 @@ fn stale_cgroups_of_a_dead_owner_are_swept() {
 
 #[test]
 fn an_unusable_base_fails_loudly_only_for_jobs_with_limits() {
+    let _g = common::shared();
     let not_cgroup = tempfile::tempdir().unwrap();
     let mut sb = sandbox(Limits {
         memory: Some(64 * MIB),
@@ -510,6 +525,7 @@ fn an_unusable_base_fails_loudly_only_for_jobs_with_limits() {
 /// read-only, as in a container without a writable cgroupfs; skipped elsewhere.
 #[test]
 fn a_read_only_cgroupfs_fails_loudly_only_for_jobs_with_limits() {
+    let _g = common::shared();
     if std::env::var_os("JOBCELL_TEST_RO_CGROUPFS").is_none() {
         eprintln!("skipped: set JOBCELL_TEST_RO_CGROUPFS=1 where /sys/fs/cgroup is read-only");
         return;
@@ -537,6 +553,7 @@ fn a_read_only_cgroupfs_fails_loudly_only_for_jobs_with_limits() {
 
 #[test]
 fn cpus_the_machine_lacks_are_refused() {
+    let _g = common::shared();
     let sb = sandbox(Limits {
         cpus: Some("1000".into()),
         ..Default::default()
@@ -564,6 +581,7 @@ fn cpu_set(list: &str) -> Vec<u32> {
 /// skipped where this process may use every CPU.
 #[test]
 fn cpus_outside_the_own_cpuset_are_refused() {
+    let _g = common::shared();
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let allowed = status
         .lines()
