@@ -893,6 +893,11 @@ unsafe fn clone_cell_here(
     if let Err(e) = sys::mmap_shared_at(addr, len, arena) {
         return (decline(e), -1);
     }
+    if ready_ipc {
+        // SAFETY: page 0 of the arena, mapped just above, is the status
+        // page; the cell that reads it does not exist yet.
+        unsafe { crate::spawn::status::StatusPage::set_ipc_ready(addr as *mut _) };
+    }
     if let Some(ns) = netns {
         if let Err(e) = sys::setns(ns, libc::CLONE_NEWNET) {
             // SAFETY: mapped just above, referenced by nothing here.

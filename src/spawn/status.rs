@@ -24,6 +24,9 @@ pub(crate) struct StatusPage {
     /// cell is cloned from ignores (ignored signals survive the clone and
     /// `execve`; the job resets them).
     ignored_signals: u64,
+    /// Written by the spawner before the clone when the cell gets an IPC
+    /// namespace it made and set up ahead (see `spawner.rs`).
+    ipc_ready: u32,
 }
 
 /// What init reported.
@@ -120,6 +123,24 @@ impl StatusPage {
     pub(crate) unsafe fn set_ignored_signals(p: *mut StatusPage, set: u64) {
         // SAFETY: guaranteed by the caller.
         unsafe { ptr::write_volatile(ptr::addr_of_mut!((*p).ignored_signals), set) };
+    }
+
+    /// Marks the cell's IPC namespace as made and set up ahead.
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page no cell reads yet.
+    pub(crate) unsafe fn set_ipc_ready(p: *mut StatusPage) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { ptr::write_volatile(ptr::addr_of_mut!((*p).ipc_ready), 1) };
+    }
+
+    /// Whether [`StatusPage::set_ipc_ready`] was called (read by init).
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page.
+    pub(crate) unsafe fn ipc_ready(p: *const StatusPage) -> bool {
+        // SAFETY: guaranteed by the caller.
+        unsafe { ptr::read_volatile(ptr::addr_of!((*p).ipc_ready)) != 0 }
     }
 
     /// What [`StatusPage::set_ignored_signals`] wrote (read by the job).
