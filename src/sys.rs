@@ -66,6 +66,31 @@ pub(crate) fn write_all(fd: c_int, mut buf: &[u8]) -> SysResult {
     Ok(())
 }
 
+/// Sends one byte on a connected socket, never raising SIGPIPE (a peer
+/// that is gone is EPIPE, whatever the process's SIGPIPE disposition).
+pub(crate) fn send_byte(sock: c_int) -> SysResult {
+    let b = [b'x'];
+    loop {
+        // SAFETY: a one-byte buffer that outlives the call; no address.
+        match check(unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                sock,
+                b.as_ptr(),
+                1usize,
+                libc::MSG_NOSIGNAL,
+                std::ptr::null::<libc::sockaddr>(),
+                0usize,
+            )
+        }) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(Errno(libc::EIO)),
+            Err(Errno(libc::EINTR)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub(crate) fn open(path: &CStr, flags: c_int, mode: u32) -> SysResult<c_int> {
     // SAFETY: path is a valid NUL-terminated string.
     check(unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags, mode) })

@@ -123,7 +123,20 @@ pub(crate) fn spawn(
     };
     let (stdout_src, stdout_parent) = output(command.stdout, 1, devnull)?;
     let (stderr_src, stderr_parent) = output(command.stderr, 2, devnull)?;
-    let (sync_read, sync_write) = pipe("sync")?;
+    // A socket pair, not a pipe: releasing a cell that died first must be
+    // EPIPE, not SIGPIPE for a host that has not ignored it.
+    let (sync_read, sync_write) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::Spawn {
+        op: "create sync socket pair",
+        path: None,
+        errno: e.into(),
+        hint: None,
+    })?;
     // Kill-mode seccomp: the job hands its listener to init through this pair.
     let report = match bp.seccomp_report {
         Some(_) => Some(
@@ -285,8 +298,8 @@ pub(crate) fn spawn(
         }
         write_id_maps(child.pid, &bp.ids).map_err(release_failed)?;
         // Release the cell.
-        if let Err(e) = rustix::io::write(&sync_write, b"x") {
-            return Err(release_failed(release_error(None, e.into())));
+        if let Err(e) = sys::send_byte(sync_write.as_raw_fd()) {
+            return Err(release_failed(release_error(None, e)));
         }
     } else if released.step != spawner::Release::DONE {
         // The spawner failed where we would have: the same error.
@@ -448,7 +461,7 @@ fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
             "stdin" => "create stdin pipe",
             "stdout" => "create stdout pipe",
             "stderr" => "create stderr pipe",
-            "sync" => "create sync pipe",
+            "lifeline" => "create lifeline pipe",
             _ => "create error pipe",
         },
         path: None,
@@ -534,6 +547,35 @@ fn max_fd() -> c_int {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releasing_a_dead_cell_is_epipe_not_sigpipe() {
+        let (a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        drop(b);
+        // In a child with SIGPIPE at its default, as a C host would have it.
+        // SAFETY: the child only makes async-signal-safe calls, then _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: resets one disposition in this single-threaded child.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            let ok = sys::send_byte(a.as_raw_fd()) == Err(Errno(libc::EPIPE));
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status:#x}"
+        );
+    }
 
     #[test]
     fn an_early_record_is_read_without_waiting() {

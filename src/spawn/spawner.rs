@@ -673,7 +673,7 @@ fn release(pid: c_int, maps: &IdMaps, proc_dir: c_int, sync: c_int) -> Release {
     if let Err(e) = write(b"gid_map", &maps.gid[..maps.gid_len as usize]) {
         return fail(Release::GID_MAP, e);
     }
-    if let Err(e) = sys::write_all(sync, b"x") {
+    if let Err(e) = sys::send_byte(sync) {
         return fail(Release::SYNC, e);
     }
     Release {
