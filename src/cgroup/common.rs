@@ -117,15 +117,20 @@ pub(crate) fn mkdir(path: &Path) -> Result<bool> {
 pub(crate) fn mkdir_job(proc_dir: &Path, id: &str) -> Result<PathBuf> {
     let dir = child_dir(proc_dir, id)?;
     if !mkdir(&dir)? {
-        return Err(Error::Cgroup {
-            op: "mkdir",
-            path: dir,
-            value: None,
-            errno: Errno(libc::EEXIST),
-            hint: Some("a cgroup for this job id already exists"),
-        });
+        return Err(job_exists(dir));
     }
     Ok(dir)
+}
+
+/// The error for a job directory that exists already.
+pub(crate) fn job_exists(dir: PathBuf) -> Error {
+    Error::Cgroup {
+        op: "mkdir",
+        path: dir,
+        value: None,
+        errno: Errno(libc::EEXIST),
+        hint: Some("a cgroup for this job id already exists"),
+    }
 }
 
 /// Removes a cgroup directory; `Ok` if it is gone (also if it was never there).

@@ -125,34 +125,14 @@ pub(crate) fn spawn(
     let (stderr_src, stderr_parent) = output(command.stderr, 2, devnull)?;
     // A socket pair, not a pipe: releasing a cell that died first must be
     // EPIPE, not SIGPIPE for a host that has not ignored it.
-    let (sync_read, sync_write) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| Error::Spawn {
-        op: "create sync socket pair",
-        path: None,
-        errno: e.into(),
-        hint: None,
-    })?;
+    let (sync_read, sync_write) =
+        socket_pair(rustix::net::SocketType::STREAM, "create sync socket pair")?;
     // Kill-mode seccomp: the job hands its listener to init through this pair.
     let report = match bp.seccomp_report {
-        Some(_) => Some(
-            rustix::net::socketpair(
-                rustix::net::AddressFamily::UNIX,
-                rustix::net::SocketType::DGRAM,
-                rustix::net::SocketFlags::CLOEXEC,
-                None,
-            )
-            .map_err(|e| Error::Spawn {
-                op: "create the seccomp report socket pair",
-                path: None,
-                errno: e.into(),
-                hint: None,
-            })?,
-        ),
+        Some(_) => Some(socket_pair(
+            rustix::net::SocketType::DGRAM,
+            "create the seccomp report socket pair",
+        )?),
         None => None,
     };
     let (report_job, report_init) = report
@@ -452,6 +432,22 @@ fn output(mode: Output, own_fd: RawFd, devnull: RawFd) -> Result<(Src, Option<Ow
             (Src::Borrowed(own_fd), None)
         }
         Output::Inherit | Output::Discard => (Src::Borrowed(devnull), None),
+    })
+}
+
+/// A close-on-exec unix socket pair of type `ty`.
+fn socket_pair(ty: rustix::net::SocketType, op: &'static str) -> Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        ty,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::Spawn {
+        op,
+        path: None,
+        errno: e.into(),
+        hint: None,
     })
 }
 

@@ -208,13 +208,7 @@ impl Tree {
                     // A cgroup of that name exists (the kernel never replaces one).
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                         self.pools.put_back(i, r);
-                        return Err(Error::Cgroup {
-                            op: "mkdir",
-                            path: dir,
-                            value: None,
-                            errno: Errno(libc::EEXIST),
-                            hint: Some("a cgroup for this job id already exists"),
-                        });
+                        return Err(common::job_exists(dir));
                     }
                     // Gone under us, or a file system that cannot rename: make one.
                     Err(_) => {
