@@ -42,11 +42,16 @@ enum Msg {
     KillAt(Instant, Weak<JobShared>),
     /// Exit the thread once no job is left.
     Shutdown,
+    /// Panic, as a bug would (tests of what follows).
+    #[cfg(test)]
+    Panic,
 }
 
 pub(crate) struct Reactor {
     epoll: OwnedFd,
     waker: OwnedFd,
+    /// The thread panicked: jobs handed over now end at once (see `abandon`).
+    dead: std::sync::atomic::AtomicBool,
     inbox: Mutex<Vec<Msg>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -104,6 +109,7 @@ impl Reactor {
         let r = Arc::new(Reactor {
             epoll: ep,
             waker,
+            dead: std::sync::atomic::AtomicBool::new(false),
             inbox: Mutex::new(Vec::new()),
             thread: Mutex::new(None),
         });
@@ -111,7 +117,13 @@ impl Reactor {
         let weak = Arc::downgrade(&r);
         let t = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || Loop::new(weak).run())?;
+            .spawn(move || {
+                let mut l = Loop::new(weak);
+                // A bug here must not leave every waiter blocked forever.
+                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.run())) {
+                    l.abandon(&panic_message(&*p));
+                }
+            })?;
         *r.thread.lock() = Some(t);
         Ok(r)
     }
@@ -123,7 +135,27 @@ impl Reactor {
 
     /// Hands a running job to the reactor.
     pub(crate) fn register(&self, reg: Registration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.dead.load(SeqCst) {
+            abandon_registration(reg, "the supervisor thread is gone (it panicked)");
+            return;
+        }
         self.send(Msg::Register(Box::new(reg)));
+        // The thread may have died between the check and the send, after it
+        // took in its last messages: then nobody else will.
+        if self.dead.load(SeqCst) {
+            self.abandon_inbox("the supervisor thread is gone (it panicked)");
+        }
+    }
+
+    /// Ends every job still waiting in the inbox (the thread is dead).
+    fn abandon_inbox(&self, why: &str) {
+        let msgs = std::mem::take(&mut *self.inbox.lock());
+        for m in msgs {
+            if let Msg::Register(reg) = m {
+                abandon_registration(*reg, why);
+            }
+        }
     }
 
     /// Kills `job` after `grace` unless it has ended by then.
@@ -168,7 +200,25 @@ impl Loop {
         }
     }
 
-    fn run(mut self) {
+    /// After a panic in `run`: kill every cell, end every job (waiters get a
+    /// `Failed` outcome saying why), and mark the reactor dead so that jobs
+    /// handed over later end the same way at once.
+    fn abandon(&mut self, what: &str) {
+        self.r.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+        let why = format!("the supervisor thread panicked: {what}");
+        for e in std::mem::take(&mut self.slots).into_iter().flatten() {
+            end_abandoned(
+                &e.job,
+                &e.pidfd,
+                e.cgroup.as_deref(),
+                e.spawned.started,
+                &why,
+            );
+        }
+        self.r.abandon_inbox(&why);
+    }
+
+    fn run(&mut self) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(512);
         loop {
             let next_kill = self.kills.iter().map(|(at, _)| *at).min();
@@ -230,6 +280,8 @@ impl Loop {
                     Msg::Register(reg) => self.add(*reg),
                     Msg::KillAt(at, job) => self.kills.push((at, job)),
                     Msg::Shutdown => self.shutting_down = true,
+                    #[cfg(test)]
+                    Msg::Panic => panic!("asked to"),
                 }
             }
             if self.shutting_down && self.slots.iter().all(Option::is_none) {
@@ -475,6 +527,50 @@ fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
+/// What a panic carried, for the abandoned jobs' verdict.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
+fn abandon_registration(reg: Registration, why: &str) {
+    end_abandoned(
+        &reg.job,
+        &reg.pidfd,
+        reg.cgroup.as_deref(),
+        reg.spawned.started,
+        why,
+    );
+}
+
+/// Ends a job nobody supervises any more: its cell killed and reaped, its
+/// cgroup removed, its outcome `Failed` with `why`.
+fn end_abandoned(
+    job: &Arc<JobShared>,
+    pidfd: &OwnedFd,
+    cgroup: Option<&JobCgroup>,
+    started: Instant,
+    why: &str,
+) {
+    let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+    let _ = sys::waitid_pidfd(pidfd.as_raw_fd(), false);
+    if let Some(cg) = cgroup {
+        cg.remove();
+    }
+    job.finish(Outcome {
+        state: JobState::Failed {
+            reason: why.to_owned(),
+        },
+        exit: None,
+        wall_time: started.elapsed(),
+        rusage: ResourceUsage::default(),
+        usage: None,
+        oom_killed: false,
+    });
+}
+
 /// Works out the verdict from kernel evidence and records the outcome.
 fn finish(e: Entry) {
     let (info, total) = e.exited.unwrap_or_else(|| {
@@ -551,5 +647,46 @@ mod tests {
             assert_eq!(untoken(token(slot, gen, kind)), (slot, gen, kind));
         }
         assert_ne!(token(0, 0, 0), WAKER);
+    }
+
+    /// A panic in the reactor thread (a bug) must not leave waiters blocked:
+    /// the running job's cell is killed and its waiter gets a `Failed`
+    /// outcome saying why; a job handed over afterwards ends at once.
+    #[test]
+    fn a_panicking_reactor_ends_its_jobs_instead_of_hanging_them() {
+        let rt = crate::worker::Runtime::new("jobcell-test-reactor").unwrap();
+        let sb = crate::Sandbox::new();
+        let job = rt
+            .spawn_standalone(&sb, crate::Command::new("sleep").arg("60"))
+            .unwrap();
+        let pid = job.pid().expect("running");
+        rt.reactor.send(Msg::Panic);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(job.wait().map(|o| o.state));
+        });
+        let state = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("wait() returned")
+            .unwrap();
+        match state {
+            JobState::Failed { reason } => assert!(reason.contains("panicked"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "the cell was killed and reaped"
+        );
+        let late = rt
+            .spawn_standalone(&sb, crate::Command::new("sleep").arg("60"))
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(late.wait().map(|o| o.state));
+        });
+        let state = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("wait() returned");
+        assert!(matches!(state, Ok(JobState::Failed { .. })), "{state:?}");
     }
 }
