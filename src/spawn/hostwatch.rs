@@ -6,9 +6,10 @@
 //! ~17 host paths on every spawn: its skeleton is keyed by them, so an
 //! edited host file gives cells a fresh copy. Asking the kernel each time
 //! cost ~40 µs a spawn here. Now the answers are kept, and one read of an
-//! inotify descriptor per spawn says whether any of those paths (or their
-//! directories' entries) changed since; any event drops every answer.
-//! Without inotify (its limits reached, say) every spawn asks the kernel.
+//! inotify descriptor per plan ([`refresh`]) says whether any of those paths
+//! (or their directories' entries) changed since; any event drops every
+//! answer. Without inotify (its limits reached, say) every lookup asks the
+//! kernel.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
@@ -50,20 +51,32 @@ fn parent_flags() -> inotify::WatchFlags {
     W::CREATE | W::DELETE | W::MOVED_FROM | W::MOVED_TO | W::DELETE_SELF | W::MOVE_SELF
 }
 
-/// The facts of `path` (`None` if it does not exist or cannot be looked at).
-pub(crate) fn lookup(path: &Path) -> Option<Facts> {
-    let mut g = CACHE.lock();
-    let cache = g.get_or_insert_with(|| Cache {
+fn cache(g: &mut Option<Cache>) -> &mut Cache {
+    g.get_or_insert_with(|| Cache {
         fd: inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok(),
         entries: HashMap::new(),
         parents: HashSet::new(),
-    });
+    })
+}
+
+/// Takes in what changed since the last call: once per plan, before its
+/// lookups (a change during the plan is one just after it, as before).
+pub(crate) fn refresh() {
+    let mut g = CACHE.lock();
+    let cache = cache(&mut g);
+    if cache.fd.as_ref().is_some_and(changed) {
+        cache.entries.clear();
+    }
+}
+
+/// The facts of `path` (`None` if it does not exist or cannot be looked
+/// at), as of the last [`refresh`].
+pub(crate) fn lookup(path: &Path) -> Option<Facts> {
+    let mut g = CACHE.lock();
+    let cache = cache(&mut g);
     let Some(fd) = &cache.fd else {
         return ask(path);
     };
-    if changed(fd) {
-        cache.entries.clear();
-    }
     if let Some(known) = cache.entries.get(path) {
         return known.clone();
     }
@@ -131,26 +144,31 @@ mod tests {
 
     #[test]
     fn answers_follow_every_change() {
+        // As a plan does: take in the changes, then look.
+        let look = |p: &Path| {
+            refresh();
+            lookup(p)
+        };
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("conf");
-        assert!(lookup(&f).is_none(), "absent");
+        assert!(look(&f).is_none(), "absent");
         std::fs::write(&f, "a").unwrap();
-        assert_eq!(lookup(&f).expect("created").md.size(), 1);
-        assert_eq!(lookup(&f).unwrap().md.size(), 1, "cached");
+        assert_eq!(look(&f).expect("created").md.size(), 1);
+        assert_eq!(look(&f).unwrap().md.size(), 1, "cached");
         // In place, as an editor that truncates and writes does.
         std::fs::write(&f, "abc").unwrap();
-        assert_eq!(lookup(&f).unwrap().md.size(), 3);
-        let before = lookup(&f).unwrap().md.mode();
+        assert_eq!(look(&f).unwrap().md.size(), 3);
+        let before = look(&f).unwrap().md.mode();
         std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        assert_ne!(lookup(&f).unwrap().md.mode(), before);
+        assert_ne!(look(&f).unwrap().md.mode(), before);
         // Replaced by a symlink through a rename, as package managers do.
         let tmp = d.path().join(".conf.new");
         std::os::unix::fs::symlink("target", &tmp).unwrap();
         std::fs::rename(&tmp, &f).unwrap();
-        let facts = lookup(&f).unwrap();
+        let facts = look(&f).unwrap();
         assert!(facts.md.file_type().is_symlink());
         assert_eq!(facts.link.as_deref(), Some(Path::new("target")));
         std::fs::remove_file(&f).unwrap();
-        assert!(lookup(&f).is_none(), "deleted");
+        assert!(look(&f).is_none(), "deleted");
     }
 }

@@ -96,6 +96,8 @@ pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
 fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option<Blueprint>> {
     sandbox.limits.validate()?;
     let rlimits = crate::sandbox::effective_rlimits(&sandbox.rlimits)?;
+    // The host paths looked up below: as they are now.
+    super::hostwatch::refresh();
     let ids = idmap::plan(sandbox.id_map, sandbox.uid, sandbox.gid)?;
 
     let hostname = sandbox.hostname.as_bytes().to_vec();
