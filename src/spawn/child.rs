@@ -48,8 +48,13 @@ pub(crate) enum Op<S = CString, B = Arc<[u8]>> {
         fallback: u64,
     },
     /// Writes `value` to an existing file (a sysctl of the cell's own
-    /// namespaces); best effort: a failure is ignored.
-    Sysctl { path: S, value: &'static [u8] },
+    /// namespaces); best effort: a failure is ignored. `ipc`: a sysctl of
+    /// the IPC namespace, already set when the spawner made it.
+    Sysctl {
+        path: S,
+        value: &'static [u8],
+        ipc: bool,
+    },
     /// `symlink(value, link)`.
     Symlink { value: S, link: S },
     /// Creates `path` with `data` and `mode`.
@@ -99,9 +104,10 @@ impl Op {
                 recursive: *recursive,
                 fallback: *fallback,
             },
-            Op::Sysctl { path, value } => Op::Sysctl {
+            Op::Sysctl { path, value, ipc } => Op::Sysctl {
                 path: c(path)?,
                 value,
+                ipc: *ipc,
             },
             Op::Symlink { value, link } => Op::Symlink {
                 value: c(value)?,
@@ -310,7 +316,7 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
     for (i, op) in plan.ops.iter().enumerate() {
         // An IPC namespace made ahead came set up (and is not ours to set):
         // the write would only fail, after a walk through the fresh /proc.
-        if ipc_ready && is_ipc_sysctl(op) {
+        if ipc_ready && matches!(op, Op::Sysctl { ipc: true, .. }) {
             continue;
         }
         if let Err(e) = run_op(op) {
@@ -401,11 +407,6 @@ fn spawn_job(plan: &ChildPlan<'_>) -> sys::SysResult<c_int> {
     }
 }
 
-/// The sysctls of the cell's IPC namespace among the root's ops.
-fn is_ipc_sysctl(op: &PlacedOp<'_>) -> bool {
-    matches!(op, Op::Sysctl { path, .. } if path.to_bytes().ends_with(b"/sys/kernel/shm_rmid_forced"))
-}
-
 fn run_op(op: &PlacedOp<'_>) -> sys::SysResult {
     match op {
         Op::Mkdir { path } => match sys::mkdir(path, 0o755) {
@@ -455,7 +456,7 @@ fn run_op(op: &PlacedOp<'_>) -> sys::SysResult {
             }
         }
         Op::Symlink { value, link } => sys::symlink(value, link),
-        Op::Sysctl { path, value } => {
+        Op::Sysctl { path, value, .. } => {
             if let Ok(fd) = sys::open(path, libc::O_WRONLY | libc::O_CLOEXEC, 0) {
                 let _ = sys::write_all(fd, value);
                 sys::close(fd);

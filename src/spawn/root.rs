@@ -171,6 +171,8 @@ pub(crate) enum Step {
     Sysctl {
         at: CellPath,
         value: &'static [u8],
+        /// Of the IPC namespace: skipped when it was made and set up ahead.
+        ipc: bool,
     },
     /// A user bind (or the rootfs) the host opened with `open_tree`: index into the trees.
     Tree {
@@ -396,9 +398,10 @@ pub(crate) fn lower(
                 flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 data: None,
             }),
-            Step::Sysctl { value, .. } => ops.push(Op::Sysctl {
+            Step::Sysctl { value, ipc, .. } => ops.push(Op::Sysctl {
                 path: path(&at),
                 value,
+                ipc: *ipc,
             }),
             Step::Sysfs { .. } => ops.push(Op::Mount {
                 fstype: c"sysfs",
@@ -845,6 +848,7 @@ impl Builder {
         self.steps.push(Step::Sysctl {
             at: CellPath::new("/proc/sys/kernel/shm_rmid_forced")?,
             value: b"1",
+            ipc: true,
         });
         self.proc_masks(&proc_);
         if sandbox.sysfs {
