@@ -1438,7 +1438,7 @@ fn planted_links_do_not_make_the_host_read_a_secret() {
             "cd /work && echo result > out.txt && \
              ln -s {host} abs && ln -s ../secret rel && ln -s ../../../../../{host} climb && \
              ln -s {} dir && ln -s / root && ln -s /proc/self/root proc && \
-             mkfifo fifo && truncate -s 1T huge && \
+             mkfifo fifo && truncate -s 1099511627776 huge && \
              (ln /etc/passwd hard 2>&1; ln /esc hard2 2>&1; true)",
             s.dir.path().display()
         ),
@@ -1604,8 +1604,8 @@ fn sysv_shm_does_not_pin_host_memory() {
     for i in 0..JOBS {
         let r = sh(
             &sb,
-            "/esc shm 4 8 && head -c 8M /dev/zero >/dev/shm/left && \
-             head -c 8M /dev/zero >/tmp/left && echo written",
+            "/esc shm 4 8 && head -c 8388608 /dev/zero >/dev/shm/left && \
+             head -c 8388608 /dev/zero >/tmp/left && echo written",
         );
         assert!(r.stdout.ends_with("written\n"), "{}", r.stderr);
         assert_eq!(

@@ -178,7 +178,7 @@ fn bad_input_is_refused_before_anything_runs_and_leaves_nothing() {
     // would have to be created inside the read-only /usr.
     let e = refused("mount refused in the cell", || {
         let mut sb = cell();
-        sb.bind_ro("/etc/hostname", "/usr/jobcell-no-such-dir/x");
+        sb.bind_ro("/etc/passwd", "/usr/jobcell-no-such-dir/x");
         sb.spawn(&Command::new("true"))
     });
     match &e {
@@ -475,7 +475,7 @@ fn a_finished_cell_leaves_no_tmpfs_behind() {
     jobcell::__private::cached_descriptors();
     let baseline = shmem_bytes();
     for _ in 0..5 {
-        let r = sh(&sb, "head -c 32M /dev/zero >/tmp/left && echo ok");
+        let r = sh(&sb, "head -c 33554432 /dev/zero >/tmp/left && echo ok");
         assert_eq!(r.stdout, "ok\n", "{}", r.stderr);
         jobcell::__private::cached_descriptors();
         let excess = shmem_bytes().saturating_sub(baseline);

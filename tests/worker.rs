@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::BufRead;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use jobcell::{Command, Exit, JobState, Limits, Sandbox, Stream, TimeLimit, Worker, WorkerConfig};
@@ -464,9 +465,15 @@ fn as_stored(c: &jobcell::Chunk) -> (Stream, u64, u128, Vec<u8>) {
 }
 
 /// A state directory on a disk (the target directory), not a tmpfs: page
-/// cache and inode numbers there behave as on a real deployment.
+/// cache and inode numbers there behave as on a real deployment. (Where
+/// the binary runs without its build tree, as in the cgroup v2 VM: the
+/// temporary directory.)
 fn state_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    match target.is_dir() {
+        true => tempfile::tempdir_in(target).unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    }
 }
 
 /// A log many times the memory budget, both streams interleaved, read
