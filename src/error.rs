@@ -258,6 +258,24 @@ pub enum Error {
         value: String,
     },
 
+    /// The program's arguments and environment exceed what the kernel's
+    /// `execve` takes: one string longer than `MAX_ARG_STRLEN` (32 pages,
+    /// its NUL included), or more in all (strings and their pointers) than
+    /// a quarter of the job's stack limit, at least 128 KiB and at most
+    /// 6 MiB (`ARG_MAX`). Refused before anything is spawned.
+    #[error("{what} takes {size} bytes, more than execve accepts ({limit} bytes: {reason})")]
+    ArgumentsTooLarge {
+        /// What is too large ("argument 3", "environment variable FOO",
+        /// "the arguments and environment").
+        what: String,
+        /// Its size in bytes, as execve counts it.
+        size: usize,
+        /// The kernel's limit for it.
+        limit: usize,
+        /// Which limit it is.
+        reason: &'static str,
+    },
+
     /// A path inside the cell is not absolute, contains `..`, or is otherwise unusable.
     #[error("invalid path {path:?} inside the cell: {reason}")]
     InvalidPath {

@@ -76,16 +76,15 @@ pub(crate) fn place<'a>(
     bp: &Blueprint,
     w: &Wiring<'_>,
 ) -> Option<&'a ChildPlan<'a>> {
+    // The strings, then their NULL-terminated pointer array: nothing else
+    // (`footprint` counts exactly these).
     let strings = |v: &[CString]| -> Option<&'a [*const libc::c_char]> {
-        let placed = arena.collect(v.iter().map(|s| arena.cstr(s)))?;
-        arena.collect(
-            placed
-                .iter()
-                .map(|s| Some(s.as_ptr()))
-                .chain(std::iter::once(Some(std::ptr::null())))
-                .collect::<Vec<_>>()
-                .into_iter(),
-        )
+        let mut pointers = Vec::with_capacity(v.len() + 1);
+        for s in v {
+            pointers.push(arena.cstr(s)?.as_ptr());
+        }
+        pointers.push(std::ptr::null());
+        arena.slice(&pointers)
     };
     let filter = |f: &Option<Vec<libc::sock_filter>>| match f {
         Some(p) => arena.slice(p).map(Some),

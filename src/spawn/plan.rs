@@ -154,6 +154,9 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
         })
         .collect::<Result<Vec<_>>>()?;
 
+    let program_path = cstring(resolved.as_bytes(), || "the program path".into())?;
+    check_exec_size(&program_path, &argv, &envp, &rlimits)?;
+
     #[cfg(feature = "seccomp")]
     let (seccomp, seccomp_report, init_seccomp) =
         match (sandbox.seccomp.compile()?, &sandbox.seccomp) {
@@ -197,7 +200,7 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
         hostname,
         loopback: sandbox.network == Network::None,
         ns_flags,
-        program: cstring(resolved.as_bytes(), || "the program path".into())?,
+        program: program_path,
         argv,
         envp,
         cwd: cstring(cwd.as_bytes(), || "the working directory".into())?,
@@ -216,6 +219,84 @@ fn cstring(bytes: &[u8], what: impl FnOnce() -> String) -> Result<CString> {
         what: what(),
         value: String::from_utf8_lossy(bytes).into_owned(),
     })
+}
+
+/// Refuses arguments and an environment the kernel's `execve` would refuse
+/// (with E2BIG, in the cell, after all the setup): the limits of
+/// `bprm_stack_limits` and `copy_strings` in fs/exec.c. `rlimits` are the
+/// job's: its stack limit, if it sets one, is the one execve sees.
+fn check_exec_size(
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    rlimits: &[(libc::c_int, libc::rlimit64)],
+) -> Result<()> {
+    let stack = rlimits
+        .iter()
+        .find(|(r, _)| *r == libc::RLIMIT_STACK as libc::c_int)
+        .map(|(_, l)| l.rlim_cur)
+        .unwrap_or_else(|| {
+            rustix::process::getrlimit(rustix::process::Resource::Stack)
+                .current
+                .unwrap_or(u64::MAX)
+        });
+    let (max_string, max_total) = exec_limits(stack, rustix::param::page_size());
+    let too_large = |what: String, size: usize, limit: usize, reason| Error::ArgumentsTooLarge {
+        what,
+        size,
+        limit,
+        reason,
+    };
+    let one = "the longest string execve takes, MAX_ARG_STRLEN";
+    for (i, a) in argv.iter().enumerate() {
+        let size = a.as_bytes_with_nul().len();
+        if size > max_string {
+            let what = match i {
+                0 => "the program name".to_string(),
+                i => format!("argument {i}"),
+            };
+            return Err(too_large(what, size, max_string, one));
+        }
+    }
+    for e in envp {
+        let size = e.as_bytes_with_nul().len();
+        if size > max_string {
+            let name = e
+                .as_bytes()
+                .split(|&b| b == b'=')
+                .next()
+                .unwrap_or_default();
+            let what = format!("environment variable {}", String::from_utf8_lossy(name));
+            return Err(too_large(what, size, max_string, one));
+        }
+    }
+    // The strings (the program's path is copied first), and a pointer for
+    // each; execve counts argv as at least one.
+    let strings: usize = std::iter::once(program)
+        .chain(argv)
+        .chain(envp)
+        .map(|s| s.as_bytes_with_nul().len())
+        .sum();
+    let pointers = (argv.len().max(1) + envp.len()) * std::mem::size_of::<usize>();
+    let total = strings + pointers;
+    if total > max_total {
+        return Err(too_large(
+            "the arguments and environment".into(),
+            total,
+            max_total,
+            "a quarter of the job's stack limit, at least 128 KiB and at most 6 MiB (ARG_MAX)",
+        ));
+    }
+    Ok(())
+}
+
+/// The kernel's limits for one string and for everything execve copies,
+/// under a stack limit of `stack` bytes with pages of `page` bytes.
+fn exec_limits(stack: u64, page: usize) -> (usize, usize) {
+    const ARG_MAX: u64 = 128 * 1024;
+    const STK_LIM: u64 = 8 << 20;
+    let total = (STK_LIM / 4 * 3).min(stack / 4).max(ARG_MAX);
+    (32 * page, total as usize)
 }
 
 /// The job's environment: a small default (never the host's), then the
@@ -418,6 +499,46 @@ pub(crate) fn cap_last_cap() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_limits_follow_the_stack_limit() {
+        let page = 4096;
+        assert_eq!(exec_limits(8 << 20, page), (128 * 1024, 2 << 20));
+        assert_eq!(exec_limits(u64::MAX, page), (128 * 1024, 6 << 20));
+        assert_eq!(exec_limits(64 * 1024, page), (128 * 1024, 128 * 1024));
+        assert_eq!(exec_limits(8 << 20, 65536).0, 2 << 20);
+    }
+
+    #[test]
+    fn exec_sizes_are_checked_string_by_string_then_in_all() {
+        let c = |s: &str| CString::new(s).unwrap();
+        let stack = [(
+            libc::RLIMIT_STACK as libc::c_int,
+            libc::rlimit64 {
+                rlim_cur: 8 << 20,
+                rlim_max: 8 << 20,
+            },
+        )];
+        let prog = c("/bin/true");
+        let max = 32 * rustix::param::page_size();
+        let fits = c(&"a".repeat(max - 1));
+        let check = |argv: &[CString], envp: &[CString]| check_exec_size(&prog, argv, envp, &stack);
+        assert!(check(&[c("true"), fits.clone()], &[]).is_ok());
+        let long = c(&"a".repeat(max));
+        let e = check(&[c("true"), long.clone()], &[]).unwrap_err();
+        assert!(e.to_string().contains("argument 1"), "{e}");
+        let env = c(&format!("BIG={}", "b".repeat(max)));
+        let e = check(&[c("true")], &[env]).unwrap_err();
+        assert!(e.to_string().contains("environment variable BIG"), "{e}");
+        // 2 MiB in all under an 8 MiB stack: 15 strings fit, 16 do not.
+        let many = |n| vec![fits.clone(); n];
+        assert!(check(&many(15), &[]).is_ok());
+        let e = check(&many(16), &[]).unwrap_err();
+        assert!(
+            matches!(e, Error::ArgumentsTooLarge { limit, .. } if limit == 2 << 20),
+            "{e}"
+        );
+    }
 
     #[test]
     fn program_lookup_on_path() {
