@@ -422,10 +422,11 @@ impl Sandbox {
     }
 
     /// Sets a per-process resource limit of the job (`setrlimit`); `soft`
-    /// must not exceed `hard`, and [`UNLIMITED`] means no limit. Raising a
-    /// limit above the host process's own hard limit fails at spawn (the cell
-    /// holds no privilege over host limits). Defaults: no core dumps, and
-    /// 1024/4096 open files.
+    /// must not exceed `hard`, and [`UNLIMITED`] means no limit. A hard
+    /// limit above the host process's own is refused by `spawn`, before
+    /// anything runs (the cell holds no privilege over host limits).
+    /// Defaults: no core dumps, and 1024/4096 open files, lowered to fit
+    /// under the host process's hard limits.
     ///
     /// ```
     /// use jobcell::{Sandbox, Rlimit};
