@@ -53,6 +53,61 @@ pub(crate) fn write(fd: c_int, buf: &[u8]) -> SysResult<usize> {
         .map(|n| n as usize)
 }
 
+/// `write(2)` that never raises SIGPIPE in this process, whatever its
+/// disposition: for pipes whose reading end a job holds (a pipe has no
+/// `MSG_NOSIGNAL`; a job that closes its end must not kill a C host).
+/// SIGPIPE is blocked on this thread around the write (a broken pipe
+/// signals the writing thread only), and one the write raised is taken
+/// back before the mask is restored, as OpenSSL and libcurl do.
+pub(crate) fn write_no_sigpipe(fd: c_int, buf: &[u8]) -> SysResult<usize> {
+    let pipe: KernelSigset = 1 << (libc::SIGPIPE - 1);
+    let mask = |how: c_int, set: &KernelSigset, old: *mut KernelSigset| {
+        // SAFETY: set and old (or NULL) are valid 8-byte kernel sigsets.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                how,
+                set as *const KernelSigset,
+                old,
+                std::mem::size_of::<KernelSigset>(),
+            )
+        }
+    };
+    let mut old: KernelSigset = 0;
+    if mask(libc::SIG_BLOCK, &pipe, &mut old) != 0 {
+        return Err(Errno::last());
+    }
+    let mut pending: KernelSigset = 0;
+    // SAFETY: pending is a valid 8-byte kernel sigset to fill.
+    let asked = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigpending,
+            &mut pending as *mut KernelSigset,
+            std::mem::size_of::<KernelSigset>(),
+        )
+    };
+    let r = write(fd, buf);
+    // Only one this write raised: a SIGPIPE pending before is someone else's.
+    if r == Err(Errno(libc::EPIPE)) && asked == 0 && pending & pipe == 0 {
+        let now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid sigset and timeout; no siginfo is asked for.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                &pipe as *const KernelSigset,
+                ptr::null_mut::<libc::siginfo_t>(),
+                &now as *const libc::timespec,
+                std::mem::size_of::<KernelSigset>(),
+            )
+        };
+    }
+    mask(libc::SIG_SETMASK, &old, ptr::null_mut());
+    r
+}
+
 /// Writes all of `buf`, retrying on EINTR and short writes.
 pub(crate) fn write_all(fd: c_int, mut buf: &[u8]) -> SysResult {
     while !buf.is_empty() {
