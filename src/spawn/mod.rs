@@ -20,9 +20,10 @@ mod netns;
 mod place;
 pub(crate) mod plan;
 pub(crate) mod prep;
+mod retry;
 mod root;
 mod skeleton;
-mod spawner;
+pub(crate) mod spawner;
 pub(crate) mod status;
 
 use std::fs::OpenOptions;
@@ -30,7 +31,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libc::c_int;
 
@@ -62,9 +63,48 @@ pub(crate) fn spawner_pid() -> Option<i32> {
     spawner::pid()
 }
 
-/// Whether cells can be cloned from a spawner here, and if not, why.
-pub(crate) fn spawner_status() -> Result<(), String> {
-    spawner::usable()
+/// How the spawner stands (see `spawner::Status`).
+pub(crate) fn spawner_status() -> spawner::Status {
+    spawner::status()
+}
+
+/// When a spawn's setup must be over (see `Sandbox::setup_timeout`).
+pub(crate) struct Deadline {
+    pub at: Instant,
+    pub timeout: Duration,
+}
+
+impl Deadline {
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + timeout,
+            timeout,
+        }
+    }
+
+    /// The error of a setup that was still at `stage` when the time was up.
+    pub(crate) fn error(&self, stage: Stage, detail: String) -> Error {
+        Error::SetupTimeout {
+            stage,
+            detail,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The error of a failed `clone3` (or `clone`), with a pointer to the
+/// host check when the host is the likely cause.
+pub(crate) fn clone_error(errno: Errno) -> Error {
+    Error::Spawn {
+        op: "clone3",
+        path: None,
+        errno,
+        hint: matches!(
+            errno.0,
+            libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL
+        )
+        .then_some(crate::host::HINT_NAMESPACES),
+    }
 }
 
 /// How the host side joins the job to its cgroup(s).
@@ -103,7 +143,8 @@ pub(crate) fn spawn(
     command: &Command,
     cgroup: Option<&dyn CgroupJoin>,
 ) -> Result<Spawned> {
-    let bp = plan::build(sandbox, command)?;
+    let deadline = Deadline::after(sandbox.setup_timeout);
+    let bp = plan::build(sandbox, command, &deadline)?;
 
     // Descriptors: the parent's ends are close-on-exec so no other program the
     // host starts inherits them; the cell's init closes whatever it does not need.
@@ -177,6 +218,7 @@ pub(crate) fn spawn(
         cap_last: plan::cap_last_cap(),
         max_fd: max_fd(),
         handlers_cleared: clone::clears_handlers(),
+        stall: sandbox.faults.stall,
     };
     let arena_err = |errno| Error::Spawn {
         op: "map the plan's memory",
@@ -204,46 +246,49 @@ pub(crate) fn spawn(
     // move it into its cgroup(s) first.
     let host_attaches = cgroup.is_some() && clone_target.is_none() && joins.is_empty();
     let release = (!host_attaches).then_some((sync_write.as_raw_fd(), &bp.ids));
-    let cloned = match spawner::clone_cell(
-        ns_flags,
-        clone_target,
-        pooled_fd,
-        host_net,
-        host_mounts,
-        release,
-        &arena,
-        plan,
-    ) {
+    let by_spawner = match sandbox.faults.clone_from_host {
+        true => None,
+        false => spawner::clone_cell(
+            ns_flags,
+            clone_target,
+            pooled_fd,
+            host_net,
+            host_mounts,
+            release,
+            &arena,
+            plan,
+            &deadline,
+            sandbox.faults.spawner,
+        ),
+    };
+    let cloned = match by_spawner {
         Some(cloned) => cloned,
         None => {
-            // Cloned from here: the signals this process ignores now.
+            // Cloned from here: the signals this process ignores now, and
+            // where its arguments lie, for init to hide them.
+            let layout = status::HostLayout::current()
+                .map_err(|e| Error::io("read", "/proc/self/stat", e))?;
             // SAFETY: the arena's status page; no cell reads it yet.
             unsafe {
-                status::StatusPage::set_ignored_signals(arena.status(), sys::ignored_signals())
+                status::StatusPage::set_ignored_signals(arena.status(), sys::ignored_signals());
+                status::StatusPage::set_host_clone(arena.status(), layout, b"jobcell-init");
             };
             // SAFETY: init_main only makes raw syscalls on `plan`, which stays
             // mapped (unchanged) until the job has executed.
-            let do_clone =
-                || unsafe { clone::clone_into(ns_flags, clone_target, || child::init_main(plan)) };
+            let do_clone = || unsafe {
+                clone::clone_into(ns_flags, clone_target, None, || child::init_main(plan))
+            };
             let not_released = spawner::Release::default();
             match &pooled_net {
                 Some(ns) => netns::with_netns(ns, do_clone)?,
                 None => do_clone(),
             }
             .map(|child| (child, not_released))
+            .map_err(clone_error)
         }
     };
     drop(pooled_net);
-    let (child, released) = cloned.map_err(|errno| Error::Spawn {
-        op: "clone3",
-        path: None,
-        errno,
-        hint: matches!(
-            errno.0,
-            libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL
-        )
-        .then_some(crate::host::HINT_NAMESPACES),
-    })?;
+    let (child, released) = cloned?;
 
     // The cell holds its own copies now; ours would keep pipes open forever.
     drop(stdin_src);
@@ -294,12 +339,21 @@ pub(crate) fn spawn(
     }
     drop(sync_write);
 
-    // End-of-file: the job has executed (the pipe is close-on-exec). A record: a stage failed.
-    let mut rec = [0u8; RECORD_LEN];
-    let n = read_full(&error_read, &mut rec);
+    // End-of-file: the job has executed (the pipe is close-on-exec). A
+    // record: a stage failed. Neither by the deadline: the cell is stuck.
+    let rec = match wait_record(&error_read, deadline.at) {
+        Ok(rec) => rec,
+        Err(()) => {
+            // SAFETY: the arena's status page, mapped while `arena` lives.
+            let (stage, step) = unsafe { status::StatusPage::progress(arena.status()) };
+            let stage = Stage::from_u32(stage).unwrap_or(Stage::Clone);
+            let detail = stage_detail(&bp, &joins, stage, step);
+            return Err(abort(deadline.error(stage, detail)));
+        }
+    };
     drop(error_read);
     drop(setting_up);
-    if n == RECORD_LEN {
+    if let Some(rec) = rec {
         return Err(abort(record_error(&bp, &joins, &rec)));
     }
     // The cell no longer reads its plan: keep only the status page. The
@@ -333,7 +387,16 @@ pub(crate) fn spawn(
 fn record_error(bp: &plan::Blueprint, joins: &[PathBuf], rec: &[u8; RECORD_LEN]) -> Error {
     let (stage, errno, step) = child::decode_record(rec);
     let stage = Stage::from_u32(stage).unwrap_or(Stage::BuildRoot);
-    let detail = match stage {
+    Error::Setup {
+        stage,
+        detail: stage_detail(bp, joins, stage, step),
+        errno: Errno(errno),
+    }
+}
+
+/// Which mount, file, path or limit step `step` of `stage` is about.
+fn stage_detail(bp: &plan::Blueprint, joins: &[PathBuf], stage: Stage, step: u32) -> String {
+    match stage {
         Stage::BuildRoot => match bp.op_steps.get(step as usize) {
             Some(Some(i)) => bp.root_steps[*i].describe(),
             Some(None) => "attach the root skeleton".into(),
@@ -361,12 +424,33 @@ fn record_error(bp: &plan::Blueprint, joins: &[PathBuf], rec: &[u8; RECORD_LEN])
             .map(|p| format!("filter of {} BPF instructions", p.len()))
             .unwrap_or_default(),
         _ => String::new(),
-    };
-    Error::Setup {
-        stage,
-        detail,
-        errno: Errno(errno),
     }
+}
+
+/// Waits until `deadline` for the cell's record: `Ok(None)` at end-of-file
+/// (the job has executed), `Ok(Some(_))` for a failure record, `Err(())`
+/// if neither came in time.
+fn wait_record(error_read: &OwnedFd, deadline: Instant) -> Result<Option<[u8; RECORD_LEN]>, ()> {
+    loop {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return Err(());
+        };
+        let mut fds = [libc::pollfd {
+            fd: error_read.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let ms = left.as_millis().min(i32::MAX as u128) as c_int + 1;
+        match sys::poll(&mut fds, ms) {
+            Ok(1) => break,
+            Ok(_) | Err(Errno(libc::EINTR)) => {}
+            // Cannot wait: read, as before there was a deadline.
+            Err(_) => break,
+        }
+    }
+    let mut rec = [0u8; RECORD_LEN];
+    // A record is written whole before the cell exits: it is all there.
+    Ok((read_full(error_read, &mut rec) == RECORD_LEN).then_some(rec))
 }
 
 /// A failure record the cell left before it could be released, if it left

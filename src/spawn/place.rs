@@ -30,6 +30,8 @@ pub(crate) struct Wiring<'k> {
     pub cap_last: c_int,
     pub max_fd: c_int,
     pub handlers_cleared: bool,
+    /// The stage at which a test stalls the cell (0: none).
+    pub stall: u32,
 }
 
 /// An upper bound of the arena bytes [`place`] takes for `bp` and `keep`.
@@ -118,6 +120,7 @@ pub(crate) fn place<'a>(
         staging: arena.cstr(&bp.staging)?,
         loopback: w.loopback,
         init_seccomp: filter(&bp.init_seccomp)?,
+        stall: w.stall,
         job: JobPlan {
             uid: bp.ids.uid,
             gid: bp.ids.gid,

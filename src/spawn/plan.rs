@@ -17,7 +17,7 @@ use crate::spawn::hostpath::Untrusted;
 use crate::spawn::idmap::{self, IdPlan};
 use crate::spawn::layout::{Layout, Node};
 use crate::spawn::root::{self, RootPlan, Step};
-use crate::spawn::{prep, skeleton};
+use crate::spawn::{prep, skeleton, Deadline};
 use crate::sys;
 
 /// The PATH used to find programs when the job's environment has none.
@@ -86,15 +86,34 @@ static MOUNT_API: AtomicU8 = AtomicU8::new(0);
 /// trees opened, no skeleton built): for queues that accept a job now and
 /// start it later.
 pub(crate) fn validate(sandbox: &Sandbox, command: &Command) -> Result<()> {
-    build_inner(sandbox, command, true).map(drop)
+    let deadline = Deadline::after(sandbox.setup_timeout);
+    build_inner(sandbox, command, &deadline, true).map(drop)
 }
 
-pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
-    Ok(build_inner(sandbox, command, false)?.expect("a real build returns a blueprint"))
+/// Plans a spawn; waits for work done ahead (a root skeleton) no longer
+/// than `deadline`.
+pub(crate) fn build(
+    sandbox: &Sandbox,
+    command: &Command,
+    deadline: &Deadline,
+) -> Result<Blueprint> {
+    Ok(build_inner(sandbox, command, deadline, false)?.expect("a real build returns a blueprint"))
 }
 
-fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option<Blueprint>> {
+fn build_inner(
+    sandbox: &Sandbox,
+    command: &Command,
+    deadline: &Deadline,
+    dry: bool,
+) -> Result<Option<Blueprint>> {
     sandbox.limits.validate()?;
+    if sandbox.setup_timeout.is_zero() {
+        return Err(Error::InvalidSetting {
+            name: "setup_timeout",
+            value: "0".into(),
+            reason: "a cell needs some time to be set up".into(),
+        });
+    }
     let rlimits = crate::sandbox::effective_rlimits(&sandbox.rlimits)?;
     // The host paths looked up below: as they are now.
     super::hostwatch::refresh();
@@ -179,6 +198,7 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
         &ids,
         mount_api,
         staging.as_os_str().as_bytes(),
+        deadline,
     )?;
 
     let mut ns_flags = (libc::CLONE_NEWUSER
@@ -398,6 +418,7 @@ fn lower_root(
     ids: &IdPlan,
     mount_api: bool,
     staging: &[u8],
+    deadline: &Deadline,
 ) -> Result<Lowered> {
     if root.skeleton {
         let (stat, cell) = root.split();
@@ -408,7 +429,7 @@ fn lower_root(
             steps: stat_steps.iter().map(|s| (*s).clone()).collect(),
             owner,
         };
-        if let Some(skel) = prep::skeleton_clone(key, spec)? {
+        if let Some(skel) = prep::skeleton_clone(key, spec, deadline)? {
             let (cell_ops, cell_steps) = root::lower(&root.steps, &cell, &root.trees, staging)?;
             let mut ops = vec![Op::Attach {
                 fd: skel.as_raw_fd(),
@@ -480,9 +501,22 @@ pub(crate) fn mount_api_available() -> bool {
         2 => return false,
         _ => {}
     }
-    let ok = sys::open_tree_clone(c"/", sys::MOUNT_ATTR_NOSUID).is_ok();
-    MOUNT_API.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
-    ok
+    match sys::open_tree_clone(c"/", sys::MOUNT_ATTR_NOSUID) {
+        Ok(_) => {
+            MOUNT_API.store(1, Ordering::Relaxed);
+            true
+        }
+        // Missing, or refused (a container's seccomp profile): for good.
+        Err(crate::Errno(
+            libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EINVAL | libc::EOPNOTSUPP,
+        )) => {
+            MOUNT_API.store(2, Ordering::Relaxed);
+            false
+        }
+        // A moment's shortage (EMFILE, ENOMEM): the calls exist. Asked
+        // again next time; this spawn meets the shortage itself.
+        Err(_) => true,
+    }
 }
 
 /// The highest capability number of the running kernel.
