@@ -314,17 +314,23 @@ pub(crate) fn spawn(
         }
     };
 
-    if released.step == spawner::Release::NOT_TRIED {
+    let taken_over = released.step == spawner::Release::UNKNOWN;
+    if released.step == spawner::Release::NOT_TRIED || taken_over {
         if let Some(cg) = cgroup {
             let placed = child.flags & clone::CLONE_INTO_CGROUP != 0 && clone_target.is_some();
             if !placed && joins.is_empty() {
                 cg.attach(child.pid).map_err(release_failed)?;
             }
         }
-        write_id_maps(child.pid, &bp.ids).map_err(release_failed)?;
-        // Release the cell.
+        // A dead spawner may have written some maps (each can be written once).
+        write_id_maps(child.pid, &bp.ids, taken_over).map_err(release_failed)?;
+        // Release the cell. Taken over, it may have been released already
+        // and have read its byte: then the write fails, and whether the
+        // cell lives is for the error pipe to say.
         if let Err(e) = sys::send_byte(sync_write.as_raw_fd()) {
-            return Err(release_failed(release_error(None, e)));
+            if !taken_over {
+                return Err(release_failed(release_error(None, e)));
+            }
         }
     } else if released.step != spawner::Release::DONE {
         // The spawner failed where we would have: the same error.
@@ -576,20 +582,32 @@ fn release_error(path: Option<PathBuf>, errno: Errno) -> Error {
     map_error("release the cell", path, errno)
 }
 
-fn write_id_maps(pid: i32, ids: &idmap::IdPlan) -> Result<()> {
+/// Writes the cell's id maps; with `missing_only`, only those not written
+/// yet (a spawner that died may have written some; each can be written
+/// once, and setgroups only before gid_map).
+fn write_id_maps(pid: i32, ids: &idmap::IdPlan, missing_only: bool) -> Result<()> {
+    let path = |name: &str| PathBuf::from(format!("/proc/{pid}/{name}"));
+    let written =
+        |name: &str| missing_only && std::fs::read(path(name)).is_ok_and(|v| !v.is_empty());
     let write = |name: &'static str, op: &'static str, value: &str| -> Result<()> {
-        let path = PathBuf::from(format!("/proc/{pid}/{name}"));
+        let path = path(name);
         OpenOptions::new()
             .write(true)
             .open(&path)
             .and_then(|mut f| f.write_all(value.as_bytes()))
             .map_err(|e| map_error(op, Some(path), Errno::from(&e)))
     };
-    if ids.deny_setgroups {
+    let gid_written = written("gid_map");
+    if ids.deny_setgroups && !gid_written {
         write("setgroups", "write setgroups", "deny")?;
     }
-    write("uid_map", "write uid_map", &ids.uid_map)?;
-    write("gid_map", "write gid_map", &ids.gid_map)
+    if !written("uid_map") {
+        write("uid_map", "write uid_map", &ids.uid_map)?;
+    }
+    if !gid_written {
+        write("gid_map", "write gid_map", &ids.gid_map)?;
+    }
+    Ok(())
 }
 
 /// One `/dev/null` for every job's null stdin and discarded output.

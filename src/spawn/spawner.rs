@@ -183,6 +183,10 @@ impl Release {
     pub(crate) const GID_MAP: u32 = 3;
     pub(crate) const SYNC: u32 = 4;
     pub(crate) const DONE: u32 = 5;
+    /// The spawner died after its clone: whatever it wrote, the host
+    /// writes the maps still missing and releases the cell (again: init
+    /// reads one byte, a second is harmless).
+    pub(crate) const UNKNOWN: u32 = 6;
 }
 
 /// `Answer::outcome` values.
@@ -369,9 +373,10 @@ fn restart(m: &'static Manager, g: &mut MutexGuard<'static, State>, died: bool) 
 /// Clones a cell's init through the spawner. `None`: no cell was made, and
 /// the spawner cannot serve this spawn as the calling thread would (or
 /// died before it cloned); clone it here instead. Once the request has
-/// been sent, a cell the spawner may have made is never left behind: it
-/// is handed back, or found through the pid the clone stored in the
-/// status page and killed, and the spawn fails.
+/// been sent, the plan is never cloned again: a cell the spawner made is
+/// handed back, or found through the pid the clone stored in the status
+/// page and taken over ([`Release::UNKNOWN`]), or, where no pidfd can be
+/// had or the spawner hung, killed (the spawn then fails).
 ///
 /// The descriptors init keeps (`plan.keep`) go along, and come out under
 /// the same numbers in the spawner. `host_net`: the cell shares the
@@ -475,18 +480,42 @@ pub(crate) fn clone_cell(
             // whether it had cloned the cell.
             restart(m, &mut g, true);
             drop(g);
-            let timed_out = other == Err(Errno(libc::ETIMEDOUT));
-            let made = orphan(arena);
-            return match (made, timed_out) {
-                (_, true) => Some(Err(deadline.error(Stage::Clone, String::new()))),
-                (true, false) => Some(Err(Error::Spawn {
-                    op: "clone the cell in the spawner (it died before answering; the cell was killed)",
-                    path: None,
-                    errno: Errno(libc::ECHILD),
-                    hint: None,
-                })),
-                (false, false) => None,
-            };
+            if other == Err(Errno(libc::ETIMEDOUT)) {
+                orphan(arena);
+                return Some(Err(deadline.error(Stage::Clone, String::new())));
+            }
+            // SAFETY: the arena's status page, mapped while `arena` lives.
+            let pid = unsafe { crate::spawn::status::StatusPage::cell_pid(arena.status()) };
+            if pid <= 0 {
+                return None; // it cloned nothing: the host may
+            }
+            // It cloned the cell (and maybe released it: its job may be
+            // running). Take the cell over, as it would have handed it:
+            // the host then finishes what the spawner may not have done.
+            return Some(match sys::pidfd_open(pid) {
+                Ok(pidfd) => Ok((
+                    clone::Child {
+                        pid,
+                        pidfd,
+                        // Not known: as if no cgroup took it at the clone
+                        // (joining it again is harmless).
+                        flags: 0,
+                    },
+                    Release {
+                        step: Release::UNKNOWN,
+                        errno: 0,
+                    },
+                )),
+                Err(errno) => {
+                    orphan(arena);
+                    Err(Error::Spawn {
+                        op: "take over the cell of a spawner that died (its pidfd could not be opened; the cell was killed)",
+                        path: None,
+                        errno,
+                        hint: None,
+                    })
+                }
+            });
         }
     };
     m.deaths.store(0, Ordering::Relaxed);
