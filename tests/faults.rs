@@ -835,6 +835,18 @@ fn host_memory() {
         "default path: the job saw {seen:?}"
     );
 
+    // A changed rlimit is not a fallback: a new spawner copies it.
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let hard = nofile.maximum.unwrap_or(1 << 20);
+    set_nofile(hard.min(4096) - 1, hard);
+    let job = sb.spawn(Command::new("sleep").arg("10")).unwrap();
+    let init = job.pid().unwrap();
+    assert!(
+        !memory_holds(init, marker.as_bytes()),
+        "after an rlimit change, init holds the host's memory"
+    );
+    drop(job);
+
     // Fallback paths: a sysfs (the cell needs the host's mount table).
     let mut sysfs = Sandbox::new();
     sysfs.sysfs(true);
