@@ -505,11 +505,12 @@ impl Sandbox {
         self
     }
 
-    /// Bounds a cell's setup: from the start of [`spawn`](Sandbox::spawn)
-    /// to the job's `execve` (default [`DEFAULT_SETUP_TIMEOUT`], 5 s;
-    /// setup usually takes a few milliseconds). A cell that takes longer
-    /// (a bind source on a hung network file system, a stuck helper) is
-    /// killed, and `spawn` returns
+    /// Bounds a cell's setup: from its clone to the job's `execve`, and,
+    /// before the clone, a wait for the static part of its root to be built
+    /// (default [`DEFAULT_SETUP_TIMEOUT`], 5 s; setup usually takes a few
+    /// milliseconds). A cell that takes longer (a bind source on a hung
+    /// network file system, a stuck helper) is killed, and
+    /// [`spawn`](Sandbox::spawn) returns
     /// [`Error::SetupTimeout`](crate::Error::SetupTimeout) naming the stage
     /// it was stuck in. Zero is refused.
     ///

@@ -143,8 +143,9 @@ pub(crate) fn spawn(
     command: &Command,
     cgroup: Option<&dyn CgroupJoin>,
 ) -> Result<Spawned> {
-    let deadline = Deadline::after(sandbox.setup_timeout);
-    let bp = plan::build(sandbox, command, &deadline)?;
+    // Planning is this thread's own work, however long (thousands of
+    // variables): only its waits for work done ahead are bounded.
+    let bp = plan::build(sandbox, command, &Deadline::after(sandbox.setup_timeout))?;
 
     // Descriptors: the parent's ends are close-on-exec so no other program the
     // host starts inherits them; the cell's init closes whatever it does not need.
@@ -229,7 +230,9 @@ pub(crate) fn spawn(
     let arena = Arena::new(place::footprint(&bp, keep.len())).map_err(arena_err)?;
     let plan = place::place(&arena, &bp, &wiring).ok_or_else(|| arena_err(Errno(libc::ENOMEM)))?;
 
-    // Until the cell has built its root (end-of-file below).
+    // Until the cell has built its root (end-of-file below), and no longer
+    // than the setup timeout.
+    let deadline = Deadline::after(sandbox.setup_timeout);
     let setting_up = prep::setting_up();
     let started = Instant::now();
     let clone_target = cgroup

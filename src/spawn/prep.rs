@@ -337,9 +337,12 @@ pub(crate) fn skeleton_clone(
 pub(crate) fn settle() -> Vec<RawFd> {
     let p = prep();
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let here = thread_here();
     let mut g = p.state.lock();
     loop {
         let idle = g.queue.is_empty() && !g.busy && !g.netns_wanted() && g.ahead_wanted().is_none();
+        // Without the thread nothing will change.
+        let idle = idle || !here;
         if idle || Instant::now() > deadline {
             let mut fds: Vec<_> = g.netns.iter().map(|f| f.as_raw_fd()).collect();
             fds.extend(g.host_mnt);
