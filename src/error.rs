@@ -114,8 +114,10 @@ impl From<&std::io::Error> for Errno {
 #[non_exhaustive]
 #[repr(u32)]
 pub enum Stage {
+    /// Cloning the cell's init (by the spawner, or by the host itself).
+    Clone = 1,
     /// Closing file descriptors inherited from the host.
-    CloseFds = 1,
+    CloseFds,
     /// Moving into the job's cgroup(s) (cgroup v1; the error names the cgroup).
     JoinCgroup,
     /// Waiting for the host to write the id maps.
@@ -167,7 +169,8 @@ pub enum Stage {
 impl Stage {
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        const ALL: [Stage; 24] = [
+        const ALL: [Stage; 25] = [
+            Clone,
             CloseFds,
             JoinCgroup,
             WaitForHost,
@@ -200,6 +203,7 @@ impl Stage {
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
+            Stage::Clone => "cloning the cell",
             Stage::CloseFds => "closing inherited descriptors",
             Stage::JoinCgroup => "joining the job's cgroup",
             Stage::WaitForHost => "waiting for the host's id maps",
@@ -256,6 +260,24 @@ pub enum Error {
         what: String,
         /// The offending value (lossy).
         value: String,
+    },
+
+    /// The program's arguments and environment exceed what the kernel's
+    /// `execve` takes: one string longer than `MAX_ARG_STRLEN` (32 pages,
+    /// its NUL included), or more in all (strings and their pointers) than
+    /// a quarter of the job's stack limit, at least 128 KiB and at most
+    /// 6 MiB (`ARG_MAX`). Refused before anything is spawned.
+    #[error("{what} takes {size} bytes, more than execve accepts ({limit} bytes: {reason})")]
+    ArgumentsTooLarge {
+        /// What is too large ("argument 3", "environment variable FOO",
+        /// "the arguments and environment").
+        what: String,
+        /// Its size in bytes, as execve counts it.
+        size: usize,
+        /// The kernel's limit for it.
+        limit: usize,
+        /// Which limit it is.
+        reason: &'static str,
     },
 
     /// A path inside the cell is not absolute, contains `..`, or is otherwise unusable.
@@ -359,6 +381,20 @@ pub enum Error {
         detail: String,
         /// The errno the kernel returned.
         errno: Errno,
+    },
+
+    /// The cell's setup did not finish within the sandbox's setup timeout
+    /// ([`Sandbox::setup_timeout`](crate::Sandbox::setup_timeout)): the
+    /// cell was killed. `stage` is where it was stuck (`detail` names the
+    /// step, for root building).
+    #[error("cell setup did not finish within {}: stuck while {stage}{}", duration_text(.timeout), detail_suffix(.detail))]
+    SetupTimeout {
+        /// The stage the cell was in.
+        stage: Stage,
+        /// Which mount, file or path, when the stage has several steps.
+        detail: String,
+        /// The bound it exceeded.
+        timeout: std::time::Duration,
     },
 
     /// The cell's init died during setup without reporting why.
@@ -467,6 +503,13 @@ fn detail_suffix(d: &str) -> String {
         String::new()
     } else {
         format!(" [{d}]")
+    }
+}
+
+fn duration_text(d: &std::time::Duration) -> String {
+    match d.subsec_millis() {
+        0 => format!("{}s", d.as_secs()),
+        _ => format!("{} ms", d.as_millis()),
     }
 }
 

@@ -62,6 +62,52 @@ pub mod __private {
         crate::spawn::spawner_pid()
     }
 
+    /// A fault to inject into a sandbox's spawns, for the fault tests.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Fault {
+        /// The cell's setup hangs when it reaches this stage (until the
+        /// setup timeout kills it).
+        StallAt(crate::Stage),
+        /// The spawner kills itself (SIGKILL) at this step of serving the spawn.
+        KillSpawner(SpawnerStep),
+        /// The spawner hangs when it receives the spawn.
+        HangSpawner,
+        /// The host clones the cell itself, as on its fallback paths.
+        CloneFromHost,
+    }
+
+    /// Steps of the spawner's serving a spawn.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum SpawnerStep {
+        /// On receiving the request.
+        OnReceipt,
+        /// Once the request's descriptors are in place, before the clone.
+        BeforeClone,
+        /// Right after the clone, before it releases the cell.
+        AfterClone,
+        /// After the release, before it answers.
+        BeforeAnswer,
+    }
+
+    /// Makes every spawn of `sandbox` meet `fault` (faults add up).
+    pub fn inject(sandbox: &mut crate::Sandbox, fault: Fault) {
+        use crate::spawn::spawner::Fault as F;
+        let f = &mut sandbox.faults;
+        match fault {
+            Fault::StallAt(stage) => f.stall = stage as u32,
+            Fault::KillSpawner(step) => {
+                f.spawner = match step {
+                    SpawnerStep::OnReceipt => F::DIE_ON_RECEIPT,
+                    SpawnerStep::BeforeClone => F::DIE_BEFORE_CLONE,
+                    SpawnerStep::AfterClone => F::DIE_AFTER_CLONE,
+                    SpawnerStep::BeforeAnswer => F::DIE_BEFORE_ANSWER,
+                }
+            }
+            Fault::HangSpawner => f.spawner = F::HANG,
+            Fault::CloneFromHost => f.clone_from_host = true,
+        }
+    }
+
     /// A job log without a job, for the log fan-out benchmark.
     pub struct BenchLog(std::sync::Arc<crate::job::log::Log>);
 
@@ -102,8 +148,8 @@ pub use job::{
 #[cfg(feature = "landlock")]
 pub use landlock::{FsAccess, Landlock};
 pub use sandbox::{
-    Command, IdMap, Limits, Network, Output, Rlimit, Sandbox, Stdin, DEFAULT_TMP_SIZE, MIN_MEMORY,
-    UNLIMITED,
+    Command, IdMap, Limits, Network, Output, Rlimit, Sandbox, Stdin, DEFAULT_SETUP_TIMEOUT,
+    DEFAULT_TMP_SIZE, MIN_MEMORY, UNLIMITED,
 };
 #[cfg(feature = "seccomp")]
 pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy};

@@ -53,6 +53,61 @@ pub(crate) fn write(fd: c_int, buf: &[u8]) -> SysResult<usize> {
         .map(|n| n as usize)
 }
 
+/// `write(2)` that never raises SIGPIPE in this process, whatever its
+/// disposition: for pipes whose reading end a job holds (a pipe has no
+/// `MSG_NOSIGNAL`; a job that closes its end must not kill a C host).
+/// SIGPIPE is blocked on this thread around the write (a broken pipe
+/// signals the writing thread only), and one the write raised is taken
+/// back before the mask is restored, as OpenSSL and libcurl do.
+pub(crate) fn write_no_sigpipe(fd: c_int, buf: &[u8]) -> SysResult<usize> {
+    let pipe: KernelSigset = 1 << (libc::SIGPIPE - 1);
+    let mask = |how: c_int, set: &KernelSigset, old: *mut KernelSigset| {
+        // SAFETY: set and old (or NULL) are valid 8-byte kernel sigsets.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                how,
+                set as *const KernelSigset,
+                old,
+                std::mem::size_of::<KernelSigset>(),
+            )
+        }
+    };
+    let mut old: KernelSigset = 0;
+    if mask(libc::SIG_BLOCK, &pipe, &mut old) != 0 {
+        return Err(Errno::last());
+    }
+    let mut pending: KernelSigset = 0;
+    // SAFETY: pending is a valid 8-byte kernel sigset to fill.
+    let asked = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigpending,
+            &mut pending as *mut KernelSigset,
+            std::mem::size_of::<KernelSigset>(),
+        )
+    };
+    let r = write(fd, buf);
+    // Only one this write raised: a SIGPIPE pending before is someone else's.
+    if r == Err(Errno(libc::EPIPE)) && asked == 0 && pending & pipe == 0 {
+        let now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid sigset and timeout; no siginfo is asked for.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                &pipe as *const KernelSigset,
+                ptr::null_mut::<libc::siginfo_t>(),
+                &now as *const libc::timespec,
+                std::mem::size_of::<KernelSigset>(),
+            )
+        };
+    }
+    mask(libc::SIG_SETMASK, &old, ptr::null_mut());
+    r
+}
+
 /// Writes all of `buf`, retrying on EINTR and short writes.
 pub(crate) fn write_all(fd: c_int, mut buf: &[u8]) -> SysResult {
     while !buf.is_empty() {
@@ -261,7 +316,8 @@ pub(crate) fn prctl(
     a4: c_long,
     a5: c_long,
 ) -> SysResult<c_long> {
-    // SAFETY: only integer-argument options are used.
+    // SAFETY: integer-argument options, and PR_SET_MM_MAP, whose caller
+    // passes the address and size of a valid map.
     check(unsafe { libc::syscall(libc::SYS_prctl, option, a2, a3, a4, a5) })
 }
 
@@ -656,9 +712,10 @@ fn send_fds_flags(sock: c_int, payload: &[u8], fds: &[c_int], flags: c_int) -> S
 }
 
 /// Receives a message sent with [`send_fds`], waiting for one: the payload's
-/// length and how many descriptors (close-on-exec) arrived in `fds`.
-/// `Ok((0, 0))` is end-of-file. A message whose descriptors did not all fit
-/// is refused (EMSGSIZE) after closing those that came.
+/// length and how many descriptors (close-on-exec) arrived in `fds`, which
+/// may be fewer than were sent when this process has no room for them
+/// (the rest are closed by the kernel). `Ok((0, 0))` is end-of-file. A
+/// truncated payload is refused (EMSGSIZE) after closing what came.
 pub(crate) fn recv_fds(
     sock: c_int,
     payload: &mut [u8],
@@ -713,12 +770,15 @@ fn recv_fds_flags(
         0
     };
     fds[..count].copy_from_slice(&cmsg.fds[..count]);
-    if msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0 {
+    if msg.msg_flags & libc::MSG_TRUNC != 0 {
         for &fd in &fds[..count] {
             close(fd);
         }
         return Err(Errno(libc::EMSGSIZE));
     }
+    // MSG_CTRUNC (descriptors that could not be installed, EMFILE): the
+    // payload is whole and says what it carries; the count tells the
+    // caller what arrived.
     Ok((n, count))
 }
 
@@ -838,6 +898,43 @@ pub(crate) fn waitid_pidfd(
             }
         }
     }
+}
+
+/// `pidfd_open(pid, 0)`: a close-on-exec pidfd of a process this one
+/// knows by pid. Raw: the spawner calls it too.
+pub(crate) fn pidfd_open(pid: c_int) -> SysResult<OwnedFd> {
+    // SAFETY: integer arguments only.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })? as c_int;
+    // SAFETY: pidfd_open returned a new descriptor that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Waits for the child `pid` to exit and reaps it (`__WALL`: children with
+/// no exit signal too).
+pub(crate) fn reap(pid: c_int) -> SysResult {
+    // SAFETY: siginfo_t is plain data; zeroed is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: info is a valid writable siginfo_t; no rusage is asked for.
+        match check(unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                libc::P_PID,
+                pid,
+                &mut info as *mut libc::siginfo_t,
+                libc::WEXITED | libc::__WALL,
+                ptr::null_mut::<libc::rusage>(),
+            )
+        }) {
+            Err(Errno(libc::EINTR)) => {}
+            r => return r.map(drop),
+        }
+    }
+}
+
+pub(crate) fn getpid() -> c_int {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getpid) as c_int }
 }
 
 /// `pidfd_send_signal(fd, sig)`.

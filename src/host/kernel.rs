@@ -46,26 +46,82 @@ pub(crate) fn checks() -> Vec<Check> {
     out.push(pidfd_check());
     out.push(clone3_check(&rel, filtered));
     out.push(spawner_check());
+    out.extend(ahead_checks());
     out
 }
 
 /// Whether cells come from the small spawner process (see spawn/spawner.rs)
 /// or from this process, whose every page a clone then copies the tables of.
 fn spawner_check() -> Check {
+    use crate::spawn::spawner::Status as S;
     const NAME: &str = "spawner";
+    const FROM_HOST: &str = "cells are cloned from this process meanwhile: every spawn copies its \
+        page tables (tens of milliseconds per GiB of memory), and their init holds a copy of \
+        its memory (out of the job's reach)";
     match crate::spawn::spawner_status() {
-        Ok(()) => Check::ok(
+        S::Running(pid) => Check::ok(
             NAME,
-            "cells are cloned from a small spawner process: spawn cost does not grow with this program's memory",
+            format!("cells are cloned from a small spawner process (pid {pid}): spawn cost does not grow with this program's memory"),
         ),
-        Err(why) => Check::warning(
+        S::NotYet => Check::ok(NAME, "not started yet: the first spawn starts it"),
+        S::Failed(why) => Check::warning(
             NAME,
-            format!(
-                "{why}; cells are cloned from this process, and every spawn copies its page tables (tens of milliseconds per GiB of memory)"
-            ),
-            "when symbols bind lazily: link with -C link-arg=-Wl,-z,now (the Rust default on Linux); when the spawner died: find what killed it (seccomp filter, OOM killer)",
+            format!("down: {why}; {FROM_HOST}"),
+            "a moment's shortage (EMFILE, ENOMEM) heals by itself; if it lasts, find what kills \
+             the spawner (`jobcell-spawner`, a child of this program: a seccomp filter, the OOM \
+             killer) or what it lacks",
+        ),
+        S::Unusable(why) => Check::warning(
+            NAME,
+            format!("{why}; {FROM_HOST}"),
+            "link with -C link-arg=-Wl,-z,now (the Rust default on Linux)",
         ),
     }
+}
+
+/// The other work done ahead of spawns (see spawn/prep.rs): whether it
+/// works, or failed lately and when it is tried again.
+fn ahead_checks() -> Vec<Check> {
+    const FIX: &str = "a moment's shortage (EMFILE, ENOMEM) heals by itself, and is retried \
+        within half a second; if it lasts, raise the process's descriptor limit or find what \
+        the error names";
+    let st = crate::spawn::prep::status();
+    let thread = match st.thread {
+        Some(Err(why)) => Some(Check::warning(
+            "preparation thread",
+            format!("{why}: spawns do its work themselves (slower)"),
+            FIX,
+        )),
+        _ => None,
+    };
+    let netns = Check {
+        name: "network namespace pool".into(),
+        ..match st.netns {
+            None => Check::ok("", "not used yet (root hosts keep fresh ones ready)"),
+            Some(Ok(n)) => Check::ok("", format!("{n} fresh network namespaces ready")),
+            Some(Err(why)) => Check::warning(
+                "",
+                format!("refilling failed: {why}; cells make their own meanwhile (slower)"),
+                FIX,
+            ),
+        }
+    };
+    let skeletons = Check {
+        name: "root skeletons".into(),
+        ..match st.skeletons {
+            None => Check::ok(
+                "",
+                "not used yet (root hosts build each root's static part once)",
+            ),
+            Some(Ok(n)) => Check::ok("", format!("{n} built")),
+            Some(Err(why)) => Check::warning(
+                "",
+                format!("{why}; cells build their roots themselves meanwhile (slower)"),
+                FIX,
+            ),
+        }
+    };
+    thread.into_iter().chain([netns, skeletons]).collect()
 }
 
 fn version_check(rel: &str, machine: &str) -> Check {

@@ -8,6 +8,7 @@ mod rlimit;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use command::{Command, Output, Stdin};
 pub(crate) use limits::parse_cpu_list;
@@ -89,6 +90,20 @@ pub(crate) enum Root {
 /// The default size of the cell's `/tmp` (bytes); also charged to the job's memory limit.
 pub const DEFAULT_TMP_SIZE: u64 = 128 << 20;
 
+/// How long a cell's setup may take by default (see [`Sandbox::setup_timeout`]).
+pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Faults a test injects into a spawn (see `__private::inject`); none by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Faults {
+    /// The setup stage at which the cell stalls (`Stage as u32`; 0: none).
+    pub stall: u32,
+    /// The spawner's fault (see `spawn::spawner::Fault`; 0: none).
+    pub spawner: u32,
+    /// Clone the cell from the host, as the fallback paths do.
+    pub clone_from_host: bool,
+}
+
 /// A description of a cell: its file system, identity, network and limits.
 ///
 /// A `Sandbox` is a cheap-to-clone builder, like [`std::process::Command`]:
@@ -136,6 +151,8 @@ pub struct Sandbox {
     pub(crate) accounting: bool,
     #[cfg(feature = "landlock")]
     pub(crate) landlock: Option<crate::landlock::Landlock>,
+    pub(crate) setup_timeout: Duration,
+    pub(crate) faults: Faults,
 }
 
 impl Default for Sandbox {
@@ -172,6 +189,8 @@ impl Sandbox {
             accounting: true,
             #[cfg(feature = "landlock")]
             landlock: None,
+            setup_timeout: DEFAULT_SETUP_TIMEOUT,
+            faults: Faults::default(),
         }
     }
 
@@ -422,10 +441,11 @@ impl Sandbox {
     }
 
     /// Sets a per-process resource limit of the job (`setrlimit`); `soft`
-    /// must not exceed `hard`, and [`UNLIMITED`] means no limit. Raising a
-    /// limit above the host process's own hard limit fails at spawn (the cell
-    /// holds no privilege over host limits). Defaults: no core dumps, and
-    /// 1024/4096 open files.
+    /// must not exceed `hard`, and [`UNLIMITED`] means no limit. A hard
+    /// limit above the host process's own is refused by `spawn`, before
+    /// anything runs (the cell holds no privilege over host limits).
+    /// Defaults: no core dumps, and 1024/4096 open files, lowered to fit
+    /// under the host process's hard limits.
     ///
     /// ```
     /// use jobcell::{Sandbox, Rlimit};
@@ -485,6 +505,25 @@ impl Sandbox {
         self
     }
 
+    /// Bounds a cell's setup: from its clone to the job's `execve`, and,
+    /// before the clone, a wait for the static part of its root to be built
+    /// (default [`DEFAULT_SETUP_TIMEOUT`], 5 s; setup usually takes a few
+    /// milliseconds). A cell that takes longer (a bind source on a hung
+    /// network file system, a stuck helper) is killed, and
+    /// [`spawn`](Sandbox::spawn) returns
+    /// [`Error::SetupTimeout`](crate::Error::SetupTimeout) naming the stage
+    /// it was stuck in. Zero is refused.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.setup_timeout(Duration::from_secs(2));
+    /// ```
+    pub fn setup_timeout(&mut self, timeout: Duration) -> &mut Sandbox {
+        self.setup_timeout = timeout;
+        self
+    }
+
     /// The limits set so far.
     pub fn get_limits(&self) -> &Limits {
         &self.limits
@@ -503,6 +542,6 @@ impl Sandbox {
     /// # Ok::<(), jobcell::Error>(())
     /// ```
     pub fn spawn(&self, command: &Command) -> Result<JobHandle> {
-        crate::worker::default_runtime().spawn_standalone(self, command)
+        crate::worker::default_runtime()?.spawn_standalone(self, command)
     }
 }

@@ -26,7 +26,8 @@ pub enum Rlimit {
     MessageQueue,
     /// Nice ceiling (`RLIMIT_NICE`).
     Nice,
-    /// Open file descriptors (`RLIMIT_NOFILE`). Default 1024 soft, 4096 hard.
+    /// Open file descriptors (`RLIMIT_NOFILE`). Default 1024 soft, 4096 hard
+    /// (at most the host process's own hard limit).
     OpenFiles,
     /// Processes of the job's user (`RLIMIT_NPROC`).
     Processes,
@@ -67,6 +68,36 @@ impl Rlimit {
         }) as libc::c_int
     }
 
+    fn host_resource(self) -> rustix::process::Resource {
+        use rustix::process::Resource as R;
+        match self {
+            Rlimit::AddressSpace => R::As,
+            Rlimit::Core => R::Core,
+            Rlimit::Cpu => R::Cpu,
+            Rlimit::Data => R::Data,
+            Rlimit::FileSize => R::Fsize,
+            Rlimit::Locks => R::Locks,
+            Rlimit::MemoryLock => R::Memlock,
+            Rlimit::MessageQueue => R::Msgqueue,
+            Rlimit::Nice => R::Nice,
+            Rlimit::OpenFiles => R::Nofile,
+            Rlimit::Processes => R::Nproc,
+            Rlimit::Rss => R::Rss,
+            Rlimit::RealtimePriority => R::Rtprio,
+            Rlimit::RealtimeTime => R::Rttime,
+            Rlimit::PendingSignals => R::Sigpending,
+            Rlimit::Stack => R::Stack,
+        }
+    }
+
+    /// This process's hard limit, which its cells inherit and cannot raise
+    /// (that needs `CAP_SYS_RESOURCE` in the host's user namespace).
+    fn host_hard(self) -> u64 {
+        rustix::process::getrlimit(self.host_resource())
+            .maximum
+            .unwrap_or(UNLIMITED)
+    }
+
     /// The name setrlimit(2) uses.
     pub fn name(self) -> &'static str {
         match self {
@@ -95,17 +126,45 @@ pub(crate) const DEFAULT_RLIMITS: [(Rlimit, u64, u64); 2] =
     [(Rlimit::Core, 0, 0), (Rlimit::OpenFiles, 1024, 4096)];
 
 /// The effective list: defaults, then the sandbox's settings (a later setting
-/// of the same resource wins), checked.
+/// of the same resource wins), checked against this process's hard limits,
+/// which the cell inherits and cannot raise: a default is lowered to fit
+/// under them, a setting above them is an error.
 pub(crate) fn effective(
     settings: &[(Rlimit, u64, u64)],
 ) -> Result<Vec<(libc::c_int, libc::rlimit64)>> {
-    let mut out: Vec<(Rlimit, u64, u64)> = DEFAULT_RLIMITS.to_vec();
+    effective_under(settings, Rlimit::host_hard)
+}
+
+fn effective_under(
+    settings: &[(Rlimit, u64, u64)],
+    host_hard: impl Fn(Rlimit) -> u64,
+) -> Result<Vec<(libc::c_int, libc::rlimit64)>> {
+    let mut out: Vec<(Rlimit, u64, u64)> = DEFAULT_RLIMITS
+        .iter()
+        .map(|&(r, soft, hard)| {
+            let hard = hard.min(host_hard(r));
+            (r, soft.min(hard), hard)
+        })
+        .collect();
     for &(r, soft, hard) in settings {
+        let value = || format!("soft {soft}, hard {hard}");
         if soft > hard {
             return Err(Error::InvalidSetting {
                 name: r.name(),
-                value: format!("soft {soft}, hard {hard}"),
+                value: value(),
                 reason: "the soft limit exceeds the hard limit".into(),
+            });
+        }
+        let host = host_hard(r);
+        if hard > host {
+            return Err(Error::InvalidSetting {
+                name: r.name(),
+                value: value(),
+                reason: format!(
+                    "the hard limit exceeds this process's own ({host}), which a cell \
+                     cannot raise: raise the process's hard limit (ulimit -H, LimitNOFILE= \
+                     and the like) or ask for less"
+                ),
             });
         }
         out.retain(|(x, ..)| *x != r);
@@ -161,5 +220,38 @@ mod tests {
             libc::RLIM64_INFINITY
         )));
         assert!(effective(&[(Rlimit::Cpu, 10, 5)]).is_err());
+    }
+
+    #[test]
+    fn defaults_fit_under_the_hosts_hard_limits_and_settings_may_not_exceed_them() {
+        let host = |r: Rlimit| match r {
+            Rlimit::OpenFiles => 1024,
+            Rlimit::Stack => 8 << 20,
+            _ => UNLIMITED,
+        };
+        let e = as_tuples(effective_under(&[], host).unwrap());
+        assert!(
+            e.contains(&(libc::RLIMIT_NOFILE as i32, 1024, 1024)),
+            "{e:?}"
+        );
+        let small = |r: Rlimit| {
+            if r == Rlimit::OpenFiles {
+                100
+            } else {
+                UNLIMITED
+            }
+        };
+        let e = as_tuples(effective_under(&[], small).unwrap());
+        assert!(e.contains(&(libc::RLIMIT_NOFILE as i32, 100, 100)), "{e:?}");
+        let e = as_tuples(effective_under(&[(Rlimit::OpenFiles, 64, 1024)], host).unwrap());
+        assert!(e.contains(&(libc::RLIMIT_NOFILE as i32, 64, 1024)), "{e:?}");
+        let err = effective_under(&[(Rlimit::OpenFiles, 64, 2048)], host).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("RLIMIT_NOFILE") && text.contains("1024"),
+            "{text}"
+        );
+        let err = effective_under(&[(Rlimit::Stack, UNLIMITED, UNLIMITED)], host).unwrap_err();
+        assert!(err.to_string().contains("RLIMIT_STACK"), "{err}");
     }
 }

@@ -204,6 +204,9 @@ pub(crate) struct ChildPlan<'a> {
     pub loopback: bool,
     /// The default seccomp filter: init installs it just before starting the job.
     pub init_seccomp: Option<&'a [libc::sock_filter]>,
+    /// A test's injected stall: the stage (`Stage as u32`) at which setup
+    /// hangs until the host kills the cell; 0 for none.
+    pub stall: u32,
     pub job: JobPlan<'a>,
     pub status: *mut StatusPage,
 }
@@ -230,6 +233,21 @@ pub(crate) fn decode_record(rec: &[u8; RECORD_LEN]) -> (u32, i32, u32) {
     )
 }
 
+/// Records that setup has reached step `step` of `stage` (in the status
+/// page, where the host reads it when setup takes too long), and stalls
+/// there if a test asked for that stage.
+fn progress(plan: &ChildPlan<'_>, stage: Stage, step: u32) {
+    // SAFETY: plan.status is the shared status page mapped by the parent.
+    unsafe { StatusPage::set_progress(plan.status, stage as u32, step) };
+    if plan.stall == stage as u32 {
+        loop {
+            // Every signal is blocked here: only SIGKILL (the host's) ends this.
+            // SAFETY: pause has no arguments.
+            unsafe { libc::syscall(libc::SYS_pause) };
+        }
+    }
+}
+
 /// Reports a failure to the host and ends this process.
 fn fail(fd: c_int, stage: Stage, errno: Errno, step: u32) -> ! {
     let _ = sys::write_all(fd, &encode_record(stage, errno, step));
@@ -252,11 +270,14 @@ const PR_CAP_AMBIENT_CLEAR_ALL: c_long = 4;
 /// parent (all pointers valid in this copy of the address space).
 pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
     let efd = plan.error_write;
+    hide_host_args(plan.status);
 
+    progress(plan, Stage::CloseFds, 0);
     if let Err(e) = close_inherited(plan.keep) {
         fail(efd, Stage::CloseFds, e, 0);
     }
     for (i, &fd) in plan.join_cgroups.iter().enumerate() {
+        progress(plan, Stage::JoinCgroup, i as u32);
         if let Err(e) = sys::write_all(fd, b"0") {
             fail(efd, Stage::JoinCgroup, e, i as u32);
         }
@@ -272,6 +293,7 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
     // being written, rather than in the job between its fork and execve:
     // each drop makes new credentials, ~40 of them.
     let mut cap: c_int = 0;
+    progress(plan, Stage::DropCapabilities, 0);
     while cap <= plan.job.cap_last {
         match sys::prctl(libc::PR_CAPBSET_DROP, cap as c_long, 0, 0, 0) {
             Ok(_) | Err(Errno(libc::EINVAL)) => {}
@@ -281,6 +303,7 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
     }
 
     // Wait until the host has written the id maps (and joined us to cgroups).
+    progress(plan, Stage::WaitForHost, 0);
     let mut byte = [0u8; 1];
     loop {
         match sys::read(plan.sync_read, &mut byte) {
@@ -292,6 +315,7 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
     }
     sys::close(plan.sync_read);
 
+    progress(plan, Stage::BecomeRoot, 0);
     if plan.become_root {
         if let Err(e) = sys::setresgid(0)
             .and_then(|_| sys::setresuid(0))
@@ -302,12 +326,15 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
     }
     // Now that the host has placed us in the job's cgroup, make it the root of
     // the cell's cgroup namespace (a clone-time namespace would be rooted at the host's).
+    progress(plan, Stage::CgroupNamespace, 0);
     if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
         fail(efd, Stage::CgroupNamespace, e, 0);
     }
+    progress(plan, Stage::SetHostname, 0);
     if let Err(e) = sys::sethostname(plan.hostname) {
         fail(efd, Stage::SetHostname, e, 0);
     }
+    progress(plan, Stage::MakeMountsPrivate, 0);
     if let Err(e) = sys::mount(None, c"/", None, MS_REC | MS_PRIVATE, None) {
         fail(efd, Stage::MakeMountsPrivate, e, 0);
     }
@@ -319,18 +346,22 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
         if ipc_ready && matches!(op, Op::Sysctl { ipc: true, .. }) {
             continue;
         }
+        progress(plan, Stage::BuildRoot, i as u32);
         if let Err(e) = run_op(op) {
             fail(efd, Stage::BuildRoot, e, i as u32);
         }
     }
+    progress(plan, Stage::PivotRoot, 0);
     if let Err(e) = sys::chdir(plan.staging).and_then(|_| sys::pivot_root(c".", c".")) {
         fail(efd, Stage::PivotRoot, e, 0);
     }
     // The old root now sits under the new one at "."; detach it so the host tree is gone.
+    progress(plan, Stage::DetachOldRoot, 0);
     if let Err(e) = sys::umount2(c".", libc::MNT_DETACH).and_then(|_| sys::chdir(c"/")) {
         fail(efd, Stage::DetachOldRoot, e, 0);
     }
     if plan.loopback {
+        progress(plan, Stage::LoopbackUp, 0);
         if let Err(e) = loopback_up() {
             fail(efd, Stage::LoopbackUp, e, 0);
         }
@@ -339,10 +370,12 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
     if let Some(prog) = &plan.init_seccomp {
         // Every call init and the job's setup still make is allowed by the
         // default policy; the job inherits the filter through its clone.
+        progress(plan, Stage::Seccomp, 0);
         if let Err(e) = sys::seccomp_filter(0, prog) {
             fail(efd, Stage::Seccomp, e, 0);
         }
     }
+    progress(plan, Stage::ForkJob, 0);
     // SAFETY: plan.status is the shared status page mapped by the parent.
     unsafe { StatusPage::mark_forking(plan.status) };
     match spawn_job(plan) {
@@ -373,6 +406,74 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
             supervise(watch, pid, listener)
         }
         Err(e) => fail(efd, Stage::ForkJob, e, 0),
+    }
+}
+
+/// In a cell the host cloned itself (a fallback path), init is a copy of
+/// the host: its `/proc/1/cmdline`, which anyone in the cell can read, would
+/// show the host's arguments (its environment is out of the job's reach,
+/// like the rest of init's memory: ptrace rules). Point both at a name in
+/// the status page (`PR_SET_MM_MAP`: allowed without privilege, with
+/// `CONFIG_CHECKPOINT_RESTORE`); where that fails, wipe the copies instead.
+fn hide_host_args(status: *mut StatusPage) {
+    // SAFETY: the status page is mapped for init's life.
+    let Some((l, name, len)) = (unsafe { StatusPage::host_clone(status) }) else {
+        return;
+    };
+    #[repr(C)]
+    struct PrctlMmMap {
+        start_code: u64,
+        end_code: u64,
+        start_data: u64,
+        end_data: u64,
+        start_brk: u64,
+        brk: u64,
+        start_stack: u64,
+        arg_start: u64,
+        arg_end: u64,
+        env_start: u64,
+        env_end: u64,
+        auxv: u64,
+        auxv_size: u32,
+        exe_fd: u32,
+    }
+    const PR_SET_MM: c_int = 35;
+    const PR_SET_MM_MAP: c_long = 14;
+    // SAFETY: brk(0) changes nothing and returns the current break.
+    let brk = unsafe { libc::syscall(libc::SYS_brk, 0usize) } as u64;
+    let map = PrctlMmMap {
+        start_code: l.start_code,
+        end_code: l.end_code,
+        start_data: l.start_data,
+        end_data: l.end_data,
+        start_brk: l.start_brk,
+        brk: brk.max(l.start_brk),
+        start_stack: l.start_stack,
+        arg_start: name,
+        arg_end: name + len,
+        env_start: name + len,
+        env_end: name + len,
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd: u32::MAX,
+    };
+    let set = sys::prctl(
+        PR_SET_MM,
+        PR_SET_MM_MAP,
+        &map as *const PrctlMmMap as c_long,
+        std::mem::size_of::<PrctlMmMap>() as c_long,
+        0,
+    );
+    if set.is_err() {
+        for (start, end) in [(l.arg_start, l.arg_end), (l.env_start, l.env_end)] {
+            let mut a = start;
+            while a < end {
+                // SAFETY: the host's argument and environment strings, in
+                // this process's private copy of its memory.
+                unsafe { std::ptr::write_volatile(a as *mut u8, 0) };
+                a += 1;
+            }
+        }
     }
 }
 
@@ -625,25 +726,31 @@ const SIGINFO_LEN: usize = 128;
 unsafe fn job_main(plan: &ChildPlan<'_>) -> ! {
     let efd = plan.error_write;
     let job = &plan.job;
+    progress(plan, Stage::Setsid, 0);
     if let Err(e) = sys::setsid() {
         fail(efd, Stage::Setsid, e, 0);
     }
+    progress(plan, Stage::Stdio, 0);
     if let Err(e) = connect_stdio(job.stdio) {
         fail(efd, Stage::Stdio, e, 0);
     }
     for (i, (res, lim)) in job.rlimits.iter().enumerate() {
+        progress(plan, Stage::Rlimits, i as u32);
         if let Err(e) = sys::prlimit(*res, lim) {
             fail(efd, Stage::Rlimits, e, i as u32);
         }
     }
+    progress(plan, Stage::NoNewPrivs, 0);
     if let Err(e) = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) {
         fail(efd, Stage::NoNewPrivs, e, 0);
     }
     // The bounding set came empty from init.
+    progress(plan, Stage::DropCapabilities, 1);
     match sys::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) {
         Ok(_) | Err(Errno(libc::EINVAL)) => {}
         Err(e) => fail(efd, Stage::DropCapabilities, e, 0),
     }
+    progress(plan, Stage::SetGroups, 0);
     let groups = [job.gid];
     let set_groups = if job.set_groups {
         sys::setgroups(&groups)
@@ -653,17 +760,20 @@ unsafe fn job_main(plan: &ChildPlan<'_>) -> ! {
     if let Err(e) = set_groups.and_then(|_| sys::setresgid(job.gid)) {
         fail(efd, Stage::SetGroups, e, 0);
     }
+    progress(plan, Stage::SetUser, 0);
     if let Err(e) = sys::setresuid(job.uid) {
         fail(efd, Stage::SetUser, e, 0);
     }
     if let Err(e) = sys::capset_empty() {
         fail(efd, Stage::DropCapabilities, e, 0);
     }
+    progress(plan, Stage::Chdir, 0);
     if let Err(e) = sys::chdir(job.cwd) {
         fail(efd, Stage::Chdir, e, 0);
     }
     #[cfg(feature = "landlock")]
     if let Some(ruleset) = &job.landlock {
+        progress(plan, Stage::Landlock, 0);
         if let Err((step, e)) = apply_landlock(ruleset) {
             fail(efd, Stage::Landlock, e, step);
         }
@@ -685,6 +795,7 @@ unsafe fn job_main(plan: &ChildPlan<'_>) -> ! {
         sig += 1;
     }
     let _ = sys::sigprocmask(libc::SIG_SETMASK, 0);
+    progress(plan, Stage::CloseOnExec, 0);
     if let Err(e) = mark_cloexec(job.max_fd) {
         fail(efd, Stage::CloseOnExec, e, 0);
     }
@@ -693,6 +804,7 @@ unsafe fn job_main(plan: &ChildPlan<'_>) -> ! {
     // the job is single-threaded here (no TSYNC), and the kernel's own default
     // for speculation mitigations is kept (no SPEC_ALLOW).
     let mut installed = false;
+    progress(plan, Stage::Seccomp, 1);
     if let Some(report) = &job.seccomp_report {
         // Kill mode: denied calls go to init, which names the syscall in the
         // job's verdict. Kernels without user notifications (before 5.0)
@@ -714,6 +826,7 @@ unsafe fn job_main(plan: &ChildPlan<'_>) -> ! {
             fail(efd, Stage::Seccomp, e, 0);
         }
     }
+    progress(plan, Stage::Exec, 0);
     // SAFETY: argv and envp are NULL-terminated arrays of pointers to C
     // strings in the plan's arena, which is mapped here until the execve.
     let e = unsafe { sys::execve(job.program, job.argv.as_ptr(), job.envp.as_ptr()) };

@@ -9,6 +9,7 @@ use crate::error::Errno;
 pub(crate) const CLONE_PIDFD: u64 = 0x1000;
 pub(crate) const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
 pub(crate) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const CLONE_PARENT_SETTID: u64 = libc::CLONE_PARENT_SETTID as u64;
 
 /// Whether clones reset the handled signals (`CLONE_CLEAR_SIGHAND`, Linux
 /// 5.5+): 0 unknown, 1 yes, 2 no. Learned from the first clone; until then a
@@ -87,17 +88,27 @@ impl Drop for SignalsBlocked {
 /// With `cgroup_fd`, the child is created inside that cgroup (v2) when the
 /// kernel supports it; check `Child::flags` for `CLONE_INTO_CGROUP`.
 ///
+/// With `pid_slot`, the kernel stores the child's pid there as part of the
+/// clone (`CLONE_PARENT_SETTID`), before this returns: in shared memory,
+/// whoever waits for the clone learns of the child even if this process
+/// dies right after it.
+///
 /// # Safety
 /// `child` runs in the cloned process and must not allocate, lock or panic:
 /// raw syscalls only, then exec or exit (returning exits with 127).
+/// `pid_slot`, if any, must be valid for writes.
 pub(crate) unsafe fn clone_into(
     ns_flags: u64,
     cgroup_fd: Option<c_int>,
+    pid_slot: Option<*mut c_int>,
     child: impl FnOnce(),
 ) -> Result<Child, Errno> {
     let mut flags = ns_flags | CLONE_PIDFD | CLONE_CLEAR_SIGHAND;
     if cgroup_fd.is_some() {
         flags |= CLONE_INTO_CGROUP;
+    }
+    if pid_slot.is_some() {
+        flags |= CLONE_PARENT_SETTID;
     }
     let _blocked = SignalsBlocked::new();
     let mut pidfd: c_int = -1;
@@ -105,6 +116,7 @@ pub(crate) unsafe fn clone_into(
         let mut args = CloneArgs {
             flags,
             pidfd: &mut pidfd as *mut c_int as u64,
+            parent_tid: pid_slot.map_or(0, |p| p as u64),
             exit_signal: 0,
             cgroup: cgroup_fd.unwrap_or(0) as u64,
             ..Default::default()
@@ -140,24 +152,42 @@ pub(crate) unsafe fn clone_into(
             Errno(libc::EINVAL) if flags & CLONE_CLEAR_SIGHAND != 0 => {
                 flags &= !CLONE_CLEAR_SIGHAND
             }
-            Errno(libc::ENOSYS) => return unsafe { clone_legacy(flags, child) },
+            Errno(libc::ENOSYS) => return unsafe { clone_legacy(flags, pid_slot, child) },
             e => return Err(e),
         }
     }
 }
 
-/// `clone(2)` for kernels without `clone3` (before 5.3).
-unsafe fn clone_legacy(flags: u64, child: impl FnOnce()) -> Result<Child, Errno> {
-    let flags = flags & !(CLONE_CLEAR_SIGHAND | CLONE_INTO_CGROUP);
+/// `clone(2)` where `clone3` is missing or hidden (a container's seccomp
+/// profile answers ENOSYS). `clone` takes one pointer for both the pidfd
+/// and the pid: with `pid_slot` it stores the pid, and the pidfd is opened
+/// after (`pidfd_open`, as old as `clone3`).
+unsafe fn clone_legacy(
+    flags: u64,
+    pid_slot: Option<*mut c_int>,
+    child: impl FnOnce(),
+) -> Result<Child, Errno> {
+    let mut flags = flags & !(CLONE_CLEAR_SIGHAND | CLONE_INTO_CGROUP);
     let mut pidfd: c_int = -1;
-    // SAFETY: fork-like clone (no CLONE_VM, no new stack); with CLONE_PIDFD the
-    // kernel stores the pidfd through the parent_tid argument (x86_64/aarch64 order).
+    let slot = match pid_slot {
+        Some(p) => {
+            flags &= !CLONE_PIDFD;
+            p
+        }
+        None => {
+            flags &= !CLONE_PARENT_SETTID;
+            &mut pidfd as *mut c_int
+        }
+    };
+    // SAFETY: fork-like clone (no CLONE_VM, no new stack); the kernel
+    // stores the pidfd (CLONE_PIDFD) or the pid (CLONE_PARENT_SETTID)
+    // through the parent_tid argument (x86_64/aarch64 order).
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
             flags as libc::c_ulong,
             0usize,
-            &mut pidfd as *mut c_int,
+            slot,
             0usize,
             0usize,
         )
@@ -170,11 +200,22 @@ unsafe fn clone_legacy(flags: u64, child: impl FnOnce()) -> Result<Child, Errno>
         return Err(Errno::last());
     }
     CLEARS_HANDLERS.store(2, std::sync::atomic::Ordering::Relaxed);
-    // SAFETY: CLONE_PIDFD stored a fresh descriptor we now own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let pidfd = match pid_slot {
+        // The child cannot be reaped (nor its pid reused) before whoever
+        // reads the slot sees it: the pid names it.
+        Some(_) => match crate::sys::pidfd_open(ret as c_int) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = crate::sys::kill(ret as c_int, libc::SIGKILL);
+                return Err(e);
+            }
+        },
+        // SAFETY: CLONE_PIDFD stored a fresh descriptor we now own.
+        None => unsafe { OwnedFd::from_raw_fd(pidfd) },
+    };
     Ok(Child {
         pid: ret as c_int,
         pidfd,
-        flags,
+        flags: flags | CLONE_PIDFD,
     })
 }

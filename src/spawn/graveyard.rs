@@ -24,26 +24,28 @@ use libc::c_int;
 
 use crate::sys;
 
-/// (the host's end, the cells' end).
-static PAIR: OnceLock<Option<(OwnedFd, OwnedFd)>> = OnceLock::new();
+/// (the host's end, the cells' end), once made (a failure to make them,
+/// say under EMFILE, is tried again by the next spawn).
+static PAIR: OnceLock<(OwnedFd, OwnedFd)> = OnceLock::new();
 
 /// Drains announced but not finished (see [`drain_pending`]).
 static PENDING: AtomicUsize = AtomicUsize::new(0);
 
 fn pair() -> Option<&'static (OwnedFd, OwnedFd)> {
-    PAIR.get_or_init(|| {
-        let (host, cells) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::SEQPACKET,
-            rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
-            None,
-        )
-        .ok()?;
-        // The cells only send; nothing they could read ever arrives.
-        let _ = rustix::net::shutdown(&cells, rustix::net::Shutdown::Read);
-        Some((host, cells))
-    })
-    .as_ref()
+    if let Some(p) = PAIR.get() {
+        return Some(p);
+    }
+    let (host, cells) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+        None,
+    )
+    .ok()?;
+    // The cells only send; nothing they could read ever arrives.
+    let _ = rustix::net::shutdown(&cells, rustix::net::Shutdown::Read);
+    // Made by two threads at once: one pair stays, the other is closed.
+    Some(PAIR.get_or_init(|| (host, cells)))
 }
 
 /// The end a cell's init sends its mount namespace to; -1 if there is none

@@ -25,7 +25,12 @@ pub(crate) struct Untrusted(Vec<(u32, u32)>);
 impl Untrusted {
     /// The sandbox's own mapped range plus every subordinate id range of the host.
     pub(crate) fn for_range(range: Option<(u32, u32)>) -> Untrusted {
-        let mut v: Vec<(u32, u32)> = subid_ranges().to_vec();
+        let mut v: Vec<(u32, u32)> = match subid_ranges() {
+            Some(ranges) => ranges.to_vec(),
+            // /etc/subuid could not be read just now (EMFILE, ENOMEM):
+            // every id but root's is a cell's for this spawn.
+            None => vec![(1, u32::MAX - 1)],
+        };
         v.extend(range);
         Untrusted(v)
     }
@@ -35,14 +40,19 @@ impl Untrusted {
     }
 }
 
-/// Every range of `/etc/subuid`, read once.
-fn subid_ranges() -> &'static [(u32, u32)] {
+/// Every range of `/etc/subuid`, read once (none if it does not exist);
+/// `None` if it could not be read now (read again next time).
+fn subid_ranges() -> Option<&'static [(u32, u32)]> {
     static RANGES: OnceLock<Vec<(u32, u32)>> = OnceLock::new();
-    RANGES.get_or_init(|| {
-        std::fs::read_to_string("/etc/subuid")
-            .map(|t| parse_ranges(&t))
-            .unwrap_or_default()
-    })
+    if let Some(r) = RANGES.get() {
+        return Some(r);
+    }
+    let ranges = match std::fs::read_to_string("/etc/subuid") {
+        Ok(t) => parse_ranges(&t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(_) => return None,
+    };
+    Some(RANGES.get_or_init(|| ranges))
 }
 
 fn parse_ranges(text: &str) -> Vec<(u32, u32)> {

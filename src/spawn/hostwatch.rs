@@ -31,6 +31,9 @@ pub(crate) struct Facts {
 struct Cache {
     /// `None` where inotify cannot be had: nothing is cached then.
     fd: Option<OwnedFd>,
+    /// When inotify was last asked for (without success: asked again a
+    /// second later, since a failure may be a moment's EMFILE).
+    asked: Option<std::time::Instant>,
     /// Answers, absent paths (`None`) included.
     entries: HashMap<PathBuf, Option<Facts>>,
     /// Directories whose entries are watched.
@@ -52,11 +55,21 @@ fn parent_flags() -> inotify::WatchFlags {
 }
 
 fn cache(g: &mut Option<Cache>) -> &mut Cache {
-    g.get_or_insert_with(|| Cache {
-        fd: inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok(),
+    let cache = g.get_or_insert_with(|| Cache {
+        fd: None,
+        asked: None,
         entries: HashMap::new(),
         parents: HashSet::new(),
-    })
+    });
+    let due = cache
+        .asked
+        .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1));
+    if cache.fd.is_none() && due {
+        cache.asked = Some(std::time::Instant::now());
+        cache.fd =
+            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok();
+    }
+    cache
 }
 
 /// Takes in what changed since the last call: once per plan, before its

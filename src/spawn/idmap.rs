@@ -61,10 +61,15 @@ pub(crate) fn plan(map: IdMap, uid: u32, gid: u32) -> Result<IdPlan> {
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let map = match map {
         IdMap::Auto if euid == 0 => {
-            let (us, uc) =
-                subid_range(Path::new("/etc/subuid"), "root", 0).unwrap_or(DEFAULT_RANGE);
-            let (gs, gc) =
-                subid_range(Path::new("/etc/subgid"), "root", 0).unwrap_or(DEFAULT_RANGE);
+            let range = |file: &str| {
+                subid_range_read(Path::new(file), "root", 0)
+                    .map(|r| r.unwrap_or(DEFAULT_RANGE))
+                    .map_err(|errno| Error::IdMapping {
+                        reason: format!("reading {file}: {errno}"),
+                    })
+            };
+            let (us, uc) = range("/etc/subuid")?;
+            let (gs, gc) = range("/etc/subgid")?;
             IdMap::Range {
                 uid_start: us,
                 gid_start: gs,
@@ -153,6 +158,16 @@ pub(crate) fn plan(map: IdMap, uid: u32, gid: u32) -> Result<IdPlan> {
 /// modification time stays the same (every spawn asks; the time comes from
 /// `hostwatch`, which asks the kernel only after a change).
 pub(crate) fn subid_range(file: &Path, user: &str, uid: u32) -> Option<(u32, u32)> {
+    subid_range_read(file, user, uid).ok().flatten()
+}
+
+/// [`subid_range`], or the error that kept the file from being read (a
+/// missing file has no entries).
+fn subid_range_read(
+    file: &Path,
+    user: &str,
+    uid: u32,
+) -> std::result::Result<Option<(u32, u32)>, crate::Errno> {
     type Entry = (
         std::path::PathBuf,
         String,
@@ -173,14 +188,17 @@ pub(crate) fn subid_range(file: &Path, user: &str, uid: u32) -> Option<(u32, u32
         .iter()
         .find(|e| e.0 == file && e.1 == user && e.2 == uid && e.3 == mtime)
     {
-        return e.4;
+        return Ok(e.4);
     }
-    let found = std::fs::read_to_string(file)
-        .ok()
-        .and_then(|t| parse_subid(&t, user, uid));
+    let found = match std::fs::read_to_string(file) {
+        Ok(t) => parse_subid(&t, user, uid),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // Not read just now (EMFILE, ENOMEM): not an answer to remember.
+        Err(e) => return Err(crate::Errno::from(&e)),
+    };
     cache.retain(|e| !(e.0 == file && e.1 == user && e.2 == uid));
     cache.push((file.to_owned(), user.to_owned(), uid, mtime, found));
-    found
+    Ok(found)
 }
 
 pub(crate) fn parse_subid(text: &str, user: &str, uid: u32) -> Option<(u32, u32)> {

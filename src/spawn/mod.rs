@@ -20,9 +20,10 @@ mod netns;
 mod place;
 pub(crate) mod plan;
 pub(crate) mod prep;
+mod retry;
 mod root;
 mod skeleton;
-mod spawner;
+pub(crate) mod spawner;
 pub(crate) mod status;
 
 use std::fs::OpenOptions;
@@ -30,7 +31,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libc::c_int;
 
@@ -62,9 +63,48 @@ pub(crate) fn spawner_pid() -> Option<i32> {
     spawner::pid()
 }
 
-/// Whether cells can be cloned from a spawner here, and if not, why.
-pub(crate) fn spawner_status() -> Result<(), String> {
-    spawner::usable()
+/// How the spawner stands (see `spawner::Status`).
+pub(crate) fn spawner_status() -> spawner::Status {
+    spawner::status()
+}
+
+/// When a spawn's setup must be over (see `Sandbox::setup_timeout`).
+pub(crate) struct Deadline {
+    pub at: Instant,
+    pub timeout: Duration,
+}
+
+impl Deadline {
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + timeout,
+            timeout,
+        }
+    }
+
+    /// The error of a setup that was still at `stage` when the time was up.
+    pub(crate) fn error(&self, stage: Stage, detail: String) -> Error {
+        Error::SetupTimeout {
+            stage,
+            detail,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The error of a failed `clone3` (or `clone`), with a pointer to the
+/// host check when the host is the likely cause.
+pub(crate) fn clone_error(errno: Errno) -> Error {
+    Error::Spawn {
+        op: "clone3",
+        path: None,
+        errno,
+        hint: matches!(
+            errno.0,
+            libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL
+        )
+        .then_some(crate::host::HINT_NAMESPACES),
+    }
 }
 
 /// How the host side joins the job to its cgroup(s).
@@ -103,7 +143,9 @@ pub(crate) fn spawn(
     command: &Command,
     cgroup: Option<&dyn CgroupJoin>,
 ) -> Result<Spawned> {
-    let bp = plan::build(sandbox, command)?;
+    // Planning is this thread's own work, however long (thousands of
+    // variables): only its waits for work done ahead are bounded.
+    let bp = plan::build(sandbox, command, &Deadline::after(sandbox.setup_timeout))?;
 
     // Descriptors: the parent's ends are close-on-exec so no other program the
     // host starts inherits them; the cell's init closes whatever it does not need.
@@ -177,6 +219,7 @@ pub(crate) fn spawn(
         cap_last: plan::cap_last_cap(),
         max_fd: max_fd(),
         handlers_cleared: clone::clears_handlers(),
+        stall: sandbox.faults.stall,
     };
     let arena_err = |errno| Error::Spawn {
         op: "map the plan's memory",
@@ -187,7 +230,9 @@ pub(crate) fn spawn(
     let arena = Arena::new(place::footprint(&bp, keep.len())).map_err(arena_err)?;
     let plan = place::place(&arena, &bp, &wiring).ok_or_else(|| arena_err(Errno(libc::ENOMEM)))?;
 
-    // Until the cell has built its root (end-of-file below).
+    // Until the cell has built its root (end-of-file below), and no longer
+    // than the setup timeout.
+    let deadline = Deadline::after(sandbox.setup_timeout);
     let setting_up = prep::setting_up();
     let started = Instant::now();
     let clone_target = cgroup
@@ -204,46 +249,49 @@ pub(crate) fn spawn(
     // move it into its cgroup(s) first.
     let host_attaches = cgroup.is_some() && clone_target.is_none() && joins.is_empty();
     let release = (!host_attaches).then_some((sync_write.as_raw_fd(), &bp.ids));
-    let cloned = match spawner::clone_cell(
-        ns_flags,
-        clone_target,
-        pooled_fd,
-        host_net,
-        host_mounts,
-        release,
-        &arena,
-        plan,
-    ) {
+    let by_spawner = match sandbox.faults.clone_from_host {
+        true => None,
+        false => spawner::clone_cell(
+            ns_flags,
+            clone_target,
+            pooled_fd,
+            host_net,
+            host_mounts,
+            release,
+            &arena,
+            plan,
+            &deadline,
+            sandbox.faults.spawner,
+        ),
+    };
+    let cloned = match by_spawner {
         Some(cloned) => cloned,
         None => {
-            // Cloned from here: the signals this process ignores now.
+            // Cloned from here: the signals this process ignores now, and
+            // where its arguments lie, for init to hide them.
+            let layout = status::HostLayout::current()
+                .map_err(|e| Error::io("read", "/proc/self/stat", e))?;
             // SAFETY: the arena's status page; no cell reads it yet.
             unsafe {
-                status::StatusPage::set_ignored_signals(arena.status(), sys::ignored_signals())
+                status::StatusPage::set_ignored_signals(arena.status(), sys::ignored_signals());
+                status::StatusPage::set_host_clone(arena.status(), layout, b"jobcell-init");
             };
             // SAFETY: init_main only makes raw syscalls on `plan`, which stays
             // mapped (unchanged) until the job has executed.
-            let do_clone =
-                || unsafe { clone::clone_into(ns_flags, clone_target, || child::init_main(plan)) };
+            let do_clone = || unsafe {
+                clone::clone_into(ns_flags, clone_target, None, || child::init_main(plan))
+            };
             let not_released = spawner::Release::default();
             match &pooled_net {
                 Some(ns) => netns::with_netns(ns, do_clone)?,
                 None => do_clone(),
             }
             .map(|child| (child, not_released))
+            .map_err(clone_error)
         }
     };
     drop(pooled_net);
-    let (child, released) = cloned.map_err(|errno| Error::Spawn {
-        op: "clone3",
-        path: None,
-        errno,
-        hint: matches!(
-            errno.0,
-            libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL
-        )
-        .then_some(crate::host::HINT_NAMESPACES),
-    })?;
+    let (child, released) = cloned?;
 
     // The cell holds its own copies now; ours would keep pipes open forever.
     drop(stdin_src);
@@ -269,17 +317,23 @@ pub(crate) fn spawn(
         }
     };
 
-    if released.step == spawner::Release::NOT_TRIED {
+    let taken_over = released.step == spawner::Release::UNKNOWN;
+    if released.step == spawner::Release::NOT_TRIED || taken_over {
         if let Some(cg) = cgroup {
             let placed = child.flags & clone::CLONE_INTO_CGROUP != 0 && clone_target.is_some();
             if !placed && joins.is_empty() {
                 cg.attach(child.pid).map_err(release_failed)?;
             }
         }
-        write_id_maps(child.pid, &bp.ids).map_err(release_failed)?;
-        // Release the cell.
+        // A dead spawner may have written some maps (each can be written once).
+        write_id_maps(child.pid, &bp.ids, taken_over).map_err(release_failed)?;
+        // Release the cell. Taken over, it may have been released already
+        // and have read its byte: then the write fails, and whether the
+        // cell lives is for the error pipe to say.
         if let Err(e) = sys::send_byte(sync_write.as_raw_fd()) {
-            return Err(release_failed(release_error(None, e)));
+            if !taken_over {
+                return Err(release_failed(release_error(None, e)));
+            }
         }
     } else if released.step != spawner::Release::DONE {
         // The spawner failed where we would have: the same error.
@@ -294,12 +348,21 @@ pub(crate) fn spawn(
     }
     drop(sync_write);
 
-    // End-of-file: the job has executed (the pipe is close-on-exec). A record: a stage failed.
-    let mut rec = [0u8; RECORD_LEN];
-    let n = read_full(&error_read, &mut rec);
+    // End-of-file: the job has executed (the pipe is close-on-exec). A
+    // record: a stage failed. Neither by the deadline: the cell is stuck.
+    let rec = match wait_record(&error_read, deadline.at) {
+        Ok(rec) => rec,
+        Err(()) => {
+            // SAFETY: the arena's status page, mapped while `arena` lives.
+            let (stage, step) = unsafe { status::StatusPage::progress(arena.status()) };
+            let stage = Stage::from_u32(stage).unwrap_or(Stage::Clone);
+            let detail = stage_detail(&bp, &joins, stage, step);
+            return Err(abort(deadline.error(stage, detail)));
+        }
+    };
     drop(error_read);
     drop(setting_up);
-    if n == RECORD_LEN {
+    if let Some(rec) = rec {
         return Err(abort(record_error(&bp, &joins, &rec)));
     }
     // The cell no longer reads its plan: keep only the status page. The
@@ -333,7 +396,16 @@ pub(crate) fn spawn(
 fn record_error(bp: &plan::Blueprint, joins: &[PathBuf], rec: &[u8; RECORD_LEN]) -> Error {
     let (stage, errno, step) = child::decode_record(rec);
     let stage = Stage::from_u32(stage).unwrap_or(Stage::BuildRoot);
-    let detail = match stage {
+    Error::Setup {
+        stage,
+        detail: stage_detail(bp, joins, stage, step),
+        errno: Errno(errno),
+    }
+}
+
+/// Which mount, file, path or limit step `step` of `stage` is about.
+fn stage_detail(bp: &plan::Blueprint, joins: &[PathBuf], stage: Stage, step: u32) -> String {
+    match stage {
         Stage::BuildRoot => match bp.op_steps.get(step as usize) {
             Some(Some(i)) => bp.root_steps[*i].describe(),
             Some(None) => "attach the root skeleton".into(),
@@ -361,12 +433,33 @@ fn record_error(bp: &plan::Blueprint, joins: &[PathBuf], rec: &[u8; RECORD_LEN])
             .map(|p| format!("filter of {} BPF instructions", p.len()))
             .unwrap_or_default(),
         _ => String::new(),
-    };
-    Error::Setup {
-        stage,
-        detail,
-        errno: Errno(errno),
     }
+}
+
+/// Waits until `deadline` for the cell's record: `Ok(None)` at end-of-file
+/// (the job has executed), `Ok(Some(_))` for a failure record, `Err(())`
+/// if neither came in time.
+fn wait_record(error_read: &OwnedFd, deadline: Instant) -> Result<Option<[u8; RECORD_LEN]>, ()> {
+    loop {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return Err(());
+        };
+        let mut fds = [libc::pollfd {
+            fd: error_read.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let ms = left.as_millis().min(i32::MAX as u128) as c_int + 1;
+        match sys::poll(&mut fds, ms) {
+            Ok(1) => break,
+            Ok(_) | Err(Errno(libc::EINTR)) => {}
+            // Cannot wait: read, as before there was a deadline.
+            Err(_) => break,
+        }
+    }
+    let mut rec = [0u8; RECORD_LEN];
+    // A record is written whole before the cell exits: it is all there.
+    Ok((read_full(error_read, &mut rec) == RECORD_LEN).then_some(rec))
 }
 
 /// A failure record the cell left before it could be released, if it left
@@ -492,20 +585,32 @@ fn release_error(path: Option<PathBuf>, errno: Errno) -> Error {
     map_error("release the cell", path, errno)
 }
 
-fn write_id_maps(pid: i32, ids: &idmap::IdPlan) -> Result<()> {
+/// Writes the cell's id maps; with `missing_only`, only those not written
+/// yet (a spawner that died may have written some; each can be written
+/// once, and setgroups only before gid_map).
+fn write_id_maps(pid: i32, ids: &idmap::IdPlan, missing_only: bool) -> Result<()> {
+    let path = |name: &str| PathBuf::from(format!("/proc/{pid}/{name}"));
+    let written =
+        |name: &str| missing_only && std::fs::read(path(name)).is_ok_and(|v| !v.is_empty());
     let write = |name: &'static str, op: &'static str, value: &str| -> Result<()> {
-        let path = PathBuf::from(format!("/proc/{pid}/{name}"));
+        let path = path(name);
         OpenOptions::new()
             .write(true)
             .open(&path)
             .and_then(|mut f| f.write_all(value.as_bytes()))
             .map_err(|e| map_error(op, Some(path), Errno::from(&e)))
     };
-    if ids.deny_setgroups {
+    let gid_written = written("gid_map");
+    if ids.deny_setgroups && !gid_written {
         write("setgroups", "write setgroups", "deny")?;
     }
-    write("uid_map", "write uid_map", &ids.uid_map)?;
-    write("gid_map", "write gid_map", &ids.gid_map)
+    if !written("uid_map") {
+        write("uid_map", "write uid_map", &ids.uid_map)?;
+    }
+    if !gid_written {
+        write("gid_map", "write gid_map", &ids.gid_map)?;
+    }
+    Ok(())
 }
 
 /// One `/dev/null` for every job's null stdin and discarded output.

@@ -30,6 +30,8 @@ pub(crate) struct Wiring<'k> {
     pub cap_last: c_int,
     pub max_fd: c_int,
     pub handlers_cleared: bool,
+    /// The stage at which a test stalls the cell (0: none).
+    pub stall: u32,
 }
 
 /// An upper bound of the arena bytes [`place`] takes for `bp` and `keep`.
@@ -76,16 +78,15 @@ pub(crate) fn place<'a>(
     bp: &Blueprint,
     w: &Wiring<'_>,
 ) -> Option<&'a ChildPlan<'a>> {
+    // The strings, then their NULL-terminated pointer array: nothing else
+    // (`footprint` counts exactly these).
     let strings = |v: &[CString]| -> Option<&'a [*const libc::c_char]> {
-        let placed = arena.collect(v.iter().map(|s| arena.cstr(s)))?;
-        arena.collect(
-            placed
-                .iter()
-                .map(|s| Some(s.as_ptr()))
-                .chain(std::iter::once(Some(std::ptr::null())))
-                .collect::<Vec<_>>()
-                .into_iter(),
-        )
+        let mut pointers = Vec::with_capacity(v.len() + 1);
+        for s in v {
+            pointers.push(arena.cstr(s)?.as_ptr());
+        }
+        pointers.push(std::ptr::null());
+        arena.slice(&pointers)
     };
     let filter = |f: &Option<Vec<libc::sock_filter>>| match f {
         Some(p) => arena.slice(p).map(Some),
@@ -119,6 +120,7 @@ pub(crate) fn place<'a>(
         staging: arena.cstr(&bp.staging)?,
         loopback: w.loopback,
         init_seccomp: filter(&bp.init_seccomp)?,
+        stall: w.stall,
         job: JobPlan {
             uid: bp.ids.uid,
             gid: bp.ids.gid,
@@ -142,4 +144,194 @@ pub(crate) fn place<'a>(
         status: arena.status(),
     };
     arena.value(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::sandbox::{Command, Limits, Rlimit, Sandbox};
+    use crate::spawn::{plan, Deadline};
+    use crate::Error;
+
+    /// One thing wrong with an otherwise good spawn (or nothing).
+    #[derive(Clone, Debug)]
+    enum Defect {
+        None,
+        LargeArgument(usize),
+        NulArgument,
+        LargeVariable(usize),
+        BadName(String),
+        BadTarget(String),
+        MissingSource,
+        BadLimits(Limits),
+        BadRlimit(Rlimit, u64, u64),
+        MissingCwd(String),
+    }
+
+    fn defect() -> impl Strategy<Value = Defect> {
+        let bad_path = prop_oneof![
+            Just("relative/x".to_string()),
+            Just("/a/../b".to_string()),
+            Just("/a/./b".to_string()),
+            Just("/".to_string()),
+            Just(String::new()),
+            Just("/x\0y".to_string()),
+        ];
+        let bad_limits = prop_oneof![
+            Just(Limits {
+                memory: Some(0),
+                ..Default::default()
+            }),
+            Just(Limits {
+                memory: Some(u64::MAX),
+                ..Default::default()
+            }),
+            Just(Limits {
+                pids: Some(1),
+                ..Default::default()
+            }),
+            Just(Limits {
+                cpu_percent: Some(0),
+                ..Default::default()
+            }),
+            Just(Limits {
+                wall_time: Some(Duration::ZERO),
+                ..Default::default()
+            }),
+            Just(Limits {
+                memory_swap: Some(1),
+                ..Default::default()
+            }),
+        ];
+        prop_oneof![
+            12 => Just(Defect::None),
+            1 => (100_000usize..140_000).prop_map(Defect::LargeArgument),
+            1 => Just(Defect::NulArgument),
+            1 => (100_000usize..140_000).prop_map(Defect::LargeVariable),
+            1 => "[A-Z=]{0,3}".prop_filter("a bad name", |k| k.is_empty() || k.contains('='))
+                .prop_map(Defect::BadName),
+            1 => bad_path.clone().prop_map(Defect::BadTarget),
+            1 => Just(Defect::MissingSource),
+            1 => bad_limits.prop_map(Defect::BadLimits),
+            1 => (0u64..100, 100u64..1000).prop_map(|(h, s)| Defect::BadRlimit(Rlimit::FileSize, s, h)),
+            1 => Just(Defect::BadRlimit(Rlimit::OpenFiles, 1 << 40, 1 << 40)),
+            1 => "(/[a-z]{1,6}){1,3}".prop_map(Defect::MissingCwd),
+        ]
+    }
+
+    /// Limits that are fine.
+    fn limits() -> impl Strategy<Value = Limits> {
+        (
+            prop::option::of((1u64 << 20)..(4 << 30)),
+            prop::option::of(2u64..100_000),
+            prop::option::of(1u32..2000),
+            prop::option::of(1u64..3000),
+        )
+            .prop_map(|(memory, pids, cpu_percent, wall_ms)| Limits {
+                memory,
+                pids,
+                cpu_percent,
+                wall_time: wall_ms.map(Duration::from_millis),
+                ..Default::default()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// A plan either builds, and then fits the arena its footprint asks
+        /// for, or is refused with a typed input error: it never panics,
+        /// and leaves nothing the plan could have checked (the arena,
+        /// execve's size limits, bad paths or limits) to fail in the cell.
+        #[test]
+        fn plans_build_and_place_or_are_refused(
+            args in prop::collection::vec("[ -~]{0,24}", 0..400),
+            env in prop::collection::vec(("[A-Z_]{1,6}", "[ -~]{0,24}"), 0..300),
+            binds in prop::collection::vec(("[a-z]{1,6}", any::<bool>()), 0..3),
+            dirs in prop::collection::vec("(/[a-z]{1,6}){1,3}", 0..2),
+            limits in limits(),
+            files in prop::option::of((1u64..1024, 1u64..1024)),
+            defect in defect(),
+        ) {
+            let host = tempfile::tempdir().unwrap();
+            let mut sb = Sandbox::new();
+            for (i, (name, rw)) in binds.iter().enumerate() {
+                let target = format!("/b{i}/{name}");
+                match rw {
+                    true => sb.bind_rw(host.path(), target),
+                    false => sb.bind_ro(host.path(), target),
+                };
+            }
+            for d in &dirs {
+                sb.dir(d);
+            }
+            if let Some((a, b)) = files {
+                sb.rlimit(Rlimit::OpenFiles, a.min(b), a.max(b));
+            }
+            sb.limits(limits);
+            let mut cmd = Command::new("true");
+            cmd.args(&args);
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+            let bad = !matches!(defect, Defect::None);
+            match defect.clone() {
+                Defect::None => {}
+                Defect::LargeArgument(n) => drop(cmd.arg("x".repeat(n))),
+                Defect::NulArgument => drop(cmd.arg("a\0b")),
+                Defect::LargeVariable(n) => drop(cmd.env("LARGE", "x".repeat(n))),
+                Defect::BadName(k) => drop(cmd.env(k, "v")),
+                Defect::BadTarget(t) => drop(sb.bind_ro(host.path(), t)),
+                Defect::MissingSource => drop(sb.bind_ro(host.path().join("missing"), "/m")),
+                Defect::BadLimits(l) => drop(sb.limits(l)),
+                Defect::BadRlimit(r, soft, hard) => drop(sb.rlimit(r, soft, hard)),
+                Defect::MissingCwd(d) => drop(sb.current_dir(d)),
+            }
+            let deadline = Deadline::after(Duration::from_secs(5));
+            match plan::build(&sb, &cmd, &deadline) {
+                Ok(bp) => {
+                    // Large strings may fit (under the job's stack limit): fine.
+                    prop_assert!(
+                        !bad || matches!(defect, Defect::LargeArgument(_) | Defect::LargeVariable(_)),
+                        "{defect:?} was not refused"
+                    );
+                    let keep = [3, 4, 5];
+                    let w = Wiring {
+                        keep: &keep,
+                        join_cgroups: &[],
+                        stdio: [0, 1, 2],
+                        sync_read: 3,
+                        error_write: 4,
+                        report_job: -1,
+                        report_init: -1,
+                        lifeline_read: 5,
+                        graveyard: -1,
+                        loopback: true,
+                        cap_last: 40,
+                        max_fd: 1024,
+                        handlers_cleared: true,
+                        stall: 0,
+                    };
+                    let arena = Arena::new(footprint(&bp, keep.len())).unwrap();
+                    let placed = place(&arena, &bp, &w);
+                    prop_assert!(placed.is_some(), "the footprint is short");
+                    let p = placed.unwrap();
+                    prop_assert_eq!(p.job.argv.len(), bp.argv.len() + 1);
+                    prop_assert!(p.job.argv.last().unwrap().is_null());
+                    prop_assert_eq!(p.job.envp.len(), bp.envp.len() + 1);
+                }
+                Err(e) => {
+                    prop_assert!(bad, "a good spawn refused: {e}");
+                    prop_assert!(
+                        !matches!(e, Error::Setup { .. } | Error::SetupDied { .. } | Error::SetupTimeout { .. }),
+                        "{e}"
+                    );
+                }
+            }
+        }
+    }
 }

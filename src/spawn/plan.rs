@@ -17,7 +17,7 @@ use crate::spawn::hostpath::Untrusted;
 use crate::spawn::idmap::{self, IdPlan};
 use crate::spawn::layout::{Layout, Node};
 use crate::spawn::root::{self, RootPlan, Step};
-use crate::spawn::{prep, skeleton};
+use crate::spawn::{prep, skeleton, Deadline};
 use crate::sys;
 
 /// The PATH used to find programs when the job's environment has none.
@@ -86,15 +86,34 @@ static MOUNT_API: AtomicU8 = AtomicU8::new(0);
 /// trees opened, no skeleton built): for queues that accept a job now and
 /// start it later.
 pub(crate) fn validate(sandbox: &Sandbox, command: &Command) -> Result<()> {
-    build_inner(sandbox, command, true).map(drop)
+    let deadline = Deadline::after(sandbox.setup_timeout);
+    build_inner(sandbox, command, &deadline, true).map(drop)
 }
 
-pub(crate) fn build(sandbox: &Sandbox, command: &Command) -> Result<Blueprint> {
-    Ok(build_inner(sandbox, command, false)?.expect("a real build returns a blueprint"))
+/// Plans a spawn; waits for work done ahead (a root skeleton) no longer
+/// than `deadline`.
+pub(crate) fn build(
+    sandbox: &Sandbox,
+    command: &Command,
+    deadline: &Deadline,
+) -> Result<Blueprint> {
+    Ok(build_inner(sandbox, command, deadline, false)?.expect("a real build returns a blueprint"))
 }
 
-fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option<Blueprint>> {
+fn build_inner(
+    sandbox: &Sandbox,
+    command: &Command,
+    deadline: &Deadline,
+    dry: bool,
+) -> Result<Option<Blueprint>> {
     sandbox.limits.validate()?;
+    if sandbox.setup_timeout.is_zero() {
+        return Err(Error::InvalidSetting {
+            name: "setup_timeout",
+            value: "0".into(),
+            reason: "a cell needs some time to be set up".into(),
+        });
+    }
     let rlimits = crate::sandbox::effective_rlimits(&sandbox.rlimits)?;
     // The host paths looked up below: as they are now.
     super::hostwatch::refresh();
@@ -154,6 +173,9 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
         })
         .collect::<Result<Vec<_>>>()?;
 
+    let program_path = cstring(resolved.as_bytes(), || "the program path".into())?;
+    check_exec_size(&program_path, &argv, &envp, &rlimits)?;
+
     #[cfg(feature = "seccomp")]
     let (seccomp, seccomp_report, init_seccomp) =
         match (sandbox.seccomp.compile()?, &sandbox.seccomp) {
@@ -176,6 +198,7 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
         &ids,
         mount_api,
         staging.as_os_str().as_bytes(),
+        deadline,
     )?;
 
     let mut ns_flags = (libc::CLONE_NEWUSER
@@ -197,7 +220,7 @@ fn build_inner(sandbox: &Sandbox, command: &Command, dry: bool) -> Result<Option
         hostname,
         loopback: sandbox.network == Network::None,
         ns_flags,
-        program: cstring(resolved.as_bytes(), || "the program path".into())?,
+        program: program_path,
         argv,
         envp,
         cwd: cstring(cwd.as_bytes(), || "the working directory".into())?,
@@ -218,6 +241,84 @@ fn cstring(bytes: &[u8], what: impl FnOnce() -> String) -> Result<CString> {
     })
 }
 
+/// Refuses arguments and an environment the kernel's `execve` would refuse
+/// (with E2BIG, in the cell, after all the setup): the limits of
+/// `bprm_stack_limits` and `copy_strings` in fs/exec.c. `rlimits` are the
+/// job's: its stack limit, if it sets one, is the one execve sees.
+fn check_exec_size(
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    rlimits: &[(libc::c_int, libc::rlimit64)],
+) -> Result<()> {
+    let stack = rlimits
+        .iter()
+        .find(|(r, _)| *r == libc::RLIMIT_STACK as libc::c_int)
+        .map(|(_, l)| l.rlim_cur)
+        .unwrap_or_else(|| {
+            rustix::process::getrlimit(rustix::process::Resource::Stack)
+                .current
+                .unwrap_or(u64::MAX)
+        });
+    let (max_string, max_total) = exec_limits(stack, rustix::param::page_size());
+    let too_large = |what: String, size: usize, limit: usize, reason| Error::ArgumentsTooLarge {
+        what,
+        size,
+        limit,
+        reason,
+    };
+    let one = "the longest string execve takes, MAX_ARG_STRLEN";
+    for (i, a) in argv.iter().enumerate() {
+        let size = a.as_bytes_with_nul().len();
+        if size > max_string {
+            let what = match i {
+                0 => "the program name".to_string(),
+                i => format!("argument {i}"),
+            };
+            return Err(too_large(what, size, max_string, one));
+        }
+    }
+    for e in envp {
+        let size = e.as_bytes_with_nul().len();
+        if size > max_string {
+            let name = e
+                .as_bytes()
+                .split(|&b| b == b'=')
+                .next()
+                .unwrap_or_default();
+            let what = format!("environment variable {}", String::from_utf8_lossy(name));
+            return Err(too_large(what, size, max_string, one));
+        }
+    }
+    // The strings (the program's path is copied first), and a pointer for
+    // each; execve counts argv as at least one.
+    let strings: usize = std::iter::once(program)
+        .chain(argv)
+        .chain(envp)
+        .map(|s| s.as_bytes_with_nul().len())
+        .sum();
+    let pointers = (argv.len().max(1) + envp.len()) * std::mem::size_of::<usize>();
+    let total = strings + pointers;
+    if total > max_total {
+        return Err(too_large(
+            "the arguments and environment".into(),
+            total,
+            max_total,
+            "a quarter of the job's stack limit, at least 128 KiB and at most 6 MiB (ARG_MAX)",
+        ));
+    }
+    Ok(())
+}
+
+/// The kernel's limits for one string and for everything execve copies,
+/// under a stack limit of `stack` bytes with pages of `page` bytes.
+fn exec_limits(stack: u64, page: usize) -> (usize, usize) {
+    const ARG_MAX: u64 = 128 * 1024;
+    const STK_LIM: u64 = 8 << 20;
+    let total = (STK_LIM / 4 * 3).min(stack / 4).max(ARG_MAX);
+    (32 * page, total as usize)
+}
+
 /// The job's environment: a small default (never the host's), then the
 /// sandbox's settings, then the command's.
 fn environment(
@@ -225,7 +326,19 @@ fn environment(
     command: &Command,
     ids: &IdPlan,
 ) -> Result<Vec<(OsString, OsString)>> {
-    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    // In order; a variable set again moves to the end. An index by name
+    // keeps thousands of variables linear.
+    let mut env: Vec<Option<(OsString, OsString)>> = Vec::new();
+    let mut index: std::collections::HashMap<OsString, usize> = Default::default();
+    let mut set = |env: &mut Vec<Option<(OsString, OsString)>>, k: &OsStr, v: Option<&OsStr>| {
+        if let Some(i) = index.remove(k) {
+            env[i] = None;
+        }
+        if let Some(v) = v {
+            index.insert(k.to_owned(), env.len());
+            env.push(Some((k.to_owned(), v.to_owned())));
+        }
+    };
     if !sandbox.env_clear {
         let user = if ids.uid == 0 { "root" } else { "user" };
         let home = if ids.uid == 0 { "/root" } else { "/tmp" };
@@ -236,9 +349,9 @@ fn environment(
             ("LOGNAME", user),
             ("LANG", "C.UTF-8"),
         ] {
-            env.push((k.into(), v.into()));
+            set(&mut env, OsStr::new(k), Some(OsStr::new(v)));
         }
-        env.push(("HOSTNAME".into(), sandbox.hostname.clone()));
+        set(&mut env, OsStr::new("HOSTNAME"), Some(&sandbox.hostname));
     }
     for (k, v) in sandbox.env.iter().chain(command.env.iter()) {
         let kb = k.as_bytes();
@@ -249,12 +362,9 @@ fn environment(
                 reason: "must be non-empty, without '=' or NUL".into(),
             });
         }
-        env.retain(|(ek, _)| ek != k);
-        if let Some(v) = v {
-            env.push((k.clone(), v.clone()));
-        }
+        set(&mut env, k, v.as_deref());
     }
-    Ok(env)
+    Ok(env.into_iter().flatten().collect())
 }
 
 /// Finds the program inside the cell: an absolute or relative path as given, or
@@ -317,6 +427,7 @@ fn lower_root(
     ids: &IdPlan,
     mount_api: bool,
     staging: &[u8],
+    deadline: &Deadline,
 ) -> Result<Lowered> {
     if root.skeleton {
         let (stat, cell) = root.split();
@@ -327,7 +438,7 @@ fn lower_root(
             steps: stat_steps.iter().map(|s| (*s).clone()).collect(),
             owner,
         };
-        if let Some(skel) = prep::skeleton_clone(key, spec)? {
+        if let Some(skel) = prep::skeleton_clone(key, spec, deadline)? {
             let (cell_ops, cell_steps) = root::lower(&root.steps, &cell, &root.trees, staging)?;
             let mut ops = vec![Op::Attach {
                 fd: skel.as_raw_fd(),
@@ -399,9 +510,22 @@ pub(crate) fn mount_api_available() -> bool {
         2 => return false,
         _ => {}
     }
-    let ok = sys::open_tree_clone(c"/", sys::MOUNT_ATTR_NOSUID).is_ok();
-    MOUNT_API.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
-    ok
+    match sys::open_tree_clone(c"/", sys::MOUNT_ATTR_NOSUID) {
+        Ok(_) => {
+            MOUNT_API.store(1, Ordering::Relaxed);
+            true
+        }
+        // Missing, or refused (a container's seccomp profile): for good.
+        Err(crate::Errno(
+            libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EINVAL | libc::EOPNOTSUPP,
+        )) => {
+            MOUNT_API.store(2, Ordering::Relaxed);
+            false
+        }
+        // A moment's shortage (EMFILE, ENOMEM): the calls exist. Asked
+        // again next time; this spawn meets the shortage itself.
+        Err(_) => true,
+    }
 }
 
 /// The highest capability number of the running kernel.
@@ -418,6 +542,87 @@ pub(crate) fn cap_last_cap() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_defaults_then_settings_in_order_last_wins() {
+        let ids = IdPlan {
+            uid_map: String::new(),
+            gid_map: String::new(),
+            deny_setgroups: true,
+            become_root: false,
+            uid: 1000,
+            gid: 1000,
+            host_uid: 1000,
+            host_gid: 1000,
+            has_root: false,
+        };
+        let mut sb = Sandbox::new();
+        sb.env("A", "1").env("PATH", "/bin").env_remove("LANG");
+        let mut cmd = Command::new("true");
+        cmd.env("B", "2").env("A", "3").env_remove("HOME");
+        let env = environment(&sb, &cmd, &ids).unwrap();
+        let names: Vec<_> = env
+            .iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "USER=user",
+                "LOGNAME=user",
+                "HOSTNAME=jobcell",
+                "PATH=/bin",
+                "B=2",
+                "A=3"
+            ]
+        );
+        // Thousands stay fast (this was quadratic).
+        let mut many = Command::new("true");
+        for i in 0..50_000 {
+            many.env(format!("V{i}"), "x");
+        }
+        assert_eq!(environment(&sb, &many, &ids).unwrap().len(), 50_000 + 6);
+    }
+
+    #[test]
+    fn exec_limits_follow_the_stack_limit() {
+        let page = 4096;
+        assert_eq!(exec_limits(8 << 20, page), (128 * 1024, 2 << 20));
+        assert_eq!(exec_limits(u64::MAX, page), (128 * 1024, 6 << 20));
+        assert_eq!(exec_limits(64 * 1024, page), (128 * 1024, 128 * 1024));
+        assert_eq!(exec_limits(8 << 20, 65536).0, 2 << 20);
+    }
+
+    #[test]
+    fn exec_sizes_are_checked_string_by_string_then_in_all() {
+        let c = |s: &str| CString::new(s).unwrap();
+        let stack = [(
+            libc::RLIMIT_STACK as libc::c_int,
+            libc::rlimit64 {
+                rlim_cur: 8 << 20,
+                rlim_max: 8 << 20,
+            },
+        )];
+        let prog = c("/bin/true");
+        let max = 32 * rustix::param::page_size();
+        let fits = c(&"a".repeat(max - 1));
+        let check = |argv: &[CString], envp: &[CString]| check_exec_size(&prog, argv, envp, &stack);
+        assert!(check(&[c("true"), fits.clone()], &[]).is_ok());
+        let long = c(&"a".repeat(max));
+        let e = check(&[c("true"), long.clone()], &[]).unwrap_err();
+        assert!(e.to_string().contains("argument 1"), "{e}");
+        let env = c(&format!("BIG={}", "b".repeat(max)));
+        let e = check(&[c("true")], &[env]).unwrap_err();
+        assert!(e.to_string().contains("environment variable BIG"), "{e}");
+        // 2 MiB in all under an 8 MiB stack: 15 strings fit, 16 do not.
+        let many = |n| vec![fits.clone(); n];
+        assert!(check(&many(15), &[]).is_ok());
+        let e = check(&many(16), &[]).unwrap_err();
+        assert!(
+            matches!(e, Error::ArgumentsTooLarge { limit, .. } if limit == 2 << 20),
+            "{e}"
+        );
+    }
 
     #[test]
     fn program_lookup_on_path() {

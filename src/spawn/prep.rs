@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
+use crate::spawn::retry::Failed;
 use crate::spawn::{netns, skeleton, spawner};
 use crate::sys;
 
@@ -36,15 +37,19 @@ struct Skeleton {
     spec: Option<Arc<skeleton::Spec>>,
     dir: Option<PathBuf>,
     ready: Vec<OwnedFd>,
-    error: Option<(skeleton::BuildError, Instant)>,
+    /// The last build or clone failed: spawns get its error until it is
+    /// due for another try (see `retry.rs`).
+    error: Option<Failed>,
     last_used: Instant,
 }
 
 #[derive(Default)]
 struct State {
     netns: Vec<OwnedFd>,
-    /// Why network namespaces cannot be made ahead here, if they cannot.
+    /// Network namespaces cannot be made ahead at all (no thread to make them).
     netns_broken: bool,
+    /// Making one failed: none is tried again before it is due.
+    netns_failed: Option<Failed>,
     /// A run of refills is under way (see `NETNS_LOW`).
     refilling: bool,
     skeletons: HashMap<u128, Skeleton>,
@@ -52,6 +57,9 @@ struct State {
     queue: VecDeque<u128>,
     /// Why skeletons cannot be built here, if they cannot (then spawns build roots inline).
     skeleton_broken: Option<String>,
+    /// The private workspace skeletons are built in could not be set up
+    /// (for a while: spawns build roots inline until it is due again).
+    workspace_failed: Option<Failed>,
     /// The thread is working on an item taken off the queue.
     busy: bool,
     /// The host's mount namespace, kept for the spawner.
@@ -82,8 +90,17 @@ pub(crate) fn ahead(work: &Arc<dyn Ahead>) {
 impl State {
     /// Whether the network namespace pool wants a refill now.
     fn netns_wanted(&self) -> bool {
-        !self.netns_broken
-            && (self.netns.len() <= NETNS_LOW || self.refilling && self.netns.len() < WARM_NETNS)
+        !self.netns_broken && self.netns_failed.as_ref().is_none_or(Failed::due) && self.netns_low()
+    }
+
+    fn netns_low(&self) -> bool {
+        self.netns.len() <= NETNS_LOW || self.refilling && self.netns.len() < WARM_NETNS
+    }
+
+    /// When a refill that failed may be tried again, if the pool wants one.
+    fn netns_retry_at(&self) -> Option<Instant> {
+        let failed = self.netns_failed.as_ref()?;
+        (!self.netns_broken && self.netns_low()).then(|| failed.retry_at())
     }
 
     /// Work ahead someone asked for and not yet done.
@@ -107,26 +124,64 @@ struct Prep {
     state: Mutex<State>,
     work: Condvar,
     done: Condvar,
+    /// The process the thread was started in (a forked copy has no thread).
+    owner: u32,
+    /// The thread runs.
+    running: AtomicBool,
+    /// Starting it failed (for a while).
+    start_failed: Mutex<Option<Failed>>,
 }
 
+static PREP: OnceLock<&'static Prep> = OnceLock::new();
+
 fn prep() -> &'static Prep {
-    static PREP: OnceLock<&'static Prep> = OnceLock::new();
-    PREP.get_or_init(|| {
-        let p: &'static Prep = Box::leak(Box::new(Prep {
+    let p = *PREP.get_or_init(|| {
+        Box::leak(Box::new(Prep {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             done: Condvar::new(),
-        }));
-        let started = std::thread::Builder::new()
-            .name("jobcell-prep".into())
-            .spawn(move || run(p));
-        if started.is_err() {
-            let mut g = p.state.lock();
-            g.netns_broken = true;
-            g.skeleton_broken = Some("cannot start the preparation thread".into());
+            owner: std::process::id(),
+            running: AtomicBool::new(false),
+            start_failed: Mutex::new(None),
+        }))
+    });
+    if !p.running.load(Ordering::Acquire) {
+        start_thread(p);
+    }
+    p
+}
+
+/// Starts the thread unless it runs, this is a forked copy of the process
+/// that started it, or a start failed too recently (threads can be short
+/// for a moment: `EAGAIN`).
+fn start_thread(p: &'static Prep) {
+    let mut failed = p.start_failed.lock();
+    if p.running.load(Ordering::Acquire)
+        || p.owner != std::process::id()
+        || failed.as_ref().is_some_and(|f| !f.due())
+    {
+        return;
+    }
+    match std::thread::Builder::new()
+        .name("jobcell-prep".into())
+        .spawn(move || run(p))
+    {
+        Ok(_) => {
+            p.running.store(true, Ordering::Release);
+            *failed = None;
         }
-        p
-    })
+        Err(e) => {
+            let why = format!("cannot start the preparation thread: {e}");
+            *failed = Some(Failed::after(failed.as_ref(), why));
+        }
+    }
+}
+
+/// Whether the preparation thread runs in this process: without it (a
+/// forked copy of a process that used jobcell, or threads that cannot be
+/// had) spawns do its work inline.
+pub(crate) fn thread_here() -> bool {
+    prep().running.load(Ordering::Acquire) && prep().owner == std::process::id()
 }
 
 /// Wakes the thread to look for work (a spawner to start).
@@ -204,18 +259,34 @@ fn kick() {
 /// Whether skeletons can be used here (false until proven otherwise is not
 /// needed: a failed start makes `skeleton_clone` fail and spawns fall back).
 pub(crate) fn skeletons_usable() -> bool {
-    prep().state.lock().skeleton_broken.is_none()
+    thread_here() && prep().state.lock().skeleton_broken.is_none()
+}
+
+impl State {
+    /// Skeletons cannot be had now: spawns build their roots inline.
+    fn no_skeletons(&self) -> bool {
+        self.skeleton_broken.is_some() || self.workspace_failed.as_ref().is_some_and(|f| !f.due())
+    }
 }
 
 /// A detached clone of the skeleton `key`, built from `spec()` the first time.
-/// `Ok(None)` means skeletons cannot be built on this host: build the root inline.
+/// `Ok(None)` means no skeleton can be had now (none on this host, or
+/// building this one failed lately): build the root inline.
+///
+/// Waits for the build no longer than `deadline`: a build that hangs (a
+/// host file on a hung file system) fails the spawn with
+/// `Error::SetupTimeout`.
 pub(crate) fn skeleton_clone(
     key: u128,
     spec: impl FnOnce() -> skeleton::Spec,
+    deadline: &crate::spawn::Deadline,
 ) -> Result<Option<OwnedFd>> {
     let p = prep();
+    if !thread_here() {
+        return Ok(None);
+    }
     let mut g = p.state.lock();
-    if g.skeleton_broken.is_some() {
+    if g.no_skeletons() {
         return Ok(None);
     }
     g.skeletons.entry(key).or_insert_with(|| Skeleton {
@@ -226,15 +297,21 @@ pub(crate) fn skeleton_clone(
         last_used: Instant::now(),
     });
     loop {
-        if g.skeleton_broken.is_some() {
+        if g.no_skeletons() {
             return Ok(None);
         }
         let Some(s) = g.skeletons.get_mut(&key) else {
             return Ok(None); // evicted while we waited: build inline this once
         };
         s.last_used = Instant::now();
-        if let Some((e, _)) = &s.error {
-            return Err(e.to_error());
+        if let Some(failed) = &s.error {
+            if !failed.due() {
+                // Failed lately (maybe a moment's EMFILE in this process):
+                // the cell builds its root itself, and names the step that
+                // fails if one does there too.
+                return Ok(None);
+            }
+            // Due for another try.
         }
         if let Some(fd) = s.ready.pop() {
             if s.ready.len() < WARM_CLONES && !g.queue.contains(&key) {
@@ -247,7 +324,10 @@ pub(crate) fn skeleton_clone(
             g.queue.push_back(key);
         }
         p.work.notify_one();
-        p.done.wait(&mut g);
+        if p.done.wait_until(&mut g, deadline.at).timed_out() {
+            let detail = "the root skeleton, built by the preparation thread".to_string();
+            return Err(deadline.error(crate::Stage::BuildRoot, detail));
+        }
     }
 }
 
@@ -257,9 +337,12 @@ pub(crate) fn skeleton_clone(
 pub(crate) fn settle() -> Vec<RawFd> {
     let p = prep();
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let here = thread_here();
     let mut g = p.state.lock();
     loop {
         let idle = g.queue.is_empty() && !g.busy && !g.netns_wanted() && g.ahead_wanted().is_none();
+        // Without the thread nothing will change.
+        let idle = idle || !here;
         if idle || Instant::now() > deadline {
             let mut fds: Vec<_> = g.netns.iter().map(|f| f.as_raw_fd()).collect();
             fds.extend(g.host_mnt);
@@ -274,26 +357,10 @@ pub(crate) fn settle() -> Vec<RawFd> {
 }
 
 fn run(p: &'static Prep) {
-    // Before the thread leaves for its private mount namespace: the spawner
-    // it starts must serve from the host's.
-    let host_mnt = std::fs::File::open("/proc/thread-self/ns/mnt").ok();
-    let workspace = private_workspace();
-    // Only when this thread did leave it (root hosts): setns needs privilege.
-    let left = |f: &std::fs::File| {
-        use std::os::unix::fs::MetadataExt;
-        let here = std::fs::metadata("/proc/thread-self/ns/mnt").map(|m| m.ino());
-        f.metadata().map(|m| m.ino()).ok() != here.ok()
-    };
-    let host_mnt: Option<OwnedFd> = host_mnt.filter(left).map(OwnedFd::from);
-    p.state.lock().host_mnt = host_mnt.as_ref().map(AsRawFd::as_raw_fd);
-    let workspace = match workspace {
-        Ok(w) => Some(w),
-        Err(e) => {
-            p.state.lock().skeleton_broken = Some(e.to_string());
-            p.done.notify_all();
-            None
-        }
-    };
+    // Kept from before the thread leaves for its private mount namespace:
+    // the spawner it starts must serve from the host's.
+    let mut host_mnt: Option<OwnedFd> = None;
+    let mut workspace = enter_workspace(p, &mut host_mnt);
     let mut next_dir = 0u64;
     // Since when a refill has waited for cells to be set up.
     let mut deferred: Option<Instant> = None;
@@ -323,13 +390,20 @@ fn run(p: &'static Prep) {
                 p.work.wait_until(&mut g, since + QUIET_WAIT);
                 continue;
             }
-            p.work.wait(&mut g);
+            match g.netns_retry_at() {
+                Some(at) => {
+                    p.work.wait_until(&mut g, at);
+                }
+                None => p.work.wait(&mut g),
+            }
         };
         g.busy = true;
         match key {
             Task::Spawner => {
                 drop(g);
-                spawner::serve_start_request(host_mnt.as_ref().map(AsRawFd::as_raw_fd));
+                // Only once this thread has left it (root hosts): setns needs privilege.
+                let mnt = host_mnt.as_ref().filter(|f| left(f));
+                spawner::serve_start_request(mnt.map(AsRawFd::as_raw_fd));
             }
             Task::Ahead((work, asked)) => {
                 drop(g);
@@ -349,17 +423,29 @@ fn run(p: &'static Prep) {
                 let made = Background::enter().run(netns::create);
                 let mut g = p.state.lock();
                 match made {
-                    Ok(fd) => g.netns.push(fd),
-                    Err(_) => g.netns_broken = true,
+                    Ok(fd) => {
+                        g.netns.push(fd);
+                        g.netns_failed = None;
+                        g.refilling = g.netns.len() < WARM_NETNS;
+                    }
+                    Err(e) => {
+                        g.netns_failed =
+                            Some(Failed::after(g.netns_failed.as_ref(), e.to_string()));
+                        g.refilling = false;
+                    }
                 }
-                g.refilling = g.netns.len() < WARM_NETNS;
             }
             Task::Skeleton(key) => {
+                if workspace.is_none() && !g.no_skeletons() {
+                    drop(g);
+                    workspace = enter_workspace(p, &mut host_mnt);
+                    g = p.state.lock();
+                }
                 let Some(ws) = &workspace else { continue };
                 let Some(s) = g.skeletons.get_mut(&key) else {
                     continue;
                 };
-                if s.error.is_some() {
+                if s.error.as_ref().is_some_and(|f| !f.due()) {
                     continue;
                 }
                 let dir = match &s.dir {
@@ -386,7 +472,9 @@ fn run(p: &'static Prep) {
                                 dir
                             }
                             Err(e) => {
-                                s.error = Some((e, Instant::now()));
+                                discard(&dir);
+                                let why = format!("build the skeleton: {}: {}", e.detail, e.errno);
+                                s.error = Some(Failed::after(s.error.as_ref(), why));
                                 evict(&mut g);
                                 drop(g);
                                 p.done.notify_all();
@@ -408,9 +496,9 @@ fn run(p: &'static Prep) {
                         Err(errno) => {
                             let mut g = p.state.lock();
                             if let Some(s) = g.skeletons.get_mut(&key) {
-                                let detail = format!("clone the skeleton at {}", dir.display());
-                                s.error =
-                                    Some((skeleton::BuildError { detail, errno }, Instant::now()));
+                                let why =
+                                    format!("clone the skeleton at {}: {errno}", dir.display());
+                                s.error = Some(Failed::after(s.error.as_ref(), why));
                             }
                             break;
                         }
@@ -418,6 +506,9 @@ fn run(p: &'static Prep) {
                 }
                 let mut g = p.state.lock();
                 if let Some(s) = g.skeletons.get_mut(&key) {
+                    if !clones.is_empty() {
+                        s.error = None;
+                    }
                     s.ready.extend(clones);
                 }
                 evict(&mut g);
@@ -463,11 +554,21 @@ impl Drop for Background {
     }
 }
 
-/// Drops failed skeletons after a second (a failure may be transient), and
-/// the least recently used ones beyond the cache's size.
+/// Drops skeletons that failed and were not asked for since (a failure
+/// may be transient: the next ask builds anew), and the least recently
+/// used ones beyond the cache's size.
 fn evict(g: &mut State) {
-    g.skeletons
-        .retain(|_, s| !matches!(&s.error, Some((_, at)) if at.elapsed() > std::time::Duration::from_secs(1)));
+    let failed: Vec<u128> = g
+        .skeletons
+        .iter()
+        .filter(|(_, s)| matches!(&s.error, Some(f) if f.due() && s.last_used < f.at))
+        .map(|(&k, _)| k)
+        .collect();
+    for key in failed {
+        if let Some(s) = g.skeletons.remove(&key) {
+            s.dir.as_deref().map(discard);
+        }
+    }
     while g.skeletons.len() > MAX_SKELETONS {
         let Some((&key, _)) = g
             .skeletons
@@ -478,17 +579,113 @@ fn evict(g: &mut State) {
             return;
         };
         if let Some(s) = g.skeletons.remove(&key) {
-            if let Some(d) = s.dir {
-                // Clones handed out stay valid: they hold their own mounts.
-                let _ = sys::umount2(&c_path(&d), libc::MNT_DETACH);
-                let _ = std::fs::remove_dir(&d);
-            }
+            // Clones handed out stay valid: they hold their own mounts.
+            s.dir.as_deref().map(discard);
         }
     }
 }
 
+/// Unmounts and removes a skeleton's directory (built or half built).
+fn discard(dir: &Path) {
+    let _ = sys::umount2(&c_path(dir), libc::MNT_DETACH);
+    let _ = std::fs::remove_dir(dir);
+}
+
 fn c_path(p: &Path) -> std::ffi::CString {
     std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).expect("no NUL")
+}
+
+/// Whether this thread is in another mount namespace than `host_mnt`.
+fn left(host_mnt: &OwnedFd) -> bool {
+    let here = rustix::fs::stat("/proc/thread-self/ns/mnt").map(|s| s.st_ino);
+    rustix::fs::fstat(host_mnt).map(|s| s.st_ino) != here
+}
+
+/// How the work done ahead stands, for `host::check`. Starts nothing.
+pub(crate) struct Status {
+    /// `None` until a spawn needed the thread; `Err` if it cannot be started.
+    pub thread: Option<Result<(), String>>,
+    /// Fresh network namespaces ready, or why none can be made now;
+    /// `None` while no spawn has asked for one.
+    pub netns: Option<Result<usize, String>>,
+    /// Skeletons built, or why one cannot be now; `None` while no spawn
+    /// has asked for one.
+    pub skeletons: Option<Result<usize, String>>,
+}
+
+pub(crate) fn status() -> Status {
+    let Some(p) = PREP.get() else {
+        return Status {
+            thread: None,
+            netns: None,
+            skeletons: None,
+        };
+    };
+    let thread = match &*p.start_failed.lock() {
+        _ if p.owner != std::process::id() => Some(Err(
+            "not in this process (a fork of the one that started it)".into(),
+        )),
+        Some(f) => Some(Err(f.describe())),
+        None => Some(Ok(())),
+    };
+    let g = p.state.lock();
+    let netns = match &g.netns_failed {
+        Some(f) => Some(Err(f.describe())),
+        None if g.netns.is_empty() && !g.refilling => None,
+        None => Some(Ok(g.netns.len())),
+    };
+    let failed = g.skeletons.values().filter_map(|s| s.error.as_ref()).next();
+    let skeletons = match (&g.skeleton_broken, &g.workspace_failed, failed) {
+        (Some(why), ..) => Some(Err(why.clone())),
+        (None, Some(f), _) => Some(Err(f.describe())),
+        (None, None, Some(f)) => Some(Err(f.describe())),
+        (None, None, None) if g.skeletons.is_empty() => None,
+        (None, None, None) => Some(Ok(g.skeletons.values().filter(|s| s.dir.is_some()).count())),
+    };
+    Status {
+        thread,
+        netns,
+        skeletons,
+    }
+}
+
+/// Sets up the workspace skeletons are built in (see [`private_workspace`]),
+/// keeping a descriptor of the host's mount namespace in `host_mnt` first,
+/// and records how that went. `None` if it could not be: for good where
+/// skeletons need privileges this process lacks, for a while otherwise.
+fn enter_workspace(p: &'static Prep, host_mnt: &mut Option<OwnedFd>) -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let entered = match host_mnt {
+        _ if !root => Err(None),
+        Some(_) => private_workspace().map_err(Some),
+        None => match std::fs::File::open("/proc/thread-self/ns/mnt") {
+            Ok(f) => {
+                *host_mnt = Some(f.into());
+                private_workspace().map_err(Some)
+            }
+            Err(e) => Err(Some(Error::io("open", "/proc/thread-self/ns/mnt", e))),
+        },
+    };
+    let mut g = p.state.lock();
+    g.host_mnt = host_mnt.as_ref().map(AsRawFd::as_raw_fd);
+    let ws = match entered {
+        Ok(ws) => {
+            g.workspace_failed = None;
+            Some(ws)
+        }
+        Err(None) => {
+            g.skeleton_broken = Some("skeletons need root".into());
+            None
+        }
+        Err(Some(e)) => {
+            g.workspace_failed = Some(Failed::after(g.workspace_failed.as_ref(), e.to_string()));
+            None
+        }
+    };
+    drop(g);
+    p.done.notify_all();
+    ws
 }
 
 /// Moves this thread into a private mount namespace and mounts a tmpfs to

@@ -24,7 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Errno, Error};
+use crate::error::Errno;
 use crate::sandbox::path::CellPath;
 use crate::spawn::root::Step;
 use crate::sys;
@@ -51,22 +51,12 @@ pub(crate) fn key(steps: &[&Step], owner: (u32, u32)) -> u128 {
     half(0) << 64 | half(1)
 }
 
-/// A failed step of a skeleton build: the step's description and the errno,
-/// reported like a failure inside the cell (`Stage::BuildRoot`).
+/// A failed step of a skeleton build: the step's description and the errno
+/// (`host::check` shows it; the cells build their roots themselves then).
 #[derive(Clone, Debug)]
 pub(crate) struct BuildError {
     pub detail: String,
     pub errno: Errno,
-}
-
-impl BuildError {
-    pub(crate) fn to_error(&self) -> Error {
-        Error::Setup {
-            stage: crate::Stage::BuildRoot,
-            detail: self.detail.clone(),
-            errno: self.errno,
-        }
-    }
 }
 
 fn io_err(e: std::io::Error) -> Errno {

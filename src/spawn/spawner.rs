@@ -52,16 +52,16 @@ use std::time::{Duration, Instant};
 use libc::c_int;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::error::Errno;
+use crate::error::{Errno, Error, Stage};
 use crate::spawn::arena::Arena;
 use crate::spawn::child::{self, ChildPlan};
 use crate::spawn::clone;
 use crate::spawn::idmap::IdPlan;
+use crate::spawn::retry::Failed;
+use crate::spawn::Deadline;
 use crate::sys::{self, MAX_FDS};
 
 const CLONE_PARENT: u64 = libc::CLONE_PARENT as u64;
-/// How often a spawner may die before the host stops starting new ones.
-const MAX_RESTARTS: u32 = 16;
 
 /// A request: where the plan is, and where each descriptor sent along goes.
 #[repr(C)]
@@ -83,6 +83,35 @@ struct Request {
     targets: [c_int; MAX_FDS],
     /// The id maps (with `has_release`).
     maps: IdMaps,
+    /// A fault a test injects (see [`Fault`]); 0 for none.
+    fault: u32,
+}
+
+/// Faults tests inject into the spawner, carried by one request: it kills
+/// itself (SIGKILL) at a step, or hangs on receipt.
+pub(crate) struct Fault;
+
+impl Fault {
+    pub(crate) const DIE_ON_RECEIPT: u32 = 1;
+    pub(crate) const DIE_BEFORE_CLONE: u32 = 2;
+    pub(crate) const DIE_AFTER_CLONE: u32 = 3;
+    pub(crate) const DIE_BEFORE_ANSWER: u32 = 4;
+    pub(crate) const HANG: u32 = 5;
+
+    /// Applies `fault` if it is the one for `step`. Raw syscalls only.
+    fn at(fault: u32, step: u32) {
+        if fault != step {
+            return;
+        }
+        if step == Fault::HANG {
+            loop {
+                // Every signal is blocked in the spawner: only SIGKILL ends this.
+                // SAFETY: pause has no arguments.
+                unsafe { libc::syscall(libc::SYS_pause) };
+            }
+        }
+        let _ = sys::kill(sys::getpid(), libc::SIGKILL);
+    }
 }
 
 /// A cell's id maps as the spawner writes them.
@@ -154,6 +183,10 @@ impl Release {
     pub(crate) const GID_MAP: u32 = 3;
     pub(crate) const SYNC: u32 = 4;
     pub(crate) const DONE: u32 = 5;
+    /// The spawner died after its clone: whatever it wrote, the host
+    /// writes the maps still missing and releases the cell (again: init
+    /// reads one byte, a second is harmless).
+    pub(crate) const UNKNOWN: u32 = 6;
 }
 
 /// `Answer::outcome` values.
@@ -206,15 +239,22 @@ struct Running {
 
 enum State {
     Unstarted,
-    Starting,
+    /// A start was asked of the preparation thread; the last failure, if
+    /// the one before failed (for the next delay).
+    Starting(Option<Failed>),
     Running(Box<Running>),
-    Broken(String),
+    /// The last start failed, or spawners kept dying: cells are cloned
+    /// from the host until another start is due (see `retry.rs`).
+    Failed(Failed),
+    /// A spawner cannot work in this program, for good.
+    Unusable(&'static str),
 }
 
 struct Manager {
     state: Mutex<State>,
     changed: Condvar,
-    restarts: AtomicU32,
+    /// Spawners that died in a row, serving or not (none since one answered).
+    deaths: AtomicU32,
 }
 
 fn manager() -> &'static Manager {
@@ -222,30 +262,59 @@ fn manager() -> &'static Manager {
     M.get_or_init(|| Manager {
         state: Mutex::new(State::Unstarted),
         changed: Condvar::new(),
-        restarts: AtomicU32::new(0),
+        deaths: AtomicU32::new(0),
     })
 }
 
-/// Starts the spawner if nobody has yet, waits (a while) for it to be up,
-/// and returns the state, locked.
-fn running(m: &'static Manager) -> MutexGuard<'static, State> {
+/// Starts a spawner if none runs and a start is due, waits until `until`
+/// (at most a few seconds) for it to be up, and returns the state, locked.
+fn running(m: &'static Manager, until: Instant) -> MutexGuard<'static, State> {
     let mut g = m.state.lock();
-    if matches!(*g, State::Unstarted) {
-        request_start(&mut g);
+    if matches!(&*g, State::Running(r) if exited(&r.pidfd)) {
+        // Killed since it last served (its pidfd reads as exited): replace
+        // it now rather than fail the next request.
+        restart(m, &mut g, true);
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while matches!(*g, State::Starting) {
-        if m.changed.wait_until(&mut g, deadline).timed_out() {
+    match &*g {
+        State::Unstarted => request_start(&mut g, None),
+        State::Failed(f) if f.due() => {
+            let f = f.clone();
+            request_start(&mut g, Some(f));
+        }
+        _ => {}
+    }
+    let until = until.min(Instant::now() + Duration::from_secs(5));
+    while matches!(*g, State::Starting(_)) {
+        if m.changed.wait_until(&mut g, until).timed_out() {
             break;
         }
     }
     g
 }
 
+/// Whether the process behind `pidfd` has exited (without waiting).
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    matches!(sys::poll(&mut fds, 0), Ok(1))
+}
+
 /// Asks the preparation thread to start a spawner (it is the spawner's
 /// parent: a thread that lives as long as the process).
-fn request_start(g: &mut MutexGuard<'static, State>) {
-    **g = State::Starting;
+fn request_start(g: &mut MutexGuard<'static, State>, failed: Option<Failed>) {
+    if !binds_now() {
+        **g = State::Unusable(LAZY_BINDING);
+        return;
+    }
+    if !crate::spawn::prep::thread_here() {
+        let why = "no preparation thread runs in this process to start it";
+        **g = State::Failed(Failed::after(failed.as_ref(), why));
+        return;
+    }
+    **g = State::Starting(failed);
     START.store(true, Ordering::SeqCst);
     crate::spawn::prep::wake();
 }
@@ -268,17 +337,46 @@ pub(crate) fn serve_start_request(host_mnt: Option<RawFd>) {
     let started = start(host_mnt.unwrap_or(-1));
     let m = manager();
     let mut g = m.state.lock();
-    if matches!(*g, State::Starting) {
+    if let State::Starting(before) = &*g {
         *g = match started {
             Ok(r) => State::Running(Box::new(r)),
-            Err(why) => State::Broken(why),
+            Err(why) => State::Failed(Failed::after(before.as_ref(), why)),
         };
     }
     m.changed.notify_all();
 }
 
-/// Clones a cell's init through the spawner. `None`: the spawner cannot
-/// serve this spawn as the calling thread would; clone it here instead.
+/// Kills and reaps the spawner and asks for a new one: now, or, when
+/// spawners keep dying, once a start is due.
+fn restart(m: &'static Manager, g: &mut MutexGuard<'static, State>, died: bool) {
+    if let State::Running(r) = std::mem::replace(&mut **g, State::Unstarted) {
+        let _ = sys::pidfd_send_signal(r.pidfd.as_raw_fd(), libc::SIGKILL);
+        let _ = sys::waitid_pidfd(r.pidfd.as_raw_fd(), false);
+    }
+    let deaths = if died {
+        m.deaths.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        0
+    };
+    if deaths >= 2 {
+        **g = State::Failed(Failed {
+            why: format!("the spawner died {deaths} times in a row"),
+            times: deaths - 1,
+            at: Instant::now(),
+        });
+        m.changed.notify_all();
+    } else {
+        request_start(g, None);
+    }
+}
+
+/// Clones a cell's init through the spawner. `None`: no cell was made, and
+/// the spawner cannot serve this spawn as the calling thread would (or
+/// died before it cloned); clone it here instead. Once the request has
+/// been sent, the plan is never cloned again: a cell the spawner made is
+/// handed back, or found through the pid the clone stored in the status
+/// page and taken over ([`Release::UNKNOWN`]), or, where no pidfd can be
+/// had or the spawner hung, killed (the spawn then fails).
 ///
 /// The descriptors init keeps (`plan.keep`) go along, and come out under
 /// the same numbers in the spawner. `host_net`: the cell shares the
@@ -291,6 +389,8 @@ pub(crate) fn serve_start_request(host_mnt: Option<RawFd>) {
 /// spawner then writes the maps and releases the cell itself, unless a
 /// cgroup must still be joined from outside (the clone could not place the
 /// cell): the returned [`Release`] says how far it got.
+///
+/// `fault`: a test's injected fault (see [`Fault`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn clone_cell(
     flags: u64,
@@ -301,7 +401,9 @@ pub(crate) fn clone_cell(
     release: Option<(c_int, &IdPlan)>,
     arena: &Arena,
     plan: &ChildPlan<'_>,
-) -> Option<Result<(clone::Child, Release), Errno>> {
+    deadline: &Deadline,
+    fault: u32,
+) -> Option<Result<(clone::Child, Release), Error>> {
     let maps = release.and_then(|(fd, ids)| Some((fd, IdMaps::new(ids)?)));
     let mut fds = vec![arena.fd().as_raw_fd()];
     fds.extend(cgroup_fd);
@@ -323,11 +425,18 @@ pub(crate) fn clone_cell(
         keep: plan.keep.len() as u32,
         targets: [-1; MAX_FDS],
         maps: maps.map_or(IdMaps::EMPTY, |(_, m)| m),
+        fault,
     };
     req.targets[..plan.keep.len()].copy_from_slice(plan.keep);
 
     let m = manager();
-    let mut g = running(m);
+    let mut g = running(m, deadline.at);
+    if matches!(&*g, State::Running(r) if r.rlimits != rlimits()) {
+        // The process changed its limits: a new spawner inherits the new ones.
+        restart(m, &mut g, false);
+        drop(g);
+        g = running(m, deadline.at);
+    }
     let State::Running(r) = &*g else {
         return None;
     };
@@ -340,75 +449,144 @@ pub(crate) fn clone_cell(
     if host_mounts && r.minimal_root {
         return None;
     }
-    if r.rlimits != rlimits() {
-        // The process changed its limits: a new spawner inherits the new ones.
-        restart(m, &mut g);
-        return None;
-    }
     // SAFETY: the arena's status page; no cell reads it yet.
     unsafe {
         crate::spawn::status::StatusPage::set_ignored_signals(arena.status(), r.ignored_signals)
     };
     let (sock, spawner) = (r.sock.as_raw_fd(), r.pidfd.as_raw_fd());
+    if sys::send_fds(sock, as_bytes(&req), &fds).is_err() {
+        // A datagram goes whole or not at all: the spawner has not seen
+        // this request, and no cell exists.
+        restart(m, &mut g, true);
+        return None;
+    }
+    // From here on the spawner may clone the cell: this plan is never
+    // cloned again.
     let mut answer = Answer::default();
     let mut got = [-1; MAX_FDS];
-    let exchanged = sys::send_fds(sock, as_bytes(&req), &fds).and_then(|_| {
-        if !wait_readable(sock, spawner) {
-            return Err(Errno(libc::ECHILD));
-        }
+    let exchanged = match wait_readable(sock, spawner, Some(deadline.at)) {
         // SAFETY: Answer is plain data; any bytes the spawner wrote are a valid value.
-        sys::recv_fds(sock, unsafe { as_bytes_mut(&mut answer) }, &mut got)
-    });
+        Readable::Yes => sys::recv_fds(sock, unsafe { as_bytes_mut(&mut answer) }, &mut got),
+        Readable::Gone => Err(Errno(libc::ECHILD)),
+        Readable::TimedOut => Err(Errno(libc::ETIMEDOUT)),
+    };
     let received = match exchanged {
         Ok((n, k)) if n == std::mem::size_of::<Answer>() => k,
-        Ok((_, k)) => {
-            got[..k].iter().for_each(|&fd| sys::close(fd));
-            restart(m, &mut g);
-            return None;
-        }
-        Err(_) => {
-            // The spawner died: this spawn goes without it, the next gets a new one.
-            restart(m, &mut g);
-            return None;
+        other => {
+            if let Ok((_, k)) = other {
+                got[..k].iter().for_each(|&fd| sys::close(fd));
+            }
+            // Dead, hung or garbled: kill it (if it still runs), then see
+            // whether it had cloned the cell.
+            restart(m, &mut g, true);
+            drop(g);
+            if other == Err(Errno(libc::ETIMEDOUT)) {
+                orphan(arena);
+                return Some(Err(deadline.error(Stage::Clone, String::new())));
+            }
+            // SAFETY: the arena's status page, mapped while `arena` lives.
+            let pid = unsafe { crate::spawn::status::StatusPage::cell_pid(arena.status()) };
+            if pid <= 0 {
+                return None; // it cloned nothing: the host may
+            }
+            // It cloned the cell (and maybe released it: its job may be
+            // running). Take the cell over, as it would have handed it:
+            // the host then finishes what the spawner may not have done.
+            return Some(match sys::pidfd_open(pid) {
+                Ok(pidfd) => Ok((
+                    clone::Child {
+                        pid,
+                        pidfd,
+                        // Not known: as if no cgroup took it at the clone
+                        // (joining it again is harmless).
+                        flags: 0,
+                    },
+                    Release {
+                        step: Release::UNKNOWN,
+                        errno: 0,
+                    },
+                )),
+                Err(errno) => {
+                    orphan(arena);
+                    Err(Error::Spawn {
+                        op: "take over the cell of a spawner that died (its pidfd could not be opened; the cell was killed)",
+                        path: None,
+                        errno,
+                        hint: None,
+                    })
+                }
+            });
         }
     };
-    match (answer.outcome, received) {
-        (CLONED, 1) => {
+    m.deaths.store(0, Ordering::Relaxed);
+    drop(g);
+    let extra = |from: usize| got[from..received].iter().for_each(|&fd| sys::close(fd));
+    match answer.outcome {
+        CLONED => {
             clone::note_accepted(answer.flags_used);
-            let child = clone::Child {
-                pid: answer.pid,
-                // SAFETY: the spawner sent us the cell's fresh pidfd; it is ours.
-                pidfd: unsafe { OwnedFd::from_raw_fd(got[0]) },
-                flags: answer.flags_used,
+            // Its pidfd came along, unless this process had no room for it
+            // (EMFILE: the kernel dropped it): then open one from the pid,
+            // or, failing that too, kill the cell by its pid.
+            let pidfd = match received {
+                0 => sys::pidfd_open(answer.pid),
+                _ => {
+                    extra(1);
+                    // SAFETY: the spawner sent us the cell's fresh pidfd; it is ours.
+                    Ok(unsafe { OwnedFd::from_raw_fd(got[0]) })
+                }
             };
-            Some(Ok((child, answer.release)))
+            match pidfd {
+                Ok(pidfd) => Some(Ok((
+                    clone::Child {
+                        pid: answer.pid,
+                        pidfd,
+                        flags: answer.flags_used,
+                    },
+                    answer.release,
+                ))),
+                Err(errno) => {
+                    orphan(arena);
+                    Some(Err(Error::Spawn {
+                        op: "receive the cell from the spawner (its pidfd could not be opened; the cell was killed)",
+                        path: None,
+                        errno,
+                        hint: None,
+                    }))
+                }
+            }
         }
-        (CLONE_FAILED, _) => Some(Err(Errno(answer.errno))),
+        CLONE_FAILED => {
+            extra(0);
+            // A legacy clone's pidfd_open may have failed after the clone.
+            orphan(arena);
+            Some(Err(crate::spawn::clone_error(Errno(answer.errno))))
+        }
         _ => {
-            got[..received].iter().for_each(|&fd| sys::close(fd));
+            extra(0);
             None
         }
     }
 }
 
-/// Kills and reaps the spawner and asks for a new one.
-fn restart(m: &'static Manager, g: &mut MutexGuard<'static, State>) {
-    if let State::Running(r) = std::mem::replace(&mut **g, State::Unstarted) {
-        let _ = sys::pidfd_send_signal(r.pidfd.as_raw_fd(), libc::SIGKILL);
-        let _ = sys::waitid_pidfd(r.pidfd.as_raw_fd(), false);
+/// Kills and reaps the cell a clone recorded in `arena`'s status page, if
+/// it made one that nobody holds: true if there was one.
+fn orphan(arena: &Arena) -> bool {
+    // SAFETY: the arena's status page, mapped while `arena` lives.
+    let pid = unsafe { crate::spawn::status::StatusPage::cell_pid(arena.status()) };
+    if pid <= 0 {
+        return false;
     }
-    if m.restarts.fetch_add(1, Ordering::Relaxed) >= MAX_RESTARTS {
-        **g = State::Broken("the spawner kept dying".into());
-        m.changed.notify_all();
-    } else {
-        request_start(g);
-    }
+    // The cell is this process's child (CLONE_PARENT) and unreaped, so its
+    // pid names it and nothing else.
+    let _ = sys::kill(pid, libc::SIGKILL);
+    let _ = sys::reap(pid);
+    true
 }
 
 /// Descriptors kept for the spawner, starting it if it has not been: what
 /// a leak check must not count.
 pub(crate) fn settle() -> Vec<RawFd> {
-    match &*running(manager()) {
+    match &*running(manager(), Instant::now() + Duration::from_secs(5)) {
         State::Running(r) => {
             let mut v = vec![r.pidfd.as_raw_fd(), r.sock.as_raw_fd()];
             v.extend(r.reserved.iter().map(AsRawFd::as_raw_fd));
@@ -420,19 +598,31 @@ pub(crate) fn settle() -> Vec<RawFd> {
 
 /// The spawner's process id, if one runs.
 pub(crate) fn pid() -> Option<i32> {
-    match &*running(manager()) {
+    match &*running(manager(), Instant::now() + Duration::from_secs(5)) {
         State::Running(r) => Some(r.pid),
         _ => None,
     }
 }
 
-/// Whether a spawner runs or could: `Err` says why cells are cloned from
-/// the host itself instead. Starts nothing.
-pub(crate) fn usable() -> Result<(), String> {
+/// How the spawner stands, for `host::check`. Starts nothing.
+pub(crate) enum Status {
+    /// Serving: cells are cloned from it.
+    Running(i32),
+    /// Not started yet (no spawn so far), or starting now.
+    NotYet,
+    /// Down for a while: cells are cloned from the host meanwhile.
+    Failed(String),
+    /// Never usable in this program: cells are cloned from the host.
+    Unusable(&'static str),
+}
+
+pub(crate) fn status() -> Status {
     match &*manager().state.lock() {
-        State::Broken(why) => Err(why.clone()),
-        _ if !binds_now() => Err(LAZY_BINDING.into()),
-        _ => Ok(()),
+        _ if !binds_now() => Status::Unusable(LAZY_BINDING),
+        State::Running(r) => Status::Running(r.pid),
+        State::Unstarted | State::Starting(_) => Status::NotYet,
+        State::Failed(f) => Status::Failed(f.describe()),
+        State::Unusable(why) => Status::Unusable(why),
     }
 }
 
@@ -502,7 +692,7 @@ fn start(host_mnt: RawFd) -> Result<Running, String> {
     let ignored_before = sys::ignored_signals();
     // SAFETY: `serve` only makes raw syscalls on `start` (on its copy of this
     // stack) and never returns.
-    let cloned = unsafe { clone::clone_into(0, None, || serve(&start)) };
+    let cloned = unsafe { clone::clone_into(0, None, None, || serve(&start)) };
     // SAFETY: our copy of the list is not needed any more (the spawner has its own).
     let _ = unsafe { sys::munmap(list as usize, list_len) };
     let ignored_signals = ignored_before | sys::ignored_signals();
@@ -510,7 +700,7 @@ fn start(host_mnt: RawFd) -> Result<Running, String> {
     // The spawner says it is ready with an empty answer.
     let mut answer = Answer::default();
     let mut got = [-1; MAX_FDS];
-    let ready = wait_readable(ours.as_raw_fd(), child.pidfd.as_raw_fd())
+    let ready = wait_readable(ours.as_raw_fd(), child.pidfd.as_raw_fd(), None) == Readable::Yes
         // SAFETY: Answer is plain data.
         && sys::recv_fds(ours.as_raw_fd(), unsafe { as_bytes_mut(&mut answer) }, &mut got)
             == Ok((std::mem::size_of::<Answer>(), 0));
@@ -578,6 +768,10 @@ unsafe fn serve(start: &Start) -> ! {
     if let Err(e) = child::close_inherited(&keep) {
         refuse(e);
     }
+    // The cells' descriptors come under the host's numbers, which reach up
+    // to the host's soft limit: make room for every number up to the hard
+    // one (the jobs get limits of their own; see sandbox/rlimit.rs).
+    raise_nofile();
     let mut i = 0;
     while i < start.unmap_count {
         // SAFETY: i < unmap_count pairs in the list mapping, which stays until
@@ -617,6 +811,7 @@ unsafe fn serve(start: &Start) -> ! {
             keep: 0,
             targets: [-1; MAX_FDS],
             maps: IdMaps::EMPTY,
+            fault: 0,
         };
         let mut fds = [-1; MAX_FDS];
         // SAFETY: Request is plain data; a short message is refused below.
@@ -624,8 +819,13 @@ unsafe fn serve(start: &Start) -> ! {
         let (answer, pidfd) = match got {
             Ok((0, _)) | Err(Errno(libc::ECONNRESET)) => sys::exit(0), // the host is gone
             Ok((n, k)) if n == std::mem::size_of::<Request>() => {
+                Fault::at(req.fault, Fault::DIE_ON_RECEIPT);
+                Fault::at(req.fault, Fault::HANG);
                 // SAFETY: a complete request with its k descriptors.
-                unsafe { handle(&req, &fds[..k], start.own_netns, start.proc_dir, &mut ipc) }
+                let answer =
+                    unsafe { handle(&req, &fds[..k], start.own_netns, start.proc_dir, &mut ipc) };
+                Fault::at(req.fault, Fault::DIE_BEFORE_ANSWER);
+                answer
             }
             Ok((_, k)) => {
                 for &fd in &fds[..k] {
@@ -645,6 +845,28 @@ unsafe fn serve(start: &Start) -> ! {
         if sent.is_err() {
             sys::exit(1);
         }
+    }
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit. Raw syscalls only.
+fn raise_nofile() {
+    let mut l = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads the limit into `l`; no new limit is set.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NOFILE,
+            ptr::null::<libc::rlimit64>(),
+            &mut l as *mut libc::rlimit64,
+        )
+    };
+    if got == 0 && l.rlim_cur < l.rlim_max {
+        l.rlim_cur = l.rlim_max;
+        let _ = sys::prlimit(libc::RLIMIT_NOFILE as c_int, &l);
     }
 }
 
@@ -813,14 +1035,19 @@ unsafe fn handle(
         }
     };
     // The received descriptors sit wherever the kernel put them, maybe on a
-    // number the plan wants for another: move them all above the highest
-    // target first, then put each under its number.
-    let floor = targets.iter().copied().max().unwrap_or(0).saturating_add(1);
+    // number the plan wants for another: move each to a number no target
+    // has first, then put each under its number. (The targets are the
+    // host's numbers, anywhere below its limit: a busy host's are high.)
     let mut moved = [-1; MAX_FDS];
     let mut result = Ok(());
     for (i, &fd) in fds.iter().enumerate() {
-        if result.is_ok() {
-            match sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor as libc::c_long) {
+        let mut from: c_int = 0;
+        while result.is_ok() && moved[i] < 0 {
+            match sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, from as libc::c_long) {
+                Ok(m) if targets.contains(&(m as c_int)) => {
+                    sys::close(m as c_int);
+                    from = m as c_int + 1;
+                }
                 Ok(m) => moved[i] = m as c_int,
                 Err(e) => result = Err(e),
             }
@@ -846,6 +1073,7 @@ unsafe fn handle(
             // SAFETY: as the caller promised; the descriptors are in place.
             let (mut answer, pidfd) =
                 unsafe { clone_cell_here(req, moved[0], cgroup, netns, own_netns, ipc) };
+            Fault::at(req.fault, Fault::DIE_AFTER_CLONE);
             if let Some(sync) = sync {
                 // Only once the cell is in its cgroup: when the clone could
                 // not place it, the host must move it first.
@@ -906,10 +1134,16 @@ unsafe fn clone_cell_here(
         }
     }
     let plan = req.plan;
+    Fault::at(req.fault, Fault::DIE_BEFORE_CLONE);
+    // The kernel stores the cell's pid in the status page (page 0 of the
+    // arena, shared with the host) as part of the clone: if this process
+    // dies before it answers, the host still finds the cell.
+    let pid_slot = crate::spawn::status::StatusPage::cell_pid_slot(addr as *mut _);
     // SAFETY: the plan lives in the arena, mapped above at the host's address;
-    // init only makes raw syscalls on it (see child.rs).
+    // init only makes raw syscalls on it (see child.rs). The pid slot is in
+    // that mapping.
     let cloned = unsafe {
-        clone::clone_into(flags, cgroup, || {
+        clone::clone_into(flags, cgroup, Some(pid_slot), || {
             child::init_main(&*(plan as *const ChildPlan<'_>))
         })
     };
@@ -965,9 +1199,24 @@ unsafe fn as_bytes_mut<T: Copy>(v: &mut T) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut((v as *mut T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
-/// Waits until `sock` has something to read; false if the spawner died first.
-fn wait_readable(sock: RawFd, spawner: RawFd) -> bool {
+#[derive(Debug, PartialEq, Eq)]
+enum Readable {
+    Yes,
+    /// The spawner died (or the socket broke) first.
+    Gone,
+    TimedOut,
+}
+
+/// Waits until `sock` has something to read, the spawner has died, or `until`.
+fn wait_readable(sock: RawFd, spawner: RawFd, until: Option<Instant>) -> Readable {
     loop {
+        let timeout = match until {
+            None => -1,
+            Some(t) => match t.checked_duration_since(Instant::now()) {
+                None => return Readable::TimedOut,
+                Some(left) => left.as_millis().min(i32::MAX as u128) as c_int + 1,
+            },
+        };
         let mut fds = [
             libc::pollfd {
                 fd: sock,
@@ -980,11 +1229,11 @@ fn wait_readable(sock: RawFd, spawner: RawFd) -> bool {
                 revents: 0,
             },
         ];
-        match sys::poll(&mut fds, -1) {
-            Ok(_) if fds[0].revents & libc::POLLIN != 0 => return true,
-            Ok(_) if fds[1].revents != 0 || fds[0].revents != 0 => return false,
+        match sys::poll(&mut fds, timeout) {
+            Ok(_) if fds[0].revents & libc::POLLIN != 0 => return Readable::Yes,
+            Ok(_) if fds[1].revents != 0 || fds[0].revents != 0 => return Readable::Gone,
             Ok(_) | Err(Errno(libc::EINTR)) => {}
-            Err(_) => return false,
+            Err(_) => return Readable::Gone,
         }
     }
 }
@@ -1068,6 +1317,12 @@ fn loaded_segments() -> Vec<(usize, usize)> {
 /// with lazy binding, a first call into libc from the spawner would run the
 /// dynamic linker on data the spawner has unmapped.
 fn binds_now() -> bool {
+    static NOW: OnceLock<bool> = OnceLock::new();
+    *NOW.get_or_init(binds_now_here)
+}
+
+/// What [`binds_now`] remembers (a property of the program, not a failure).
+fn binds_now_here() -> bool {
     unsafe extern "C" fn visit(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
@@ -1126,7 +1381,7 @@ fn binds_now() -> bool {
         now: bool,
     }
     let mut v = Visit {
-        code: binds_now as fn() -> bool as usize,
+        code: binds_now_here as fn() -> bool as usize,
         found: false,
         now: false,
     };

@@ -27,6 +27,76 @@ pub(crate) struct StatusPage {
     /// Written by the spawner before the clone when the cell gets an IPC
     /// namespace it made and set up ahead (see `spawner.rs`).
     ipc_ready: u32,
+    /// The cell's init's pid, stored by the kernel as part of the clone
+    /// (`CLONE_PARENT_SETTID`): the host finds the cell through it even
+    /// when the spawner that cloned it died before answering.
+    cell_pid: i32,
+    /// How far setup got: the stage init or the job is in (`Stage as
+    /// u32`; 0 before init runs) and the step within it, for an error
+    /// naming where a setup that took too long was stuck.
+    stage: u32,
+    step: u32,
+    /// Written by the host before it clones the cell itself (a fallback
+    /// path): where its arguments and environment lie, which init then
+    /// hides from the cell (see `child.rs`), and what init shows instead.
+    host_clone: u32,
+    layout: HostLayout,
+    name: [u8; 16],
+}
+
+/// The fields of a process's memory layout that `prctl(PR_SET_MM_MAP)`
+/// takes, as `/proc/self/stat` shows them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HostLayout {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+impl HostLayout {
+    /// This process's layout, from `/proc/self/stat` (read once: where a
+    /// program's arguments lie does not change).
+    pub(crate) fn current() -> std::io::Result<HostLayout> {
+        static LAYOUT: std::sync::OnceLock<HostLayout> = std::sync::OnceLock::new();
+        if let Some(l) = LAYOUT.get() {
+            return Ok(*l);
+        }
+        let stat = std::fs::read_to_string("/proc/self/stat")?;
+        let l = HostLayout::parse(&stat).ok_or(std::io::ErrorKind::InvalidData)?;
+        Ok(*LAYOUT.get_or_init(|| l))
+    }
+
+    /// Parses a `/proc/<pid>/stat` line (fields 26-28 and 45-51).
+    pub(crate) fn parse(stat: &str) -> Option<HostLayout> {
+        // The command name may hold spaces and parentheses: fields follow the last ')'.
+        let rest = stat.rsplit_once(')')?.1;
+        // `rest` starts at field 3 (the state).
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|w| w.parse::<u64>().unwrap_or(0))
+            .collect();
+        let field = |n: usize| f.get(n - 3).copied();
+        Some(HostLayout {
+            start_code: field(26)?,
+            end_code: field(27)?,
+            start_stack: field(28)?,
+            start_data: field(45)?,
+            end_data: field(46)?,
+            start_brk: field(47)?,
+            arg_start: field(48)?,
+            arg_end: field(49)?,
+            env_start: field(50)?,
+            env_end: field(51)?,
+        })
+    }
 }
 
 /// What init reported.
@@ -125,6 +195,89 @@ impl StatusPage {
         unsafe { ptr::write_volatile(ptr::addr_of_mut!((*p).ignored_signals), set) };
     }
 
+    /// Marks the cell as cloned from the host with `layout`: init hides the
+    /// host's arguments and environment, and shows `name` instead.
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page no cell reads yet.
+    pub(crate) unsafe fn set_host_clone(p: *mut StatusPage, layout: HostLayout, name: &[u8]) {
+        let mut n = [0u8; 16];
+        let len = name.len().min(15);
+        n[..len].copy_from_slice(&name[..len]);
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            ptr::write_volatile(ptr::addr_of_mut!((*p).layout), layout);
+            ptr::write_volatile(ptr::addr_of_mut!((*p).name), n);
+            ptr::write_volatile(ptr::addr_of_mut!((*p).host_clone), 1);
+        }
+    }
+
+    /// What [`StatusPage::set_host_clone`] wrote, with the address and
+    /// length (NUL included) of the name in the page; `None` for a cell
+    /// the spawner cloned.
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page.
+    pub(crate) unsafe fn host_clone(p: *mut StatusPage) -> Option<(HostLayout, u64, u64)> {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            if ptr::read_volatile(ptr::addr_of!((*p).host_clone)) == 0 {
+                return None;
+            }
+            let name = ptr::read_volatile(ptr::addr_of!((*p).name));
+            let mut len = 0;
+            while len < 15 && name[len] != 0 {
+                len += 1;
+            }
+            Some((
+                ptr::read_volatile(ptr::addr_of!((*p).layout)),
+                ptr::addr_of!((*p).name) as u64,
+                len as u64 + 1,
+            ))
+        }
+    }
+
+    /// Where the clone stores the cell's pid (`CLONE_PARENT_SETTID`).
+    pub(crate) fn cell_pid_slot(p: *mut StatusPage) -> *mut i32 {
+        // SAFETY: only the address is computed; nothing is read or written.
+        unsafe { ptr::addr_of_mut!((*p).cell_pid) }
+    }
+
+    /// The cell's pid as the clone stored it; 0 if no clone happened.
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page.
+    pub(crate) unsafe fn cell_pid(p: *const StatusPage) -> i32 {
+        // SAFETY: guaranteed by the caller.
+        unsafe { ptr::read_volatile(ptr::addr_of!((*p).cell_pid)) }
+    }
+
+    /// Records the stage setup has reached (init and the job, as they go).
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page.
+    pub(crate) unsafe fn set_progress(p: *mut StatusPage, stage: u32, step: u32) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            ptr::write_volatile(ptr::addr_of_mut!((*p).step), step);
+            ptr::write_volatile(ptr::addr_of_mut!((*p).stage), stage);
+        }
+    }
+
+    /// The stage and step [`StatusPage::set_progress`] last wrote.
+    ///
+    /// # Safety
+    /// `p` must point to a mapped status page.
+    pub(crate) unsafe fn progress(p: *const StatusPage) -> (u32, u32) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            (
+                ptr::read_volatile(ptr::addr_of!((*p).stage)),
+                ptr::read_volatile(ptr::addr_of!((*p).step)),
+            )
+        }
+    }
+
     /// Marks the cell's IPC namespace as made and set up ahead.
     ///
     /// # Safety
@@ -186,6 +339,22 @@ impl StatusPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_layout_of_this_process_reads_back() {
+        let l = HostLayout::current().expect("/proc/self/stat");
+        assert!(l.start_code < l.end_code && l.start_code > 0, "{l:?}");
+        assert!(l.arg_start < l.arg_end && l.arg_end <= l.env_start, "{l:?}");
+        assert!(l.env_start <= l.env_end, "{l:?}");
+        // A command name with spaces and parentheses does not shift the fields.
+        let mut fields = vec!["0"; 52];
+        fields[26 - 1] = "4096";
+        fields[51 - 1] = "77";
+        let line = format!("1 (a) b (c) {}", fields[2..].join(" "));
+        let l = HostLayout::parse(&line).unwrap();
+        assert_eq!((l.start_code, l.env_end), (4096, 77));
+        assert!(HostLayout::parse("1 (x) S 1 2").is_none());
+    }
 
     #[test]
     fn fresh_page_reports_nothing() {

@@ -27,11 +27,25 @@ pub(crate) struct Runtime {
 }
 
 /// The runtime behind standalone `Sandbox::spawn`, started on first use.
-pub(crate) fn default_runtime() -> &'static Runtime {
+/// Failing to start it (EMFILE, no thread to be had) is an error for that
+/// spawn; the next one tries again.
+pub(crate) fn default_runtime() -> Result<&'static Runtime> {
     static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        Runtime::new("jobcell-reactor").expect("cannot start the jobcell reactor thread")
-    })
+    static STARTING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let _one = STARTING.lock();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let rt = Runtime::new("jobcell-reactor").map_err(|e| crate::Error::Spawn {
+        op: "start the jobcell reactor thread",
+        path: None,
+        errno: crate::Errno::from(&e),
+        hint: None,
+    })?;
+    Ok(RT.get_or_init(|| rt))
 }
 
 impl Runtime {

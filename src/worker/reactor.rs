@@ -417,10 +417,12 @@ impl Loop {
                 done = true;
                 break;
             }
-            match rustix::io::write(fd, &data[e.stdin_pos..]) {
+            // The job holds the other end: its closing it must not raise
+            // SIGPIPE in a host that has not ignored it.
+            match sys::write_no_sigpipe(fd.as_raw_fd(), &data[e.stdin_pos..]) {
                 Ok(n) => e.stdin_pos += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::AGAIN) => break,
+                Err(crate::Errno(libc::EINTR)) => {}
+                Err(crate::Errno(libc::EAGAIN)) => break,
                 Err(_) => {
                     done = true; // EPIPE: the job closed its stdin
                     break;

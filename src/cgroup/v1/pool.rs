@@ -19,6 +19,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -44,14 +45,22 @@ struct Hierarchy {
     ready: Mutex<Vec<Ready>>,
     /// A job has used this hierarchy: only then is it worth filling.
     used: AtomicBool,
-    /// Set once making a directory failed: no more tries.
-    broken: AtomicBool,
+    /// When making a directory last failed, if it did: no more tries for
+    /// a while (a failure may be a moment's, such as EMFILE, or lasting,
+    /// such as a base without write access; jobs make their own meanwhile).
+    failed: Mutex<Option<Instant>>,
 }
+
+/// How long a hierarchy whose directory could not be made waits for another try.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl Hierarchy {
     fn wants_more(&self) -> bool {
         self.used.load(Ordering::Relaxed)
-            && !self.broken.load(Ordering::Relaxed)
+            && self
+                .failed
+                .lock()
+                .is_none_or(|at| at.elapsed() >= RETRY_AFTER)
             && self.ready.lock().len() < WARM
     }
 }
@@ -79,7 +88,7 @@ impl Pools {
                         proc_dir,
                         ready: Mutex::new(Vec::new()),
                         used: AtomicBool::new(false),
-                        broken: AtomicBool::new(false),
+                        failed: Mutex::new(None),
                     })
                 })
                 .collect(),
@@ -170,8 +179,11 @@ impl Ahead for Pools {
             return false;
         };
         match self.make(h) {
-            Ok(r) => h.ready.lock().push(r),
-            Err(()) => h.broken.store(true, Ordering::Relaxed),
+            Ok(r) => {
+                h.ready.lock().push(r);
+                *h.failed.lock() = None;
+            }
+            Err(()) => *h.failed.lock() = Some(Instant::now()),
         }
         true
     }
