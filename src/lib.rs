@@ -106,5 +106,5 @@ pub use sandbox::{
     UNLIMITED,
 };
 #[cfg(feature = "seccomp")]
-pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy};
+pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy, DEFAULT_SOCKET_FAMILIES};
 pub use worker::{JobRecord, RecoveryIssue, StatusEvent, WhenFull, Worker, WorkerConfig};

@@ -1824,3 +1824,123 @@ fn tmp_and_dev_shm_are_fresh_for_every_job() {
     let r = sh(&sb, "ls -A /tmp /dev/shm | grep -c left");
     assert_eq!(r.stdout, "0\n");
 }
+
+// ---------------------------------------------------------------------------
+// Second round (issue 12): socket families, per-user budgets, tmpfs inodes,
+// socket buffers, bind targets raced by a concurrent job.
+
+/// Reads the job's stdout until a line starts with `prefix`; returns that
+/// line (`None` if the job ended first). The job goes on running.
+fn wait_for_line(job: &jobcell::JobHandle, prefix: &str) -> Option<String> {
+    let mut out = Vec::new();
+    for c in job.logs() {
+        if c.stream == jobcell::Stream::Stdout {
+            out.extend_from_slice(&c.data);
+            let text = String::from_utf8_lossy(&out);
+            if let Some(l) = text.lines().find(|l| l.starts_with(prefix)) {
+                if text.contains(&format!("{l}\n")) {
+                    return Some(l.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Binds vsock port `port` on the host (any CID): `Ok` if free, else the errno.
+fn host_vsock_bind(port: u32) -> Result<std::os::fd::OwnedFd, i32> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a local sockaddr_vm.
+    unsafe {
+        let s = libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(*libc::__errno_location());
+        }
+        let fd = std::os::fd::OwnedFd::from_raw_fd(s);
+        let mut a: libc::sockaddr_vm = std::mem::zeroed();
+        a.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+        a.svm_cid = libc::VMADDR_CID_ANY;
+        a.svm_port = port;
+        let r = libc::bind(
+            s,
+            &a as *const libc::sockaddr_vm as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        );
+        if r < 0 {
+            return Err(*libc::__errno_location());
+        }
+        Ok(fd)
+    }
+}
+
+/// `AF_VSOCK` is not network-namespaced: a job that binds a vsock port
+/// takes it from the host (and on a VM host could talk to the hypervisor's
+/// services). The default filter lets a job open only the families its
+/// network namespace isolates (unix, inet, inet6, netlink); every other
+/// family fails with `EAFNOSUPPORT`, as if the kernel lacked it. A policy
+/// can allow one back, which is also the control that shows the attack.
+#[test]
+fn socket_families_the_network_namespace_does_not_isolate_are_denied() {
+    let _g = shared();
+    let r = run(&attacker(), &["/esc", "sockets"]);
+    let a = attempts(&r);
+    for fam in ["unix", "inet", "inet6", "netlink"] {
+        a.denied(&format!("socket_{fam}"), "ok");
+    }
+    a.denied("socketpair_unix", "ok");
+    for fam in [
+        "vsock",
+        "alg",
+        "tipc",
+        "rds",
+        "can",
+        "bluetooth",
+        "kcm",
+        "smc",
+        "xdp",
+        "appletalk",
+        "x25",
+        "key",
+        "llc",
+        "packet",
+    ] {
+        a.denied(&format!("socket_{fam}"), "EAFNOSUPPORT");
+        a.denied(&format!("socketpair_{fam}"), "EAFNOSUPPORT");
+    }
+
+    let port = 20_000 + std::process::id() % 20_000;
+    let host_has_vsock = match host_vsock_bind(port) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("no vsock on this host (errno {e}): only the cell's side is checked");
+            false
+        }
+    };
+    let job = attacker()
+        .spawn(Command::new("/esc").args(["vsock", &port.to_string(), "3000"]))
+        .unwrap();
+    let line = wait_for_line(&job, "vsock_socket").expect("the helper reported");
+    if host_has_vsock {
+        let held = host_vsock_bind(port);
+        assert!(
+            held.is_ok(),
+            "the job holds the host's vsock port {port} (host bind: errno {:?})",
+            held.err()
+        );
+    }
+    job.kill().unwrap();
+    let _ = job.wait();
+    assert_eq!(line, "vsock_socket EAFNOSUPPORT");
+
+    // The control: allowed back, the job gets the host's port.
+    let mut allowed = attacker();
+    allowed.seccomp(Seccomp::Custom(
+        SeccompPolicy::new().allow_socket_family(libc::AF_VSOCK),
+    ));
+    let r = run(&allowed, &["/esc", "sockets"]);
+    let a = attempts(&r);
+    if host_has_vsock {
+        a.denied("socket_vsock", "ok");
+    }
+    a.denied("socket_alg", "EAFNOSUPPORT");
+}
