@@ -103,7 +103,7 @@ pub use job::{
 pub use landlock::{FsAccess, Landlock};
 pub use sandbox::{
     Command, IdMap, Limits, Network, Output, Rlimit, Sandbox, Stdin, DEFAULT_TMP_SIZE, MIN_MEMORY,
-    UNLIMITED,
+    TMPFS_BYTES_PER_INODE, UNLIMITED,
 };
 #[cfg(feature = "seccomp")]
 pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy, DEFAULT_SOCKET_FAMILIES};

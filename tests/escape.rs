@@ -1944,3 +1944,43 @@ fn socket_families_the_network_namespace_does_not_isolate_are_denied() {
     }
     a.denied("socket_alg", "EAFNOSUPPORT");
 }
+
+/// The files the helper reported creating (`files N ERRNO`).
+fn files_made(r: &Ran) -> (u64, String) {
+    let line = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("files "))
+        .unwrap_or_else(|| panic!("no count: {}\n{}", r.stdout, r.stderr));
+    let (n, how) = line.split_once(' ').unwrap();
+    (n.parse().unwrap(), how.to_string())
+}
+
+/// A tmpfs limited in bytes only still allows millions of inodes: empty
+/// files cost no pages, but each pins about 1 KiB of kernel memory (inode
+/// and dentry) that no size limit sees. 200 000 empty files in the default
+/// `/tmp` held ~190 MiB. Every tmpfs of the cell now has `nr_inodes` sized
+/// with it (one inode per 4 KiB of size, or as configured), so the job gets
+/// `ENOSPC` at that count.
+#[test]
+fn empty_files_cannot_exhaust_kernel_memory_through_tmpfs() {
+    let _g = shared();
+    let per_inode = jobcell::TMPFS_BYTES_PER_INODE;
+    for (dir, size) in [("/tmp", jobcell::DEFAULT_TMP_SIZE), ("/dev/shm", 64 << 20)] {
+        let r = run(&attacker(), &["/esc", "files", dir, "200000"]);
+        let (made, how) = files_made(&r);
+        assert!(
+            made < size / per_inode,
+            "{dir}: {made} files ({how}), more than {} inodes",
+            size / per_inode
+        );
+        assert_eq!(how, "ENOSPC", "{dir}");
+    }
+    let mut sb = attacker();
+    sb.tmpfs("/scratch", 8 << 20)
+        .tmpfs_with_inodes("/few", 8 << 20, 100);
+    let r = run(&sb, &["/esc", "files", "/scratch", "200000"]);
+    assert!(files_made(&r).0 < (8 << 20) / per_inode, "{}", r.stdout);
+    let r = run(&sb, &["/esc", "files", "/few", "200000"]);
+    assert!(files_made(&r).0 < 100, "{}", r.stdout);
+}

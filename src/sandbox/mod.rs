@@ -62,6 +62,8 @@ pub(crate) enum MountSpec {
     Tmpfs {
         target: PathBuf,
         size: u64,
+        /// `None`: sized with the tmpfs (see [`tmpfs_inodes`]).
+        inodes: Option<u64>,
     },
     Dir {
         target: PathBuf,
@@ -88,6 +90,26 @@ pub(crate) enum Root {
 
 /// The default size of the cell's `/tmp` (bytes); also charged to the job's memory limit.
 pub const DEFAULT_TMP_SIZE: u64 = 128 << 20;
+
+/// Every tmpfs of a cell (`/tmp`, `/dev/shm`, [`Sandbox::tmpfs`]) holds at
+/// most one inode per this many bytes of its size (at least 64), unless
+/// [`Sandbox::tmpfs_with_inodes`] says otherwise.
+///
+/// A size limit counts file pages only: empty files cost none, yet each
+/// pins about 1 KiB of kernel memory (its inode and dentry), and a tmpfs
+/// without `nr_inodes` allows millions of them. With one inode per 4 KiB,
+/// a tmpfs pins at most about a quarter of its size on top of its files.
+///
+/// ```
+/// // The default /tmp holds at most 32768 files and directories.
+/// assert_eq!(jobcell::DEFAULT_TMP_SIZE / jobcell::TMPFS_BYTES_PER_INODE, 32768);
+/// ```
+pub const TMPFS_BYTES_PER_INODE: u64 = 4096;
+
+/// The inodes a tmpfs of `size` bytes gets by default.
+pub(crate) fn tmpfs_inodes(size: u64) -> u64 {
+    (size / TMPFS_BYTES_PER_INODE).max(64)
+}
 
 /// A description of a cell: its file system, identity, network and limits.
 ///
@@ -218,7 +240,8 @@ impl Sandbox {
         self
     }
 
-    /// Mounts a fresh, writable tmpfs of `size` bytes at `target`.
+    /// Mounts a fresh, writable tmpfs of `size` bytes at `target`, holding at
+    /// most one file or directory per [`TMPFS_BYTES_PER_INODE`] bytes.
     /// A tmpfs at `/tmp` replaces the default one.
     ///
     /// ```
@@ -229,6 +252,32 @@ impl Sandbox {
         self.mounts.push(MountSpec::Tmpfs {
             target: target.as_ref().to_owned(),
             size,
+            inodes: None,
+        });
+        self
+    }
+
+    /// Like [`tmpfs`](Sandbox::tmpfs), with room for `inodes` files and
+    /// directories (the tmpfs's root included) instead of one per
+    /// [`TMPFS_BYTES_PER_INODE`] bytes: more for trees of many small files,
+    /// fewer to bound the kernel memory they pin (about 1 KiB each, outside
+    /// `size`). Between 2 and 2³².
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// // A build tree of many small files.
+    /// sandbox.tmpfs_with_inodes("/tmp", 256 << 20, 200_000);
+    /// ```
+    pub fn tmpfs_with_inodes(
+        &mut self,
+        target: impl AsRef<Path>,
+        size: u64,
+        inodes: u64,
+    ) -> &mut Sandbox {
+        self.mounts.push(MountSpec::Tmpfs {
+            target: target.as_ref().to_owned(),
+            size,
+            inodes: Some(inodes),
         });
         self
     }
