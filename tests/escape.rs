@@ -1984,3 +1984,49 @@ fn empty_files_cannot_exhaust_kernel_memory_through_tmpfs() {
     let r = run(&sb, &["/esc", "files", "/few", "200000"]);
     assert!(files_made(&r).0 < 100, "{}", r.stdout);
 }
+
+/// The MiB the helper reported queued on `proto` (`tcp` or `udp`).
+fn queued_mib(r: &Ran, proto: &str) -> u64 {
+    let prefix = format!("{proto}_queued ");
+    r.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {proto} figure: {}\n{}", r.stdout, r.stderr))
+}
+
+/// Socket buffers are kernel memory the job allocates at will: loopback
+/// TCP connections and UDP receivers that nobody reads. cgroup v1 charges
+/// them to a memory cgroup only when its `memory.kmem.tcp.limit_in_bytes`
+/// is set (then to that counter, for TCP and UDP alike): a job with a
+/// 64 MiB limit held 256 MiB of each, and could drive the host to
+/// `tcp_mem`'s maximum. jobcell sets the TCP limit with the memory limit
+/// on v1; v2 charges socket memory to `memory.max` (this test runs in the
+/// v2 VM too). Either way the job holds at most about its limit (or is
+/// OOM-killed).
+#[test]
+fn socket_buffers_are_charged_to_the_memory_limit() {
+    let _g = shared();
+    let limit_mib = 64;
+    let mut sb = attacker();
+    sb.limits(Limits {
+        memory: Some(limit_mib << 20),
+        ..Default::default()
+    });
+    let job = sb
+        .spawn(Command::new("/esc").args(["sockbuf", "160", "10"]))
+        .unwrap();
+    let r = collect(&job);
+    if r.outcome.state == JobState::OutOfMemory {
+        return;
+    }
+    assert!(r.outcome.success(), "{:?}\n{}", r.outcome, r.stderr);
+    // Measured one protocol at a time. TCP lets each socket queue a little
+    // past the limit (its minimum buffer), hence the slack: about 5 KiB per
+    // connection, with as many connections as the job has descriptors.
+    let (tcp, udp) = (queued_mib(&r, "tcp"), queued_mib(&r, "udp"));
+    assert!(
+        tcp <= limit_mib + 16 && udp <= limit_mib + 16,
+        "a job limited to {limit_mib} MiB holds {tcp} MiB of TCP and {udp} MiB of UDP buffers"
+    );
+}

@@ -66,6 +66,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
+#include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
@@ -597,12 +598,35 @@ static int files(const char *dir, long count) {
     return 0;
 }
 
-/* Loopback pairs whose receiver never reads: the sender's and the receiver's
- * queues fill up to the socket buffer sizes. More pairs until MIB is queued. */
+/* Bytes queued on the cell's TCP or UDP sockets (tx_queue + rx_queue of
+ * /proc/net/tcp, /proc/net/udp: payload for TCP, memory for UDP). */
+static long queued(const char *table) {
+    FILE *f = fopen(table, "r");
+    if (!f) return -1;
+    char line[512];
+    long total = 0;
+    fgets(line, sizeof line, f);
+    while (fgets(line, sizeof line, f)) {
+        unsigned long tx = 0, rx = 0;
+        if (sscanf(line, "%*s %*s %*s %*s %lx:%lx", &tx, &rx) == 2) total += tx + rx;
+    }
+    fclose(f);
+    return total;
+}
+
+/* Loopback TCP connections and UDP receivers nobody reads from, their
+ * buffers filled, until MIB MiB is queued on each protocol (or the kernel
+ * refuses more); then hold them MS milliseconds. */
 static int sockbuf(long mib, long ms) {
-    long goal = mib << 20, tcp = 0, udp = 0;
-    static char buf[65536];
+    long goal = mib << 20;
+    static char buf[65000];
+    struct rlimit nofile;
+    getrlimit(RLIMIT_NOFILE, &nofile);
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+    int big = 64 << 20, err = 0;
     int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    setsockopt(l, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t al = sizeof a;
     if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 4096) ||
@@ -610,59 +634,58 @@ static int sockbuf(long mib, long ms) {
         report("tcp_listen", -1);
         return 0;
     }
-    int err = 0;
-    while (tcp < goal && !err) {
+    int conns = 0, first = -1;
+    for (int i = 0; !err && (i % 16 || queued("/proc/net/tcp") < goal); i++) {
         int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (c < 0) { err = errno; break; }
-        int big = 64 << 20;
+        if (first < 0) first = c;
         setsockopt(c, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
-        if (connect(c, (struct sockaddr *)&a, sizeof a) && errno != EINPROGRESS) { err = errno; break; }
+        if (connect(c, (struct sockaddr *)&a, sizeof a) && errno != EINPROGRESS) { err = errno; close(c); break; }
         int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-        if (s < 0) { err = errno; break; }
-        setsockopt(s, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-        long before = tcp;
+        if (s < 0) { err = errno; close(c); break; }
+        conns++;
+        long sent = 0;
         for (;;) {
+            usleep(100);
             ssize_t w = send(c, buf, sizeof buf, MSG_NOSIGNAL);
             if (w <= 0) { if (w < 0 && errno != EAGAIN) err = errno; break; }
-            tcp += w;
-            if (tcp >= goal) break;
+            sent += w;
         }
-        if (tcp == before) break;
+        if (sent == 0) break; /* nothing more fits anywhere */
     }
-    printf("tcp_queued %ld %s\n", tcp >> 20, err ? strerrorname_np(err) : "ok");
+    close(l); /* room to read /proc */
+    printf("tcp_connections %d\n", conns);
+    printf("tcp_queued %ld %s\n", queued("/proc/net/tcp") >> 20, err ? strerrorname_np(err) : "ok");
+    /* Measured one protocol at a time: free the descriptors and buffers. */
+    if (first >= 0) close_range(first, ~0U, 0);
     err = 0;
-    int r = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in u = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t ul = sizeof u;
-    int big = 64 << 20;
-    setsockopt(r, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-    if (r < 0 || bind(r, (struct sockaddr *)&u, sizeof u) || getsockname(r, (struct sockaddr *)&u, &ul)) {
-        report("udp_bind", -1);
-        return 0;
-    }
-    while (udp < goal) {
-        int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (s < 0) { err = errno; break; }
-        long before = udp;
-        for (;;) {
-            ssize_t w = sendto(s, buf, 1024, MSG_NOSIGNAL, (struct sockaddr *)&u, sizeof u);
-            if (w <= 0) { if (w < 0 && errno != EAGAIN) err = errno; break; }
-            udp += w;
-            if (udp >= goal) break;
-        }
-        close(s);
-        if (udp == before || err) break;
-        /* One receiver holds at most its buffer: a fresh one for the next round. */
-        r = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int tx = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int last = -1;
+    for (int i = 0; !err && (i % 16 || queued("/proc/net/udp") < goal); i++) {
+        int r = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (r < 0) { err = errno; break; }
+        last = r;
         setsockopt(r, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-        u.sin_port = 0;
-        ul = sizeof u;
-        if (r < 0 || bind(r, (struct sockaddr *)&u, sizeof u) || getsockname(r, (struct sockaddr *)&u, &ul)) {
+        struct sockaddr_in u = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t ul = sizeof u;
+        if (bind(r, (struct sockaddr *)&u, sizeof u) || getsockname(r, (struct sockaddr *)&u, &ul)) {
             err = errno;
             break;
         }
+        /* More than a receive buffer holds: the rest is dropped. */
+        int delivered = 0;
+        for (int k = 0; k < 16; k++) {
+            if (sendto(tx, buf, sizeof buf, MSG_NOSIGNAL, (struct sockaddr *)&u, sizeof u) < 0 && errno != EAGAIN) {
+                err = errno;
+                break;
+            }
+            int n = 0;
+            if (k == 0 && ioctl(r, FIONREAD, &n) == 0 && n > 0) delivered = 1;
+        }
+        if (!delivered) break; /* not even one datagram fits anywhere */
     }
-    printf("udp_queued %ld %s\n", udp >> 20, err ? strerrorname_np(err) : "ok");
+    if (last >= 0) close(last);
+    printf("udp_queued %ld %s\n", queued("/proc/net/udp") >> 20, err ? strerrorname_np(err) : "ok");
     hold(ms);
     return 0;
 }
