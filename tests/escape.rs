@@ -2030,3 +2030,72 @@ fn socket_buffers_are_charged_to_the_memory_limit() {
         "a job limited to {limit_mib} MiB holds {tcp} MiB of TCP and {udp} MiB of UDP buffers"
     );
 }
+
+/// runc CVE-2021-30465 with two live cells. Jobs A and B share a `bind_rw`
+/// directory; B also binds a trusted directory read-only at `sub/ro`
+/// below it. While B is being set up, A keeps exchanging `sub` with a
+/// symlink to `decoy` (`renameat2(RENAME_EXCHANGE)`). The host's check of
+/// B's plan sees a directory, init's mount meets the symlink: B's bind
+/// lands in the decoy, and B then reads A's file at `sub/ro/data` as if
+/// it came from the trusted bind. Init now resolves every mount target
+/// from a descriptor of the new root without following symlinks
+/// (`openat2(RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH)`) and mounts on that
+/// descriptor: a swapped path fails B's spawn with an error naming it.
+#[test]
+fn a_concurrent_job_cannot_redirect_a_bind_target() {
+    let _g = shared();
+    let top = tempfile::tempdir().unwrap();
+    let (shared_dir, trusted) = (top.path().join("shared"), top.path().join("trusted"));
+    world_writable(&shared_dir);
+    std::fs::create_dir(&trusted).unwrap();
+    std::fs::write(trusted.join("data"), "trusted\n").unwrap();
+    // A prepares its traps: A's own file under the real mount point, a
+    // decoy, and the symlink it swaps in.
+    first_job_plants(
+        &shared_dir,
+        "mkdir -p /work/sub/ro /work/decoy/ro && echo evil > /work/sub/ro/data && \
+         echo evil > /work/decoy/ro/data && ln -s decoy /work/swap",
+    );
+    let mut a = attacker();
+    a.bind_rw(&shared_dir, "/work");
+    let mut b = Sandbox::new();
+    b.bind_rw(&shared_dir, "/work")
+        .bind_ro(&trusted, "/work/sub/ro");
+    let script = "touch /work/stop; while [ ! -e /work/stopped ]; do sleep 0.01; done; \
+                  cat /work/sub/ro/data";
+    let (mut trusted_reads, mut caught) = (0, 0);
+    for _ in 0..60 {
+        let _ = std::fs::remove_file(shared_dir.join("stop"));
+        let _ = std::fs::remove_file(shared_dir.join("stopped"));
+        let swapper = a
+            .spawn(Command::new("/esc").args(["swap", "/work"]))
+            .unwrap();
+        wait_for_line(&swapper, "swapping").expect("the swapper started");
+        match b.spawn(Command::new("sh").args(["-c", script])) {
+            Ok(job) => {
+                let r = collect(&job);
+                assert_eq!(
+                    r.stdout, "trusted\n",
+                    "B's read-only bind landed elsewhere: B read {:?}",
+                    r.stdout
+                );
+                trusted_reads += 1;
+            }
+            // Seen by the plan's check on the host.
+            Err(Error::InvalidPath { path, .. }) => assert!(path.contains("/work/sub"), "{path}"),
+            // Seen by init at mount time.
+            Err(e @ Error::Setup { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("/work/sub"), "{text}");
+                assert_eq!(e.errno(), Some(jobcell::Errno(libc::ELOOP)), "{text}");
+                caught += 1;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+        std::fs::write(shared_dir.join("stop"), "").unwrap();
+        let r = collect(&swapper);
+        assert!(r.outcome.success(), "{:?} {}", r.outcome, r.stderr);
+    }
+    eprintln!("{trusted_reads} spawns read the trusted bind, {caught} swaps caught at mount time");
+    assert!(trusted_reads > 0, "no spawn got through the swapping");
+}

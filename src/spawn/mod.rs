@@ -17,6 +17,7 @@ mod hostwatch;
 pub(crate) mod idmap;
 pub(crate) mod layout;
 mod netns;
+mod newroot;
 mod place;
 pub(crate) mod plan;
 pub(crate) mod prep;

@@ -697,6 +697,8 @@ static int swap(const char *dir) {
     snprintf(stop, sizeof stop, "%s/stop", dir);
     snprintf(stopped, sizeof stopped, "%s/stopped", dir);
     long n = 0;
+    printf("swapping\n");
+    fflush(stdout);
     while (access(stop, F_OK) != 0) {
         if (syscall(SYS_renameat2, AT_FDCWD, sub, AT_FDCWD, other, RENAME_EXCHANGE) == 0) n++;
     }
