@@ -287,6 +287,18 @@ pub(crate) fn setresuid(uid: u32) -> SysResult {
     check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
 }
 
+/// Sets only this thread's effective uid (`setresuid(-1, uid, -1)`).
+pub(crate) fn set_euid(uid: u32) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_setresuid, u32::MAX, uid, u32::MAX) }).map(drop)
+}
+
+/// This thread's effective uid.
+pub(crate) fn geteuid() -> u32 {
+    // SAFETY: no arguments; cannot fail.
+    unsafe { libc::syscall(libc::SYS_geteuid) as u32 }
+}
+
 pub(crate) fn setresgid(gid: u32) -> SysResult {
     // SAFETY: integer arguments only.
     check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)

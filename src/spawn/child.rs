@@ -198,6 +198,9 @@ pub(crate) struct ChildPlan<'a> {
     /// Where init leaves its mount namespace when the job has ended (see graveyard.rs).
     pub graveyard: c_int,
     pub become_root: bool,
+    /// The host uid the cell's user namespace is created by (0: the cloning
+    /// thread's own); see `idmap::ns_owner`. Read by whoever clones.
+    pub ns_owner: u32,
     pub hostname: &'a [u8],
     pub ops: &'a [PlacedOp<'a>],
     /// Where the new root is built before `pivot_root`.

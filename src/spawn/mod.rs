@@ -224,8 +224,11 @@ pub(crate) fn spawn(
             };
             // SAFETY: init_main only makes raw syscalls on `plan`, which stays
             // mapped (unchanged) until the job has executed.
-            let do_clone =
-                || unsafe { clone::clone_into(ns_flags, clone_target, || child::init_main(plan)) };
+            let do_clone = || unsafe {
+                clone::clone_into_as(ns_flags, clone_target, plan.ns_owner, || {
+                    child::init_main(plan)
+                })
+            };
             let not_released = spawner::Release::default();
             match &pooled_net {
                 Some(ns) => netns::with_netns(ns, do_clone)?,

@@ -906,10 +906,11 @@ unsafe fn clone_cell_here(
         }
     }
     let plan = req.plan;
-    // SAFETY: the plan lives in the arena, mapped above at the host's address;
-    // init only makes raw syscalls on it (see child.rs).
+    // SAFETY: the plan lives in the arena, mapped above at the host's address.
+    let owner = unsafe { (*(plan as *const ChildPlan<'_>)).ns_owner };
+    // SAFETY: as above; init only makes raw syscalls on it (see child.rs).
     let cloned = unsafe {
-        clone::clone_into(flags, cgroup, || {
+        clone::clone_into_as(flags, cgroup, owner, || {
             child::init_main(&*(plan as *const ChildPlan<'_>))
         })
     };

@@ -35,10 +35,12 @@
  *   esc daemon MARKER         double fork, setsid, ignore every signal, sleep
  *   esc sockets               socket() of each address family, one line per family
  *   esc vsock PORT MS         bind and listen on vsock PORT, then hold it MS milliseconds
- *   esc inotify MS            inotify instances until refused, then one watch per
- *                             instance; hold them MS milliseconds
- *   esc mqueue MS             POSIX message queues until refused; hold them MS milliseconds
- *   esc sigqueue MS           queue real-time signals to itself until refused; hold MS
+ *   esc inotify MS [MAX]      inotify instances until refused (or MAX), one watch on /
+ *                             each; hold them MS milliseconds
+ *   esc mqueue MS [MAX]       POSIX message queues (10 x 8 KiB) until refused (or MAX);
+ *                             hold them MS milliseconds
+ *   esc sigqueue MS [MAX]     queue real-time signals to itself until refused (or MAX);
+ *                             hold them MS milliseconds
  *   esc files DIR COUNT       create COUNT empty files in DIR
  *   esc sockbuf MIB MS        fill the buffers of loopback TCP and UDP sockets nobody
  *                             reads, up to MIB MiB each; hold them MS milliseconds
@@ -541,46 +543,46 @@ static int vsock(int port, long ms) {
     return 0;
 }
 
-static int inotify(long ms) {
+static int inotify(long ms, long max) {
     int n = 0, watches = 0, fd;
-    while ((fd = inotify_init1(IN_CLOEXEC)) >= 0) {
+    errno = 0;
+    while (n < max && (fd = inotify_init1(IN_CLOEXEC)) >= 0) {
         n++;
         if (inotify_add_watch(fd, "/", IN_ALL_EVENTS) >= 0) watches++;
     }
-    printf("inotify_instances %d %s\n", n, strerrorname_np(errno));
+    printf("inotify_instances %d %s\n", n, errno ? strerrorname_np(errno) : "ok");
     printf("inotify_watches %d\n", watches);
     hold(ms);
     return 0;
 }
 
-static int mqueue(long ms) {
+static int mqueue(long ms, long max) {
     struct mq_attr attr = {.mq_maxmsg = 10, .mq_msgsize = 8192};
     char name[32];
     int n = 0;
-    for (;;) {
-        snprintf(name, sizeof name, "/jc-esc-%d", n);
+    errno = 0;
+    while (n < max) {
+        snprintf(name, sizeof name, "/jc-esc-%d-%d", getpid(), n);
         mqd_t q = mq_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600, &attr);
         if (q == (mqd_t)-1) break;
+        mq_unlink(name); /* the queue lives while the descriptor does */
         n++;
-        if (n > 100000) break;
     }
-    printf("mqueues %d %s\n", n, strerrorname_np(errno));
+    printf("mqueues %d %s\n", n, errno ? strerrorname_np(errno) : "ok");
     hold(ms);
     return 0;
 }
 
-static int sigqueue_self(long ms) {
+static int sigqueue_self(long ms, long max) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGRTMIN);
     sigprocmask(SIG_BLOCK, &set, NULL);
     union sigval v = {0};
     long n = 0;
-    while (sigqueue(getpid(), SIGRTMIN, v) == 0) {
-        n++;
-        if (n > 10000000) break;
-    }
-    printf("sigqueued %ld %s\n", n, strerrorname_np(errno));
+    errno = 0;
+    while (n < max && sigqueue(getpid(), SIGRTMIN, v) == 0) n++;
+    printf("sigqueued %ld %s\n", n, errno ? strerrorname_np(errno) : "ok");
     hold(ms);
     return 0;
 }
@@ -737,9 +739,10 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "daemon") && argc == 3) return daemonize();
     if (!strcmp(c, "sockets")) return sockets();
     if (!strcmp(c, "vsock") && argc == 4) return vsock(atoi(argv[2]), atol(argv[3]));
-    if (!strcmp(c, "inotify") && argc == 3) return inotify(atol(argv[2]));
-    if (!strcmp(c, "mqueue") && argc == 3) return mqueue(atol(argv[2]));
-    if (!strcmp(c, "sigqueue") && argc == 3) return sigqueue_self(atol(argv[2]));
+    long max = argc == 4 ? atol(argv[3]) : 100000000;
+    if (!strcmp(c, "inotify") && argc >= 3) return inotify(atol(argv[2]), max);
+    if (!strcmp(c, "mqueue") && argc >= 3) return mqueue(atol(argv[2]), max);
+    if (!strcmp(c, "sigqueue") && argc >= 3) return sigqueue_self(atol(argv[2]), max);
     if (!strcmp(c, "files") && argc == 4) return files(argv[2], atol(argv[3]));
     if (!strcmp(c, "sockbuf") && argc == 4) return sockbuf(atol(argv[2]), atol(argv[3]));
     if (!strcmp(c, "swap") && argc == 3) return swap(argv[2]);
