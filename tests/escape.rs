@@ -2125,7 +2125,12 @@ fn ns_owner_uid(pid: u32) -> u32 {
     let mut uid: libc::uid_t = 0;
     // SAFETY: the ioctl writes one uid_t to a valid pointer.
     let r = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID, &mut uid) };
-    assert_eq!(r, 0, "NS_GET_OWNER_UID: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "NS_GET_OWNER_UID: {}",
+        std::io::Error::last_os_error()
+    );
     uid
 }
 
@@ -2237,4 +2242,56 @@ fn a_cell_cannot_exhaust_the_hosts_per_user_budgets() {
     assert!(count_in(&inotify) >= 64, "{inotify}");
     assert!(count_in(&mqueues) >= 1, "{mqueues}");
     assert!(count_in(&signals) >= 1000, "{signals}");
+}
+
+/// `Sandbox::new()` caps nothing but `/tmp`: a fork bomb, a memory bomb, a
+/// huge file or an endless loop take what they can. `Sandbox::untrusted()`
+/// holds each: 256 processes, 512 MiB, 64 MiB per file, 60 s (here
+/// overridden to 1 s, which is also how a caller changes any of them).
+#[test]
+fn untrusted_defaults_hold_the_classic_bombs() {
+    let _g = shared();
+    let defaults = Sandbox::untrusted();
+    assert_eq!(defaults.get_limits(), &Limits::conservative());
+    let mut sb = Sandbox::untrusted();
+    sb.bind_ro(helper(), "/esc").limits(Limits {
+        wall_time: Some(Duration::from_secs(1)),
+        ..Limits::conservative()
+    });
+    let job = sb.spawn(Command::new("/esc").arg("forkbomb")).unwrap();
+    let o = job.wait().unwrap();
+    assert_eq!(o.state, JobState::TimedOut(TimeLimit::Wall), "{o:?}");
+    let peak = o.usage.and_then(|u| u.pids_peak);
+    assert!(peak.is_none_or(|p| p <= 256), "{peak:?}");
+
+    let r = run(&sb, &["/esc", "mem", "1024"]);
+    assert_eq!(r.outcome.state, JobState::OutOfMemory, "{:?}", r.outcome);
+
+    let r = sh(
+        &sb,
+        "dd if=/dev/zero of=/tmp/big bs=1M count=100 2>&1; stat -c 'size %s' /tmp/big",
+    );
+    let size: u64 = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("size "))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(size <= jobcell::UNTRUSTED_FILE_SIZE, "{size}");
+
+    // The control: the same fork bomb in Sandbox::new() gets far more (here
+    // up to 1024, not to trouble the host).
+    let mut open = Sandbox::new();
+    open.bind_ro(helper(), "/esc").limits(Limits {
+        wall_time: Some(Duration::from_millis(500)),
+        pids: Some(1024),
+        ..Default::default()
+    });
+    let o = open
+        .spawn(Command::new("/esc").arg("forkbomb"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let peak = o.usage.and_then(|u| u.pids_peak);
+    assert!(peak.is_none_or(|p| p > 256), "{peak:?}");
 }

@@ -88,6 +88,10 @@ pub(crate) enum Root {
     Dir(PathBuf),
 }
 
+/// The largest file a job of [`Sandbox::untrusted`] may write (bytes):
+/// there are no disk quotas, and a `bind_rw` directory is on the host's disk.
+pub const UNTRUSTED_FILE_SIZE: u64 = 64 << 20;
+
 /// The default size of the cell's `/tmp` (bytes); also charged to the job's memory limit.
 pub const DEFAULT_TMP_SIZE: u64 = 128 << 20;
 
@@ -168,7 +172,9 @@ impl Default for Sandbox {
 
 impl Sandbox {
     /// A sandbox with every namespace, the minimal read-only root, loopback-only
-    /// network, hostname `jobcell`, working directory `/`, and uid/gid 1000.
+    /// network, hostname `jobcell`, working directory `/`, and uid/gid 1000,
+    /// and no limits: for work you trust. For code you do not, start from
+    /// [`Sandbox::untrusted`].
     ///
     /// ```
     /// let sandbox = jobcell::Sandbox::new();
@@ -195,6 +201,44 @@ impl Sandbox {
             #[cfg(feature = "landlock")]
             landlock: None,
         }
+    }
+
+    /// A sandbox for code you did not write: [`Sandbox::new`] with
+    /// [`Limits::conservative`] (512 MiB of memory, 256 processes and
+    /// threads, 60 s of wall time, 16 MiB of output) and each file the job
+    /// writes capped at [`UNTRUSTED_FILE_SIZE`] (64 MiB, `RLIMIT_FSIZE`:
+    /// `SIGXFSZ`, or `EFBIG` where it is ignored, beyond). Start here for
+    /// judges, code execution services and CI of changes from strangers;
+    /// [`Sandbox::new`] has no limits, for work you trust.
+    ///
+    /// Every cap can be overridden: [`limits`](Sandbox::limits) replaces the
+    /// limits (build on [`Limits::conservative`] to keep the others), and
+    /// [`rlimit`](Sandbox::rlimit) the file size cap. The limits need
+    /// cgroups (root, or a delegated cgroup v2 subtree; `jobcell::host::check`
+    /// says): where there are none, spawning fails rather than run the job
+    /// unlimited.
+    ///
+    /// ```
+    /// use jobcell::{Limits, Sandbox};
+    /// use std::time::Duration;
+    ///
+    /// let mut sandbox = Sandbox::untrusted();
+    /// assert_eq!(sandbox.get_limits(), &Limits::conservative());
+    /// // A judge with tighter time and memory, the other caps kept.
+    /// sandbox.limits(Limits {
+    ///     memory: Some(256 << 20),
+    ///     wall_time: Some(Duration::from_secs(2)),
+    ///     ..Limits::conservative()
+    /// });
+    /// ```
+    pub fn untrusted() -> Sandbox {
+        let mut sandbox = Sandbox::new();
+        sandbox.limits(Limits::conservative()).rlimit(
+            Rlimit::FileSize,
+            UNTRUSTED_FILE_SIZE,
+            UNTRUSTED_FILE_SIZE,
+        );
+        sandbox
     }
 
     /// Uses a host directory as the cell's root instead of the minimal root.
