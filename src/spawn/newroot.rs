@@ -156,7 +156,9 @@ impl<'a> NewRoot<'a> {
                 name: rel,
             });
         };
-        let (dir, name) = bytes.split_at(slash);
+        let Some((dir, name)) = bytes.split_at_checked(slash) else {
+            return Err(Errno(libc::EINVAL));
+        };
         let name = name.get(1..).unwrap_or(b"\0");
         let name = CStr::from_bytes_with_nul(name).map_err(|_| Errno(libc::EINVAL))?;
         let mut buf = [0u8; PATH_MAX];
@@ -237,7 +239,9 @@ fn resolve_by_component(root: c_int, rel: &[u8]) -> SysResult<c_int> {
 /// kernel follows that magic link to exactly what the descriptor is.
 pub(crate) fn proc_fd_path(fd: c_int, buf: &mut [u8; 32]) -> SysResult<&CStr> {
     const PREFIX: &[u8] = b"/proc/self/fd/";
-    let (head, digits) = buf.split_at_mut(PREFIX.len());
+    let Some((head, digits)) = buf.split_at_mut_checked(PREFIX.len()) else {
+        return Err(Errno(libc::EINVAL));
+    };
     head.copy_from_slice(PREFIX);
     // The digits, last first, then turned around; a NUL after them.
     let (mut n, mut len) = (fd.unsigned_abs(), 0);
