@@ -290,9 +290,9 @@ pub(crate) fn passwd_and_group(ids: &IdPlan) -> (String, String) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn cells_get_namespace_owners_of_their_own() {
-        let range = IdPlan {
+    /// The plan of a root host's default range, for job uid/gid 1000.
+    fn range_plan() -> IdPlan {
+        IdPlan {
             uid_map: "0 100000 65536\n".into(),
             gid_map: "0 100000 65536\n".into(),
             deny_setgroups: false,
@@ -302,7 +302,12 @@ mod tests {
             host_uid: 101000,
             host_gid: 101000,
             has_root: true,
-        };
+        }
+    }
+
+    #[test]
+    fn cells_get_namespace_owners_of_their_own() {
+        let range = range_plan();
         let (base, count) = NS_OWNERS;
         let owners: Vec<u32> = (0..100).map(|_| ns_owner(&range)).collect();
         for (a, b) in owners.iter().zip(&owners[1..]) {
@@ -370,18 +375,7 @@ mod tests {
 
     #[test]
     fn passwd_has_the_job_user() {
-        let p = IdPlan {
-            uid_map: String::new(),
-            gid_map: String::new(),
-            deny_setgroups: false,
-            become_root: true,
-            uid: 1000,
-            gid: 1000,
-            host_uid: 101000,
-            host_gid: 101000,
-            has_root: true,
-        };
-        let (passwd, group) = passwd_and_group(&p);
+        let (passwd, group) = passwd_and_group(&range_plan());
         assert!(passwd.contains("user:x:1000:1000:"));
         assert!(passwd.starts_with("root:x:0:0:"));
         assert!(group.contains("user:x:1000:"));
