@@ -154,7 +154,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut cell = Sandbox::new();
+    // Solutions are untrusted code: every cap not set below keeps its safe default.
+    let mut cell = Sandbox::untrusted();
     if let Some(src) = &args.source {
         cell.bind_ro(src, "/src").current_dir("/src");
     }
@@ -177,7 +178,7 @@ fn main() -> ExitCode {
         wall_time: Some(args.wall.unwrap_or(args.time * 2 + Duration::from_secs(1))),
         output_bytes: Some(args.output),
         pids: Some(args.pids),
-        ..Default::default()
+        ..Limits::conservative()
     });
     let mut accepted = 0;
     for case in &cases {
@@ -235,7 +236,7 @@ fn compile(cell: &Sandbox, cmd: &str) -> Result<tempfile::TempDir, String> {
             wall_time: Some(Duration::from_secs(60)),
             pids: Some(64),
             output_bytes: Some(1 << 20),
-            ..Default::default()
+            ..Limits::conservative()
         });
     let job = c
         .spawn(Command::new("sh").args(["-c", cmd]))

@@ -3,9 +3,15 @@
 //! ```text
 //! cargo run --example run -- [options] [--] program args…
 //! cargo run --example run -- --memory 256M --pids 64 --time 5s -- sh -c 'echo hi'
+//! cargo run --example run -- --trusted -- make        # no default limits
 //! cargo run --example run -- --check            # is this host ready? (all sections)
 //! cargo run --example run -- --check-cgroups    # one section
 //! ```
+//!
+//! Jobs start from `Sandbox::untrusted()`: 512 MiB of memory, 256 processes,
+//! 60 s of wall time, 16 MiB of output and 64 MiB per file unless the
+//! options say otherwise; `--trusted` starts from `Sandbox::new()` (no
+//! limits but those given).
 //!
 //! The job's output streams live. At the end a one-line summary goes to
 //! stderr (verdict, exit code or signal, wall and CPU time, peak memory, IO);
@@ -64,6 +70,10 @@ struct Args {
     /// Output limit, stdout and stderr together (e.g. 1M).
     #[arg(long, value_parser = size, help_heading = "Limits")]
     output: Option<u64>,
+    /// Start without the default limits for untrusted code (512M memory, 256
+    /// pids, 60s wall time, 16M output, 64M per file): only those given apply.
+    #[arg(long, help_heading = "Limits")]
+    trusted: bool,
 
     /// Bind a host path into the cell, writable; `:ro` for read-only (repeatable).
     #[arg(long, value_name = "SRC:DST[:ro]", value_parser = parse_bind, help_heading = "Filesystem")]
@@ -97,7 +107,7 @@ struct Args {
     /// Print the Outcome (or the host report) as JSON instead of the summary.
     #[arg(long)]
     json: bool,
-    /// Check the host: kernel, namespaces, cgroups, filesystem (the original's --validate).
+    /// Check the host: kernel, namespaces, cgroups, filesystem (alias --validate).
     #[arg(long, alias = "validate", help_heading = "Host checks")]
     check: bool,
     /// Check only user and other namespaces.
@@ -200,7 +210,13 @@ fn parse_net(s: &str) -> Result<Network, String> {
 }
 
 fn build(args: &Args) -> (Sandbox, Command) {
-    let mut sb = Sandbox::new();
+    // Code from the command line is untrusted unless the user says otherwise.
+    let mut sb = if args.trusted {
+        Sandbox::new()
+    } else {
+        Sandbox::untrusted()
+    };
+    let base = sb.get_limits().clone();
     if let Some(root) = &args.rootfs {
         sb.rootfs(root);
     }
@@ -230,17 +246,17 @@ fn build(args: &Args) -> (Sandbox, Command) {
         sb.current_dir(cwd);
     }
     sb.limits(Limits {
-        memory: args.memory,
+        memory: args.memory.or(base.memory),
         memory_swap: args.swap,
         cpu_percent: args.cpu,
         cpus: args.cpus.clone(),
-        pids: args.pids,
+        pids: args.pids.or(base.pids),
         io_read_bps: args.io_read,
         io_write_bps: args.io_write,
-        wall_time: args.time,
+        wall_time: args.time.or(base.wall_time),
         cpu_time: args.cpu_time,
-        output_bytes: args.output,
-        ..Default::default()
+        output_bytes: args.output.or(base.output_bytes),
+        ..base
     });
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
@@ -419,6 +435,18 @@ mod tests {
         let (sb, cmd) = build(&args);
         assert_eq!(sb.get_limits().wall_time, Some(Duration::from_secs(2)));
         assert_eq!(cmd.get_program(), "sh");
+        // What is not given comes from the untrusted defaults, unless --trusted.
+        assert_eq!(sb.get_limits().memory, Some(64 << 20));
+        assert_eq!(sb.get_limits().pids, Limits::conservative().pids);
+        let trusted = Args::try_parse_from(["run", "--trusted", "--pids", "9", "true"]).unwrap();
+        let (sb, _) = build(&trusted);
+        assert_eq!(
+            sb.get_limits(),
+            &Limits {
+                pids: Some(9),
+                ..Limits::default()
+            }
+        );
         assert!(
             Args::try_parse_from(["run"]).is_err(),
             "a program is required"

@@ -21,9 +21,12 @@
 //! A job is `{"command": "...", "args": [...], "limits": {"maxCPU": 50,
 //! "maxMemory": 128, "maxIOBPS": 1048576}}`: `maxCPU` is percent of one core,
 //! `maxMemory` MiB, `maxIOBPS` bytes per second for reads and for writes
-//! (0 = unlimited; an absent limit takes the default from the environment).
-//! Jobs run in a default cell (minimal read-only root, loopback-only network,
-//! uid 1000); `command` is looked up on `PATH` inside the cell.
+//! (0 = unlimited; an absent limit takes the default from the environment,
+//! else the untrusted default). Jobs run in a `Sandbox::untrusted()` cell
+//! (minimal read-only root, loopback-only network, uid 1000, and
+//! `Limits::conservative()`: 512 MiB of memory, 256 processes, 60 s of wall
+//! time, 16 MiB of output, 64 MiB per file); `command` is looked up on
+//! `PATH` inside the cell.
 //!
 //! Configuration, from the environment:
 //!
@@ -34,7 +37,7 @@
 //! | `WORKER_STATE_DIR`     | `$XDG_STATE_HOME/jobcell`, else `~/.local/state/jobcell` |
 //! | `MAX_JOBS`             | 64 running at once; more wait in a queue |
 //! | `DEFAULT_CPU_LIMIT`    | none (percent of one core, e.g. `50`)    |
-//! | `DEFAULT_MEMORY_LIMIT` | none (e.g. `512M`)                       |
+//! | `DEFAULT_MEMORY_LIMIT` | 512M, the untrusted default (e.g. `1G`)  |
 //! | `DEFAULT_IO_LIMIT`     | none (bytes per second, e.g. `10M`)      |
 //! | `WORKER_LOG_LEVEL`     | `info` (`error`, `warn`, `info`, `debug`) |
 //!
@@ -401,10 +404,12 @@ fn parse_job(body: &[u8], d: &Defaults) -> Result<JobRequest, ApiError> {
         limit(l, "maxCPU", u64::from(MAX_CPU))?,
         d.cpu_percent.map(u64::from),
     );
+    // Requests come from strangers: what no one set is the untrusted default.
+    let untrusted = Limits::conservative();
     let memory = match limit(l, "maxMemory", MAX_MEMORY_MIB)? {
         Some(0) => None,
         Some(mib) => Some(mib << 20),
-        None => d.memory,
+        None => d.memory.or(untrusted.memory),
     };
     let io = pick(limit(l, "maxIOBPS", MAX_IO_BPS)?, d.io_bps);
     Ok(JobRequest {
@@ -415,7 +420,7 @@ fn parse_job(body: &[u8], d: &Defaults) -> Result<JobRequest, ApiError> {
             memory,
             io_read_bps: io,
             io_write_bps: io,
-            ..Default::default()
+            ..untrusted
         },
     })
 }
@@ -669,7 +674,7 @@ impl Service {
             ));
         }
         let job = parse_job(&body, &self.config.defaults)?;
-        let mut sandbox = Sandbox::new();
+        let mut sandbox = Sandbox::untrusted();
         sandbox.limits(job.limits.clone());
         let mut command = Command::new(&job.command);
         command.args(&job.args);
@@ -1048,6 +1053,12 @@ mod tests {
         );
         assert_eq!(j.limits.memory, Some(1 << 30), "absent takes the default");
         assert_eq!(j.limits.io_read_bps, Some(5));
+        let j = parse_job(br#"{"command":"x"}"#, &Defaults::default()).unwrap();
+        assert_eq!(
+            j.limits,
+            Limits::conservative(),
+            "no default: the untrusted one"
+        );
 
         assert_eq!(bad("{").field.as_deref(), Some("body"));
         assert!(bad("{").message.contains("invalid JSON"));

@@ -373,7 +373,7 @@ pub enum Error {
     },
 
     /// A step of setup inside the cell failed.
-    #[error("cell setup failed while {stage}{}: {errno}", detail_suffix(.detail))]
+    #[error("cell setup failed while {stage}{}: {errno}{}", detail_suffix(.detail), setup_hint(*.stage, *.errno))]
     Setup {
         /// The stage that failed.
         stage: Stage,
@@ -498,6 +498,18 @@ fn hint_suffix(h: &Option<&'static str>) -> String {
     h.map(|h| format!(" (hint: {h})")).unwrap_or_default()
 }
 
+/// What a setup failure most likely means, where the errno alone would mislead.
+fn setup_hint(stage: Stage, errno: Errno) -> &'static str {
+    match (stage, errno.0) {
+        // The cell's init follows no symlink in the new root (see spawn/newroot.rs).
+        (Stage::BuildRoot, libc::ELOOP) => {
+            " (a directory on the way became a symlink after the plan checked it: \
+             a job sharing a bind may have swapped it)"
+        }
+        _ => "",
+    }
+}
+
 fn detail_suffix(d: &str) -> String {
     if d.is_empty() {
         String::new()
@@ -585,5 +597,16 @@ mod tests {
         assert!(s.contains("building the root"), "{s}");
         assert!(s.contains("bind /opt/x -> /x"), "{s}");
         assert!(s.contains("EPERM"), "{s}");
+        assert!(!s.contains("symlink"), "{s}");
+        let e = Error::Setup {
+            stage: Stage::BuildRoot,
+            detail: "attach bind of /opt/x on /work/sub/ro".into(),
+            errno: Errno(libc::ELOOP),
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("/work/sub/ro") && s.contains("became a symlink"),
+            "{s}"
+        );
     }
 }

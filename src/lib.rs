@@ -11,11 +11,12 @@
 //! use jobcell::{Sandbox, Command, Limits, Stream};
 //!
 //! let workdir = tempfile::tempdir()?;
-//! let mut sandbox = Sandbox::new();
+//! // For code you did not write; Sandbox::new() has no limits, for work you trust.
+//! let mut sandbox = Sandbox::untrusted();
 //! sandbox.hostname("cell")
 //!        .bind_rw(workdir.path(), "/work")
 //!        .tmpfs("/tmp", 64 << 20)
-//!        .limits(Limits { memory: Some(256 << 20), pids: Some(64), ..Default::default() });
+//!        .limits(Limits { memory: Some(256 << 20), pids: Some(64), ..Limits::conservative() });
 //! let job = sandbox.spawn(Command::new("sh").args(["-c", "echo hi; echo oops >&2"]))?;
 //! for chunk in job.logs() {
 //!     print!("{:?}: {}", chunk.stream, String::from_utf8_lossy(&chunk.data));
@@ -149,8 +150,8 @@ pub use job::{
 pub use landlock::{FsAccess, Landlock};
 pub use sandbox::{
     Command, IdMap, Limits, Network, Output, Rlimit, Sandbox, Stdin, DEFAULT_SETUP_TIMEOUT,
-    DEFAULT_TMP_SIZE, MIN_MEMORY, UNLIMITED,
+    DEFAULT_TMP_SIZE, MIN_MEMORY, TMPFS_BYTES_PER_INODE, UNLIMITED, UNTRUSTED_FILE_SIZE,
 };
 #[cfg(feature = "seccomp")]
-pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy};
+pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy, DEFAULT_SOCKET_FAMILIES};
 pub use worker::{JobRecord, RecoveryIssue, StatusEvent, WhenFull, Worker, WorkerConfig};

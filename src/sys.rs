@@ -165,19 +165,6 @@ pub(crate) fn mkdir(path: &CStr, mode: u32) -> SysResult {
         .map(drop)
 }
 
-pub(crate) fn symlink(target: &CStr, link: &CStr) -> SysResult {
-    // SAFETY: both are valid NUL-terminated strings.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_symlinkat,
-            target.as_ptr(),
-            libc::AT_FDCWD,
-            link.as_ptr(),
-        )
-    })
-    .map(drop)
-}
-
 pub(crate) fn mount(
     source: Option<&CStr>,
     target: &CStr,
@@ -252,6 +239,88 @@ pub(crate) fn mount_setattr(dfd: c_int, path: &CStr, flags: u32, attr: &MountAtt
     .map(drop)
 }
 
+/// `mkdirat(dirfd, name, mode)`.
+pub(crate) fn mkdirat(dirfd: c_int, name: &CStr, mode: u32) -> SysResult {
+    // SAFETY: name is a valid NUL-terminated string.
+    check(unsafe { libc::syscall(libc::SYS_mkdirat, dirfd, name.as_ptr(), mode) }).map(drop)
+}
+
+/// `symlinkat(value, dirfd, name)`.
+pub(crate) fn symlinkat(value: &CStr, dirfd: c_int, name: &CStr) -> SysResult {
+    // SAFETY: both are valid NUL-terminated strings.
+    check(unsafe { libc::syscall(libc::SYS_symlinkat, value.as_ptr(), dirfd, name.as_ptr()) })
+        .map(drop)
+}
+
+/// The file type bits (`S_IFMT`) of `name` in `dirfd` (`""`: of `dirfd`
+/// itself), without following a symlink.
+pub(crate) fn file_type_at(dirfd: c_int, name: &CStr) -> SysResult<u32> {
+    // SAFETY: stat is plain data; zeroed is valid, and the kernel fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH;
+    // SAFETY: name is NUL-terminated; st is a valid, writable stat buffer.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            dirfd,
+            name.as_ptr(),
+            &mut st as *mut libc::stat,
+            flags,
+        )
+    })?;
+    Ok(st.st_mode & libc::S_IFMT)
+}
+
+/// `openat2` resolve flags: no symlink on any component (magic links
+/// included), no step out of the starting directory.
+pub(crate) const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+pub(crate) const RESOLVE_BENEATH: u64 = 0x08;
+
+/// `openat2(dirfd, path, {flags, 0, resolve})` (Linux 5.6+).
+pub(crate) fn openat2(dirfd: c_int, path: &CStr, flags: c_int, resolve: u64) -> SysResult<c_int> {
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: flags as u64,
+        mode: 0,
+        resolve,
+    };
+    // SAFETY: path is NUL-terminated; how is a valid open_how of the size passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })
+    .map(|fd| fd as c_int)
+}
+
+/// `move_mount(from, "", to, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)`:
+/// attaches the detached tree `from` onto what `to` (an `O_PATH` descriptor) is.
+pub(crate) fn move_mount_onto(from: c_int, to: c_int) -> SysResult {
+    const MOVE_MOUNT_F_EMPTY_PATH: c_long = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: c_long = 0x40;
+    // SAFETY: the empty strings are valid NUL-terminated strings.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from,
+            c"".as_ptr(),
+            to,
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
 pub(crate) fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult {
     // SAFETY: both are valid NUL-terminated strings.
     check(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
@@ -271,6 +340,18 @@ pub(crate) fn sethostname(name: &[u8]) -> SysResult {
 pub(crate) fn setresuid(uid: u32) -> SysResult {
     // SAFETY: integer arguments only.
     check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
+}
+
+/// Sets only this thread's effective uid (`setresuid(-1, uid, -1)`).
+pub(crate) fn set_euid(uid: u32) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_setresuid, u32::MAX, uid, u32::MAX) }).map(drop)
+}
+
+/// This thread's effective uid.
+pub(crate) fn geteuid() -> u32 {
+    // SAFETY: no arguments; cannot fail.
+    unsafe { libc::syscall(libc::SYS_geteuid) as u32 }
 }
 
 pub(crate) fn setresgid(gid: u32) -> SysResult {

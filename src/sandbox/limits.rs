@@ -90,6 +90,43 @@ const MAX_CPU_PERCENT: u32 = 1024 * 100;
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 impl Limits {
+    /// Limits for code you did not write: every job ends, and none can take
+    /// the host's memory, process table or disk with it.
+    ///
+    /// | Field | Value | Why |
+    /// |---|---|---|
+    /// | `memory` | 512 MiB | the job, its page cache, its `/tmp` and `/dev/shm`, socket buffers |
+    /// | `pids` | 256 | processes and threads: a fork bomb stops there (a JVM on a large machine runs ~100 threads) |
+    /// | `wall_time` | 60 s | an endless loop or a blocked read frees its slot |
+    /// | `output_bytes` | 16 MiB | stdout and stderr together: a flood cannot fill the host's disk or memory |
+    ///
+    /// Swap stays off (no `memory_swap`), CPU bandwidth and IO are not
+    /// capped (they slow others but take nothing away for good). Each value
+    /// can be overridden with struct update syntax; [`Sandbox::untrusted`](crate::Sandbox::untrusted)
+    /// also caps the size of each file the job writes.
+    ///
+    /// ```
+    /// use jobcell::Limits;
+    /// use std::time::Duration;
+    ///
+    /// let judge = Limits {
+    ///     memory: Some(256 << 20),
+    ///     wall_time: Some(Duration::from_secs(5)),
+    ///     ..Limits::conservative()
+    /// };
+    /// assert_eq!(judge.pids, Some(256));
+    /// assert!(judge.validate().is_ok());
+    /// ```
+    pub fn conservative() -> Limits {
+        Limits {
+            memory: Some(512 << 20),
+            pids: Some(256),
+            wall_time: Some(Duration::from_secs(60)),
+            output_bytes: Some(16 << 20),
+            ..Limits::default()
+        }
+    }
+
     /// True when no field is set.
     ///
     /// ```
@@ -258,6 +295,8 @@ mod tests {
     #[test]
     fn validation() {
         assert!(Limits::default().validate().is_ok());
+        assert!(Limits::conservative().validate().is_ok());
+        assert!(Limits::conservative().needs_cgroup());
         let l = |f: fn(&mut Limits)| {
             let mut x = Limits::default();
             f(&mut x);

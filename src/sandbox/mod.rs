@@ -63,6 +63,8 @@ pub(crate) enum MountSpec {
     Tmpfs {
         target: PathBuf,
         size: u64,
+        /// `None`: sized with the tmpfs (see [`tmpfs_inodes`]).
+        inodes: Option<u64>,
     },
     Dir {
         target: PathBuf,
@@ -87,6 +89,10 @@ pub(crate) enum Root {
     Dir(PathBuf),
 }
 
+/// The largest file a job of [`Sandbox::untrusted`] may write (bytes):
+/// there are no disk quotas, and a `bind_rw` directory is on the host's disk.
+pub const UNTRUSTED_FILE_SIZE: u64 = 64 << 20;
+
 /// The default size of the cell's `/tmp` (bytes); also charged to the job's memory limit.
 pub const DEFAULT_TMP_SIZE: u64 = 128 << 20;
 
@@ -102,6 +108,26 @@ pub(crate) struct Faults {
     pub spawner: u32,
     /// Clone the cell from the host, as the fallback paths do.
     pub clone_from_host: bool,
+}
+
+/// Every tmpfs of a cell (`/tmp`, `/dev/shm`, [`Sandbox::tmpfs`]) holds at
+/// most one inode per this many bytes of its size (at least 64), unless
+/// [`Sandbox::tmpfs_with_inodes`] says otherwise.
+///
+/// A size limit counts file pages only: empty files cost none, yet each
+/// pins about 1 KiB of kernel memory (its inode and dentry), and a tmpfs
+/// without `nr_inodes` allows millions of them. With one inode per 4 KiB,
+/// a tmpfs pins at most about a quarter of its size on top of its files.
+///
+/// ```
+/// // The default /tmp holds at most 32768 files and directories.
+/// assert_eq!(jobcell::DEFAULT_TMP_SIZE / jobcell::TMPFS_BYTES_PER_INODE, 32768);
+/// ```
+pub const TMPFS_BYTES_PER_INODE: u64 = 4096;
+
+/// The inodes a tmpfs of `size` bytes gets by default.
+pub(crate) fn tmpfs_inodes(size: u64) -> u64 {
+    (size / TMPFS_BYTES_PER_INODE).max(64)
 }
 
 /// A description of a cell: its file system, identity, network and limits.
@@ -163,7 +189,9 @@ impl Default for Sandbox {
 
 impl Sandbox {
     /// A sandbox with every namespace, the minimal read-only root, loopback-only
-    /// network, hostname `jobcell`, working directory `/`, and uid/gid 1000.
+    /// network, hostname `jobcell`, working directory `/`, and uid/gid 1000,
+    /// and no limits: for work you trust. For code you do not, start from
+    /// [`Sandbox::untrusted`].
     ///
     /// ```
     /// let sandbox = jobcell::Sandbox::new();
@@ -192,6 +220,44 @@ impl Sandbox {
             setup_timeout: DEFAULT_SETUP_TIMEOUT,
             faults: Faults::default(),
         }
+    }
+
+    /// A sandbox for code you did not write: [`Sandbox::new`] with
+    /// [`Limits::conservative`] (512 MiB of memory, 256 processes and
+    /// threads, 60 s of wall time, 16 MiB of output) and each file the job
+    /// writes capped at [`UNTRUSTED_FILE_SIZE`] (64 MiB, `RLIMIT_FSIZE`:
+    /// `SIGXFSZ`, or `EFBIG` where it is ignored, beyond). Start here for
+    /// judges, code execution services and CI of changes from strangers;
+    /// [`Sandbox::new`] has no limits, for work you trust.
+    ///
+    /// Every cap can be overridden: [`limits`](Sandbox::limits) replaces the
+    /// limits (build on [`Limits::conservative`] to keep the others), and
+    /// [`rlimit`](Sandbox::rlimit) the file size cap. The limits need
+    /// cgroups (root, or a delegated cgroup v2 subtree; `jobcell::host::check`
+    /// says): where there are none, spawning fails rather than run the job
+    /// unlimited.
+    ///
+    /// ```
+    /// use jobcell::{Limits, Sandbox};
+    /// use std::time::Duration;
+    ///
+    /// let mut sandbox = Sandbox::untrusted();
+    /// assert_eq!(sandbox.get_limits(), &Limits::conservative());
+    /// // A judge with tighter time and memory, the other caps kept.
+    /// sandbox.limits(Limits {
+    ///     memory: Some(256 << 20),
+    ///     wall_time: Some(Duration::from_secs(2)),
+    ///     ..Limits::conservative()
+    /// });
+    /// ```
+    pub fn untrusted() -> Sandbox {
+        let mut sandbox = Sandbox::new();
+        sandbox.limits(Limits::conservative()).rlimit(
+            Rlimit::FileSize,
+            UNTRUSTED_FILE_SIZE,
+            UNTRUSTED_FILE_SIZE,
+        );
+        sandbox
     }
 
     /// Uses a host directory as the cell's root instead of the minimal root.
@@ -237,7 +303,8 @@ impl Sandbox {
         self
     }
 
-    /// Mounts a fresh, writable tmpfs of `size` bytes at `target`.
+    /// Mounts a fresh, writable tmpfs of `size` bytes at `target`, holding at
+    /// most one file or directory per [`TMPFS_BYTES_PER_INODE`] bytes.
     /// A tmpfs at `/tmp` replaces the default one.
     ///
     /// ```
@@ -248,6 +315,32 @@ impl Sandbox {
         self.mounts.push(MountSpec::Tmpfs {
             target: target.as_ref().to_owned(),
             size,
+            inodes: None,
+        });
+        self
+    }
+
+    /// Like [`tmpfs`](Sandbox::tmpfs), with room for `inodes` files and
+    /// directories (the tmpfs's root included) instead of one per
+    /// [`TMPFS_BYTES_PER_INODE`] bytes: more for trees of many small files,
+    /// fewer to bound the kernel memory they pin (about 1 KiB each, outside
+    /// `size`). Between 2 and 2³².
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// // A build tree of many small files.
+    /// sandbox.tmpfs_with_inodes("/tmp", 256 << 20, 200_000);
+    /// ```
+    pub fn tmpfs_with_inodes(
+        &mut self,
+        target: impl AsRef<Path>,
+        size: u64,
+        inodes: u64,
+    ) -> &mut Sandbox {
+        self.mounts.push(MountSpec::Tmpfs {
+            target: target.as_ref().to_owned(),
+            size,
+            inodes: Some(inodes),
         });
         self
     }

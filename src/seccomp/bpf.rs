@@ -93,6 +93,14 @@ pub(crate) enum Cond {
     OneOf { arg: u8, values: &'static [u32] },
     /// When the low 32 bits of argument `arg` equal none of `values`.
     NoneOf { arg: u8, values: &'static [u32] },
+    /// When the low 32 bits of argument `arg` are not a member of `set`
+    /// (bit `n` set: value `n` is a member; values of 64 and above never are).
+    NotInSet { arg: u8, set: u64 },
+}
+
+/// The members of a [`Cond::NotInSet`] set, in ascending order.
+pub(crate) fn members(set: u64) -> impl Iterator<Item = u32> {
+    (0..64u32).filter(move |&n| set & (1 << n) != 0)
 }
 
 /// One compiled-ready rule: for syscall `nr`, return `ret` when `cond` holds.
@@ -242,19 +250,26 @@ fn block(group: &[Rule]) -> Vec<sock_filter> {
                 }
                 out.push(stmt(RET_K, rule.ret));
             }
-            Cond::NoneOf { arg, values } => {
-                out.push(stmt(LD_W_ABS, arg_low_offset(arg)));
-                // A match jumps past the remaining jeqs and the `ret`.
-                for (i, &v) in values.iter().enumerate() {
-                    let past_ret = sat_u8(values.len() - i);
-                    out.push(jump(JMP_JEQ_K, v, past_ret, 0));
-                }
-                out.push(stmt(RET_K, rule.ret));
+            Cond::NoneOf { arg, values } => none_of(&mut out, arg, values, rule.ret),
+            Cond::NotInSet { arg, set } => {
+                let values: Vec<u32> = members(set).collect();
+                none_of(&mut out, arg, &values, rule.ret);
             }
         }
     }
     out.push(stmt(RET_K, RET_ALLOW));
     out
+}
+
+/// Returns `ret` unless the argument equals one of `values`.
+fn none_of(out: &mut Vec<sock_filter>, arg: u8, values: &[u32], ret: u32) {
+    out.push(stmt(LD_W_ABS, arg_low_offset(arg)));
+    // A match jumps past the remaining jeqs and the `ret`.
+    for (i, &v) in values.iter().enumerate() {
+        let past_ret = sat_u8(values.len() - i);
+        out.push(jump(JMP_JEQ_K, v, past_ret, 0));
+    }
+    out.push(stmt(RET_K, ret));
 }
 
 /// Jump distances inside a block are bounded by the block's length, which

@@ -157,6 +157,48 @@ struct Entry {
 pub struct SeccompPolicy {
     action: SeccompAction,
     entries: Vec<Entry>,
+    /// A socket family outside `0..64` given to a family method: refused when compiled.
+    bad_family: Option<i32>,
+}
+
+/// The socket families a job may open under the default policy: the ones its
+/// network namespace isolates and jobs use. `AF_UNIX` (abstract names are
+/// per network namespace, paths per mount namespace), `AF_INET`, `AF_INET6`
+/// and `AF_NETLINK` (routing and address queries, which `getaddrinfo` and
+/// `ip` make).
+///
+/// Every other family fails with `EAFNOSUPPORT`, as if the kernel had been
+/// built without it. Among them: `AF_VSOCK`, which no network namespace
+/// isolates (a job could take the host's vsock ports or reach a hypervisor's
+/// services), `AF_BLUETOOTH`, and families that are rarely used and have
+/// a record of kernel vulnerabilities, some loaded as modules on the first
+/// `socket()` call (`AF_ALG`, `AF_TIPC`, `AF_RDS`, `AF_CAN`, `AF_KCM`,
+/// `AF_SMC`, `AF_XDP`, `AF_PACKET`, `AF_KEY`, the legacy protocols such as
+/// `AF_APPLETALK`, `AF_X25`, `AF_AX25`, `AF_LLC`, and families newer
+/// kernels add). Allow one with [`SeccompPolicy::allow_socket_family`].
+///
+/// ```
+/// assert!(jobcell::DEFAULT_SOCKET_FAMILIES.contains(&libc::AF_INET6));
+/// assert!(!jobcell::DEFAULT_SOCKET_FAMILIES.contains(&libc::AF_VSOCK));
+/// ```
+pub const DEFAULT_SOCKET_FAMILIES: [i32; 4] = [
+    libc::AF_UNIX,
+    libc::AF_INET,
+    libc::AF_INET6,
+    libc::AF_NETLINK,
+];
+
+/// What `socket` and `socketpair` return for a family the policy does not allow.
+const FAMILY_DENIED: Verdict = Verdict::Errno(libc::EAFNOSUPPORT);
+
+/// The calls that take a socket family as their first argument.
+const FAMILY_CALLS: [i64; 2] = [libc::SYS_socket, libc::SYS_socketpair];
+
+fn family_set(families: &[i32]) -> u64 {
+    families
+        .iter()
+        .filter(|f| (0..64).contains(*f))
+        .fold(0, |set, &f| set | 1 << f)
 }
 
 impl Default for SeccompPolicy {
@@ -176,6 +218,8 @@ impl SeccompPolicy {
     /// `TIOCLINUX` and `TIOCSETD` ioctls; on x86_64 also `iopl`, `ioperm`,
     /// `modify_ldt` and `uselib`. `clone3` fails with `ENOSYS` so that
     /// libc falls back to `clone`, whose flags the filter can see.
+    /// `socket` and `socketpair` fail with `EAFNOSUPPORT` for every family
+    /// but [`DEFAULT_SOCKET_FAMILIES`].
     ///
     /// On architectures other than x86_64 and aarch64 there is no default
     /// list, and spawning with it fails.
@@ -188,10 +232,11 @@ impl SeccompPolicy {
         SeccompPolicy {
             action: SeccompAction::default(),
             entries: default_entries(),
+            bad_family: None,
         }
     }
 
-    /// A policy that denies nothing but the foreign ABIs.
+    /// A policy that denies nothing but the foreign ABIs (every socket family included).
     ///
     /// ```
     /// // Only deny what this judge cares about.
@@ -201,6 +246,7 @@ impl SeccompPolicy {
         SeccompPolicy {
             action: SeccompAction::default(),
             entries: Vec::new(),
+            bad_family: None,
         }
     }
 
@@ -259,6 +305,92 @@ impl SeccompPolicy {
         self
     }
 
+    /// Lets the job open sockets of `family` (an `AF_*` constant) with
+    /// `socket` and `socketpair`, on top of the families the policy allows
+    /// (see [`DEFAULT_SOCKET_FAMILIES`]). Nothing changes where the policy
+    /// allows every family already, or denies `socket` whole.
+    ///
+    /// ```
+    /// // A job that uses the kernel's crypto API.
+    /// let policy = jobcell::SeccompPolicy::new().allow_socket_family(libc::AF_ALG);
+    /// assert!(policy.allows_socket_family(libc::AF_ALG));
+    /// assert!(!policy.allows_socket_family(libc::AF_VSOCK));
+    /// ```
+    pub fn allow_socket_family(mut self, family: i32) -> SeccompPolicy {
+        if !(0..64).contains(&family) {
+            self.bad_family = Some(family);
+            return self;
+        }
+        for e in &mut self.entries {
+            if let (true, Cond::NotInSet { set, .. }) = (FAMILY_CALLS.contains(&e.nr), &mut e.cond)
+            {
+                *set |= 1 << family;
+            }
+        }
+        self
+    }
+
+    /// Makes `socket` and `socketpair` fail with `EAFNOSUPPORT` for
+    /// `family`. On a policy that allowed every family (such as
+    /// [`SeccompPolicy::empty`]), every other family stays allowed.
+    ///
+    /// ```
+    /// // The default list, without IPv6.
+    /// let policy = jobcell::SeccompPolicy::new().deny_socket_family(libc::AF_INET6);
+    /// assert!(!policy.allows_socket_family(libc::AF_INET6));
+    /// assert!(policy.allows_socket_family(libc::AF_INET));
+    /// ```
+    pub fn deny_socket_family(mut self, family: i32) -> SeccompPolicy {
+        if !(0..64).contains(&family) {
+            self.bad_family = Some(family);
+            return self;
+        }
+        for nr in FAMILY_CALLS {
+            let mut ruled = false;
+            for e in self.entries.iter_mut().filter(|e| e.nr == nr) {
+                ruled = true;
+                if let Cond::NotInSet { set, .. } = &mut e.cond {
+                    *set &= !(1 << family);
+                }
+            }
+            if !ruled {
+                self.entries.push(Entry {
+                    nr,
+                    cond: Cond::NotInSet {
+                        arg: 0,
+                        set: !(1 << family),
+                    },
+                    verdict: FAMILY_DENIED,
+                });
+            }
+        }
+        self
+    }
+
+    /// Whether the policy lets a job open a socket of `family` with `socket`.
+    ///
+    /// ```
+    /// let policy = jobcell::SeccompPolicy::new();
+    /// assert!(policy.allows_socket_family(libc::AF_UNIX));
+    /// assert!(!policy.allows_socket_family(libc::AF_VSOCK));
+    /// assert!(jobcell::SeccompPolicy::empty().allows_socket_family(libc::AF_VSOCK));
+    /// ```
+    pub fn allows_socket_family(&self, family: i32) -> bool {
+        let member = u32::try_from(family).ok();
+        self.entries
+            .iter()
+            .filter(|e| e.nr == libc::SYS_socket)
+            .all(|e| match e.cond {
+                Cond::Always => false,
+                Cond::NotInSet { set, .. } => {
+                    member.is_some_and(|f| bpf::members(set).any(|m| m == f))
+                }
+                Cond::OneOf { values, .. } => member.is_none_or(|f| !values.contains(&f)),
+                Cond::NoneOf { values, .. } => member.is_some_and(|f| values.contains(&f)),
+                Cond::AnyBits { mask, .. } => member.is_none_or(|f| f & mask == 0),
+            })
+    }
+
     fn set(mut self, nr: i64, cond: Cond, verdict: Verdict) -> SeccompPolicy {
         self.entries.retain(|e| e.nr != nr);
         self.entries.push(Entry { nr, cond, verdict });
@@ -285,6 +417,12 @@ impl SeccompPolicy {
 
     fn compile_with(&self, deny: u32) -> Result<Vec<sock_filter>> {
         let abi = native_abi()?;
+        if let Some(f) = self.bad_family {
+            return Err(invalid(
+                format!("socket family {f}"),
+                "socket families are 0 to 63 (AF_* constants)".into(),
+            ));
+        }
         let mut rules = Vec::with_capacity(self.entries.len());
         for e in &self.entries {
             // Native syscall numbers are small; the x32 bit and above are not
@@ -547,6 +685,17 @@ fn default_entries() -> Vec<Entry> {
             verdict: Verdict::Deny,
         },
     ]);
+    // Socket families the network namespace does not isolate (AF_VSOCK),
+    // or that no job needs and that carry kernel attack surface: only the
+    // isolated, everyday ones (see DEFAULT_SOCKET_FAMILIES).
+    entries.extend(FAMILY_CALLS.map(|nr| Entry {
+        nr,
+        cond: Cond::NotInSet {
+            arg: 0,
+            set: family_set(&DEFAULT_SOCKET_FAMILIES),
+        },
+        verdict: FAMILY_DENIED,
+    }));
     entries
 }
 

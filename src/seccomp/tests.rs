@@ -97,6 +97,8 @@ fn expected_conditional() -> Vec<i64> {
         libc::SYS_clone3,
         libc::SYS_personality,
         libc::SYS_ioctl,
+        libc::SYS_socket,
+        libc::SYS_socketpair,
     ]
 }
 
@@ -119,6 +121,7 @@ fn model(policy: &SeccompPolicy, d: &Data) -> u32 {
             Cond::AnyBits { arg, mask } => low(arg) & mask != 0,
             Cond::OneOf { arg, values } => values.contains(&low(arg)),
             Cond::NoneOf { arg, values } => !values.contains(&low(arg)),
+            Cond::NotInSet { arg, set } => !bpf::members(set).any(|m| m == low(arg)),
         };
         if hit {
             return match e.verdict {
@@ -562,6 +565,77 @@ fn kill_mode_has_a_reporting_variant() {
     assert!(SeccompPolicy::new().filter().unwrap().report.is_none());
 }
 
+#[test]
+fn socket_families_outside_the_default_list_get_eafnosupport() {
+    let prog = default_prog();
+    let eafnosupport = RET_ERRNO | libc::EAFNOSUPPORT as u32;
+    for nr in [libc::SYS_socket, libc::SYS_socketpair] {
+        for family in 0..128u64 {
+            let allowed = DEFAULT_SOCKET_FAMILIES.contains(&(family as i32));
+            let want = if allowed { RET_ALLOW } else { eafnosupport };
+            assert_eq!(
+                run(&prog, &call(nr, [family, 1, 0, 0, 0, 0])),
+                want,
+                "{nr} {family}"
+            );
+            // The kernel takes the family as an int: high bits change nothing.
+            let high = family | 0xdead_0000_0000_0000;
+            assert_eq!(
+                run(&prog, &call(nr, [high, 1, 0, 0, 0, 0])),
+                want,
+                "{nr} {family}"
+            );
+        }
+    }
+    // Not a denial: the kill action does not apply.
+    let kill = SeccompPolicy::new()
+        .action(SeccompAction::KillProcess)
+        .compile()
+        .unwrap();
+    let vsock = call(libc::SYS_socket, [libc::AF_VSOCK as u64, 1, 0, 0, 0, 0]);
+    assert_eq!(run(&kill, &vsock), eafnosupport);
+}
+
+#[test]
+fn socket_families_can_be_allowed_and_denied() {
+    let p = SeccompPolicy::new().allow_socket_family(libc::AF_VSOCK);
+    assert!(p.allows_socket_family(libc::AF_VSOCK));
+    let prog = p.compile().unwrap();
+    let vsock = |nr| call(nr, [libc::AF_VSOCK as u64, 1, 0, 0, 0, 0]);
+    assert_eq!(run(&prog, &vsock(libc::SYS_socket)), RET_ALLOW);
+    assert_eq!(run(&prog, &vsock(libc::SYS_socketpair)), RET_ALLOW);
+
+    let p = SeccompPolicy::new().deny_socket_family(libc::AF_INET6);
+    assert!(!p.allows_socket_family(libc::AF_INET6) && p.allows_socket_family(libc::AF_INET));
+    // From a policy that allows every family: only the one denied.
+    let p = SeccompPolicy::empty().deny_socket_family(libc::AF_VSOCK);
+    assert!(!p.allows_socket_family(libc::AF_VSOCK) && p.allows_socket_family(libc::AF_ALG));
+    let prog = p.compile().unwrap();
+    assert_eq!(
+        run(&prog, &vsock(libc::SYS_socket)),
+        RET_ERRNO | libc::EAFNOSUPPORT as u32
+    );
+    // A whole-call rule wins over the families.
+    let p = SeccompPolicy::new()
+        .deny(libc::SYS_socket)
+        .allow_socket_family(libc::AF_ALG);
+    assert!(!p.allows_socket_family(libc::AF_ALG) && !p.allows_socket_family(libc::AF_INET));
+    // Allowing the call whole drops the family check.
+    let p = SeccompPolicy::new().allow(libc::SYS_socket);
+    assert!(p.allows_socket_family(libc::AF_VSOCK));
+    // Families are 0..64.
+    for bad in [-1, 64, 1000] {
+        assert!(SeccompPolicy::new()
+            .allow_socket_family(bad)
+            .compile()
+            .is_err());
+        assert!(SeccompPolicy::new()
+            .deny_socket_family(bad)
+            .compile()
+            .is_err());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Property tests
 
@@ -604,6 +678,13 @@ fn any_arg() -> impl Strategy<Value = u64> {
         0,
         8,
         0xffff_ffff,
+        libc::AF_UNIX as u64,
+        libc::AF_INET6 as u64,
+        libc::AF_NETLINK as u64,
+        libc::AF_VSOCK as u64,
+        libc::AF_ALG as u64,
+        63,
+        64,
     ]
     .to_vec();
     (
@@ -640,6 +721,8 @@ enum Op {
     DenyErrno(i64, i32),
     Allow(i64),
     Action(SeccompAction),
+    AllowFamily(i32),
+    DenyFamily(i32),
 }
 
 fn any_policy() -> impl Strategy<Value = SeccompPolicy> {
@@ -667,6 +750,8 @@ fn any_policy() -> impl Strategy<Value = SeccompPolicy> {
         (nr.clone(), 1i32..4096).prop_map(|(n, e)| Op::DenyErrno(n, e)),
         nr.prop_map(Op::Allow),
         action.prop_map(Op::Action),
+        (0i32..64).prop_map(Op::AllowFamily),
+        (0i32..64).prop_map(Op::DenyFamily),
     ];
     (any::<bool>(), proptest::collection::vec(op, 0..40)).prop_map(|(from_default, ops)| {
         let start = if from_default {
@@ -679,6 +764,8 @@ fn any_policy() -> impl Strategy<Value = SeccompPolicy> {
             Op::DenyErrno(n, e) => p.deny_errno(n, e),
             Op::Allow(n) => p.allow(n),
             Op::Action(a) => p.action(a),
+            Op::AllowFamily(f) => p.allow_socket_family(f),
+            Op::DenyFamily(f) => p.deny_socket_family(f),
         })
     })
 }

@@ -14,6 +14,7 @@ use libc::{c_int, c_long};
 
 use crate::error::{Errno, Stage};
 use crate::spawn::arena::Arena;
+use crate::spawn::newroot::{proc_fd_path, NewRoot, Place};
 use crate::spawn::status::StatusPage;
 use crate::sys;
 
@@ -197,6 +198,9 @@ pub(crate) struct ChildPlan<'a> {
     /// Where init leaves its mount namespace when the job has ended (see graveyard.rs).
     pub graveyard: c_int,
     pub become_root: bool,
+    /// The host uid the cell's user namespace is created by (0: the cloning
+    /// thread's own); see `idmap::ns_owner`. Read by whoever clones.
+    pub ns_owner: u32,
     pub hostname: &'a [u8],
     pub ops: &'a [PlacedOp<'a>],
     /// Where the new root is built before `pivot_root`.
@@ -340,6 +344,7 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
     }
     // SAFETY: plan.status is the shared status page mapped by the parent.
     let ipc_ready = unsafe { StatusPage::ipc_ready(plan.status) };
+    let mut root = NewRoot::new(plan.staging);
     for (i, op) in plan.ops.iter().enumerate() {
         // An IPC namespace made ahead came set up (and is not ours to set):
         // the write would only fail, after a walk through the fresh /proc.
@@ -347,10 +352,11 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
             continue;
         }
         progress(plan, Stage::BuildRoot, i as u32);
-        if let Err(e) = run_op(op) {
+        if let Err(e) = run_op(op, &mut root) {
             fail(efd, Stage::BuildRoot, e, i as u32);
         }
     }
+    drop(root);
     progress(plan, Stage::PivotRoot, 0);
     if let Err(e) = sys::chdir(plan.staging).and_then(|_| sys::pivot_root(c".", c".")) {
         fail(efd, Stage::PivotRoot, e, 0);
@@ -508,22 +514,33 @@ fn spawn_job(plan: &ChildPlan<'_>) -> sys::SysResult<c_int> {
     }
 }
 
-fn run_op(op: &PlacedOp<'_>) -> sys::SysResult {
+/// Runs one step of building the root. Paths inside the new root are
+/// resolved without following symlinks (see `newroot.rs`); the step acts on
+/// what was found, so nothing can move it in between.
+fn run_op(op: &PlacedOp<'_>, root: &mut NewRoot<'_>) -> sys::SysResult {
+    const CREATE: c_int =
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW;
     match op {
-        Op::Mkdir { path } => match sys::mkdir(path, 0o755) {
-            Err(Errno(libc::EEXIST)) => Ok(()),
-            r => r,
-        },
+        Op::Mkdir { path } => {
+            let at = root.parent(path)?;
+            match sys::mkdirat(at.dir(), at.name, 0o755) {
+                // An existing entry must be a directory, not a symlink to one.
+                Err(Errno(libc::EEXIST)) => match sys::file_type_at(at.dir(), at.name)? {
+                    libc::S_IFDIR => Ok(()),
+                    libc::S_IFLNK => Err(Errno(libc::ELOOP)),
+                    _ => Err(Errno(libc::ENOTDIR)),
+                },
+                r => r,
+            }
+        }
         Op::Touch { path } => {
-            match sys::open(
-                path,
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                0o644,
-            ) {
+            let at = root.parent(path)?;
+            match sys::openat(at.dir(), at.name, CREATE, 0o644) {
                 Ok(fd) => {
                     sys::close(fd);
                     Ok(())
                 }
+                // Whatever it is, the mount onto it resolves it again.
                 Err(Errno(libc::EEXIST)) => Ok(()),
                 Err(e) => Err(e),
             }
@@ -533,10 +550,27 @@ fn run_op(op: &PlacedOp<'_>) -> sys::SysResult {
             target,
             flags,
             data,
-        } => sys::mount(Some(fstype), target, Some(fstype), *flags, *data),
-        Op::Attach { fd, target } => sys::move_mount_fd(*fd, target),
+        } => on_path(root, target, |t| {
+            sys::mount(Some(fstype), t, Some(fstype), *flags, *data)
+        }),
+        Op::Attach { fd, target } => match root.place(target)? {
+            Place::Inside(t) => sys::move_mount_onto(*fd, t.raw()),
+            Place::Root(p) | Place::Host(p) => {
+                let r = sys::move_mount_fd(*fd, p);
+                root.remounted();
+                r
+            }
+        },
         Op::Bind { source, target } => {
-            sys::mount(Some(source), target, None, MS_BIND | MS_REC, None)
+            let source = root.place(source)?;
+            let mut buf = [0u8; 32];
+            let source = match &source {
+                Place::Inside(s) => proc_fd_path(s.raw(), &mut buf)?,
+                Place::Root(p) | Place::Host(p) => p,
+            };
+            on_path(root, target, |t| {
+                sys::mount(Some(source), t, None, MS_BIND | MS_REC, None)
+            })
         }
         Op::SetAttr {
             target,
@@ -549,31 +583,70 @@ fn run_op(op: &PlacedOp<'_>) -> sys::SysResult {
                 ..Default::default()
             };
             let flags = if *recursive { AT_RECURSIVE } else { 0 };
-            match sys::mount_setattr(libc::AT_FDCWD, target, flags, &attr) {
+            let target = root.place(target)?;
+            let r = match &target {
+                Place::Inside(t) => {
+                    sys::mount_setattr(t.raw(), c"", flags | libc::AT_EMPTY_PATH as u32, &attr)
+                }
+                Place::Root(p) | Place::Host(p) => {
+                    sys::mount_setattr(libc::AT_FDCWD, p, flags, &attr)
+                }
+            };
+            match r {
                 Err(Errno(libc::ENOSYS)) => {
-                    sys::mount(None, target, None, MS_REMOUNT | MS_BIND | *fallback, None)
+                    let mut buf = [0u8; 32];
+                    let t = match &target {
+                        Place::Inside(t) => proc_fd_path(t.raw(), &mut buf)?,
+                        Place::Root(p) | Place::Host(p) => p,
+                    };
+                    sys::mount(None, t, None, MS_REMOUNT | MS_BIND | *fallback, None)
                 }
                 r => r,
             }
         }
-        Op::Symlink { value, link } => sys::symlink(value, link),
+        Op::Symlink { value, link } => {
+            let at = root.parent(link)?;
+            sys::symlinkat(value, at.dir(), at.name)
+        }
         Op::Sysctl { path, value, .. } => {
-            if let Ok(fd) = sys::open(path, libc::O_WRONLY | libc::O_CLOEXEC, 0) {
-                let _ = sys::write_all(fd, value);
-                sys::close(fd);
+            if let Ok(at) = root.parent(path) {
+                let flags = libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+                if let Ok(fd) = sys::openat(at.dir(), at.name, flags, 0) {
+                    let _ = sys::write_all(fd, value);
+                    sys::close(fd);
+                }
             }
             Ok(())
         }
         Op::WriteFile { path, data, mode } => {
-            let fd = sys::open(
-                path,
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                *mode,
-            )?;
+            let at = root.parent(path)?;
+            let fd = sys::openat(at.dir(), at.name, CREATE, *mode)?;
             let r = sys::write_all(fd, data);
             sys::close(fd);
             r
         }
+    }
+}
+
+/// Runs `f` on a path that leads to exactly what `target` names: the
+/// descriptor's `/proc/self/fd` entry inside the new root, the name itself
+/// for the root (which is then reopened) or a host path.
+fn on_path(
+    root: &mut NewRoot<'_>,
+    target: &CStr,
+    f: impl FnOnce(&CStr) -> sys::SysResult,
+) -> sys::SysResult {
+    match root.place(target)? {
+        Place::Inside(t) => {
+            let mut buf = [0u8; 32];
+            f(proc_fd_path(t.raw(), &mut buf)?)
+        }
+        Place::Root(p) => {
+            let r = f(p);
+            root.remounted();
+            r
+        }
+        Place::Host(p) => f(p),
     }
 }
 

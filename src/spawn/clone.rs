@@ -103,6 +103,22 @@ pub(crate) unsafe fn clone_into(
     pid_slot: Option<*mut c_int>,
     child: impl FnOnce(),
 ) -> Result<Child, Errno> {
+    // SAFETY: as the caller promised.
+    unsafe { clone_into_as(ns_flags, cgroup_fd, pid_slot, 0, child) }
+}
+
+/// [`clone_into`], with a new user namespace created by host uid `owner`
+/// (not 0) rather than by this thread's uid (see `idmap::ns_owner`).
+///
+/// # Safety
+/// As for [`clone_into`].
+pub(crate) unsafe fn clone_into_as(
+    ns_flags: u64,
+    cgroup_fd: Option<c_int>,
+    pid_slot: Option<*mut c_int>,
+    owner: u32,
+    child: impl FnOnce(),
+) -> Result<Child, Errno> {
     let mut flags = ns_flags | CLONE_PIDFD | CLONE_CLEAR_SIGHAND;
     if cgroup_fd.is_some() {
         flags |= CLONE_INTO_CGROUP;
@@ -111,6 +127,13 @@ pub(crate) unsafe fn clone_into(
         flags |= CLONE_PARENT_SETTID;
     }
     let _blocked = SignalsBlocked::new();
+    // After the signals are blocked: nothing runs on this thread as `owner`
+    // but the clone. Without the privilege to switch, the thread's own uid
+    // creates the namespace, as before.
+    let _owner = match (owner, ns_flags & libc::CLONE_NEWUSER as u64) {
+        (0, _) | (_, 0) => None,
+        _ => AsOwner::new(owner).ok(),
+    };
     let mut pidfd: c_int = -1;
     loop {
         let mut args = CloneArgs {
@@ -154,6 +177,69 @@ pub(crate) unsafe fn clone_into(
             }
             Errno(libc::ENOSYS) => return unsafe { clone_legacy(flags, pid_slot, child) },
             e => return Err(e),
+        }
+    }
+}
+
+/// While alive, this thread's effective uid is a cell's namespace owner:
+/// the user namespace a clone creates belongs to it (its `owner`, and the
+/// user its use of per-user budgets is charged to). Only the thread's
+/// credentials change (a raw `setresuid`, not glibc's, which would switch
+/// every thread), and it keeps its capabilities (`SECBIT_NO_SETUID_FIXUP`):
+/// joining a cgroup at clone time still needs them. Changing the effective
+/// uid makes the kernel reset the process's dumpable flag and the thread's
+/// parent-death signal; both are put back, with the uid and the securebits.
+struct AsOwner {
+    euid: u32,
+    securebits: libc::c_long,
+    dumpable: libc::c_long,
+    pdeath: c_int,
+}
+
+const PR_GET_SECUREBITS: c_int = 27;
+const PR_SET_SECUREBITS: c_int = 28;
+const SECBIT_NO_SETUID_FIXUP: libc::c_long = 1 << 2;
+
+impl AsOwner {
+    fn new(owner: u32) -> Result<AsOwner, Errno> {
+        use crate::sys::prctl;
+        let securebits = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0)?;
+        let dumpable = prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0)?;
+        let mut pdeath: c_int = 0;
+        prctl(
+            libc::PR_GET_PDEATHSIG,
+            &mut pdeath as *mut c_int as libc::c_long,
+            0,
+            0,
+            0,
+        )?;
+        let euid = crate::sys::geteuid();
+        prctl(
+            PR_SET_SECUREBITS,
+            securebits | SECBIT_NO_SETUID_FIXUP,
+            0,
+            0,
+            0,
+        )?;
+        let me = AsOwner {
+            euid,
+            securebits,
+            dumpable,
+            pdeath,
+        };
+        crate::sys::set_euid(owner)?;
+        Ok(me)
+    }
+}
+
+impl Drop for AsOwner {
+    fn drop(&mut self) {
+        use crate::sys::prctl;
+        let _ = crate::sys::set_euid(self.euid);
+        let _ = prctl(PR_SET_SECUREBITS, self.securebits, 0, 0, 0);
+        let _ = prctl(libc::PR_SET_DUMPABLE, self.dumpable, 0, 0, 0);
+        if self.pdeath != 0 {
+            let _ = prctl(libc::PR_SET_PDEATHSIG, self.pdeath as libc::c_long, 0, 0, 0);
         }
     }
 }

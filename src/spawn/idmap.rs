@@ -12,6 +12,56 @@ use crate::sandbox::IdMap;
 /// The default range when `/etc/subuid` has no entry for root.
 pub(crate) const DEFAULT_RANGE: (u32, u32) = (100_000, 65_536);
 
+/// The host uids that own cells' user namespaces on root hosts: the first,
+/// and how many. See [`ns_owner`].
+pub(crate) const NS_OWNERS: (u32, u32) = (0x7000_0000, 65_536);
+
+/// The host uid the cell's user namespace is to be created by (0: the
+/// cloning thread's own): on a root host with a range, one of the
+/// [`NS_OWNERS`] block, a different one for each cell (in turn, from a
+/// random start: two live cells share one only when 65 536 others were
+/// started in between, or with another process's).
+///
+/// The kernel charges inotify instances and watches, fanotify groups and
+/// marks, POSIX message queue bytes, pending signals, processes and locked
+/// shared memory of everyone in a user namespace to that namespace's
+/// creator as well, up to the creator's limits. Created by root, one cell
+/// could take all of host root's (and every other cell's): an `EMFILE` from
+/// `inotify_init1` for every root process of the host. Created by a uid no
+/// process runs as and no file belongs to, a cell's use is charged to its
+/// own budget, which is that uid's per-user limits: the host's
+/// `fs.inotify.max_user_*` and `user.max_fanotify_*`, and the rlimits of
+/// the process that clones (`RLIMIT_MSGQUEUE`, `RLIMIT_SIGPENDING`,
+/// `RLIMIT_MEMLOCK`; `RLIMIT_NPROC` does not apply to root's clones).
+/// That uid holds every capability over the cell's namespaces, as their
+/// owner; no process of the host runs as it, and none can become it
+/// without root.
+pub(crate) fn ns_owner(ids: &IdPlan) -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if !ids.become_root {
+        return 0; // a single-id map: the caller's own namespace, its own budgets
+    }
+    let (base, count) = NS_OWNERS;
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let mut start = [0u8; 4];
+        let _ = rustix::rand::getrandom(&mut start, rustix::rand::GetRandomFlags::NONBLOCK);
+        let _ = NEXT.compare_exchange(
+            u32::MAX,
+            u32::from_ne_bytes(start) % count,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    base + NEXT.fetch_add(1, Ordering::Relaxed) % count
+}
+
+/// Whether host ids `start..start+count` overlap the namespace owners.
+fn overlaps_owners(start: u32, count: u32) -> bool {
+    let (base, n) = NS_OWNERS;
+    start < base + n && base < start.saturating_add(count)
+}
+
 /// The resolved mapping for one cell.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct IdPlan {
@@ -104,6 +154,15 @@ pub(crate) fn plan(map: IdMap, uid: u32, gid: u32) -> Result<IdPlan> {
             if euid != 0 {
                 return Err(Error::IdMapping {
                     reason: "mapping a range needs root; use IdMap::Single or IdMap::Auto".into(),
+                });
+            }
+            if overlaps_owners(uid_start, count) {
+                let (base, n) = NS_OWNERS;
+                return Err(Error::IdMapping {
+                    reason: format!(
+                        "the uid range {uid_start}+{count} overlaps host uids {base}..{}, which own cells' user namespaces",
+                        base + n
+                    ),
                 });
             }
             if uid >= count {
@@ -248,6 +307,40 @@ pub(crate) fn passwd_and_group(ids: &IdPlan) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plan of a root host's default range, for job uid/gid 1000.
+    fn range_plan() -> IdPlan {
+        IdPlan {
+            uid_map: "0 100000 65536\n".into(),
+            gid_map: "0 100000 65536\n".into(),
+            deny_setgroups: false,
+            become_root: true,
+            uid: 1000,
+            gid: 1000,
+            host_uid: 101000,
+            host_gid: 101000,
+            has_root: true,
+        }
+    }
+
+    #[test]
+    fn cells_get_namespace_owners_of_their_own() {
+        let range = range_plan();
+        let (base, count) = NS_OWNERS;
+        let owners: Vec<u32> = (0..100).map(|_| ns_owner(&range)).collect();
+        for (a, b) in owners.iter().zip(&owners[1..]) {
+            assert!((base..base + count).contains(a));
+            assert_ne!(a, b);
+        }
+        let single = IdPlan {
+            become_root: false,
+            ..range
+        };
+        assert_eq!(ns_owner(&single), 0);
+        assert!(overlaps_owners(base - 10, 11) && overlaps_owners(base + count - 1, 5));
+        assert!(!overlaps_owners(base - 10, 10) && !overlaps_owners(base + count, 5));
+        assert!(!overlaps_owners(100_000, 65_536));
+    }
     use proptest::prelude::*;
 
     #[test]
@@ -300,18 +393,7 @@ mod tests {
 
     #[test]
     fn passwd_has_the_job_user() {
-        let p = IdPlan {
-            uid_map: String::new(),
-            gid_map: String::new(),
-            deny_setgroups: false,
-            become_root: true,
-            uid: 1000,
-            gid: 1000,
-            host_uid: 101000,
-            host_gid: 101000,
-            has_root: true,
-        };
-        let (passwd, group) = passwd_and_group(&p);
+        let (passwd, group) = passwd_and_group(&range_plan());
         assert!(passwd.contains("user:x:1000:1000:"));
         assert!(passwd.starts_with("root:x:0:0:"));
         assert!(group.contains("user:x:1000:"));

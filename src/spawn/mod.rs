@@ -17,6 +17,7 @@ mod hostwatch;
 pub(crate) mod idmap;
 pub(crate) mod layout;
 mod netns;
+mod newroot;
 mod place;
 pub(crate) mod plan;
 pub(crate) mod prep;
@@ -279,7 +280,9 @@ pub(crate) fn spawn(
             // SAFETY: init_main only makes raw syscalls on `plan`, which stays
             // mapped (unchanged) until the job has executed.
             let do_clone = || unsafe {
-                clone::clone_into(ns_flags, clone_target, None, || child::init_main(plan))
+                clone::clone_into_as(ns_flags, clone_target, None, plan.ns_owner, || {
+                    child::init_main(plan)
+                })
             };
             let not_released = spawner::Release::default();
             match &pooled_net {

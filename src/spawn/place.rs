@@ -115,6 +115,7 @@ pub(crate) fn place<'a>(
         lifeline_read: w.lifeline_read,
         graveyard: w.graveyard,
         become_root: bp.ids.become_root,
+        ns_owner: crate::spawn::idmap::ns_owner(&bp.ids),
         hostname: arena.slice(&bp.hostname)?,
         ops: arena.collect(bp.ops.iter().map(|op| op.place(arena)))?,
         staging: arena.cstr(&bp.staging)?,

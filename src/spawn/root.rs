@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::error::{Errno, Error, Result};
 use crate::sandbox::path::{join_lexical, CellPath};
-use crate::sandbox::{MountSpec, Network, Root, Sandbox, DEFAULT_TMP_SIZE};
+use crate::sandbox::{tmpfs_inodes, MountSpec, Network, Root, Sandbox, DEFAULT_TMP_SIZE};
 use crate::spawn::child::Op;
 use crate::spawn::hostpath::{self, Untrusted};
 use crate::spawn::idmap::{self, IdPlan};
@@ -860,7 +860,10 @@ impl Builder {
             self.tmpfs(
                 &tmp,
                 libc::MS_NOSUID | libc::MS_NODEV,
-                format!("mode=1777,size={DEFAULT_TMP_SIZE}"),
+                format!(
+                    "mode=1777,size={DEFAULT_TMP_SIZE},nr_inodes={}",
+                    tmpfs_inodes(DEFAULT_TMP_SIZE)
+                ),
             );
         }
         Ok(())
@@ -1032,7 +1035,10 @@ impl Builder {
         self.tmpfs(
             &shm,
             libc::MS_NOSUID | libc::MS_NODEV,
-            format!("mode=1777,size={DEV_SHM_SIZE}"),
+            format!(
+                "mode=1777,size={DEV_SHM_SIZE},nr_inodes={}",
+                tmpfs_inodes(DEV_SHM_SIZE)
+            ),
         );
         if !self.skeleton {
             self.steps.push(Step::SetAttr {
@@ -1072,7 +1078,11 @@ impl Builder {
                     },
                 )
             }
-            MountSpec::Tmpfs { target, size } => {
+            MountSpec::Tmpfs {
+                target,
+                size,
+                inodes,
+            } => {
                 let t = CellPath::new(target)?;
                 if *size < 4096 || *size > 1 << 50 {
                     return Err(Error::InvalidSetting {
@@ -1081,12 +1091,23 @@ impl Builder {
                         reason: "must be between 4 KiB and 1 PiB".into(),
                     });
                 }
+                if inodes.is_some_and(|n| !(2..=1 << 32).contains(&n)) {
+                    return Err(Error::InvalidSetting {
+                        name: "tmpfs inodes",
+                        value: inodes.unwrap_or_default().to_string(),
+                        reason: "must be between 2 and 2^32 (the root directory is one)".into(),
+                    });
+                }
+                let inodes = inodes.unwrap_or_else(|| tmpfs_inodes(*size));
                 let t = self.prepare_parent(&t)?;
                 self.ensure_dir(&t);
                 let data = if t.as_bytes() == b"/tmp" {
-                    format!("mode=1777,size={size}")
+                    format!("mode=1777,size={size},nr_inodes={inodes}")
                 } else {
-                    format!("mode=0755,uid={},gid={},size={size}", ids.uid, ids.gid)
+                    format!(
+                        "mode=0755,uid={},gid={},size={size},nr_inodes={inodes}",
+                        ids.uid, ids.gid
+                    )
                 };
                 self.tmpfs(&t, libc::MS_NOSUID | libc::MS_NODEV, data);
                 Ok(())

@@ -1139,11 +1139,12 @@ unsafe fn clone_cell_here(
     // arena, shared with the host) as part of the clone: if this process
     // dies before it answers, the host still finds the cell.
     let pid_slot = crate::spawn::status::StatusPage::cell_pid_slot(addr as *mut _);
-    // SAFETY: the plan lives in the arena, mapped above at the host's address;
-    // init only makes raw syscalls on it (see child.rs). The pid slot is in
-    // that mapping.
+    // SAFETY: the plan lives in the arena, mapped above at the host's address.
+    let owner = unsafe { (*(plan as *const ChildPlan<'_>)).ns_owner };
+    // SAFETY: as above; init only makes raw syscalls on it (see child.rs). The
+    // pid slot is in that mapping.
     let cloned = unsafe {
-        clone::clone_into(flags, cgroup, Some(pid_slot), || {
+        clone::clone_into_as(flags, cgroup, Some(pid_slot), owner, || {
             child::init_main(&*(plan as *const ChildPlan<'_>))
         })
     };

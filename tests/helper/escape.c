@@ -33,11 +33,28 @@
  *   esc forkbomb              fork forever
  *   esc mem MIB               allocate and touch MIB MiB
  *   esc daemon MARKER         double fork, setsid, ignore every signal, sleep
+ *   esc sockets               socket() of each address family, one line per family
+ *   esc vsock PORT MS         bind and listen on vsock PORT, then hold it MS milliseconds
+ *   esc inotify MS [MAX]      inotify instances until refused (or MAX), one watch on /
+ *                             each; hold them MS milliseconds
+ *   esc mqueue MS [MAX]       POSIX message queues (10 x 8 KiB) until refused (or MAX);
+ *                             hold them MS milliseconds
+ *   esc sigqueue MS [MAX]     queue real-time signals to itself until refused (or MAX);
+ *                             hold them MS milliseconds
+ *   esc files DIR COUNT       create COUNT empty files in DIR
+ *   esc sockbuf MIB MS        fill the buffers of loopback TCP and UDP sockets nobody
+ *                             reads, up to MIB MiB each; hold them MS milliseconds
+ *   esc swap DIR              swap DIR/sub (a directory) and DIR/swap (a symlink) with
+ *                             RENAME_EXCHANGE until DIR/stop exists; leave the directory
+ *                             in place and create DIR/stopped
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/vm_sockets.h>
+#include <mqueue.h>
+#include <sys/inotify.h>
 #include <linux/perf_event.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -51,6 +68,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
+#include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
@@ -481,6 +499,219 @@ static int daemonize(void) {
     for (;;) pause();
 }
 
+static void hold(long ms) {
+    fflush(stdout);
+    usleep(ms * 1000);
+}
+
+static int sockets(void) {
+    static const struct { const char *name; int family, type; } fams[] = {
+        {"unix", AF_UNIX, SOCK_STREAM}, {"inet", AF_INET, SOCK_STREAM},
+        {"inet6", AF_INET6, SOCK_STREAM}, {"netlink", AF_NETLINK, SOCK_RAW},
+        {"packet", AF_PACKET, SOCK_DGRAM}, {"vsock", AF_VSOCK, SOCK_STREAM},
+        {"alg", AF_ALG, SOCK_SEQPACKET}, {"tipc", AF_TIPC, SOCK_RDM},
+        {"rds", AF_RDS, SOCK_SEQPACKET}, {"can", AF_CAN, SOCK_RAW},
+        {"bluetooth", AF_BLUETOOTH, SOCK_STREAM}, {"kcm", AF_KCM, SOCK_DGRAM},
+        {"smc", AF_SMC, SOCK_STREAM}, {"xdp", AF_XDP, SOCK_RAW},
+        {"appletalk", AF_APPLETALK, SOCK_DGRAM}, {"x25", AF_X25, SOCK_SEQPACKET},
+        {"key", AF_KEY, SOCK_RAW}, {"llc", AF_LLC, SOCK_DGRAM},
+    };
+    char name[64];
+    for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
+        snprintf(name, sizeof name, "socket_%s", fams[i].name);
+        int s = socket(fams[i].family, fams[i].type | SOCK_CLOEXEC, 0);
+        report(name, s);
+        if (s >= 0) close(s);
+        snprintf(name, sizeof name, "socketpair_%s", fams[i].name);
+        int sv[2];
+        int r = socketpair(fams[i].family, fams[i].type | SOCK_CLOEXEC, 0, sv);
+        report(name, r);
+        if (r == 0) { close(sv[0]); close(sv[1]); }
+    }
+    return 0;
+}
+
+static int vsock(int port, long ms) {
+    int s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    report("vsock_socket", s);
+    if (s < 0) return 0;
+    struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port};
+    int r = bind(s, (struct sockaddr *)&a, sizeof a);
+    report("vsock_bind", r);
+    if (r == 0) report("vsock_listen", listen(s, 1));
+    hold(ms);
+    return 0;
+}
+
+static int inotify(long ms, long max) {
+    int n = 0, watches = 0, fd;
+    errno = 0;
+    while (n < max && (fd = inotify_init1(IN_CLOEXEC)) >= 0) {
+        n++;
+        if (inotify_add_watch(fd, "/", IN_ALL_EVENTS) >= 0) watches++;
+    }
+    printf("inotify_instances %d %s\n", n, errno ? strerrorname_np(errno) : "ok");
+    printf("inotify_watches %d\n", watches);
+    hold(ms);
+    return 0;
+}
+
+static int mqueue(long ms, long max) {
+    struct mq_attr attr = {.mq_maxmsg = 10, .mq_msgsize = 8192};
+    char name[32];
+    int n = 0;
+    errno = 0;
+    while (n < max) {
+        snprintf(name, sizeof name, "/jc-esc-%d-%d", getpid(), n);
+        mqd_t q = mq_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600, &attr);
+        if (q == (mqd_t)-1) break;
+        mq_unlink(name); /* the queue lives while the descriptor does */
+        n++;
+    }
+    printf("mqueues %d %s\n", n, errno ? strerrorname_np(errno) : "ok");
+    hold(ms);
+    return 0;
+}
+
+static int sigqueue_self(long ms, long max) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGRTMIN);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    union sigval v = {0};
+    long n = 0;
+    errno = 0;
+    while (n < max && sigqueue(getpid(), SIGRTMIN, v) == 0) n++;
+    printf("sigqueued %ld %s\n", n, errno ? strerrorname_np(errno) : "ok");
+    hold(ms);
+    return 0;
+}
+
+static int files(const char *dir, long count) {
+    char path[4096];
+    long n = 0;
+    for (; n < count; n++) {
+        snprintf(path, sizeof path, "%s/f%ld", dir, n);
+        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+        if (fd < 0) break;
+        close(fd);
+    }
+    printf("files %ld %s\n", n, n < count ? strerrorname_np(errno) : "ok");
+    return 0;
+}
+
+/* Bytes queued on the cell's TCP or UDP sockets (tx_queue + rx_queue of
+ * /proc/net/tcp, /proc/net/udp: payload for TCP, memory for UDP). */
+static long queued(const char *table) {
+    FILE *f = fopen(table, "r");
+    if (!f) return -1;
+    char line[512];
+    long total = 0;
+    fgets(line, sizeof line, f);
+    while (fgets(line, sizeof line, f)) {
+        unsigned long tx = 0, rx = 0;
+        if (sscanf(line, "%*s %*s %*s %*s %lx:%lx", &tx, &rx) == 2) total += tx + rx;
+    }
+    fclose(f);
+    return total;
+}
+
+/* Loopback TCP connections and UDP receivers nobody reads from, their
+ * buffers filled, until MIB MiB is queued on each protocol (or the kernel
+ * refuses more); then hold them MS milliseconds. */
+static int sockbuf(long mib, long ms) {
+    long goal = mib << 20;
+    static char buf[65000];
+    struct rlimit nofile;
+    getrlimit(RLIMIT_NOFILE, &nofile);
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+    int big = 64 << 20, err = 0;
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    setsockopt(l, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 4096) ||
+        getsockname(l, (struct sockaddr *)&a, &al)) {
+        report("tcp_listen", -1);
+        return 0;
+    }
+    int conns = 0, first = -1;
+    for (int i = 0; !err && (i % 16 || queued("/proc/net/tcp") < goal); i++) {
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (c < 0) { err = errno; break; }
+        if (first < 0) first = c;
+        setsockopt(c, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+        if (connect(c, (struct sockaddr *)&a, sizeof a) && errno != EINPROGRESS) { err = errno; close(c); break; }
+        int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+        if (s < 0) { err = errno; close(c); break; }
+        conns++;
+        long sent = 0;
+        for (;;) {
+            usleep(100);
+            ssize_t w = send(c, buf, sizeof buf, MSG_NOSIGNAL);
+            if (w <= 0) { if (w < 0 && errno != EAGAIN) err = errno; break; }
+            sent += w;
+        }
+        if (sent == 0) break; /* nothing more fits anywhere */
+    }
+    close(l); /* room to read /proc */
+    printf("tcp_connections %d\n", conns);
+    printf("tcp_queued %ld %s\n", queued("/proc/net/tcp") >> 20, err ? strerrorname_np(err) : "ok");
+    /* Measured one protocol at a time: free the descriptors and buffers. */
+    if (first >= 0) close_range(first, ~0U, 0);
+    err = 0;
+    int tx = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int last = -1;
+    for (int i = 0; !err && (i % 16 || queued("/proc/net/udp") < goal); i++) {
+        int r = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (r < 0) { err = errno; break; }
+        last = r;
+        setsockopt(r, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+        struct sockaddr_in u = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t ul = sizeof u;
+        if (bind(r, (struct sockaddr *)&u, sizeof u) || getsockname(r, (struct sockaddr *)&u, &ul)) {
+            err = errno;
+            break;
+        }
+        /* More than a receive buffer holds: the rest is dropped. */
+        int delivered = 0;
+        for (int k = 0; k < 16; k++) {
+            if (sendto(tx, buf, sizeof buf, MSG_NOSIGNAL, (struct sockaddr *)&u, sizeof u) < 0 && errno != EAGAIN) {
+                err = errno;
+                break;
+            }
+            int n = 0;
+            if (k == 0 && ioctl(r, FIONREAD, &n) == 0 && n > 0) delivered = 1;
+        }
+        if (!delivered) break; /* not even one datagram fits anywhere */
+    }
+    if (last >= 0) close(last);
+    printf("udp_queued %ld %s\n", queued("/proc/net/udp") >> 20, err ? strerrorname_np(err) : "ok");
+    hold(ms);
+    return 0;
+}
+
+static int swap(const char *dir) {
+    char sub[4096], other[4096], stop[4096], stopped[4096];
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    snprintf(other, sizeof other, "%s/swap", dir);
+    snprintf(stop, sizeof stop, "%s/stop", dir);
+    snprintf(stopped, sizeof stopped, "%s/stopped", dir);
+    long n = 0;
+    printf("swapping\n");
+    fflush(stdout);
+    while (access(stop, F_OK) != 0) {
+        if (syscall(SYS_renameat2, AT_FDCWD, sub, AT_FDCWD, other, RENAME_EXCHANGE) == 0) n++;
+    }
+    struct stat st;
+    if (lstat(sub, &st) == 0 && S_ISLNK(st.st_mode))
+        syscall(SYS_renameat2, AT_FDCWD, sub, AT_FDCWD, other, RENAME_EXCHANGE);
+    printf("swapped %ld\n", n);
+    close(open(stopped, O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -506,6 +737,15 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "forkbomb")) for (;;) if (fork() < 0) usleep(10000);
     if (!strcmp(c, "mem") && argc == 3) return mem(atol(argv[2]));
     if (!strcmp(c, "daemon") && argc == 3) return daemonize();
+    if (!strcmp(c, "sockets")) return sockets();
+    if (!strcmp(c, "vsock") && argc == 4) return vsock(atoi(argv[2]), atol(argv[3]));
+    long max = argc == 4 ? atol(argv[3]) : 100000000;
+    if (!strcmp(c, "inotify") && argc >= 3) return inotify(atol(argv[2]), max);
+    if (!strcmp(c, "mqueue") && argc >= 3) return mqueue(atol(argv[2]), max);
+    if (!strcmp(c, "sigqueue") && argc >= 3) return sigqueue_self(atol(argv[2]), max);
+    if (!strcmp(c, "files") && argc == 4) return files(argv[2], atol(argv[3]));
+    if (!strcmp(c, "sockbuf") && argc == 4) return sockbuf(atol(argv[2]), atol(argv[3]));
+    if (!strcmp(c, "swap") && argc == 3) return swap(argv[2]);
     fprintf(stderr, "esc: unknown or malformed subcommand %s\n", c);
     return 2;
 }

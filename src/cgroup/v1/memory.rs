@@ -1,6 +1,7 @@
 //! v1 `memory`: `memory.limit_in_bytes`, `memory.memsw.limit_in_bytes` where
-//! swap is accounted; usage from `memory.usage_in_bytes`,
-//! `memory.max_usage_in_bytes` and `memory.oom_control`.
+//! swap is accounted, `memory.kmem.tcp.limit_in_bytes` for socket buffers;
+//! usage from `memory.usage_in_bytes`, `memory.max_usage_in_bytes` and
+//! `memory.oom_control`.
 
 use std::path::Path;
 
@@ -10,7 +11,7 @@ use crate::job::Usage;
 use crate::sandbox::Limits;
 
 /// The values to write, in order: memsw must never be below the memory limit.
-pub(crate) fn settings(limits: &Limits, memsw: bool) -> Vec<(&'static str, String)> {
+pub(crate) fn settings(limits: &Limits, memsw: bool, tcp: bool) -> Vec<(&'static str, String)> {
     let Some(max) = limits.memory else {
         return Vec::new();
     };
@@ -19,6 +20,13 @@ pub(crate) fn settings(limits: &Limits, memsw: bool) -> Vec<(&'static str, Strin
         // memsw counts memory and swap together; no value means no swap.
         let total = max.saturating_add(limits.memory_swap.unwrap_or(0));
         v.push(("memory.memsw.limit_in_bytes", total.to_string()));
+    }
+    if tcp {
+        // v1 charges socket buffers (TCP and UDP alike) to a cgroup only once
+        // this is set, and then to this counter, outside limit_in_bytes:
+        // unset, a job holds as much as the host's tcp_mem allows. Set before
+        // the job runs: a socket is tied to its cgroup's counter when created.
+        v.push(("memory.kmem.tcp.limit_in_bytes", max.to_string()));
     }
     v
 }
@@ -44,7 +52,9 @@ fn apply_on(dir: &Path, limits: &Limits, host_swap: bool) -> Result<()> {
             ),
         });
     }
-    for (file, value) in settings(limits, memsw) {
+    // Kernels without kmem accounting lack the file (and charge nothing).
+    let tcp = dir.join("memory.kmem.tcp.limit_in_bytes").exists();
+    for (file, value) in settings(limits, memsw, tcp) {
         common::write(&dir.join(file), &value)?;
     }
     Ok(())
@@ -67,7 +77,11 @@ mod tests {
 
     #[test]
     fn memsw_is_memory_plus_swap() {
-        let d = fixture::cgroup(&["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]);
+        let d = fixture::cgroup(&[
+            "memory.limit_in_bytes",
+            "memory.memsw.limit_in_bytes",
+            "memory.kmem.tcp.limit_in_bytes",
+        ]);
         apply(
             d.path(),
             &Limits {
@@ -81,6 +95,11 @@ mod tests {
             fixture::get(d.path(), "memory.memsw.limit_in_bytes"),
             "67108864"
         );
+        // Socket buffers: the same limit, on their own counter.
+        assert_eq!(
+            fixture::get(d.path(), "memory.kmem.tcp.limit_in_bytes"),
+            "67108864"
+        );
         let l = Limits {
             memory: Some(1 << 20),
             memory_swap: Some(1 << 20),
@@ -91,7 +110,7 @@ mod tests {
             fixture::get(d.path(), "memory.memsw.limit_in_bytes"),
             "2097152"
         );
-        assert_eq!(settings(&l, false).len(), 1);
+        assert_eq!(settings(&l, false, false).len(), 1);
     }
 
     #[test]
@@ -137,7 +156,7 @@ mod tests {
         #[test]
         fn memsw_never_below_memory(m in 1u64 << 20..1 << 52, s in proptest::option::of(0u64..u64::MAX)) {
             let l = Limits { memory: Some(m), memory_swap: s, ..Default::default() };
-            let v = settings(&l, true);
+            let v = settings(&l, true, true);
             let mem: u64 = v[0].1.parse().unwrap();
             let memsw: u64 = v[1].1.parse().unwrap();
             prop_assert_eq!(mem, m);
