@@ -468,10 +468,13 @@ fn default_limits_apply_end_to_end() {
 
     let own = s.submit(r#"{"command":"true","limits":{"maxMemory":64,"maxCPU":0,"maxIOBPS":0}}"#);
     let rec = s.wait_state(&own, "completed");
-    assert_eq!(
-        rec["limits"],
-        serde_json::json!({"memory": 64 << 20}),
-        "the request's own limits, 0 for none: {rec}"
-    );
+    // The request's own limits, 0 for none; what no one set is the
+    // untrusted default (pids, wall time, output), not the environment's.
+    assert_eq!(rec["limits"]["memory"], 64 << 20, "{rec}");
+    for none in ["cpu_percent", "io_read_bps", "io_write_bps"] {
+        assert!(rec["limits"][none].is_null(), "{none}: {rec}");
+    }
+    let conservative = jobcell::Limits::conservative();
+    assert_eq!(rec["limits"]["pids"], conservative.pids.unwrap(), "{rec}");
     s.stop();
 }
