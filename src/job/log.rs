@@ -607,7 +607,9 @@ impl LogReader {
             if self.pos >= end {
                 return Ok(None);
             }
-            let log = self.log.clone();
+            // Borrowed, not cloned: a thousand readers bumping the count on
+            // the lock's cache line would slow the writer.
+            let log = &self.log;
             let mut g = log.inner.lock();
             if self.file.is_none() {
                 self.file = g.file.clone();
