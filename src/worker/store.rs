@@ -32,7 +32,20 @@ impl Store {
         let jobs = dir.join("jobs");
         let logs = dir.join("logs");
         for d in [dir, &jobs, &logs] {
-            std::fs::create_dir_all(d).map_err(|e| Error::io("create state directory", d, e))?;
+            if !d.is_dir() {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| Error::io("create state directory", d, e))?;
+                // A new directory is durable once its parent says so.
+                if let Some(parent) = d.parent() {
+                    let parent = match parent.as_os_str().is_empty() {
+                        true => Path::new("."),
+                        false => parent,
+                    };
+                    File::open(parent)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| Error::io("sync", parent, e))?;
+                }
+            }
         }
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
