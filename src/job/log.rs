@@ -1028,6 +1028,83 @@ mod tests {
         assert_eq!(collect(LogReader::new(back)), b"kept ");
     }
 
+    use proptest::prelude::*;
+
+    fn check_chunks(chunks: &[Chunk], from: u64) -> Vec<u8> {
+        let mut at = from;
+        let mut out = Vec::new();
+        for c in chunks {
+            assert_eq!(c.offset, at, "chunks are contiguous");
+            assert!(!c.data.is_empty());
+            at += c.data.len() as u64;
+            out.extend_from_slice(&c.data);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the appends, budget and kind of log: every reader gets
+        /// exactly the bytes from its offset in contiguous chunks, a replay
+        /// sees the same chunks as a restart, and a file cut anywhere
+        /// restores an exact prefix.
+        #[test]
+        fn readers_and_restarts_agree(
+            appends in proptest::collection::vec((any::<bool>(), 1usize..3000), 1..120),
+            budget in prop_oneof![Just(200usize), Just(4096), Just(1 << 20)],
+            persistent in any::<bool>(),
+            offsets in proptest::collection::vec(0u64..200_000, 3),
+            cut in 0u64..400_000,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log");
+            let log = Arc::new(if persistent {
+                Log::persistent(budget, path.clone())
+            } else {
+                Log::new(budget)
+            });
+            let mut want = Vec::new();
+            let mut follower = LogReader::new(log.clone());
+            let mut followed = Vec::new();
+            for (i, (err, len)) in appends.iter().enumerate() {
+                let s = if *err { Stream::Stderr } else { Stream::Stdout };
+                let data: Vec<u8> = (0..*len).map(|j| (i * 31 + j) as u8).collect();
+                log.append(s, &data);
+                want.extend_from_slice(&data);
+                if i % 7 == 3 {
+                    // A follower keeping up takes what is there.
+                    while let Ok(c) = follower.next_timeout(Duration::ZERO) {
+                        followed.push(c);
+                    }
+                }
+            }
+            log.close();
+            followed.extend(follower);
+            prop_assert_eq!(check_chunks(&followed, 0), want.clone());
+            let replay: Vec<Chunk> = LogReader::new(log.clone()).collect();
+            prop_assert_eq!(check_chunks(&replay, 0), want.clone());
+            // A follower ends the chunk it reaches: it saw the chunks a replay sees.
+            prop_assert_eq!(&followed, &replay);
+            for &n in &offsets {
+                let n = n.min(want.len() as u64);
+                let got: Vec<Chunk> = LogReader::new(log.clone()).offset(n).collect();
+                prop_assert_eq!(check_chunks(&got, n), want[n as usize..].to_vec());
+            }
+            if persistent {
+                let back: Vec<Chunk> = LogReader::new(Arc::new(Log::restored(path.clone()))).collect();
+                prop_assert_eq!(&back, &replay);
+                // A crash can leave any prefix of the file.
+                let size = std::fs::metadata(&path).unwrap().len();
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(cut.min(size)).unwrap();
+                let torn: Vec<Chunk> = LogReader::new(Arc::new(Log::restored(path))).collect();
+                let bytes = check_chunks(&torn, 0);
+                prop_assert_eq!(&bytes[..], &want[..bytes.len()]);
+            }
+        }
+    }
+
     #[test]
     fn followers_wake_and_end() {
         let log = Arc::new(Log::new(1 << 20));
