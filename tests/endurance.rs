@@ -396,6 +396,12 @@ fn retention_and_removal() {
     assert!(w.remove(running.id()).is_err());
     w.stop(running.id()).unwrap();
     running.wait().unwrap();
+    // The stopped job counts as finished: it pushes out ids[3].
+    let listed: Vec<_> = w.list().into_iter().map(|r| r.id).collect();
+    assert_eq!(
+        listed,
+        [ids[4].clone(), ids[5].clone(), running.id().clone()]
+    );
     let mut reader = w.logs(&ids[5]).unwrap();
     let first = reader.next().unwrap();
     w.remove(&ids[5]).unwrap();
@@ -412,7 +418,6 @@ fn retention_and_removal() {
     drop(w);
     let again = Worker::new(with_state(dir.path())).unwrap();
     let listed: Vec<_> = again.list().into_iter().map(|r| r.id).collect();
-    // The stopped job counted as finished: it pushed out ids[3].
     assert_eq!(listed, [ids[4].clone(), running.id().clone()]);
 }
 

@@ -35,8 +35,8 @@ pub enum WhenFull {
 /// and no log memory either way: with a state directory its record and log
 /// are only on disk; without one, its record stays in memory (about 1 KiB)
 /// and its log in a private temporary directory, until retention removes it.
-/// Retention is applied when a job ends, when one is submitted, and when the
-/// worker starts.
+/// Retention is applied when the worker starts, on `submit` and `list`, and
+/// by the worker's starter thread right after a job ends.
 ///
 /// ```
 /// use std::time::Duration;
@@ -132,7 +132,8 @@ struct Jobs {
 }
 
 /// The thread that starts queued jobs when slots free up (the reactor must
-/// never wait for a cell's setup). Started on first need.
+/// never wait for a cell's setup) and removes what retention lets go.
+/// Started on first need.
 struct Starter {
     wake: Sender<()>,
     thread: std::thread::JoinHandle<()>,
@@ -159,6 +160,8 @@ struct Shared {
     pumping: AtomicBool,
     pump_again: AtomicBool,
     starter: Mutex<Option<Starter>>,
+    /// Held while retention removes jobs (see `retire`).
+    retiring: Mutex<()>,
 }
 
 /// Runs many jobs at once: a concurrency cap with a FIFO queue, a state
@@ -276,6 +279,7 @@ impl Worker {
                 pumping: AtomicBool::new(false),
                 pump_again: AtomicBool::new(false),
                 starter: Mutex::new(None),
+                retiring: Mutex::new(()),
             }),
         };
         worker.shared.retire();
@@ -608,12 +612,19 @@ impl Shared {
             if let Some(e) = &rec.log_error {
                 self.store_error(format!("job {}: {e}", rec.id));
             }
-            // Counted for retention before its waiters wake: a list made
-            // after `wait()` returns already reflects it.
+            // Counted for retention before its waiters wake (a `list` made
+            // after `wait()` returns reflects it); the removal itself, a few
+            // syncs, is the starter thread's: this may be the reactor.
             if self.config.retention.bounded() {
                 let ended = rec.ended.unwrap_or_else(SystemTime::now);
-                self.jobs.lock().finished.push_back((rec.id.clone(), ended));
-                self.retire();
+                let due = {
+                    let mut g = self.jobs.lock();
+                    g.finished.push_back((rec.id.clone(), ended));
+                    self.retire_due(&g, SystemTime::now())
+                };
+                if due {
+                    self.wake_starter();
+                }
             }
         }
         let event = StatusEvent {
@@ -644,24 +655,30 @@ impl Shared {
         }
     }
 
+    /// Whether the oldest finished job is beyond the retention bounds.
+    fn retire_due(&self, g: &Jobs, now: SystemTime) -> bool {
+        let r = self.config.retention;
+        let Some((_, ended)) = g.finished.front() else {
+            return false;
+        };
+        r.max_finished.is_some_and(|m| g.finished.len() > m)
+            || r.max_age
+                .is_some_and(|a| now.duration_since(*ended).unwrap_or_default() > a)
+    }
+
     /// Removes finished jobs beyond the retention bounds.
     fn retire(&self) {
-        let r = self.config.retention;
-        if !r.bounded() {
+        if !self.config.retention.bounded() {
             return;
         }
+        // Held until the files are gone: whoever returns from here finds
+        // them gone, whichever thread removed them.
+        let _retiring = self.retiring.lock();
         let now = SystemTime::now();
         let mut gone = Vec::new();
         {
             let mut g = self.jobs.lock();
-            while let Some((_, ended)) = g.finished.front() {
-                let too_many = r.max_finished.is_some_and(|m| g.finished.len() > m);
-                let too_old = r
-                    .max_age
-                    .is_some_and(|a| now.duration_since(*ended).unwrap_or_default() > a);
-                if !too_many && !too_old {
-                    break;
-                }
+            while self.retire_due(&g, now) {
                 let (id, _) = g.finished.pop_front().expect("a front");
                 g.by_id.remove(&id);
                 if let Some(pos) = g.order.iter().position(|o| *o == id) {
@@ -702,7 +719,10 @@ impl Shared {
                     while rx.recv().is_ok() {
                         while rx.try_recv().is_ok() {}
                         match weak.upgrade() {
-                            Some(s) => s.pump(),
+                            Some(s) => {
+                                s.retire();
+                                s.pump();
+                            }
                             None => return,
                         }
                     }
@@ -710,8 +730,8 @@ impl Shared {
             match spawned {
                 Ok(thread) => *st = Some(Starter { wake: tx, thread }),
                 Err(e) => {
-                    // No thread to be had: the queue waits for the next
-                    // submission or end, which pump too.
+                    // No thread to be had: the queue and retention wait for
+                    // the next submission, which pumps and retires too.
                     drop(st);
                     self.store_error(format!("start the starter thread: {e}"));
                     return;
