@@ -57,6 +57,12 @@ pub(crate) trait Observer: Send + Sync {
     fn changed(&self, job: &Arc<JobShared>, record: &JobRecord);
     /// The job's waiters have been woken after its final state.
     fn released(&self, _job: &Arc<JobShared>) {}
+    /// Takes over finishing the job (recording and publishing its end take
+    /// disk writes, which the supervisor must not wait for); gives the
+    /// outcome back when it cannot.
+    fn finish_later(&self, _job: &Arc<JobShared>, outcome: Outcome) -> Option<Outcome> {
+        Some(outcome)
+    }
 }
 
 /// How long init gets to end a killed job itself (so that the job's rusage
@@ -285,6 +291,19 @@ impl JobShared {
         if let Some(o) = &self.observer {
             o.released(self);
         }
+    }
+
+    /// Ends the job from its supervisor: the observer may finish it on a
+    /// thread of its own, so that the supervisor never waits for a disk.
+    pub(crate) fn finish_supervised(self: &Arc<Self>, outcome: Outcome) {
+        let outcome = match &self.observer {
+            Some(o) => match o.finish_later(self, outcome) {
+                None => return,
+                Some(outcome) => outcome,
+            },
+            None => outcome,
+        };
+        self.finish(outcome);
     }
 
     /// Ends the job, remembering why: init SIGKILLs every other process of

@@ -652,9 +652,10 @@ fn finish(e: Entry) {
     let job = e.job.clone();
     drop(e);
     // The cell's mount namespace waits in the graveyard: taken down once
-    // the waiters are on their way.
+    // the waiters are on their way (or, when a worker publishes the end on
+    // its own thread, while it does).
     let pending = graveyard::drain_pending();
-    job.finish(outcome);
+    job.finish_supervised(outcome);
     graveyard::drain();
     drop(pending);
 }

@@ -139,6 +139,15 @@ struct Starter {
     thread: std::thread::JoinHandle<()>,
 }
 
+/// The thread that records and publishes the end of jobs the reactor has
+/// finished (writes and syncs that may be slow: a busy disk, a hung network
+/// file system), so that supervision never waits for them. Started on first
+/// need.
+struct Finisher {
+    jobs: Sender<(Arc<JobShared>, Outcome)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
 /// Errors kept for `Worker::store_errors`: the most recent ones.
 const STORE_ERRORS_KEPT: usize = 100;
 
@@ -160,6 +169,7 @@ struct Shared {
     pumping: AtomicBool,
     pump_again: AtomicBool,
     starter: Mutex<Option<Starter>>,
+    finisher: Mutex<Option<Finisher>>,
     /// Held while retention removes jobs (see `retire`).
     retiring: Mutex<()>,
 }
@@ -205,6 +215,13 @@ impl Observer for WorkerObserver {
     fn released(&self, job: &Arc<JobShared>) {
         if let Some(s) = self.0.upgrade() {
             s.released(job);
+        }
+    }
+
+    fn finish_later(&self, job: &Arc<JobShared>, outcome: Outcome) -> Option<Outcome> {
+        match self.0.upgrade() {
+            Some(s) => s.finish_later(job, outcome),
+            None => Some(outcome),
         }
     }
 }
@@ -279,6 +296,7 @@ impl Worker {
                 pumping: AtomicBool::new(false),
                 pump_again: AtomicBool::new(false),
                 starter: Mutex::new(None),
+                finisher: Mutex::new(None),
                 retiring: Mutex::new(()),
             }),
         };
@@ -563,6 +581,13 @@ impl Drop for Worker {
                 let _ = st.thread.join();
             }
         }
+        let finisher = self.shared.finisher.lock().take();
+        if let Some(f) = finisher {
+            drop(f.jobs);
+            if f.thread.thread().id() != std::thread::current().id() {
+                let _ = f.thread.join();
+            }
+        }
     }
 }
 
@@ -705,6 +730,29 @@ impl Shared {
                 _ => Ok(()),
             },
         }
+    }
+
+    /// Hands a finished job to the finisher thread, starting it if need be.
+    fn finish_later(&self, job: &Arc<JobShared>, outcome: Outcome) -> Option<Outcome> {
+        let mut f = self.finisher.lock();
+        if f.is_none() {
+            let (tx, rx) = crossbeam_channel::unbounded::<(Arc<JobShared>, Outcome)>();
+            let spawned = std::thread::Builder::new()
+                .name("jobcell-finisher".into())
+                .spawn(move || {
+                    for (job, outcome) in rx {
+                        job.finish(outcome);
+                    }
+                });
+            match spawned {
+                Ok(thread) => *f = Some(Finisher { jobs: tx, thread }),
+                Err(_) => return Some(outcome), // finished in place
+            }
+        }
+        let tx = &f.as_ref().expect("started").jobs;
+        tx.send((job.clone(), outcome))
+            .err()
+            .map(|e| e.into_inner().1)
     }
 
     /// Asks the starter thread to start queued jobs, starting it if need be.
