@@ -449,8 +449,11 @@ impl JobHandle {
         Ok(self.shared.inner.lock().outcome.clone())
     }
 
-    /// Kills the job and everything it started (SIGKILL to the whole cell).
-    /// Its verdict is [`JobState::Stopped`]. Killing a finished job does nothing.
+    /// Kills the job and everything it started: the cell's init SIGKILLs
+    /// every other process of the cell and reaps the job (so its rusage is
+    /// kept), and the whole cell is SIGKILLed a second later should it still
+    /// be there. Its verdict is [`JobState::Stopped`]. Killing a finished job
+    /// does nothing.
     pub fn kill(&self) -> Result<()> {
         self.shared.kill(KillReason::Stopped).map(drop)
     }
