@@ -94,13 +94,19 @@ pub(crate) const GROUP_WINDOW: Duration = Duration::from_millis(10);
 /// buffer's counts and the allocator's header and rounding.
 const ARC_COST: usize = 32;
 
-/// At most this many chunks, or about this many bytes, per batch a reader
-/// takes at once (a batch of chunks in memory costs only reference counts).
+/// At most this many chunks per batch a reader takes at once (a batch of
+/// chunks in memory costs only reference counts), and about this many bytes
+/// of a batch read from the file: a reader behind holds little and reads on
+/// without the lock, and a thousand of them churn the allocator less.
 const BATCH: usize = 256;
-const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BYTES: usize = 64 << 10;
 
 /// Reads of the log file go through a buffer of this size.
 const FILE_BLOCK: usize = 64 * 1024;
+
+/// Entries of a log's index of its file (16 bytes each).
+const INDEX_MAX: usize = 64;
+const RECENT: usize = 32;
 
 /// A sealed chunk in memory.
 struct Entry {
@@ -141,6 +147,15 @@ struct Inner {
     failed: Option<String>,
     /// This log created its file (its directory is synced when it ends).
     created: bool,
+    /// A sparse index of chunk starts in the file, (output offset, file
+    /// position), at least `index_step` bytes apart; at most `INDEX_MAX`
+    /// entries (the step doubles when full). Where a reader that fell behind
+    /// starts looking.
+    index: Vec<(u64, u64)>,
+    index_step: u64,
+    /// The last `RECENT` chunk starts in the file, where a reader that just
+    /// fell behind the memory starts looking.
+    recent: VecDeque<(u64, u64)>,
     /// Nothing more is appended (see `Log::finish_writing`).
     closed_for_writing: bool,
     closed: bool,
@@ -152,6 +167,41 @@ impl Inner {
         self.entry_bytes
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.tail.as_ref().map_or(0, |t| t.buf.capacity())
+            + (self.index.capacity() + self.recent.capacity()) * std::mem::size_of::<(u64, u64)>()
+    }
+
+    /// The nearest chunk start in the file at or before `pos`, if known.
+    fn chunk_before(&self, pos: u64) -> Option<(u64, u64)> {
+        let i = self.recent.partition_point(|(o, _)| *o <= pos);
+        if i > 0 {
+            return Some(self.recent[i - 1]);
+        }
+        let i = self.index.partition_point(|(o, _)| *o <= pos);
+        i.checked_sub(1).map(|i| self.index[i])
+    }
+
+    /// A chunk starts at `offset`, at `file_pos` in the file.
+    fn note_chunk(&mut self, offset: u64, file_pos: u64) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((offset, file_pos));
+        if self
+            .index
+            .last()
+            .is_some_and(|(o, _)| offset < o + self.index_step)
+        {
+            return;
+        }
+        if self.index.len() == INDEX_MAX {
+            let mut i = 0;
+            self.index.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.index_step *= 2;
+        }
+        self.index.push((offset, file_pos));
     }
 
     /// The output offset of the oldest byte still in memory.
@@ -214,6 +264,9 @@ impl Log {
                 covered: 0,
                 failed: None,
                 created: false,
+                index: Vec::new(),
+                index_step: 64 * 1024,
+                recent: VecDeque::new(),
                 closed_for_writing: false,
                 closed: false,
             }),
@@ -369,6 +422,10 @@ impl Log {
                 g.pop_front();
             }
             g.entries.shrink_to_fit();
+            // Nor does a finished job keep an index: its readers read the
+            // file from the start (or scan it for an offset).
+            g.index = Vec::new();
+            g.recent = VecDeque::new();
         }
         drop(g);
         self.cond.notify_all();
@@ -460,8 +517,14 @@ fn write_through(
         }
     }
     let tag = stream.tag() | if joins { CONTINUES } else { 0 };
+    let offset = g.total;
     match write_record(g, tag, time, data) {
-        Ok(pos) => Some(pos),
+        Ok(pos) => {
+            if !joins {
+                g.note_chunk(offset, pos);
+            }
+            Some(pos)
+        }
         Err(e) => {
             g.failed = Some(format!("write {}: {e}", path.display()));
             None
@@ -474,7 +537,9 @@ fn spill_one(g: &mut Inner, e: &Entry) -> std::io::Result<()> {
     if g.file.is_none() {
         g.file = Some(Arc::new(tempfile::tempfile()?));
     }
-    write_record(g, e.stream.tag(), e.time, &e.data).map(drop)
+    let pos = write_record(g, e.stream.tag(), e.time, &e.data)?;
+    g.note_chunk(e.offset, pos);
+    Ok(())
 }
 
 /// Why [`LogReader::next_timeout`] returned no chunk.
@@ -514,6 +579,11 @@ pub struct LogReader {
     file: Option<Arc<File>>,
     /// A chunk's start in the file at or before `pos`: (output offset, file position).
     resume: (u64, u64),
+    /// The last record read from the file was a large one (see `Blocks`).
+    big_records: bool,
+    /// Output before this offset is in the file for good (as last seen under
+    /// the lock): read without taking the lock again.
+    file_limit: u64,
     /// Chunks taken at once and not yet returned: a reader takes all that is
     /// ready under one lock, so a thousand followers do not queue on the lock
     /// once per chunk (the writer needs it too).
@@ -539,6 +609,8 @@ impl LogReader {
             follow: true,
             file,
             resume: (0, 0),
+            file_limit: 0,
+            big_records: false,
             batch: VecDeque::new(),
         }
     }
@@ -607,6 +679,13 @@ impl LogReader {
             if self.pos >= end {
                 return Ok(None);
             }
+            // Behind: the file has it, and nobody else need know.
+            if self.pos < self.file_limit
+                && self.file.is_some()
+                && self.read_own_file(self.file_limit.min(end))
+            {
+                continue;
+            }
             // Borrowed, not cloned: a thousand readers bumping the count on
             // the lock's cache line would slow the writer.
             let log = &self.log;
@@ -617,10 +696,17 @@ impl LogReader {
             let mem_start = g.mem_start();
             if self.pos < mem_start {
                 let limit = g.covered.min(mem_start).min(end);
+                self.file_limit = g.covered.min(mem_start);
                 if self.pos >= limit {
                     // Neither in memory nor in the file: lost with a failed write.
                     self.pos = mem_start;
                     continue;
+                }
+                // Start from the nearest chunk the index knows, if nearer.
+                if let Some((o, fp)) = g.chunk_before(self.pos) {
+                    if o > self.resume.0 {
+                        self.resume = (o, fp);
+                    }
                 }
                 drop(g);
                 if self.file.is_none() {
@@ -630,10 +716,7 @@ impl LogReader {
                         .and_then(|p| File::open(p).ok())
                         .map(Arc::new);
                 }
-                let read = match self.file.clone() {
-                    Some(f) => self.read_file(&f, limit),
-                    None => false,
-                };
+                let read = self.read_own_file(limit);
                 if !read {
                     if limit == u64::MAX {
                         return Ok(None); // a restored log's end
@@ -692,6 +775,17 @@ impl LogReader {
         }
     }
 
+    /// `read_file` on this reader's file (taken out meanwhile rather than
+    /// cloned: a thousand readers bumping one count would contend for it).
+    fn read_own_file(&mut self, limit: u64) -> bool {
+        let Some(f) = self.file.take() else {
+            return false;
+        };
+        let read = self.read_file(&f, limit);
+        self.file = Some(f);
+        read
+    }
+
     /// Reads chunks from the file, from the resume point, up to output offset
     /// `limit` (or the file's end). Returns whether any chunk was taken.
     fn read_file(&mut self, file: &File, limit: u64) -> bool {
@@ -700,10 +794,11 @@ impl LogReader {
         if off > want {
             (off, fp) = (0, 0);
         }
-        let mut blocks = Blocks::new(file);
+        let mut blocks = Blocks::new(file, self.big_records);
         // The chunk being put together: stream, offset, time, file position,
-        // and its bytes from `want` on.
-        let mut group: Option<(Stream, u64, SystemTime, u64, Vec<u8>)> = None;
+        // and its bytes from `want` on, record by record.
+        type Group = (Stream, u64, SystemTime, u64, Vec<Arc<[u8]>>);
+        let mut group: Option<Group> = None;
         let mut taken = 0usize;
         let mut bytes = 0usize;
         loop {
@@ -716,16 +811,16 @@ impl LogReader {
                 Stream::from_tag(h[0] & !CONTINUES).map(|s| (s, h[0] & CONTINUES != 0, micros, len))
             };
             // The record's bytes, when they are wanted; a torn record ends the file.
-            let mut data = Vec::new();
+            let mut data = None;
             if let Some((_, _, _, len)) = record {
                 let take = len.min(limit - off);
                 if off + take > want {
                     let skip = want.saturating_sub(off);
-                    data = vec![0u8; (take - skip) as usize];
-                    if !blocks.read_at(fp + RECORD_HEADER as u64 + skip, &mut data) {
+                    data = blocks.read_shared(fp + RECORD_HEADER as u64 + skip, take - skip);
+                    if data.is_none() {
                         record = None;
                     }
-                } else if !blocks.has(fp + RECORD_HEADER as u64 + len) {
+                } else if !blocks.skip(fp + RECORD_HEADER as u64 + len, len) {
                     record = None;
                 }
             }
@@ -734,8 +829,12 @@ impl LogReader {
                 Some((_, cont, ..)) => !cont || group.is_none(),
             };
             if starts_group {
-                if let Some((stream, g_off, time, g_fp, data)) = group.take() {
-                    if !data.is_empty() {
+                if let Some((stream, g_off, time, g_fp, mut pieces)) = group.take() {
+                    if !pieces.is_empty() {
+                        let data: Arc<[u8]> = match pieces.len() {
+                            1 => pieces.pop().expect("one piece"),
+                            _ => pieces.concat().into(),
+                        };
                         let start = g_off.max(want);
                         self.pos = start + data.len() as u64;
                         bytes += data.len();
@@ -744,7 +843,7 @@ impl LogReader {
                             stream,
                             offset: start,
                             time,
-                            data: data.into(),
+                            data,
                         });
                     }
                     self.resume = match record {
@@ -761,10 +860,13 @@ impl LogReader {
                 let time = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
                 group = Some((stream, off, time, fp, Vec::new()));
             }
-            group.as_mut().expect("a group").4.extend_from_slice(&data);
+            if let Some(d) = data.filter(|d| !d.is_empty()) {
+                group.as_mut().expect("a group").4.push(d);
+            }
             off += len.min(limit - off);
             fp += RECORD_HEADER as u64 + len;
         }
+        self.big_records = blocks.after_big;
         taken > 0
     }
 }
@@ -774,15 +876,27 @@ struct Blocks<'a> {
     file: &'a File,
     buf: Vec<u8>,
     start: u64,
+    /// The last record's bytes were read on their own: the next header
+    /// is read without a block of what follows it.
+    after_big: bool,
 }
 
 impl<'a> Blocks<'a> {
-    fn new(file: &'a File) -> Blocks<'a> {
+    fn new(file: &'a File, after_big: bool) -> Blocks<'a> {
         Blocks {
             file,
             buf: Vec::new(),
             start: 0,
+            after_big,
         }
+    }
+
+    /// Skips a record's `len` bytes ending at `end`: whether the file has them.
+    fn skip(&mut self, end: u64, len: u64) -> bool {
+        if len as usize >= FILE_BLOCK / 2 {
+            self.after_big = true;
+        }
+        self.has(end)
     }
 
     /// Whether the file reaches `end` (reads what it must to tell).
@@ -794,16 +908,44 @@ impl<'a> Blocks<'a> {
         end == 0 || self.file.read_at(&mut b, end - 1).is_ok_and(|n| n == 1)
     }
 
+    /// `len` bytes from `pos` in a buffer of their own (what chunks share);
+    /// `None` at the file's end. Large ones are read straight into it.
+    fn read_shared(&mut self, pos: u64, len: u64) -> Option<Arc<[u8]>> {
+        let len = len as usize;
+        // Collected from a sized iterator: allocated once, in place.
+        let mut data: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+        let out = Arc::get_mut(&mut data).expect("not shared yet");
+        let cached_end = self.start + self.buf.len() as u64;
+        if len < FILE_BLOCK / 2 {
+            return self.read_at(pos, out).then_some(data);
+        }
+        // What the buffer holds of it, then the rest straight from the file.
+        let mut done = 0;
+        if pos >= self.start && pos < cached_end {
+            let from = (pos - self.start) as usize;
+            done = (self.buf.len() - from).min(len);
+            out[..done].copy_from_slice(&self.buf[from..from + done]);
+        }
+        self.after_big = true;
+        self.file
+            .read_exact_at(&mut out[done..], pos + done as u64)
+            .is_ok()
+            .then_some(data)
+    }
+
     /// Fills `out` from `pos`; false at the file's end.
     fn read_at(&mut self, pos: u64, out: &mut [u8]) -> bool {
-        if out.len() >= FILE_BLOCK {
-            return self.file.read_exact_at(out, pos).is_ok();
-        }
         let end = pos + out.len() as u64;
         if pos < self.start || end > self.start + self.buf.len() as u64 {
-            self.buf.resize(FILE_BLOCK, 0);
+            // After a large record the next one is likely large too: read
+            // its header alone rather than a block that would be read again.
+            let block = match std::mem::take(&mut self.after_big) {
+                true => out.len().max(RECORD_HEADER),
+                false => FILE_BLOCK.max(out.len()),
+            };
+            self.buf.resize(block, 0);
             let mut n = 0;
-            while n < FILE_BLOCK {
+            while n < block {
                 match self.file.read_at(&mut self.buf[n..], pos + n as u64) {
                     Ok(0) => break,
                     Ok(k) => n += k,
