@@ -1,8 +1,9 @@
-//! Worker benchmarks: log fan-out throughput, and supervisor memory per
-//! running job.
+//! Worker benchmarks: log fan-out throughput, supervisor memory and
+//! descriptors per running job, and what 10 000 finished jobs leave behind.
 //!
-//! Run with `cargo bench --bench worker` (as root: the second part starts
-//! 1000 real cells).
+//! Run with `cargo bench --bench worker` (as root: it starts real cells).
+//! Memory and descriptor counts are not timings: a busy machine does not
+//! change them much.
 
 #[path = "../tests/common/gate.rs"]
 mod gate;
@@ -45,6 +46,20 @@ fn fan_out(readers: usize, total: usize) {
     );
 }
 
+/// Open descriptors, leaving out the library's warm caches (pooled
+/// namespaces, skeletons), which refill on their own.
+fn fds() -> usize {
+    let cached = jobcell::__private::cached_descriptors();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let n: i32 = e.file_name().to_string_lossy().parse().unwrap_or(-1);
+            !cached.contains(&n)
+        })
+        .count()
+}
+
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -67,18 +82,66 @@ fn memory_per_job(n: usize) {
     let warm = w.submit(&sb, &cmd).unwrap();
     gate.release(1);
     warm.wait().unwrap();
-    let before = rss_kib();
+    let (before, fds_before) = (rss_kib(), fds());
     let jobs: Vec<_> = (0..n).map(|_| w.submit(&sb, &cmd).unwrap()).collect();
     assert!(jobs.iter().all(|j| j.state() == JobState::Running));
-    let during = rss_kib();
+    let (during, fds_during) = (rss_kib(), fds());
     gate.release(n);
     for j in &jobs {
         j.wait().unwrap();
     }
     println!(
-        "supervisor memory with {n} running jobs: +{} KiB RSS, {:.1} KiB per job",
+        "supervisor with {n} running jobs: +{} KiB RSS, {:.1} KiB per job; \
+         +{} descriptors, {:.2} per job",
         during - before,
-        (during - before) as f64 / n as f64
+        (during - before) as f64 / n as f64,
+        fds_during - fds_before,
+        (fds_during - fds_before) as f64 / n as f64
+    );
+}
+
+/// Runs `n` short jobs that each print a line, eight at a time, through a
+/// worker with a state directory, and reports what the supervisor holds
+/// after the first 500 and after all of them.
+fn after_finished_jobs(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Worker::new(WorkerConfig {
+        max_concurrent: Some(8),
+        state_dir: Some(dir.path().into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let sb = Sandbox::new();
+    let mut window = std::collections::VecDeque::new();
+    let mut at_500 = (0, 0);
+    let t = Instant::now();
+    for i in 0..n {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("echo job {i}")]);
+        window.push_back(w.submit(&sb, &cmd).unwrap());
+        while window.len() > 8 {
+            let j = window.pop_front().unwrap();
+            assert_eq!(j.wait().unwrap().state, JobState::Completed);
+        }
+        if i + 1 == 500 {
+            for j in window.drain(..) {
+                j.wait().unwrap();
+            }
+            at_500 = (rss_kib(), fds());
+        }
+    }
+    for j in window.drain(..) {
+        j.wait().unwrap();
+    }
+    let (rss, fds) = (rss_kib(), fds());
+    println!(
+        "supervisor after {n} finished jobs ({:?}): RSS {} KiB ({:+} KiB since job 500, \
+         {:.0} bytes per job), {fds} descriptors ({:+} since job 500)",
+        t.elapsed(),
+        rss,
+        rss as i64 - at_500.0 as i64,
+        (rss as f64 - at_500.0 as f64) * 1024.0 / (n - 500) as f64,
+        fds as i64 - at_500.1 as i64
     );
 }
 
@@ -87,4 +150,5 @@ fn main() {
         fan_out(readers, if readers == 1000 { 64 << 20 } else { 256 << 20 });
     }
     memory_per_job(1000);
+    after_finished_jobs(10_000);
 }

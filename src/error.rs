@@ -453,6 +453,13 @@ pub enum Error {
         id: String,
     },
 
+    /// The job has not finished yet, so it cannot be removed.
+    #[error("job {id} has not finished; stop it first")]
+    NotFinished {
+        /// The id.
+        id: String,
+    },
+
     /// The worker refused the job: its queue is full or it is shutting down.
     #[error("job refused: {reason}")]
     Refused {

@@ -109,6 +109,12 @@ pub mod __private {
         }
     }
 
+    /// Makes the setup of the job `id` stall for `time` before its cell is
+    /// made (tests of what goes on meanwhile).
+    pub fn stall_setup(id: &crate::JobId, time: std::time::Duration) {
+        crate::worker::stall::set(id, time);
+    }
+
     /// A job log without a job, for the log fan-out benchmark.
     pub struct BenchLog(std::sync::Arc<crate::job::log::Log>);
 
@@ -122,7 +128,7 @@ pub mod __private {
 
         /// Appends one chunk, as the reactor does.
         pub fn append(&self, data: &[u8]) {
-            let _ = self.0.append(crate::Stream::Stdout, data);
+            self.0.append(crate::Stream::Stdout, data);
         }
 
         /// Ends the log.
@@ -154,4 +160,6 @@ pub use sandbox::{
 };
 #[cfg(feature = "seccomp")]
 pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy, DEFAULT_SOCKET_FAMILIES};
-pub use worker::{JobRecord, RecoveryIssue, StatusEvent, WhenFull, Worker, WorkerConfig};
+pub use worker::{
+    JobRecord, RecoveryIssue, Retention, StatusEvent, WhenFull, Worker, WorkerConfig,
+};

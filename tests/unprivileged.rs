@@ -71,5 +71,30 @@ fn child() {
     assert_eq!(l[3], "/proc/1 /proc/2");
     assert_eq!(l[4], "jobcell");
     assert_eq!(l[5], "1", "only loopback: {out}");
+    // A job killed by its wall-time limit reports its own CPU time here too,
+    // where there is no cgroup to ask.
+    let mut sb = Sandbox::new();
+    sb.limits(jobcell::Limits {
+        wall_time: Some(std::time::Duration::from_millis(1200)),
+        ..Default::default()
+    });
+    let o = sb
+        .spawn(Command::new("sh").args(["-c", "while :; do :; done"]))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(
+        o.state,
+        jobcell::JobState::TimedOut(jobcell::TimeLimit::Wall)
+    );
+    assert!(
+        o.usage.is_none(),
+        "no cgroup for an unprivileged caller here"
+    );
+    assert!(
+        o.rusage.cpu_time() >= std::time::Duration::from_millis(400),
+        "{:?}",
+        o.rusage
+    );
     println!("CHILD-OK");
 }

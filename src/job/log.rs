@@ -1,15 +1,37 @@
 //! A job's output: one append-only log of chunks, read through cursors.
 //!
 //! The single writer (the reactor) appends under a short lock and never waits
-//! for readers. Readers are just positions: each replays from where it starts,
-//! at its own pace; a stalled reader holds nothing but its position. Past a
-//! memory budget, older chunks are dropped from memory and read back from the
-//! job's log file (or a private temporary file when there is no state directory).
+//! for readers. Readers are positions in the combined output: each replays
+//! from where it starts, at its own pace; a stalled reader holds nothing but
+//! its position and the file it reads from.
+//!
+//! Output of one stream that arrives close together joins one chunk (up to
+//! [`MAX_GROUP`] bytes, within [`GROUP_WINDOW`] of the chunk's first byte,
+//! until a reader reaches it): a job that writes one byte at a time costs a
+//! chunk per burst, not a chunk per byte. The memory budget counts that
+//! bookkeeping along with the bytes; past it, the oldest chunks leave memory
+//! and are read back from the log's file.
+//!
+//! Two kinds of log:
+//! - **persistent** (a worker's jobs): every append is written through to the
+//!   job's log file, created on the first append. When the log ends, its
+//!   memory and its descriptor are let go: readers open the file.
+//! - **private** (standalone jobs): in memory, spilled to an unlinked
+//!   temporary file past the budget; the handle that owns the job owns it.
+//!
+//! The file is a sequence of records: a tag (the stream, 1 or 2, with
+//! [`CONTINUES`] set when the record continues the previous record's chunk),
+//! the time in µs, the length, the bytes. A crash can tear only the last
+//! record, which readers ignore. A write that fails (a full disk) ends the
+//! writing for good: the file keeps an exact prefix of the output, never a
+//! gap, and the error is kept for the job's record.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -30,7 +52,6 @@ impl Stream {
         }
     }
 
-    #[allow(dead_code)] // read back by the worker's job store
     pub(crate) fn from_tag(t: u8) -> Option<Stream> {
         match t {
             1 => Some(Stream::Stdout),
@@ -40,7 +61,7 @@ impl Stream {
     }
 }
 
-/// A piece of a job's output, as one read from its pipe.
+/// A piece of a job's output: adjacent output of one stream, read close together.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chunk {
     /// Where it came from.
@@ -49,44 +70,176 @@ pub struct Chunk {
     pub data: Arc<[u8]>,
     /// Position of the first byte in the job's combined output (stdout and stderr together).
     pub offset: u64,
-    /// When the supervisor read it.
+    /// When the supervisor read the chunk's first byte (to the microsecond).
     pub time: SystemTime,
 }
 
-/// Default bytes of log kept in memory per job before older chunks are read from disk.
+/// Default bytes of log kept in memory per job, bookkeeping included, before
+/// older chunks are read from disk.
 pub const DEFAULT_MEMORY_BUDGET: usize = 1 << 20;
 
-/// Size of a chunk header in the log file: tag (1), time in µs since the epoch (8), length (4).
+/// Size of a record header in the log file: tag (1), time in µs since the epoch (8), length (4).
 pub(crate) const RECORD_HEADER: usize = 13;
 
+/// Tag bit: the record continues the previous record's chunk.
+pub(crate) const CONTINUES: u8 = 0x80;
+
+/// A chunk grows to at most this many bytes...
+pub(crate) const MAX_GROUP: usize = 64 * 1024;
+
+/// ...from output read within this time of its first byte.
+pub(crate) const GROUP_WINDOW: Duration = Duration::from_millis(10);
+
+/// What a chunk in memory costs beyond its bytes and its slot: the shared
+/// buffer's counts and the allocator's header and rounding.
+const ARC_COST: usize = 32;
+
+/// At most this many chunks per batch a reader takes at once (a batch of
+/// chunks in memory costs only reference counts), and about this many bytes
+/// of a batch read from the file: a reader behind holds little and reads on
+/// without the lock, and a thousand of them churn the allocator less.
+const BATCH: usize = 256;
+const BATCH_BYTES: usize = 64 << 10;
+
+/// Reads of the log file go through a buffer of this size.
+const FILE_BLOCK: usize = 64 * 1024;
+
+/// Entries of a log's index of its file (16 bytes each).
+const INDEX_MAX: usize = 64;
+const RECENT: usize = 32;
+
+/// A sealed chunk in memory.
 struct Entry {
     stream: Stream,
     offset: u64,
-    len: u32,
     time: SystemTime,
-    /// Where the data starts in the backing file, once written there.
+    data: Arc<[u8]>,
+    /// Where its first record starts in the file, when it is there.
     file_pos: Option<u64>,
-    /// The data, while it is within the memory budget.
-    data: Option<Arc<[u8]>>,
+}
+
+/// The chunk still growing.
+struct Tail {
+    stream: Stream,
+    offset: u64,
+    time: SystemTime,
+    opened: Instant,
+    buf: Vec<u8>,
+    file_pos: Option<u64>,
 }
 
 struct Inner {
-    entries: Vec<Entry>,
+    /// Sealed chunks in memory, oldest first.
+    entries: VecDeque<Entry>,
+    tail: Option<Tail>,
+    /// Sum over `entries` of their bytes plus `ARC_COST`.
+    entry_bytes: usize,
+    /// Bytes appended so far (`u64::MAX` for a restored log: its file says).
     total: u64,
-    mem_bytes: usize,
-    /// Index of the oldest entry still holding its data in memory.
-    first_in_mem: usize,
-    backing: Option<Backing>,
-    /// Set when the job's output has ended; readers that catch up then stop.
+    /// The file written to: a persistent log's own while it runs, or a
+    /// private log's spill file.
+    file: Option<Arc<File>>,
+    /// Where the next record goes.
+    file_len: u64,
+    /// Output bytes `[0, covered)` can be read from the file.
+    covered: u64,
+    /// Why the file stopped being written, if it did.
+    failed: Option<String>,
+    /// This log created its file (its directory is synced when it ends).
+    created: bool,
+    /// A sparse index of chunk starts in the file, (output offset, file
+    /// position), at least `index_step` bytes apart; at most `INDEX_MAX`
+    /// entries (the step doubles when full). Where a reader that fell behind
+    /// starts looking.
+    index: Vec<(u64, u64)>,
+    index_step: u64,
+    /// The last `RECENT` chunk starts in the file, where a reader that just
+    /// fell behind the memory starts looking.
+    recent: VecDeque<(u64, u64)>,
+    /// Nothing more is appended (see `Log::finish_writing`).
+    closed_for_writing: bool,
     closed: bool,
 }
 
-struct Backing {
-    file: Arc<File>,
-    /// Bytes written so far (the next record's position).
-    len: u64,
-    /// Whether every entry so far is in the file (a persistent log) or only spilled ones.
-    persistent: bool,
+impl Inner {
+    /// Memory held, bookkeeping included.
+    fn used(&self) -> usize {
+        self.entry_bytes
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.tail.as_ref().map_or(0, |t| t.buf.capacity())
+            + (self.index.capacity() + self.recent.capacity()) * std::mem::size_of::<(u64, u64)>()
+    }
+
+    /// The nearest chunk start in the file at or before `pos`, if known.
+    fn chunk_before(&self, pos: u64) -> Option<(u64, u64)> {
+        let i = self.recent.partition_point(|(o, _)| *o <= pos);
+        if i > 0 {
+            return Some(self.recent[i - 1]);
+        }
+        let i = self.index.partition_point(|(o, _)| *o <= pos);
+        i.checked_sub(1).map(|i| self.index[i])
+    }
+
+    /// A chunk starts at `offset`, at `file_pos` in the file.
+    fn note_chunk(&mut self, offset: u64, file_pos: u64) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((offset, file_pos));
+        if self
+            .index
+            .last()
+            .is_some_and(|(o, _)| offset < o + self.index_step)
+        {
+            return;
+        }
+        if self.index.len() == INDEX_MAX {
+            let mut i = 0;
+            self.index.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.index_step *= 2;
+        }
+        self.index.push((offset, file_pos));
+    }
+
+    /// The output offset of the oldest byte still in memory.
+    fn mem_start(&self) -> u64 {
+        self.entries
+            .front()
+            .map(|e| e.offset)
+            .or(self.tail.as_ref().map(|t| t.offset))
+            .unwrap_or(self.total)
+    }
+
+    /// Ends the growing chunk: later output starts a new one.
+    fn seal_tail(&mut self) {
+        if let Some(t) = self.tail.take() {
+            let data: Arc<[u8]> = t.buf.into();
+            self.entry_bytes += data.len() + ARC_COST;
+            self.entries.push_back(Entry {
+                stream: t.stream,
+                offset: t.offset,
+                time: t.time,
+                data,
+                file_pos: t.file_pos,
+            });
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Entry> {
+        let e = self.entries.pop_front()?;
+        self.entry_bytes -= e.data.len() + ARC_COST;
+        Some(e)
+    }
+
+    fn shrink(&mut self) {
+        let cap = self.entries.capacity();
+        if cap > 64 && cap > 4 * self.entries.len() {
+            self.entries.shrink_to(2 * self.entries.len());
+        }
+    }
 }
 
 /// The log of one job. Cheap to share (`Arc`).
@@ -94,194 +247,299 @@ pub(crate) struct Log {
     inner: Mutex<Inner>,
     cond: Condvar,
     budget: usize,
+    /// A persistent log's file.
+    path: Option<PathBuf>,
 }
 
 impl Log {
-    /// An in-memory log that spills to a temporary file past `budget` bytes.
-    pub(crate) fn new(budget: usize) -> Log {
+    fn with(budget: usize, path: Option<PathBuf>) -> Log {
         Log {
             inner: Mutex::new(Inner {
-                entries: Vec::new(),
+                entries: VecDeque::new(),
+                tail: None,
+                entry_bytes: 0,
                 total: 0,
-                mem_bytes: 0,
-                first_in_mem: 0,
-                backing: None,
+                file: None,
+                file_len: 0,
+                covered: 0,
+                failed: None,
+                created: false,
+                index: Vec::new(),
+                index_step: 64 * 1024,
+                recent: VecDeque::new(),
+                closed_for_writing: false,
                 closed: false,
             }),
             cond: Condvar::new(),
             budget,
+            path,
         }
     }
 
-    /// A log that appends every chunk to `file` (a job's persistent log).
-    #[allow(dead_code)] // used by the worker's job store
-    pub(crate) fn with_file(budget: usize, file: File) -> Log {
-        let log = Log::new(budget);
-        log.inner.lock().backing = Some(Backing {
-            file: Arc::new(file),
-            len: 0,
-            persistent: true,
-        });
+    /// A private log: in memory, spilled to a temporary file past `budget` bytes.
+    pub(crate) fn new(budget: usize) -> Log {
+        Log::with(budget, None)
+    }
+
+    /// A log written through to `path` (created on the first append).
+    pub(crate) fn persistent(budget: usize, path: PathBuf) -> Log {
+        Log::with(budget, Some(path))
+    }
+
+    /// A finished log read from `path` (after a restart). Nothing is read or
+    /// opened now: readers open the file. A torn last record is ignored.
+    pub(crate) fn restored(path: PathBuf) -> Log {
+        let log = Log::with(0, Some(path));
+        {
+            let mut g = log.inner.lock();
+            g.total = u64::MAX;
+            g.covered = u64::MAX;
+            g.closed_for_writing = true;
+            g.closed = true;
+        }
         log
     }
 
-    /// Rebuilds a finished log from a persistent log file (after a restart).
-    /// A torn last record (the writer died mid-write) is ignored.
-    #[allow(dead_code)] // used by the worker's job store
-    pub(crate) fn from_file(budget: usize, file: File) -> std::io::Result<Log> {
-        let log = Log::with_file(budget, file);
-        {
-            let mut g = log.inner.lock();
-            let b = g.backing.as_ref().expect("just set");
-            let file = b.file.clone();
-            let size = file.metadata()?.len();
-            let mut pos = 0u64;
-            let mut header = [0u8; RECORD_HEADER];
-            let mut offset = 0u64;
-            let mut entries = Vec::new();
-            while pos + RECORD_HEADER as u64 <= size {
-                file.read_exact_at(&mut header, pos)?;
-                let Some(stream) = Stream::from_tag(header[0]) else {
-                    break;
-                };
-                let micros = u64::from_le_bytes(header[1..9].try_into().expect("8 bytes"));
-                let len = u32::from_le_bytes(header[9..13].try_into().expect("4 bytes"));
-                let data_pos = pos + RECORD_HEADER as u64;
-                if data_pos + len as u64 > size {
-                    break;
-                }
-                entries.push(Entry {
-                    stream,
-                    offset,
-                    len,
-                    time: SystemTime::UNIX_EPOCH + Duration::from_micros(micros),
-                    file_pos: Some(data_pos),
-                    data: None,
-                });
-                offset += len as u64;
-                pos = data_pos + len as u64;
-            }
-            g.first_in_mem = entries.len();
-            g.entries = entries;
-            g.total = offset;
-            g.backing.as_mut().expect("set").len = pos;
-            g.closed = true;
-        }
-        Ok(log)
-    }
-
-    /// Appends a chunk. Never blocks on readers. Returns an error only when the
-    /// backing file cannot be written (the chunk is still kept in memory).
-    pub(crate) fn append(&self, stream: Stream, data: &[u8]) -> std::io::Result<()> {
+    /// Appends output. Never blocks on readers. A failed write to the file
+    /// is kept for [`Log::store_error`]; the output stays readable from memory.
+    pub(crate) fn append(&self, stream: Stream, data: &[u8]) {
         if data.is_empty() {
-            return Ok(());
+            return;
         }
-        let time = SystemTime::now();
-        let data: Arc<[u8]> = data.into();
-        let mut result = Ok(());
+        let now = Instant::now();
+        let time = to_micros(SystemTime::now());
         let mut g = self.inner.lock();
-        let offset = g.total;
-        let mut file_pos = None;
-        if let Some(b) = g.backing.as_mut().filter(|b| b.persistent) {
-            match write_record(b, stream, time, &data) {
-                Ok(p) => file_pos = Some(p),
-                Err(e) => result = Err(e),
-            }
+        if g.closed_for_writing {
+            return;
         }
-        g.entries.push(Entry {
-            stream,
-            offset,
-            len: data.len() as u32,
-            time,
-            file_pos,
-            data: Some(data.clone()),
+        let joins = g.tail.as_ref().is_some_and(|t| {
+            t.stream == stream
+                && now < t.opened + GROUP_WINDOW
+                && t.buf.len() + data.len() <= MAX_GROUP
         });
-        g.total += data.len() as u64;
-        g.mem_bytes += data.len();
-        if g.mem_bytes > self.budget {
-            if let Err(e) = self.spill(&mut g) {
-                result = result.and(Err(e));
-            }
+        if !joins {
+            g.seal_tail();
         }
-        drop(g);
-        self.cond.notify_all();
-        result
-    }
-
-    /// Drops the oldest in-memory data until within budget, writing it to the
-    /// backing file first when it is not there yet.
-    fn spill(&self, g: &mut Inner) -> std::io::Result<()> {
-        if g.backing.is_none() {
-            g.backing = Some(Backing {
-                file: Arc::new(tempfile::tempfile()?),
-                len: 0,
-                persistent: false,
+        let file_pos = match &self.path {
+            Some(path) => write_through(&mut g, path, stream, time, data, joins),
+            None => None,
+        };
+        let offset = g.total;
+        g.total += data.len() as u64;
+        if joins {
+            g.tail
+                .as_mut()
+                .expect("joins a tail")
+                .buf
+                .extend_from_slice(data);
+        } else if data.len() >= MAX_GROUP {
+            g.entry_bytes += data.len() + ARC_COST;
+            g.entries.push_back(Entry {
+                stream,
+                offset,
+                time,
+                data: data.into(),
+                file_pos,
+            });
+        } else {
+            g.tail = Some(Tail {
+                stream,
+                offset,
+                time,
+                opened: now,
+                buf: data.to_vec(),
+                file_pos,
             });
         }
-        // Keep the newest chunk in memory even if it alone exceeds the budget.
-        let last = g.entries.len().saturating_sub(1);
-        while g.mem_bytes > self.budget && g.first_in_mem < last {
-            let i = g.first_in_mem;
-            if g.entries[i].file_pos.is_none() {
-                let data = g.entries[i].data.clone().expect("in memory");
-                let (stream, time) = (g.entries[i].stream, g.entries[i].time);
-                let b = g.backing.as_mut().expect("created above");
-                let pos = write_record(b, stream, time, &data)?;
-                g.entries[i].file_pos = Some(pos);
-            }
-            let len = g.entries[i].len as usize;
-            g.entries[i].data = None;
-            g.mem_bytes -= len;
-            g.first_in_mem += 1;
-        }
-        Ok(())
-    }
-
-    /// Marks the end of output: followers stop once they have read everything.
-    pub(crate) fn close(&self) {
-        let mut g = self.inner.lock();
-        g.closed = true;
-        if let Some(b) = g.backing.as_ref().filter(|b| b.persistent) {
-            let _ = b.file.sync_data();
+        if g.used() > self.budget {
+            self.spill(&mut g);
         }
         drop(g);
         self.cond.notify_all();
     }
 
-    /// Total bytes appended so far.
-    #[allow(dead_code)] // used by the worker's job store
-    pub(crate) fn len(&self) -> u64 {
-        self.inner.lock().total
+    /// Lets the oldest chunks go until memory is within the budget. A
+    /// persistent log has them in its file already; a private one writes them
+    /// to its spill file first.
+    fn spill(&self, g: &mut Inner) {
+        while g.used() > self.budget {
+            if g.entries.is_empty() {
+                if g.tail.is_none() {
+                    break;
+                }
+                g.seal_tail();
+            }
+            let e = g.pop_front().expect("not empty");
+            if self.path.is_none() && g.failed.is_none() && e.offset == g.covered {
+                if let Err(err) = spill_one(g, &e) {
+                    g.failed = Some(format!("write the spill file: {err}"));
+                }
+            }
+        }
+        g.shrink();
     }
 
-    #[allow(dead_code)] // used by the worker's job store
+    /// Ends the writing: the growing chunk is sealed, and a persistent log's
+    /// file is synced (with its directory, when this log created it) and its
+    /// descriptor let go (readers open the file). Nothing is appended after.
+    pub(crate) fn finish_writing(&self) {
+        let mut g = self.inner.lock();
+        g.seal_tail();
+        if let Some(path) = &self.path {
+            if let Some(f) = g.file.take() {
+                let synced = f
+                    .sync_data()
+                    .and_then(|()| match (g.created, path.parent()) {
+                        (true, Some(dir)) => File::open(dir)?.sync_all(),
+                        _ => Ok(()),
+                    });
+                if let Err(e) = synced {
+                    g.failed
+                        .get_or_insert_with(|| format!("sync {}: {e}", path.display()));
+                }
+            }
+        }
+        g.closed_for_writing = true;
+    }
+
+    /// Marks the end of output: followers stop once they have read
+    /// everything. A persistent log lets go of the memory its file holds.
+    pub(crate) fn close(&self) {
+        self.finish_writing();
+        let mut g = self.inner.lock();
+        if g.closed {
+            return;
+        }
+        g.closed = true;
+        if self.path.is_some() {
+            // What the file has leaves memory; what it lacks (a failed
+            // write) stays for this log's readers.
+            while g
+                .entries
+                .front()
+                .is_some_and(|e| e.offset + e.data.len() as u64 <= g.covered)
+            {
+                g.pop_front();
+            }
+            g.entries.shrink_to_fit();
+            // Nor does a finished job keep an index: its readers read the
+            // file from the start (or scan it for an offset).
+            g.index = Vec::new();
+            g.recent = VecDeque::new();
+        }
+        drop(g);
+        self.cond.notify_all();
+    }
+
+    /// Why the log's file stopped being written (the output from then on
+    /// is not in it), if it did.
+    pub(crate) fn store_error(&self) -> Option<String> {
+        let g = self.inner.lock();
+        g.failed
+            .as_ref()
+            .map(|e| format!("output from byte {} on was not stored: {e}", g.covered))
+    }
+
+    #[cfg(test)]
     pub(crate) fn is_closed(&self) -> bool {
         self.inner.lock().closed
     }
 }
 
-fn write_record(
-    b: &mut Backing,
-    stream: Stream,
-    time: SystemTime,
-    data: &[u8],
-) -> std::io::Result<u64> {
+fn to_micros(t: SystemTime) -> SystemTime {
+    let us = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64;
+    SystemTime::UNIX_EPOCH + Duration::from_micros(us)
+}
+
+fn header(tag: u8, time: SystemTime, len: usize) -> [u8; RECORD_HEADER] {
     let micros = time
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as u64;
-    let mut header = [0u8; RECORD_HEADER];
-    header[0] = stream.tag();
-    header[1..9].copy_from_slice(&micros.to_le_bytes());
-    header[9..13].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    let mut h = [0u8; RECORD_HEADER];
+    h[0] = tag;
+    h[1..9].copy_from_slice(&micros.to_le_bytes());
+    h[9..13].copy_from_slice(&(len as u32).to_le_bytes());
+    h
+}
+
+/// Writes one record at the end of the file; on failure, cuts the file back
+/// to its last whole record.
+fn write_record(g: &mut Inner, tag: u8, time: SystemTime, data: &[u8]) -> std::io::Result<u64> {
+    let f = g.file.as_ref().expect("the file is open");
     // One write per record keeps a torn record detectable at the tail only.
     let mut rec = Vec::with_capacity(RECORD_HEADER + data.len());
-    rec.extend_from_slice(&header);
+    rec.extend_from_slice(&header(tag, time, data.len()));
     rec.extend_from_slice(data);
-    b.file.write_all_at(&rec, b.len)?;
-    let pos = b.len + RECORD_HEADER as u64;
-    b.len += rec.len() as u64;
+    if let Err(e) = f.write_all_at(&rec, g.file_len) {
+        let _ = f.set_len(g.file_len);
+        return Err(e);
+    }
+    let pos = g.file_len;
+    g.file_len += rec.len() as u64;
+    g.covered += data.len() as u64;
     Ok(pos)
+}
+
+/// A persistent log's append: one record in its file (created now if need be).
+fn write_through(
+    g: &mut Inner,
+    path: &Path,
+    stream: Stream,
+    time: SystemTime,
+    data: &[u8],
+    joins: bool,
+) -> Option<u64> {
+    if g.failed.is_some() || g.covered != g.total {
+        return None;
+    }
+    if g.file.is_none() {
+        match OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(f) => {
+                g.file = Some(Arc::new(f));
+                g.created = true;
+            }
+            Err(e) => {
+                g.failed = Some(format!("create {}: {e}", path.display()));
+                return None;
+            }
+        }
+    }
+    let tag = stream.tag() | if joins { CONTINUES } else { 0 };
+    let offset = g.total;
+    match write_record(g, tag, time, data) {
+        Ok(pos) => {
+            if !joins {
+                g.note_chunk(offset, pos);
+            }
+            Some(pos)
+        }
+        Err(e) => {
+            g.failed = Some(format!("write {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// A private log's spill: the chunk as one record in the temporary file.
+fn spill_one(g: &mut Inner, e: &Entry) -> std::io::Result<()> {
+    if g.file.is_none() {
+        g.file = Some(Arc::new(tempfile::tempfile()?));
+    }
+    let pos = write_record(g, e.stream.tag(), e.time, &e.data)?;
+    g.note_chunk(e.offset, pos);
+    Ok(())
 }
 
 /// Why [`LogReader::next_timeout`] returned no chunk.
@@ -300,7 +558,9 @@ struct TimedOut;
 /// Every reader sees every byte, in order, from its start position. By
 /// default it starts at the beginning and follows the log until the job's
 /// output ends; [`offset`](LogReader::offset) starts elsewhere and
-/// [`snapshot`](LogReader::snapshot) stops at what is there now.
+/// [`snapshot`](LogReader::snapshot) stops at what is there now. A reader of
+/// a worker's job holds the job's log file open while it lives, so it reads
+/// on even if the job is removed.
 ///
 /// ```no_run
 /// let job = jobcell::Sandbox::new().spawn(jobcell::Command::new("echo").arg("hi"))?;
@@ -310,44 +570,53 @@ struct TimedOut;
 /// ```
 pub struct LogReader {
     log: Arc<Log>,
-    index: usize,
-    /// Byte offset to start at; resolved to an index on the first read.
-    start: Option<u64>,
-    /// Stop at this entry count (a snapshot), or follow when None.
-    until: Option<usize>,
+    /// The next byte to return.
+    pos: u64,
+    /// Stop here (a snapshot), or follow when None.
+    until: Option<u64>,
     follow: bool,
-    /// Entries taken under one lock and not yet returned: a reader takes all
-    /// that is ready at once, so a thousand followers do not queue on the
-    /// lock once per chunk (the writer needs it too).
-    batch: std::collections::VecDeque<Pending>,
+    /// This reader's hold on the log file.
+    file: Option<Arc<File>>,
+    /// A chunk's start in the file at or before `pos`: (output offset, file position).
+    resume: (u64, u64),
+    /// The last record read from the file was a large one (see `Blocks`).
+    big_records: bool,
+    /// Output before this offset is in the file for good (as last seen under
+    /// the lock): read without taking the lock again.
+    file_limit: u64,
+    /// Chunks taken at once and not yet returned: a reader takes all that is
+    /// ready under one lock, so a thousand followers do not queue on the lock
+    /// once per chunk (the writer needs it too).
+    batch: VecDeque<Chunk>,
 }
-
-/// An entry taken from the log, its data in memory or in the backing file.
-struct Pending {
-    stream: Stream,
-    offset: u64,
-    time: SystemTime,
-    len: usize,
-    source: Result<Arc<[u8]>, (Arc<File>, u64)>,
-}
-
-/// At most this many entries per batch (a batch of chunks already in memory
-/// costs only reference counts).
-const BATCH: usize = 256;
 
 impl LogReader {
     pub(crate) fn new(log: Arc<Log>) -> LogReader {
+        let (file, closed) = {
+            let g = log.inner.lock();
+            (g.file.clone(), g.closed)
+        };
+        // A finished job's log is only in its file: hold it now, so that the
+        // job's removal cannot take it away from under this reader.
+        let file = file.or_else(|| match (&log.path, closed) {
+            (Some(p), true) => File::open(p).ok().map(Arc::new),
+            _ => None,
+        });
         LogReader {
             log,
-            index: 0,
-            start: None,
+            pos: 0,
             until: None,
             follow: true,
-            batch: std::collections::VecDeque::new(),
+            file,
+            resume: (0, 0),
+            file_limit: 0,
+            big_records: false,
+            batch: VecDeque::new(),
         }
     }
 
-    /// Starts at byte `offset` of the combined output (a chunk that spans it is cut).
+    /// Starts at byte `offset` of the combined output (a chunk that spans it
+    /// is cut), whether or not the job has written that far yet.
     ///
     /// ```no_run
     /// # let job = jobcell::Sandbox::new().spawn(&jobcell::Command::new("true"))?;
@@ -355,8 +624,10 @@ impl LogReader {
     /// # Ok::<(), jobcell::Error>(())
     /// ```
     pub fn offset(mut self, offset: u64) -> LogReader {
-        self.start = Some(offset);
-        self.index = 0;
+        self.pos = offset;
+        if self.resume.0 > offset {
+            self.resume = (0, 0);
+        }
         self.batch.clear();
         self
     }
@@ -369,8 +640,11 @@ impl LogReader {
     /// # Ok::<(), jobcell::Error>(())
     /// ```
     pub fn snapshot(mut self) -> LogReader {
-        self.until = Some(self.log.inner.lock().entries.len());
-        self.batch.clear();
+        let mut g = self.log.inner.lock();
+        // What is there now ends a chunk.
+        g.seal_tail();
+        self.until = Some(g.total);
+        drop(g);
         self.follow = false;
         self
     }
@@ -389,111 +663,305 @@ impl LogReader {
     /// # Ok::<(), jobcell::Error>(())
     /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Chunk, ReadTimeout> {
-        match self.next_inner(Some(std::time::Instant::now() + timeout)) {
+        match self.next_inner(Some(Instant::now() + timeout)) {
             Ok(Some(c)) => Ok(c),
             Ok(None) => Err(ReadTimeout::Ended),
             Err(TimedOut) => Err(ReadTimeout::TimedOut),
         }
     }
 
-    fn next_inner(
-        &mut self,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<Option<Chunk>, TimedOut> {
-        if let Some(p) = self.batch.pop_front() {
-            return Ok(Some(self.materialize(p)));
-        }
-        let mut g = self.log.inner.lock();
-        if let Some(start) = self.start {
-            // The first entry whose end lies beyond `start`.
-            self.index = g
-                .entries
-                .partition_point(|e| e.offset + e.len as u64 <= start);
-        }
+    fn next_inner(&mut self, deadline: Option<Instant>) -> Result<Option<Chunk>, TimedOut> {
         loop {
-            if let Some(until) = self.until {
-                if self.index >= until {
-                    return Ok(None);
-                }
+            if let Some(c) = self.batch.pop_front() {
+                return Ok(Some(c));
             }
-            if self.index < g.entries.len() {
-                break;
+            let end = self.until.unwrap_or(u64::MAX);
+            if self.pos >= end {
+                return Ok(None);
+            }
+            // Behind: the file has it, and nobody else need know.
+            if self.pos < self.file_limit
+                && self.file.is_some()
+                && self.read_own_file(self.file_limit.min(end))
+            {
+                continue;
+            }
+            // Borrowed, not cloned: a thousand readers bumping the count on
+            // the lock's cache line would slow the writer.
+            let log = &self.log;
+            let mut g = log.inner.lock();
+            if self.file.is_none() {
+                self.file = g.file.clone();
+            }
+            let mem_start = g.mem_start();
+            if self.pos < mem_start {
+                let limit = g.covered.min(mem_start).min(end);
+                self.file_limit = g.covered.min(mem_start);
+                if self.pos >= limit {
+                    // Neither in memory nor in the file: lost with a failed write.
+                    self.pos = mem_start;
+                    continue;
+                }
+                // Start from the nearest chunk the index knows, if nearer.
+                if let Some((o, fp)) = g.chunk_before(self.pos) {
+                    if o > self.resume.0 {
+                        self.resume = (o, fp);
+                    }
+                }
+                drop(g);
+                if self.file.is_none() {
+                    self.file = log
+                        .path
+                        .as_ref()
+                        .and_then(|p| File::open(p).ok())
+                        .map(Arc::new);
+                }
+                let read = self.read_own_file(limit);
+                if !read {
+                    if limit == u64::MAX {
+                        return Ok(None); // a restored log's end
+                    }
+                    self.pos = limit;
+                }
+                continue;
+            }
+            if self.pos < g.total {
+                let mut i = g
+                    .entries
+                    .partition_point(|e| e.offset + e.data.len() as u64 <= self.pos);
+                if i == g.entries.len() {
+                    // Within the growing chunk: a reader's arrival ends it,
+                    // so that every reader sees the same chunks.
+                    g.seal_tail();
+                    i = g
+                        .entries
+                        .partition_point(|e| e.offset + e.data.len() as u64 <= self.pos);
+                }
+                let mut bytes = 0;
+                for e in g.entries.range(i..).take(BATCH) {
+                    if e.offset >= end || bytes >= BATCH_BYTES {
+                        break;
+                    }
+                    let data = if self.pos > e.offset {
+                        Arc::from(&e.data[(self.pos - e.offset) as usize..])
+                    } else {
+                        e.data.clone()
+                    };
+                    bytes += data.len();
+                    self.batch.push_back(Chunk {
+                        stream: e.stream,
+                        offset: self.pos,
+                        time: e.time,
+                        data,
+                    });
+                    self.pos = e.offset + e.data.len() as u64;
+                    if let Some(fp) = e.file_pos {
+                        self.resume = (e.offset, fp);
+                    }
+                }
+                continue;
             }
             if g.closed || !self.follow {
                 return Ok(None);
             }
             match deadline {
-                None => self.log.cond.wait(&mut g),
+                None => log.cond.wait(&mut g),
                 Some(d) => {
-                    if self.log.cond.wait_until(&mut g, d).timed_out()
-                        && self.index >= g.entries.len()
-                    {
+                    if log.cond.wait_until(&mut g, d).timed_out() && self.pos >= g.total {
                         return Err(TimedOut);
                     }
                 }
             }
         }
-        let end = self
-            .until
-            .unwrap_or(usize::MAX)
-            .min(g.entries.len())
-            .min(self.index + BATCH);
-        for e in &g.entries[self.index..end] {
-            let source = match (&e.data, e.file_pos, &g.backing) {
-                (Some(d), _, _) => Ok(d.clone()),
-                (None, Some(pos), Some(b)) => Err((b.file.clone(), pos)),
-                _ => Ok(Arc::from(&[][..])),
-            };
-            self.batch.push_back(Pending {
-                stream: e.stream,
-                offset: e.offset,
-                time: e.time,
-                len: e.len as usize,
-                source,
-            });
-        }
-        self.index = end;
-        drop(g);
-        let first = self
-            .batch
-            .pop_front()
-            .expect("at least one entry was ready");
-        Ok(Some(self.materialize(first)))
     }
 
-    /// Turns a taken entry into a chunk, reading spilled data from the file
-    /// (outside the lock: a slow disk never stalls the writer).
-    fn materialize(&mut self, p: Pending) -> Chunk {
-        let Pending {
-            stream,
-            offset,
-            time,
-            len,
-            source,
-        } = p;
-        let data: Arc<[u8]> = match source {
-            Ok(d) => d,
-            Err((file, pos)) => {
-                let mut buf = vec![0u8; len];
-                if file.read_exact_at(&mut buf, pos).is_err() {
-                    buf.clear();
-                }
-                buf.into()
-            }
+    /// `read_file` on this reader's file (taken out meanwhile rather than
+    /// cloned: a thousand readers bumping one count would contend for it).
+    fn read_own_file(&mut self, limit: u64) -> bool {
+        let Some(f) = self.file.take() else {
+            return false;
         };
-        let (data, offset) = match self.start.take() {
-            Some(start) if start > offset => {
-                let cut = ((start - offset) as usize).min(data.len());
-                (Arc::from(&data[cut..]), offset + cut as u64)
-            }
-            _ => (data, offset),
-        };
-        Chunk {
-            stream,
-            data,
-            offset,
-            time,
+        let read = self.read_file(&f, limit);
+        self.file = Some(f);
+        read
+    }
+
+    /// Reads chunks from the file, from the resume point, up to output offset
+    /// `limit` (or the file's end). Returns whether any chunk was taken.
+    fn read_file(&mut self, file: &File, limit: u64) -> bool {
+        let want = self.pos;
+        let (mut off, mut fp) = self.resume;
+        if off > want {
+            (off, fp) = (0, 0);
         }
+        let mut blocks = Blocks::new(file, self.big_records);
+        // The chunk being put together: stream, offset, time, file position,
+        // and its bytes from `want` on, record by record.
+        type Group = (Stream, u64, SystemTime, u64, Vec<Arc<[u8]>>);
+        let mut group: Option<Group> = None;
+        let mut taken = 0usize;
+        let mut bytes = 0usize;
+        loop {
+            let mut h = [0u8; RECORD_HEADER];
+            let mut record = if off >= limit || !blocks.read_at(fp, &mut h) {
+                None
+            } else {
+                let micros = u64::from_le_bytes(h[1..9].try_into().expect("8 bytes"));
+                let len = u32::from_le_bytes(h[9..13].try_into().expect("4 bytes")) as u64;
+                Stream::from_tag(h[0] & !CONTINUES).map(|s| (s, h[0] & CONTINUES != 0, micros, len))
+            };
+            // The record's bytes, when they are wanted; a torn record ends the file.
+            let mut data = None;
+            if let Some((_, _, _, len)) = record {
+                let take = len.min(limit - off);
+                if off + take > want {
+                    let skip = want.saturating_sub(off);
+                    data = blocks.read_shared(fp + RECORD_HEADER as u64 + skip, take - skip);
+                    if data.is_none() {
+                        record = None;
+                    }
+                } else if !blocks.skip(fp + RECORD_HEADER as u64 + len, len) {
+                    record = None;
+                }
+            }
+            let starts_group = match record {
+                None => true,
+                Some((_, cont, ..)) => !cont || group.is_none(),
+            };
+            if starts_group {
+                if let Some((stream, g_off, time, g_fp, mut pieces)) = group.take() {
+                    if !pieces.is_empty() {
+                        let data: Arc<[u8]> = match pieces.len() {
+                            1 => pieces.pop().expect("one piece"),
+                            _ => pieces.concat().into(),
+                        };
+                        let start = g_off.max(want);
+                        self.pos = start + data.len() as u64;
+                        bytes += data.len();
+                        taken += 1;
+                        self.batch.push_back(Chunk {
+                            stream,
+                            offset: start,
+                            time,
+                            data,
+                        });
+                    }
+                    self.resume = match record {
+                        Some(_) => (off, fp),
+                        None => (g_off, g_fp),
+                    };
+                }
+                if record.is_none() || taken >= BATCH || bytes >= BATCH_BYTES {
+                    break;
+                }
+            }
+            let (stream, _, micros, len) = record.expect("a record");
+            if starts_group {
+                let time = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
+                group = Some((stream, off, time, fp, Vec::new()));
+            }
+            if let Some(d) = data.filter(|d| !d.is_empty()) {
+                group.as_mut().expect("a group").4.push(d);
+            }
+            off += len.min(limit - off);
+            fp += RECORD_HEADER as u64 + len;
+        }
+        self.big_records = blocks.after_big;
+        taken > 0
+    }
+}
+
+/// Buffered positional reads of a log file.
+struct Blocks<'a> {
+    file: &'a File,
+    buf: Vec<u8>,
+    start: u64,
+    /// The last record's bytes were read on their own: the next header
+    /// is read without a block of what follows it.
+    after_big: bool,
+}
+
+impl<'a> Blocks<'a> {
+    fn new(file: &'a File, after_big: bool) -> Blocks<'a> {
+        Blocks {
+            file,
+            buf: Vec::new(),
+            start: 0,
+            after_big,
+        }
+    }
+
+    /// Skips a record's `len` bytes ending at `end`: whether the file has them.
+    fn skip(&mut self, end: u64, len: u64) -> bool {
+        if len as usize >= FILE_BLOCK / 2 {
+            self.after_big = true;
+        }
+        self.has(end)
+    }
+
+    /// Whether the file reaches `end` (reads what it must to tell).
+    fn has(&mut self, end: u64) -> bool {
+        if end <= self.start + self.buf.len() as u64 && end >= self.start {
+            return true;
+        }
+        let mut b = [0u8; 1];
+        end == 0 || self.file.read_at(&mut b, end - 1).is_ok_and(|n| n == 1)
+    }
+
+    /// `len` bytes from `pos` in a buffer of their own (what chunks share);
+    /// `None` at the file's end. Large ones are read straight into it.
+    fn read_shared(&mut self, pos: u64, len: u64) -> Option<Arc<[u8]>> {
+        let len = len as usize;
+        // Collected from a sized iterator: allocated once, in place.
+        let mut data: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+        let out = Arc::get_mut(&mut data).expect("not shared yet");
+        let cached_end = self.start + self.buf.len() as u64;
+        if len < FILE_BLOCK / 2 {
+            return self.read_at(pos, out).then_some(data);
+        }
+        // What the buffer holds of it, then the rest straight from the file.
+        let mut done = 0;
+        if pos >= self.start && pos < cached_end {
+            let from = (pos - self.start) as usize;
+            done = (self.buf.len() - from).min(len);
+            out[..done].copy_from_slice(&self.buf[from..from + done]);
+        }
+        self.after_big = true;
+        self.file
+            .read_exact_at(&mut out[done..], pos + done as u64)
+            .is_ok()
+            .then_some(data)
+    }
+
+    /// Fills `out` from `pos`; false at the file's end.
+    fn read_at(&mut self, pos: u64, out: &mut [u8]) -> bool {
+        let end = pos + out.len() as u64;
+        if pos < self.start || end > self.start + self.buf.len() as u64 {
+            // After a large record the next one is likely large too: read
+            // its header alone rather than a block that would be read again.
+            let block = match std::mem::take(&mut self.after_big) {
+                true => out.len().max(RECORD_HEADER),
+                false => FILE_BLOCK.max(out.len()),
+            };
+            self.buf.resize(block, 0);
+            let mut n = 0;
+            while n < block {
+                match self.file.read_at(&mut self.buf[n..], pos + n as u64) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            self.buf.truncate(n);
+            self.start = pos;
+            if n < out.len() {
+                return false;
+            }
+        }
+        let from = (pos - self.start) as usize;
+        out.copy_from_slice(&self.buf[from..from + out.len()]);
+        true
     }
 }
 
@@ -517,10 +985,10 @@ mod tests {
     #[test]
     fn replay_offsets_and_snapshots() {
         let log = Arc::new(Log::new(1 << 20));
-        log.append(Stream::Stdout, b"hello ").unwrap();
-        log.append(Stream::Stderr, b"world").unwrap();
+        log.append(Stream::Stdout, b"hello ");
+        log.append(Stream::Stderr, b"world");
         let snap = LogReader::new(log.clone()).snapshot();
-        log.append(Stream::Stdout, b"!").unwrap();
+        log.append(Stream::Stdout, b"!");
         assert_eq!(collect(snap), b"hello world");
         log.close();
         assert_eq!(collect(LogReader::new(log.clone())), b"hello world!");
@@ -532,46 +1000,251 @@ mod tests {
     }
 
     #[test]
-    fn spills_past_budget_and_reads_back() {
-        let log = Arc::new(Log::new(100));
-        let mut expect = Vec::new();
-        for i in 0..50u8 {
-            let chunk = vec![i; 37];
-            log.append(Stream::Stdout, &chunk).unwrap();
-            expect.extend_from_slice(&chunk);
+    fn adjacent_output_of_a_stream_coalesces() {
+        let log = Arc::new(Log::new(1 << 20));
+        for _ in 0..1000 {
+            log.append(Stream::Stdout, b"x");
         }
+        log.append(Stream::Stderr, b"e");
+        log.append(Stream::Stdout, b"y");
         log.close();
-        assert!(log.inner.lock().mem_bytes <= 100 + 37);
-        assert_eq!(collect(LogReader::new(log.clone())), expect);
-        assert_eq!(collect(LogReader::new(log).offset(1000)), expect[1000..]);
+        let chunks: Vec<Chunk> = LogReader::new(log).collect();
+        // Written within the window: one chunk per run of a stream.
+        assert!(chunks.len() <= 4, "{} chunks", chunks.len());
+        let offsets: Vec<u64> = chunks.iter().map(|c| c.offset).collect();
+        let mut at = 0;
+        for c in &chunks {
+            assert_eq!(c.offset, at, "{offsets:?}");
+            at += c.data.len() as u64;
+        }
+        assert_eq!(at, 1002);
     }
 
     #[test]
-    fn persistent_log_roundtrip_and_torn_tail() {
+    fn bookkeeping_counts_against_the_budget() {
+        let log = Arc::new(Log::new(64 << 10));
+        for i in 0..200_000u32 {
+            // Alternating streams: nothing can coalesce.
+            let s = if i % 2 == 0 {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            };
+            log.append(s, b"z");
+            if i % 1000 == 0 {
+                assert!(log.inner.lock().used() <= 64 << 10);
+            }
+        }
+        log.close();
+        assert_eq!(collect(LogReader::new(log.clone())).len(), 200_000);
+        let streams: Vec<Stream> = LogReader::new(log)
+            .offset(199_998)
+            .map(|c| c.stream)
+            .collect();
+        assert_eq!(streams, [Stream::Stdout, Stream::Stderr]);
+    }
+
+    #[test]
+    fn spills_past_budget_and_reads_back() {
+        let log = Arc::new(Log::new(4096));
+        let mut expect = Vec::new();
+        for i in 0..500u32 {
+            let chunk = vec![i as u8; 37 + (i as usize % 50)];
+            let s = if i % 3 == 0 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+            log.append(s, &chunk);
+            expect.extend_from_slice(&chunk);
+        }
+        log.close();
+        assert!(log.inner.lock().used() <= 4096 + MAX_GROUP);
+        assert_eq!(collect(LogReader::new(log.clone())), expect);
+        for at in [0usize, 1, 1000, 10_000, expect.len() - 1] {
+            let got: Vec<Chunk> = LogReader::new(log.clone()).offset(at as u64).collect();
+            assert_eq!(got.first().map(|c| c.offset), Some(at as u64));
+            let bytes: Vec<u8> = got.iter().flat_map(|c| c.data.to_vec()).collect();
+            assert_eq!(bytes, expect[at..]);
+        }
+    }
+
+    #[test]
+    fn offset_before_the_output_exists() {
+        let log = Arc::new(Log::new(1 << 20));
+        let readers: Vec<_> = [0u64, 2, 5, 9]
+            .into_iter()
+            .map(|n| {
+                let r = LogReader::new(log.clone()).offset(n);
+                (n, std::thread::spawn(move || collect(r)))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        log.append(Stream::Stdout, b"0123");
+        std::thread::sleep(Duration::from_millis(20));
+        log.append(Stream::Stdout, b"4567");
+        log.close();
+        for (n, t) in readers {
+            assert_eq!(
+                t.join().unwrap(),
+                &b"01234567"[(n as usize).min(8)..],
+                "{n}"
+            );
+        }
+    }
+
+    fn persistent_roundtrip(budget: usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let log = Log::with_file(10, f);
-        log.append(Stream::Stdout, b"first").unwrap();
-        log.append(Stream::Stderr, b"second chunk").unwrap();
+        let log = Arc::new(Log::persistent(budget, path.clone()));
+        let mut want = Vec::new();
+        for i in 0..300u32 {
+            let s = if i % 7 == 0 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+            let d = format!("line {i}\n");
+            log.append(s, d.as_bytes());
+            want.push((s, d));
+        }
+        let live: Vec<Chunk> = LogReader::new(log.clone()).snapshot().collect();
+        log.append(Stream::Stdout, b"end");
         log.close();
+        assert!(
+            log.inner.lock().file.is_none(),
+            "a finished log holds no descriptor"
+        );
+        assert_eq!(log.inner.lock().used(), 0, "nor memory");
+        let before: Vec<Chunk> = LogReader::new(log.clone()).collect();
+        assert_eq!(before[..live.len()], live[..]);
+        let back = Arc::new(Log::restored(path.clone()));
+        let after: Vec<Chunk> = LogReader::new(back.clone()).collect();
+        assert_eq!(
+            before, after,
+            "the same chunks, offsets and times after a restart"
+        );
+        let out: Vec<u8> = after.iter().flat_map(|c| c.data.to_vec()).collect();
+        let mut expect: Vec<u8> = want.iter().flat_map(|(_, d)| d.bytes()).collect();
+        expect.extend_from_slice(b"end");
+        assert_eq!(out, expect);
         // A torn record at the end (writer killed mid-write) is ignored.
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap();
         f.write_all(&[1, 0, 0, 0]).unwrap();
-        let f = std::fs::File::open(&path).unwrap();
-        let back = Arc::new(Log::from_file(10, f).unwrap());
+        let back = Arc::new(Log::restored(path));
         assert!(back.is_closed());
-        assert_eq!(back.len(), 17);
-        assert_eq!(collect(LogReader::new(back)), b"firstsecond chunk");
+        assert_eq!(collect(LogReader::new(back.clone())), expect);
+        assert_eq!(collect(LogReader::new(back).offset(10)), expect[10..]);
+    }
+
+    #[test]
+    fn persistent_log_roundtrip_and_torn_tail() {
+        persistent_roundtrip(1 << 20);
+        persistent_roundtrip(300);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_an_exact_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let log = Arc::new(Log::persistent(1 << 20, path.clone()));
+        log.append(Stream::Stdout, b"kept ");
+        // The file's descriptor now refuses writes, as a full disk would.
+        {
+            let mut g = log.inner.lock();
+            g.file = Some(Arc::new(File::open(&path).unwrap()));
+        }
+        log.append(Stream::Stderr, b"lost ");
+        log.append(Stream::Stdout, b"also lost");
+        assert!(log.store_error().unwrap().contains("from byte 5"));
+        assert_eq!(
+            collect(LogReader::new(log.clone()).snapshot()),
+            b"kept lost also lost"
+        );
+        log.close();
+        assert_eq!(collect(LogReader::new(log.clone())), b"kept lost also lost");
+        let back = Arc::new(Log::restored(path));
+        assert_eq!(collect(LogReader::new(back)), b"kept ");
+    }
+
+    use proptest::prelude::*;
+
+    fn check_chunks(chunks: &[Chunk], from: u64) -> Vec<u8> {
+        let mut at = from;
+        let mut out = Vec::new();
+        for c in chunks {
+            assert_eq!(c.offset, at, "chunks are contiguous");
+            assert!(!c.data.is_empty());
+            at += c.data.len() as u64;
+            out.extend_from_slice(&c.data);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the appends, budget and kind of log: every reader gets
+        /// exactly the bytes from its offset in contiguous chunks, a replay
+        /// sees the same chunks as a restart, and a file cut anywhere
+        /// restores an exact prefix.
+        #[test]
+        fn readers_and_restarts_agree(
+            appends in proptest::collection::vec((any::<bool>(), 1usize..3000), 1..120),
+            budget in prop_oneof![Just(200usize), Just(4096), Just(1 << 20)],
+            persistent in any::<bool>(),
+            offsets in proptest::collection::vec(0u64..200_000, 3),
+            cut in 0u64..400_000,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log");
+            let log = Arc::new(if persistent {
+                Log::persistent(budget, path.clone())
+            } else {
+                Log::new(budget)
+            });
+            let mut want = Vec::new();
+            let mut follower = LogReader::new(log.clone());
+            let mut followed = Vec::new();
+            for (i, (err, len)) in appends.iter().enumerate() {
+                let s = if *err { Stream::Stderr } else { Stream::Stdout };
+                let data: Vec<u8> = (0..*len).map(|j| (i * 31 + j) as u8).collect();
+                log.append(s, &data);
+                want.extend_from_slice(&data);
+                if i % 7 == 3 {
+                    // A follower keeping up takes what is there.
+                    while let Ok(c) = follower.next_timeout(Duration::ZERO) {
+                        followed.push(c);
+                    }
+                }
+            }
+            log.close();
+            followed.extend(follower);
+            prop_assert_eq!(check_chunks(&followed, 0), want.clone());
+            let replay: Vec<Chunk> = LogReader::new(log.clone()).collect();
+            prop_assert_eq!(check_chunks(&replay, 0), want.clone());
+            // A follower ends the chunk it reaches: it saw the chunks a replay sees.
+            prop_assert_eq!(&followed, &replay);
+            for &n in &offsets {
+                let n = n.min(want.len() as u64);
+                let got: Vec<Chunk> = LogReader::new(log.clone()).offset(n).collect();
+                prop_assert_eq!(check_chunks(&got, n), want[n as usize..].to_vec());
+            }
+            if persistent {
+                let back: Vec<Chunk> = LogReader::new(Arc::new(Log::restored(path.clone()))).collect();
+                prop_assert_eq!(&back, &replay);
+                // A crash can leave any prefix of the file.
+                let size = std::fs::metadata(&path).unwrap().len();
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(cut.min(size)).unwrap();
+                let torn: Vec<Chunk> = LogReader::new(Arc::new(Log::restored(path))).collect();
+                let bytes = check_chunks(&torn, 0);
+                prop_assert_eq!(&bytes[..], &want[..bytes.len()]);
+            }
+        }
     }
 
     #[test]
@@ -580,7 +1253,7 @@ mod tests {
         let r = LogReader::new(log.clone());
         let t = std::thread::spawn(move || collect(r));
         for _ in 0..100 {
-            log.append(Stream::Stdout, b"x").unwrap();
+            log.append(Stream::Stdout, b"x");
         }
         log.close();
         assert_eq!(t.join().unwrap(), vec![b'x'; 100]);

@@ -5,7 +5,7 @@ pub(crate) mod log;
 mod outcome;
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
@@ -51,11 +51,29 @@ pub(crate) enum KillReason {
 /// Receives every state change of a job (the Worker uses it to publish,
 /// persist and start queued jobs).
 pub(crate) trait Observer: Send + Sync {
-    /// The job moved to `state`; for a final state, before any waiter wakes,
-    /// so that a waiter finds the change recorded and published.
-    fn changed(&self, job: &Arc<JobShared>, state: &JobState);
+    /// The job is moving to `record.state`. For a final state this comes
+    /// before anyone can see the job as ended (its waiters, `try_wait`, its
+    /// log's end), so that they find the change recorded and published.
+    fn changed(&self, job: &Arc<JobShared>, record: &JobRecord);
     /// The job's waiters have been woken after its final state.
     fn released(&self, _job: &Arc<JobShared>) {}
+    /// Takes over finishing the job (recording and publishing its end take
+    /// disk writes, which the supervisor must not wait for); gives the
+    /// outcome back when it cannot.
+    fn finish_later(&self, _job: &Arc<JobShared>, outcome: Outcome) -> Option<Outcome> {
+        Some(outcome)
+    }
+}
+
+/// How long init gets to end a killed job itself (so that the job's rusage
+/// is reported) before the host SIGKILLs init and the whole cell with it.
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// The supervisor of a running job (its reactor), for kills that must not
+/// depend on the cell's init.
+pub(crate) trait Supervisor: Send + Sync {
+    /// SIGKILLs the job's init at `at` unless the job has ended by then.
+    fn kill_hard_at(&self, job: &Arc<JobShared>, at: Instant);
 }
 
 /// Live usage source of a running job (its cgroup).
@@ -72,6 +90,9 @@ pub(crate) struct Inner {
     pub started: Option<SystemTime>,
     pub ended: Option<SystemTime>,
     pub usage: Option<Arc<dyn UsageSource>>,
+    pub supervisor: Option<Weak<dyn Supervisor>>,
+    /// Why the log is incomplete on disk (kept once the job has ended).
+    pub log_error: Option<String>,
 }
 
 /// Everything shared between a job's handles, its supervisor and its worker.
@@ -83,6 +104,9 @@ pub(crate) struct JobShared {
     pub inner: Mutex<Inner>,
     cond: Condvar,
     observer: Option<Arc<dyn Observer>>,
+    /// Held across a state change and its publication, so that changes are
+    /// published (and recorded) in the order they happen.
+    publish: Mutex<()>,
 }
 
 impl JobShared {
@@ -107,9 +131,12 @@ impl JobShared {
                 started: None,
                 ended: None,
                 usage: None,
+                supervisor: None,
+                log_error: None,
             }),
             cond: Condvar::new(),
             observer,
+            publish: Mutex::new(()),
         })
     }
 
@@ -123,7 +150,6 @@ impl JobShared {
             usage: rec.usage,
             oom_killed: rec.oom_killed,
         };
-        log.close();
         Arc::new(JobShared {
             id: rec.id.clone(),
             meta: JobMeta {
@@ -142,30 +168,45 @@ impl JobShared {
                 started: rec.started,
                 ended: rec.ended,
                 usage: None,
+                supervisor: None,
+                log_error: rec.log_error.clone(),
             }),
             cond: Condvar::new(),
             observer: None,
+            publish: Mutex::new(()),
         })
     }
 
     /// The job's record as it stands.
     pub(crate) fn record(&self) -> JobRecord {
         let g = self.inner.lock();
-        let o = g.outcome.as_ref();
+        let log_error = g.log_error.clone().or_else(|| self.log.store_error());
+        self.record_of(&g.state, g.outcome.as_ref(), g.started, g.ended, log_error)
+    }
+
+    fn record_of(
+        &self,
+        state: &JobState,
+        o: Option<&Outcome>,
+        started: Option<SystemTime>,
+        ended: Option<SystemTime>,
+        log_error: Option<String>,
+    ) -> JobRecord {
         JobRecord {
             id: self.id.clone(),
             command: self.meta.command.clone(),
             args: self.meta.args.clone(),
             limits: self.meta.limits.clone(),
-            state: g.state.clone(),
+            state: state.clone(),
             created: self.created,
-            started: g.started,
-            ended: g.ended,
+            started,
+            ended,
             exit: o.and_then(|o| o.exit),
             wall_time: o.map(|o| o.wall_time),
             usage: o.and_then(|o| o.usage),
             rusage: o.filter(|o| o.exit.is_some()).map(|o| o.rusage),
             oom_killed: o.is_some_and(|o| o.oom_killed),
+            log_error,
         }
     }
 
@@ -195,44 +236,81 @@ impl JobShared {
 
     /// Moves to `state` and tells the observer. Final states are never left.
     pub(crate) fn set_state(self: &Arc<Self>, state: JobState) {
+        let _publishing = self.publish.lock();
         {
             let mut g = self.inner.lock();
             if g.state.is_final() {
                 return;
             }
-            g.state = state.clone();
+            g.state = state;
         }
         if let Some(o) = &self.observer {
-            o.changed(self, &state);
+            o.changed(self, &self.record());
         }
     }
 
-    /// Records the final outcome, wakes every waiter, tells the observer.
+    /// Ends the job with `outcome`: the observer records and publishes it
+    /// first, and only then does anyone see the job as ended (`try_wait`,
+    /// the record in memory, the log's end), and its waiters wake.
     pub(crate) fn finish(self: &Arc<Self>, outcome: Outcome) {
-        let state = outcome.state.clone();
-        {
-            let mut g = self.inner.lock();
+        let publishing = self.publish.lock();
+        let started = {
+            let g = self.inner.lock();
             if g.state.is_final() {
                 return;
             }
-            g.state = state.clone();
-            g.ended = Some(SystemTime::now());
+            g.started
+        };
+        // The log's file is complete and synced before the record says so.
+        self.log.finish_writing();
+        let ended = SystemTime::now();
+        let log_error = self.log.store_error();
+        if let Some(o) = &self.observer {
+            let rec = self.record_of(
+                &outcome.state,
+                Some(&outcome),
+                started,
+                Some(ended),
+                log_error.clone(),
+            );
+            o.changed(self, &rec);
+        }
+        {
+            let mut g = self.inner.lock();
+            g.state = outcome.state.clone();
+            g.ended = Some(ended);
             g.outcome = Some(outcome);
             g.pidfd = None;
             g.usage = None;
+            g.supervisor = None;
+            g.log_error = log_error;
         }
         self.log.close();
-        if let Some(o) = &self.observer {
-            o.changed(self, &state);
-        }
         self.cond.notify_all();
+        drop(publishing);
         if let Some(o) = &self.observer {
             o.released(self);
         }
     }
 
-    /// Sends SIGKILL to the cell's init (which takes the whole cell with it),
-    /// remembering why. A job that has not started yet is finished as `reason` says.
+    /// Ends the job from its supervisor: the observer may finish it on a
+    /// thread of its own, so that the supervisor never waits for a disk.
+    pub(crate) fn finish_supervised(self: &Arc<Self>, outcome: Outcome) {
+        let outcome = match &self.observer {
+            Some(o) => match o.finish_later(self, outcome) {
+                None => return,
+                Some(outcome) => outcome,
+            },
+            None => outcome,
+        };
+        self.finish(outcome);
+    }
+
+    /// Ends the job, remembering why: init SIGKILLs every other process of
+    /// the cell and reaps the job (so its rusage is the job's), and the
+    /// supervisor SIGKILLs init itself if the cell is still there after
+    /// [`KILL_GRACE`]. A job that has not started yet is finished as `reason`
+    /// says when its start comes.
     pub(crate) fn kill(self: &Arc<Self>, reason: KillReason) -> Result<bool> {
         let mut g = self.inner.lock();
         if g.state.is_final() {
@@ -242,19 +320,25 @@ impl JobShared {
             g.kill_reason = Some(reason);
         }
         if let Some(fd) = &g.pidfd {
-            match sys::pidfd_send_signal(fd.as_raw_fd(), libc::SIGKILL) {
-                Ok(()) | Err(crate::Errno(libc::ESRCH)) => {}
-                Err(errno) => {
-                    return Err(Error::Spawn {
-                        op: "pidfd_send_signal",
-                        path: None,
-                        errno,
-                        hint: None,
-                    })
-                }
+            signal(fd, libc::SIGUSR1)?;
+            if let Some(s) = g.supervisor.as_ref().and_then(Weak::upgrade) {
+                s.kill_hard_at(self, Instant::now() + KILL_GRACE);
+            } else {
+                signal(fd, libc::SIGKILL)?;
             }
         }
         Ok(true)
+    }
+
+    /// SIGKILLs the cell's init, which takes the whole cell with it.
+    pub(crate) fn kill_hard(&self) {
+        let g = self.inner.lock();
+        if g.state.is_final() {
+            return;
+        }
+        if let Some(fd) = &g.pidfd {
+            let _ = signal(fd, libc::SIGKILL);
+        }
     }
 
     pub(crate) fn wait_final(&self, timeout: Option<Duration>) -> Option<Outcome> {
@@ -288,6 +372,18 @@ impl JobShared {
             g.usage.clone()
         };
         src.and_then(|s| s.usage())
+    }
+}
+
+fn signal(pidfd: &OwnedFd, sig: i32) -> Result<()> {
+    match sys::pidfd_send_signal(pidfd.as_raw_fd(), sig) {
+        Ok(()) | Err(crate::Errno(libc::ESRCH)) => Ok(()),
+        Err(errno) => Err(Error::Spawn {
+            op: "pidfd_send_signal",
+            path: None,
+            errno,
+            hint: None,
+        }),
     }
 }
 
@@ -353,8 +449,11 @@ impl JobHandle {
         Ok(self.shared.inner.lock().outcome.clone())
     }
 
-    /// Kills the job and everything it started (SIGKILL to the whole cell).
-    /// Its verdict is [`JobState::Stopped`]. Killing a finished job does nothing.
+    /// Kills the job and everything it started: the cell's init SIGKILLs
+    /// every other process of the cell and reaps the job (so its rusage is
+    /// kept), and the whole cell is SIGKILLed a second later should it still
+    /// be there. Its verdict is [`JobState::Stopped`]. Killing a finished job
+    /// does nothing.
     pub fn kill(&self) -> Result<()> {
         self.shared.kill(KillReason::Stopped).map(drop)
     }

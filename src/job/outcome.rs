@@ -318,7 +318,12 @@ pub struct Outcome {
     /// From spawn to the end of the cell.
     #[serde(rename = "wall_time_ms", serialize_with = "millis")]
     pub wall_time: Duration,
-    /// The kernel's accounting of every process of the cell.
+    /// The kernel's accounting of the cell's processes that were reaped by
+    /// its init: the job's own, however it ended (a job killed by a limit or
+    /// a stop is killed and reaped by init, so its figures are kept). Only
+    /// when init itself had to be SIGKILLed (it did not end the cell within
+    /// a second) are the job's figures lost; its CPU times then come from
+    /// the job's cgroup, when it has one.
     pub rusage: ResourceUsage,
     /// The cgroup's accounting, when the job had a cgroup.
     pub usage: Option<Usage>,

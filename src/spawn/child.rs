@@ -708,7 +708,12 @@ struct Watch {
 fn supervise(watch: Watch, job: c_int, mut listener: c_int) -> ! {
     // SIGCHLD: reap. SIGTERM (a graceful stop from the host): pass it on to
     // every process of the cell, with SIGCONT so stopped ones can act on it.
-    let mask: sys::KernelSigset = 1 << (libc::SIGCHLD - 1) | 1 << (libc::SIGTERM - 1);
+    // SIGUSR1 (the host ends the job): SIGKILL every process of the cell but
+    // init, which then reaps the job and reports its rusage, so a killed
+    // job's CPU time is its own (killed with init, the job would be reaped by
+    // the kernel and its accounting lost).
+    let mask: sys::KernelSigset =
+        1 << (libc::SIGCHLD - 1) | 1 << (libc::SIGTERM - 1) | 1 << (libc::SIGUSR1 - 1);
     // Every signal is still blocked (the parent blocked them around the clone).
     let sfd = sys::signalfd(mask, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK).unwrap_or(-1);
     let mut status: c_int = 0;
@@ -782,6 +787,8 @@ fn supervise(watch: Watch, job: c_int, mut listener: c_int) -> ! {
                     // As PID 1, kill(-1) reaches every process of the cell but init.
                     let _ = sys::kill(-1, libc::SIGTERM);
                     let _ = sys::kill(-1, libc::SIGCONT);
+                } else if signo == libc::SIGUSR1 as u32 {
+                    let _ = sys::kill(-1, libc::SIGKILL);
                 }
                 off += SIGINFO_LEN;
             }

@@ -7,7 +7,7 @@ mod registry;
 mod store;
 
 pub use record::{JobRecord, RecoveryIssue, StatusEvent};
-pub use registry::{WhenFull, Worker, WorkerConfig};
+pub use registry::{Retention, WhenFull, Worker, WorkerConfig};
 
 use std::sync::{Arc, OnceLock};
 
@@ -15,7 +15,7 @@ use crate::cgroup;
 use crate::error::Result;
 use crate::job::log::Log;
 use crate::job::{
-    JobHandle, JobId, JobMeta, JobShared, JobState, UsageSource, DEFAULT_MEMORY_BUDGET,
+    JobHandle, JobId, JobMeta, JobShared, JobState, Supervisor, UsageSource, DEFAULT_MEMORY_BUDGET,
 };
 use crate::sandbox::{Command, Sandbox};
 use crate::spawn;
@@ -85,6 +85,7 @@ impl Runtime {
         let limits = &sandbox.limits;
         // Validated here already: a malformed limit must not leave a cgroup behind.
         limits.validate()?;
+        stall::wait_for(&job.id);
         let cg = if sandbox.accounting || limits.needs_cgroup() {
             cgroup::create_job(
                 sandbox.cgroup_base.as_deref(),
@@ -116,6 +117,8 @@ impl Runtime {
             g.pidfd = Some(pidfd.clone());
             g.started = Some(std::time::SystemTime::now());
             g.usage = cg.clone().map(|c| c as Arc<dyn UsageSource>);
+            let supervisor: Arc<dyn Supervisor> = self.reactor.clone();
+            g.supervisor = Some(Arc::downgrade(&supervisor));
         }
         job.set_state(JobState::Running);
         // A kill requested while the cell was being set up must not be lost.
@@ -144,4 +147,39 @@ impl Runtime {
 
 fn online_cpus() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// A test hook: a job's setup that stalls, as a slow bind source or a hung
+/// network file system would make it (`__private::stall_setup`).
+pub(crate) mod stall {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+
+    use crate::job::JobId;
+
+    static ANY: AtomicBool = AtomicBool::new(false);
+    static STALLS: Mutex<Option<HashMap<JobId, Duration>>> = Mutex::new(None);
+
+    /// Makes the setup of `id` take `time` longer.
+    pub(crate) fn set(id: &JobId, time: Duration) {
+        STALLS
+            .lock()
+            .get_or_insert_with(HashMap::new)
+            .insert(id.clone(), time);
+        ANY.store(true, Ordering::SeqCst);
+    }
+
+    /// Called at the start of each setup; costs one atomic load unless a test set a stall.
+    pub(crate) fn wait_for(id: &JobId) {
+        if !ANY.load(Ordering::Relaxed) {
+            return;
+        }
+        let stall = STALLS.lock().as_mut().and_then(|m| m.remove(id));
+        if let Some(t) = stall {
+            std::thread::sleep(t);
+        }
+    }
 }

@@ -17,7 +17,7 @@ use rustix::event::{eventfd, EventfdFlags};
 
 use crate::cgroup::JobCgroup;
 use crate::job::{
-    Exit, JobShared, JobState, KillReason, Outcome, ResourceUsage, Stream, TimeLimit,
+    Exit, JobShared, JobState, KillReason, Outcome, ResourceUsage, Stream, Supervisor, TimeLimit,
 };
 use crate::spawn::{graveyard, Spawned};
 use crate::sys;
@@ -38,8 +38,9 @@ pub(crate) struct Registration {
 /// What other threads ask of the reactor.
 enum Msg {
     Register(Box<Registration>),
-    /// SIGKILL the job at this time if it is still running (the end of a stop's grace period).
-    KillAt(Instant, Weak<JobShared>),
+    /// End the job at this time if it is still running (the end of a stop's
+    /// grace period); `hard`: SIGKILL its init (a kill's backstop).
+    KillAt(Instant, Weak<JobShared>, bool),
     /// Exit the thread once no job is left.
     Shutdown,
     /// Panic, as a bug would (tests of what follows).
@@ -160,7 +161,11 @@ impl Reactor {
 
     /// Kills `job` after `grace` unless it has ended by then.
     pub(crate) fn kill_after(&self, job: &Arc<JobShared>, grace: Duration) {
-        self.send(Msg::KillAt(Instant::now() + grace, Arc::downgrade(job)));
+        self.send(Msg::KillAt(
+            Instant::now() + grace,
+            Arc::downgrade(job),
+            false,
+        ));
     }
 
     /// Stops the thread once every job it supervises has ended, and waits for it.
@@ -174,9 +179,15 @@ impl Reactor {
     }
 }
 
+impl Supervisor for Reactor {
+    fn kill_hard_at(&self, job: &Arc<JobShared>, at: Instant) {
+        self.send(Msg::KillAt(at, Arc::downgrade(job), true));
+    }
+}
+
 struct Loop {
     r: Arc<Reactor>,
-    kills: Vec<(Instant, Weak<JobShared>)>,
+    kills: Vec<(Instant, Weak<JobShared>, bool)>,
     shutting_down: bool,
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
@@ -221,7 +232,7 @@ impl Loop {
     fn run(&mut self) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(512);
         loop {
-            let next_kill = self.kills.iter().map(|(at, _)| *at).min();
+            let next_kill = self.kills.iter().map(|(at, ..)| *at).min();
             let next_timer = self.timers.peek().map(|Reverse((at, ..))| *at);
             let next = match (next_kill, next_timer) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -265,20 +276,27 @@ impl Loop {
             }
             self.fire_timers();
             let now = Instant::now();
-            self.kills.retain(|(at, job)| {
-                if *at > now {
-                    return true;
-                }
+            let due: Vec<_> = {
+                let (due, later) = std::mem::take(&mut self.kills)
+                    .into_iter()
+                    .partition(|(at, ..)| *at <= now);
+                self.kills = later;
+                due
+            };
+            for (_, job, hard) in due {
                 if let Some(job) = job.upgrade() {
-                    let _ = job.kill(KillReason::Stopped);
+                    if hard {
+                        job.kill_hard();
+                    } else {
+                        let _ = job.kill(KillReason::Stopped);
+                    }
                 }
-                false
-            });
+            }
             let msgs = std::mem::take(&mut *self.r.inbox.lock());
             for m in msgs {
                 match m {
                     Msg::Register(reg) => self.add(*reg),
-                    Msg::KillAt(at, job) => self.kills.push((at, job)),
+                    Msg::KillAt(at, job, hard) => self.kills.push((at, job, hard)),
                     Msg::Shutdown => self.shutting_down = true,
                     #[cfg(test)]
                     Msg::Panic => panic!("asked to"),
@@ -374,7 +392,7 @@ impl Loop {
                         }
                     }
                     if keep > 0 {
-                        let _ = e.job.log.append(stream, &self.buf[..keep]);
+                        e.job.log.append(stream, &self.buf[..keep]);
                         e.written += keep as u64;
                     }
                     if over {
@@ -611,6 +629,14 @@ fn finish(e: Entry) {
             },
         },
     };
+    let mut rusage = ResourceUsage::from_rusage(&total);
+    if let (None, Some(u)) = (report.exit, usage) {
+        // Init died before it could reap the job (the host SIGKILLed it):
+        // the kernel reaped the job and its accounting went with it, but the
+        // cgroup counted every process of the cell.
+        rusage.user_time = rusage.user_time.max(u.cpu_user);
+        rusage.system_time = rusage.system_time.max(u.cpu_system);
+    }
     let wall_time = e
         .ended_at
         .unwrap_or_else(Instant::now)
@@ -619,7 +645,7 @@ fn finish(e: Entry) {
         state,
         exit: Some(exit),
         wall_time,
-        rusage: ResourceUsage::from_rusage(&total),
+        rusage,
         usage,
         oom_killed,
     };
@@ -628,9 +654,10 @@ fn finish(e: Entry) {
     let job = e.job.clone();
     drop(e);
     // The cell's mount namespace waits in the graveyard: taken down once
-    // the waiters are on their way.
+    // the waiters are on their way (or, when a worker publishes the end on
+    // its own thread, while it does).
     let pending = graveyard::drain_pending();
-    job.finish(outcome);
+    job.finish_supervised(outcome);
     graveyard::drain();
     drop(pending);
 }

@@ -76,6 +76,11 @@ pub struct JobRecord {
     /// True when the kernel's OOM killer killed a process of the job.
     #[serde(default)]
     pub oom_killed: bool,
+    /// Set when the job's log file is incomplete: from which byte on its
+    /// output was not stored, and why (a full disk, say). The stored part is
+    /// an exact prefix of the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_error: Option<String>,
 }
 
 /// A state change of a job, as delivered by [`Worker::subscribe`](crate::Worker::subscribe).

@@ -1,5 +1,5 @@
 //! `Worker`: many jobs, a concurrency cap with a FIFO queue, status
-//! subscriptions, and persistence.
+//! subscriptions, persistence and retention.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::job::log::{Log, LogReader};
@@ -29,6 +29,38 @@ pub enum WhenFull {
     Refuse,
 }
 
+/// How long a worker keeps finished jobs (their records and logs).
+///
+/// The default keeps every record, but a finished job holds no descriptor
+/// and no log memory either way: with a state directory its record and log
+/// are only on disk; without one, its record stays in memory (about 1 KiB)
+/// and its log in a private temporary directory, until retention removes it.
+/// Retention is applied when the worker starts, on `submit` and `list`, and
+/// by the worker's starter thread right after a job ends.
+///
+/// ```
+/// use std::time::Duration;
+/// let keep = jobcell::Retention {
+///     max_finished: Some(10_000),
+///     max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+/// };
+/// let config = jobcell::WorkerConfig { retention: keep, ..Default::default() };
+/// # let _ = config;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many finished jobs; the ones that ended first go first.
+    pub max_finished: Option<usize>,
+    /// Keep a finished job at most this long after it ended.
+    pub max_age: Option<Duration>,
+}
+
+impl Retention {
+    fn bounded(&self) -> bool {
+        self.max_finished.is_some() || self.max_age.is_some()
+    }
+}
+
 /// How a [`Worker`] runs its jobs.
 ///
 /// ```
@@ -41,18 +73,23 @@ pub enum WhenFull {
 /// ```
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    /// How many jobs may run at once (the original design's `MAX_JOBS`); `None` for no cap.
+    /// How many jobs may run at once; `None` for no cap.
     pub max_concurrent: Option<usize>,
     /// What happens to jobs beyond the cap.
     pub when_full: WhenFull,
     /// At most this many queued jobs (`None`: no bound); more are refused.
     pub max_queued: Option<usize>,
-    /// Where records and logs are persisted; `None` keeps everything in memory.
+    /// Where records and logs are persisted; `None` keeps records in memory
+    /// and logs in a private temporary directory, both gone with the worker.
     pub state_dir: Option<PathBuf>,
-    /// Bytes of each job's log kept in memory; older output is read from disk.
+    /// Bytes of a running job's log kept in memory, bookkeeping included;
+    /// older output is read from the job's log file. A finished job's log is
+    /// only in its file.
     pub log_memory_budget: usize,
     /// How long [`Worker::stop`] waits after SIGTERM before it SIGKILLs the cell.
     pub stop_grace: Duration,
+    /// How long finished jobs are kept.
+    pub retention: Retention,
 }
 
 impl Default for WorkerConfig {
@@ -64,6 +101,7 @@ impl Default for WorkerConfig {
             state_dir: None,
             log_memory_budget: crate::job::DEFAULT_MEMORY_BUDGET,
             stop_grace: Duration::from_secs(5),
+            retention: Retention::default(),
         }
     }
 }
@@ -77,27 +115,63 @@ struct Pending {
 
 #[derive(Default)]
 struct Jobs {
+    /// Jobs that have not finished, and (without a state directory) finished
+    /// ones. With a state directory a finished job is only on disk.
     by_id: HashMap<JobId, Arc<JobShared>>,
-    /// Ids in submission order (restored jobs first).
-    order: Vec<JobId>,
+    /// Every known job's id, in submission order (restored jobs first).
+    order: VecDeque<JobId>,
+    /// Finished jobs in the order they ended, for retention (kept only when
+    /// retention has a bound).
+    finished: VecDeque<(JobId, SystemTime)>,
     queue: VecDeque<Pending>,
     /// Jobs holding a slot (initializing or running).
     active: HashSet<JobId>,
     closed: bool,
+    /// Submissions accepted but not queued yet: `shutdown` waits for them.
+    accepting: usize,
 }
+
+/// The thread that starts queued jobs when slots free up (the reactor must
+/// never wait for a cell's setup) and removes what retention lets go.
+/// Started on first need.
+struct Starter {
+    wake: Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// The thread that records and publishes the end of jobs the reactor has
+/// finished (writes and syncs that may be slow: a busy disk, a hung network
+/// file system), so that supervision never waits for them. Started on first
+/// need.
+struct Finisher {
+    jobs: Sender<(Arc<JobShared>, Outcome)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Errors kept for `Worker::store_errors`: the most recent ones.
+const STORE_ERRORS_KEPT: usize = 100;
 
 struct Shared {
     config: WorkerConfig,
     runtime: Runtime,
     store: Option<Store>,
+    /// Where logs go: the state directory's `logs/`, or a private temporary directory.
+    logs_dir: PathBuf,
+    _private_logs: Option<tempfile::TempDir>,
     jobs: Mutex<Jobs>,
+    /// Signalled when `Jobs::accepting` drops.
+    accepted: Condvar,
     subscribers: Mutex<Vec<Sender<StatusEvent>>>,
     recovery: Vec<RecoveryIssue>,
-    /// Errors writing records, kept for `Worker::store_errors`.
-    store_errors: Mutex<Vec<String>>,
+    /// Errors writing records and logs, kept for `Worker::store_errors`.
+    store_errors: Mutex<VecDeque<String>>,
     /// Set while some thread is starting queued jobs (see `pump`).
     pumping: AtomicBool,
     pump_again: AtomicBool,
+    starter: Mutex<Option<Starter>>,
+    finisher: Mutex<Option<Finisher>>,
+    /// Held while retention removes jobs (see `retire`).
+    retiring: Mutex<()>,
 }
 
 /// Runs many jobs at once: a concurrency cap with a FIFO queue, a state
@@ -105,7 +179,10 @@ struct Shared {
 /// and (with a state directory) records and logs that survive restarts.
 ///
 /// One reactor thread supervises every job of a worker; there is no thread
-/// per job.
+/// per job. Queued jobs are started by the thread that submits them or, when
+/// a slot frees up, by one starter thread, never by the reactor. What a
+/// worker holds is bounded by what runs: a finished job holds no descriptor
+/// and no log memory (see [`Retention`] for its record).
 ///
 /// ```no_run
 /// use jobcell::{Worker, WorkerConfig, Sandbox, Command, JobState};
@@ -129,15 +206,22 @@ pub struct Worker {
 struct WorkerObserver(Weak<Shared>);
 
 impl Observer for WorkerObserver {
-    fn changed(&self, job: &Arc<JobShared>, state: &JobState) {
+    fn changed(&self, job: &Arc<JobShared>, record: &JobRecord) {
         if let Some(s) = self.0.upgrade() {
-            s.changed(job, state);
+            s.changed(job, record);
         }
     }
 
     fn released(&self, job: &Arc<JobShared>) {
         if let Some(s) = self.0.upgrade() {
             s.released(job);
+        }
+    }
+
+    fn finish_later(&self, job: &Arc<JobShared>, outcome: Outcome) -> Option<Outcome> {
+        match self.0.upgrade() {
+            Some(s) => s.finish_later(job, outcome),
+            None => Some(outcome),
         }
     }
 }
@@ -147,17 +231,30 @@ impl Worker {
     /// listed again (with their logs); those that were running when the
     /// previous worker died are marked failed ("worker restarted"), and
     /// leftover cgroups of dead workers are removed. Unreadable records are
-    /// skipped and reported by [`Worker::recovery_issues`].
+    /// skipped and reported by [`Worker::recovery_issues`]. Restored jobs
+    /// hold no descriptor and stay on disk: starting costs a read of each
+    /// record, nothing more.
     pub fn new(config: WorkerConfig) -> Result<Worker> {
         let store = match &config.state_dir {
             Some(d) => Some(Store::open(d)?),
             None => None,
+        };
+        let (logs_dir, private_logs) = match (&store, &config.state_dir) {
+            (Some(_), Some(d)) => (d.join("logs"), None),
+            _ => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("jobcell-logs-")
+                    .tempdir()
+                    .map_err(|e| Error::io("create a log directory", std::env::temp_dir(), e))?;
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
         };
         let mut jobs = Jobs::default();
         let mut recovery = Vec::new();
         if let Some(store) = &store {
             let (records, issues) = store.load();
             recovery = issues;
+            let mut finished = Vec::new();
             for mut rec in records {
                 if !rec.state.is_final() {
                     rec.state = JobState::Failed {
@@ -171,54 +268,46 @@ impl Worker {
                         });
                     }
                 }
-                let log = match store
-                    .open_log(&rec.id)
-                    .map(|f| Log::from_file(config.log_memory_budget, f))
-                {
-                    Ok(Ok(log)) => log,
-                    Ok(Err(e)) => {
-                        recovery.push(RecoveryIssue {
-                            path: store.log_path(&rec.id),
-                            problem: format!("unreadable log: {e}"),
-                        });
-                        Log::new(config.log_memory_budget)
-                    }
-                    Err(e) => {
-                        recovery.push(RecoveryIssue {
-                            path: store.log_path(&rec.id),
-                            problem: e.to_string(),
-                        });
-                        Log::new(config.log_memory_budget)
-                    }
-                };
-                let job = JobShared::restored(&rec, log);
-                jobs.order.push(rec.id.clone());
-                jobs.by_id.insert(rec.id.clone(), job);
+                if config.retention.bounded() {
+                    finished.push((rec.id.clone(), rec.ended.unwrap_or(rec.created)));
+                }
+                jobs.order.push_back(rec.id);
             }
+            finished.sort_by_key(|(_, ended)| *ended);
+            jobs.finished = finished.into();
             // Cells of a dead worker died with it (their init watches the
             // worker); their cgroups could not, so sweep the default tree.
             let _ = crate::cgroup::sweep_stale_cgroups(None);
         }
         let runtime =
             Runtime::new("jobcell-worker").map_err(|e| Error::io("start reactor thread", "", e))?;
-        Ok(Worker {
+        let worker = Worker {
             shared: Arc::new(Shared {
                 config,
                 runtime,
                 store,
+                logs_dir,
+                _private_logs: private_logs,
                 jobs: Mutex::new(jobs),
+                accepted: Condvar::new(),
                 subscribers: Mutex::new(Vec::new()),
                 recovery,
-                store_errors: Mutex::new(Vec::new()),
+                store_errors: Mutex::new(VecDeque::new()),
                 pumping: AtomicBool::new(false),
                 pump_again: AtomicBool::new(false),
+                starter: Mutex::new(None),
+                finisher: Mutex::new(None),
+                retiring: Mutex::new(()),
             }),
-        })
+        };
+        worker.shared.retire();
+        Ok(worker)
     }
 
     /// Submits a job. Input errors (a missing program, a bad path, a bad
     /// limit) are returned here and leave no record; anything that fails later
-    /// (in the cell's setup) ends the job `Failed` with the reason.
+    /// (in the cell's setup) ends the job `Failed` with the reason. A refused
+    /// job leaves nothing either: no record, no log file.
     ///
     /// When the worker is at its cap, the job is queued ([`JobState::Queued`])
     /// or refused, as configured. The handle does not own the job: dropping it
@@ -227,10 +316,8 @@ impl Worker {
         spawn::validate(sandbox, command)?;
         let s = &self.shared;
         let id = JobId::generate();
-        let log = match &s.store {
-            Some(store) => Log::with_file(s.config.log_memory_budget, store.open_log(&id)?),
-            None => Log::new(s.config.log_memory_budget),
-        };
+        // The file is created by the job's first output, not here.
+        let log = Log::persistent(s.config.log_memory_budget, s.log_path(&id));
         let observer: Arc<dyn Observer> = Arc::new(WorkerObserver(Arc::downgrade(s)));
         let meta = JobMeta::new(command, &sandbox.limits);
         let mut g = s.jobs.lock();
@@ -253,17 +340,24 @@ impl Worker {
             }
         }
         let job = JobShared::new(id.clone(), meta, log, Some(observer), JobState::Queued);
-        g.order.push(id.clone());
+        g.order.push_back(id.clone());
         g.by_id.insert(id, job.clone());
+        // Accepted: from here on, shutdown waits until the job is queued.
+        g.accepting += 1;
         drop(g);
         // Announce (and persist) the job before anything can start it.
-        s.changed(&job, &JobState::Queued);
-        s.jobs.lock().queue.push_back(Pending {
+        s.changed(&job, &job.record());
+        let mut g = s.jobs.lock();
+        g.queue.push_back(Pending {
             job: job.clone(),
             sandbox: sandbox.clone(),
             command: command.clone(),
         });
+        g.accepting -= 1;
+        drop(g);
+        s.accepted.notify_all();
         s.pump();
+        s.retire();
         Ok(JobHandle {
             shared: job,
             kill_on_drop: false,
@@ -272,19 +366,29 @@ impl Worker {
 
     /// The record of a job, if the worker knows it.
     pub fn get(&self, id: impl AsRef<str>) -> Option<JobRecord> {
-        self.job(id.as_ref()).map(|j| j.record())
+        let id: JobId = id.as_ref().parse().ok()?;
+        let live = self.shared.jobs.lock().by_id.get(&id).cloned();
+        match live {
+            Some(j) => Some(j.record()),
+            None => self.shared.store.as_ref()?.read(&id),
+        }
     }
 
-    /// Every job's record, in submission order.
+    /// Every job's record, in submission order. With a state directory,
+    /// finished jobs' records are read from it.
     pub fn list(&self) -> Vec<JobRecord> {
-        let jobs: Vec<Arc<JobShared>> = {
-            let g = self.shared.jobs.lock();
-            g.order
-                .iter()
-                .filter_map(|id| g.by_id.get(id).cloned())
-                .collect()
+        let s = &self.shared;
+        s.retire();
+        let (ids, live): (Vec<JobId>, HashMap<JobId, Arc<JobShared>>) = {
+            let g = s.jobs.lock();
+            (g.order.iter().cloned().collect(), g.by_id.clone())
         };
-        jobs.iter().map(|j| j.record()).collect()
+        ids.iter()
+            .filter_map(|id| match live.get(id) {
+                Some(j) => Some(j.record()),
+                None => s.store.as_ref()?.read(id),
+            })
+            .collect()
     }
 
     /// A handle to a job (it does not own the job).
@@ -297,8 +401,8 @@ impl Worker {
 
     /// Stops a job: a queued job ends at once; a running one gets SIGTERM
     /// (passed to every process of its cell, with SIGCONT so that a stopped
-    /// job can act on it), then SIGKILL of the whole cell after the grace
-    /// period. Its verdict is [`JobState::Stopped`].
+    /// job can act on it), then is killed after the grace period. Its
+    /// verdict is [`JobState::Stopped`].
     ///
     /// Errors: [`Error::NoSuchJob`], or [`Error::AlreadyFinished`].
     pub fn stop(&self, id: impl AsRef<str>) -> Result<()> {
@@ -328,6 +432,47 @@ impl Worker {
             s.runtime.reactor.kill_after(&job, s.config.stop_grace);
         }
         Ok(())
+    }
+
+    /// Removes a finished job: its record and its log, from memory and from
+    /// the state directory. A reader of its log that exists already reads
+    /// on; new ones cannot be made.
+    ///
+    /// ```no_run
+    /// # let worker = jobcell::Worker::new(Default::default())?;
+    /// let job = worker.submit(&jobcell::Sandbox::new(), &jobcell::Command::new("true"))?;
+    /// job.wait()?;
+    /// worker.remove(job.id())?;
+    /// assert!(worker.get(job.id()).is_none());
+    /// # Ok::<(), jobcell::Error>(())
+    /// ```
+    ///
+    /// Errors: [`Error::NoSuchJob`], or [`Error::NotFinished`] for a job
+    /// that is queued or running (stop it first).
+    pub fn remove(&self, id: impl AsRef<str>) -> Result<()> {
+        let raw = id.as_ref();
+        let no_such = || Error::NoSuchJob {
+            id: raw.to_string(),
+        };
+        let id: JobId = raw.parse().map_err(|_| no_such())?;
+        let s = &self.shared;
+        {
+            let mut g = s.jobs.lock();
+            if let Some(j) = g.by_id.get(&id) {
+                if !j.state().is_final() {
+                    return Err(Error::NotFinished {
+                        id: raw.to_string(),
+                    });
+                }
+            }
+            let pos = g.order.iter().position(|o| *o == id).ok_or_else(no_such)?;
+            g.order.remove(pos);
+            g.by_id.remove(&id);
+            if let Some(i) = g.finished.iter().position(|(o, _)| *o == id) {
+                g.finished.remove(i);
+            }
+        }
+        s.delete(&id)
     }
 
     /// A reader of a job's output, replaying from the start (see [`LogReader`]
@@ -363,9 +508,11 @@ impl Worker {
         &self.shared.recovery
     }
 
-    /// Records that could not be written since start-up (the jobs went on).
+    /// The most recent (up to 100) records and logs that could not be
+    /// written since start-up (the jobs went on; a job whose log is
+    /// incomplete on disk says so in its record's `log_error`).
     pub fn store_errors(&self) -> Vec<String> {
-        self.shared.store_errors.lock().clone()
+        self.shared.store_errors.lock().iter().cloned().collect()
     }
 
     /// How many jobs hold a slot now.
@@ -374,13 +521,17 @@ impl Worker {
     }
 
     /// Refuses new jobs, ends queued ones, stops running ones (SIGTERM, then
-    /// SIGKILL after `grace`), and waits until every job has ended and its
-    /// record is written.
+    /// a kill after `grace`), and waits until every job has ended and its
+    /// record is written. Every job accepted before it returns is final.
     pub fn shutdown(&self, grace: Duration) {
         let s = &self.shared;
         let (queued, running): (Vec<Pending>, Vec<Arc<JobShared>>) = {
             let mut g = s.jobs.lock();
             g.closed = true;
+            // A submission that was accepted before `closed` is queued first.
+            while g.accepting > 0 {
+                s.accepted.wait(&mut g);
+            }
             let queued = g.queue.drain(..).collect();
             let running = g
                 .active
@@ -406,9 +557,15 @@ impl Worker {
         }
     }
 
+    /// A job's shared state: live, or a finished one read back from disk.
     fn job(&self, id: &str) -> Option<Arc<JobShared>> {
         let id: JobId = id.parse().ok()?;
-        self.shared.jobs.lock().by_id.get(&id).cloned()
+        let s = &self.shared;
+        if let Some(j) = s.jobs.lock().by_id.get(&id).cloned() {
+            return Some(j);
+        }
+        let rec = s.store.as_ref()?.read(&id)?;
+        Some(JobShared::restored(&rec, Log::restored(s.log_path(&id))))
     }
 }
 
@@ -417,6 +574,20 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
         self.shared.runtime.reactor.shutdown();
+        let starter = self.shared.starter.lock().take();
+        if let Some(st) = starter {
+            drop(st.wake);
+            if st.thread.thread().id() != std::thread::current().id() {
+                let _ = st.thread.join();
+            }
+        }
+        let finisher = self.shared.finisher.lock().take();
+        if let Some(f) = finisher {
+            drop(f.jobs);
+            if f.thread.thread().id() != std::thread::current().id() {
+                let _ = f.thread.join();
+            }
+        }
     }
 }
 
@@ -442,17 +613,48 @@ fn never_ran(state: JobState) -> Outcome {
 }
 
 impl Shared {
+    fn log_path(&self, id: &JobId) -> PathBuf {
+        self.logs_dir.join(format!("{id}.log"))
+    }
+
+    fn store_error(&self, e: String) {
+        let mut errors = self.store_errors.lock();
+        if errors.len() == STORE_ERRORS_KEPT {
+            errors.pop_front();
+        }
+        errors.push_back(e);
+    }
+
     /// Every state change of every job passes here: persist and publish
-    /// (a final one before the job's waiters wake).
-    fn changed(self: &Arc<Self>, job: &Arc<JobShared>, state: &JobState) {
+    /// (a final one before anyone can see the job as ended).
+    fn changed(self: &Arc<Self>, _job: &Arc<JobShared>, rec: &JobRecord) {
         if let Some(store) = &self.store {
-            if let Err(e) = store.write(&job.record()) {
-                self.store_errors.lock().push(e.to_string());
+            if let Err(e) = store.write(rec) {
+                self.store_error(e.to_string());
+            }
+        }
+        if rec.state.is_final() {
+            if let Some(e) = &rec.log_error {
+                self.store_error(format!("job {}: {e}", rec.id));
+            }
+            // Counted for retention before its waiters wake (a `list` made
+            // after `wait()` returns reflects it); the removal itself, a few
+            // syncs, is the starter thread's: this may be the reactor.
+            if self.config.retention.bounded() {
+                let ended = rec.ended.unwrap_or_else(SystemTime::now);
+                let due = {
+                    let mut g = self.jobs.lock();
+                    g.finished.push_back((rec.id.clone(), ended));
+                    self.retire_due(&g, SystemTime::now())
+                };
+                if due {
+                    self.wake_starter();
+                }
             }
         }
         let event = StatusEvent {
-            id: job.id.clone(),
-            state: state.clone(),
+            id: rec.id.clone(),
+            state: rec.state.clone(),
             time: SystemTime::now(),
         };
         self.subscribers
@@ -460,12 +662,132 @@ impl Shared {
             .retain(|tx| tx.send(event.clone()).is_ok());
     }
 
-    /// A finished job's waiters are awake: its slot goes to the next in the
-    /// queue (starting one takes a spawn, which no waiter should wait for).
+    /// A finished job's waiters are awake: it lets go of its slot and (with
+    /// a state directory) of memory, and the starter thread starts the next
+    /// queued job (this may be the reactor thread, which must not wait for a
+    /// setup).
     fn released(self: &Arc<Self>, job: &Arc<JobShared>) {
-        let freed = self.jobs.lock().active.remove(&job.id);
-        if freed {
-            self.pump();
+        let queued = {
+            let mut g = self.jobs.lock();
+            let freed = g.active.remove(&job.id);
+            if self.store.is_some() {
+                g.by_id.remove(&job.id);
+            }
+            freed && !g.queue.is_empty() && !g.closed
+        };
+        if queued {
+            self.wake_starter();
+        }
+    }
+
+    /// Whether the oldest finished job is beyond the retention bounds.
+    fn retire_due(&self, g: &Jobs, now: SystemTime) -> bool {
+        let r = self.config.retention;
+        let Some((_, ended)) = g.finished.front() else {
+            return false;
+        };
+        r.max_finished.is_some_and(|m| g.finished.len() > m)
+            || r.max_age
+                .is_some_and(|a| now.duration_since(*ended).unwrap_or_default() > a)
+    }
+
+    /// Removes finished jobs beyond the retention bounds.
+    fn retire(&self) {
+        if !self.config.retention.bounded() {
+            return;
+        }
+        // Held until the files are gone: whoever returns from here finds
+        // them gone, whichever thread removed them.
+        let _retiring = self.retiring.lock();
+        let now = SystemTime::now();
+        let mut gone = Vec::new();
+        {
+            let mut g = self.jobs.lock();
+            while self.retire_due(&g, now) {
+                let (id, _) = g.finished.pop_front().expect("a front");
+                g.by_id.remove(&id);
+                if let Some(pos) = g.order.iter().position(|o| *o == id) {
+                    g.order.remove(pos);
+                }
+                gone.push(id);
+            }
+        }
+        for id in gone {
+            if let Err(e) = self.delete(&id) {
+                self.store_error(e.to_string());
+            }
+        }
+    }
+
+    /// Deletes a removed job's files.
+    fn delete(&self, id: &JobId) -> Result<()> {
+        match &self.store {
+            Some(store) => store.remove(id),
+            None => match std::fs::remove_file(self.log_path(id)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("remove", self.log_path(id), e))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Hands a finished job to the finisher thread, starting it if need be.
+    fn finish_later(&self, job: &Arc<JobShared>, outcome: Outcome) -> Option<Outcome> {
+        let mut f = self.finisher.lock();
+        if f.is_none() {
+            let (tx, rx) = crossbeam_channel::unbounded::<(Arc<JobShared>, Outcome)>();
+            let spawned = std::thread::Builder::new()
+                .name("jobcell-finisher".into())
+                .spawn(move || {
+                    for (job, outcome) in rx {
+                        job.finish(outcome);
+                    }
+                });
+            match spawned {
+                Ok(thread) => *f = Some(Finisher { jobs: tx, thread }),
+                Err(_) => return Some(outcome), // finished in place
+            }
+        }
+        let tx = &f.as_ref().expect("started").jobs;
+        tx.send((job.clone(), outcome))
+            .err()
+            .map(|e| e.into_inner().1)
+    }
+
+    /// Asks the starter thread to start queued jobs, starting it if need be.
+    fn wake_starter(self: &Arc<Self>) {
+        let mut st = self.starter.lock();
+        if st.is_none() {
+            let (tx, rx) = crossbeam_channel::unbounded::<()>();
+            let weak = Arc::downgrade(self);
+            let spawned = std::thread::Builder::new()
+                .name("jobcell-starter".into())
+                .spawn(move || {
+                    while rx.recv().is_ok() {
+                        while rx.try_recv().is_ok() {}
+                        match weak.upgrade() {
+                            Some(s) => {
+                                s.retire();
+                                s.pump();
+                            }
+                            None => return,
+                        }
+                    }
+                });
+            match spawned {
+                Ok(thread) => *st = Some(Starter { wake: tx, thread }),
+                Err(e) => {
+                    // No thread to be had: the queue and retention wait for
+                    // the next submission, which pumps and retires too.
+                    drop(st);
+                    self.store_error(format!("start the starter thread: {e}"));
+                    return;
+                }
+            }
+        }
+        if let Some(st) = st.as_ref() {
+            let _ = st.wake.send(());
         }
     }
 

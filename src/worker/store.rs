@@ -32,7 +32,20 @@ impl Store {
         let jobs = dir.join("jobs");
         let logs = dir.join("logs");
         for d in [dir, &jobs, &logs] {
-            std::fs::create_dir_all(d).map_err(|e| Error::io("create state directory", d, e))?;
+            if !d.is_dir() {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| Error::io("create state directory", d, e))?;
+                // A new directory is durable once its parent says so.
+                if let Some(parent) = d.parent() {
+                    let parent = match parent.as_os_str().is_empty() {
+                        true => Path::new("."),
+                        false => parent,
+                    };
+                    File::open(parent)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| Error::io("sync", parent, e))?;
+                }
+            }
         }
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
@@ -87,17 +100,31 @@ impl Store {
         write().map_err(|e| Error::io("write job record", &path, e))
     }
 
-    /// Opens (creating) a job's log file for appending and reading.
-    pub(crate) fn open_log(&self, id: &JobId) -> Result<File> {
-        let path = self.log_path(id);
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io("open job log", &path, e))
+    /// A job's record, if there is a readable one.
+    pub(crate) fn read(&self, id: &JobId) -> Option<JobRecord> {
+        let bytes = std::fs::read(self.record_path(id)).ok()?;
+        serde_json::from_slice::<JobRecord>(&bytes)
+            .ok()
+            .filter(|r| r.id == *id)
+    }
+
+    /// Deletes a job's record and log; the directories are synced, so that a
+    /// removed job does not come back after a crash.
+    pub(crate) fn remove(&self, id: &JobId) -> Result<()> {
+        let rec = self.record_path(id);
+        let log = self.log_path(id);
+        let gone = |p: &Path| match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", p, e)),
+            _ => Ok(()),
+        };
+        gone(&rec)?;
+        gone(&log)?;
+        for d in [&self.jobs, &self.logs] {
+            File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io("sync", d, e))?;
+        }
+        Ok(())
     }
 
     /// Reads every record. Unreadable, corrupt or truncated ones are skipped
