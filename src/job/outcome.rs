@@ -218,6 +218,8 @@ impl fmt::Display for JobState {
             JobState::TimedOut(TimeLimit::Cpu) => f.write_str("timed out (CPU time)"),
             JobState::BadSyscall { syscall: Some(n) } => write!(f, "bad system call {n}"),
             JobState::BadSyscall { syscall: None } => f.write_str("bad system call"),
+            JobState::OutOfMemory => f.write_str("out of memory"),
+            JobState::OutputLimitExceeded => f.write_str("output limit exceeded"),
             other => f.write_str(other.name()),
         }
     }
@@ -535,7 +537,7 @@ mod tests {
             ),
             (
                 outcome(JobState::OutOfMemory, Some(Exit::Signal(9)), None),
-                "out_of_memory (killed by signal 9 (SIGKILL)); wall 2.004s, cpu 0.004s \
+                "out of memory (killed by signal 9 (SIGKILL)); wall 2.004s, cpu 0.004s \
                  (user 0.004s, sys 0.000s), peak memory 3.0 MiB (largest process)",
             ),
             (
