@@ -681,11 +681,11 @@ fn a_state_directory_serves_one_worker_at_a_time() {
     assert_eq!(second.get(j.id()).unwrap().state, JobState::Stopped);
 }
 
-/// State directories outlive upgrades: a record jobcell 0.1 wrote (wall
-/// time and limits in fractional milliseconds) is listed after an upgrade,
-/// and records written now hold whole numbers.
+/// State directories outlive upgrades: a record of a development build
+/// before 0.1.0 (wall time and limits in fractional milliseconds) is
+/// listed after an upgrade, and records written now hold whole numbers.
 #[test]
-fn records_of_0_1_are_read_and_new_ones_are_whole_numbers() {
+fn records_with_fractional_milliseconds_are_read_and_new_ones_are_whole() {
     let _g = common::shared();
     let dir = state_dir();
     std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
@@ -706,7 +706,7 @@ fn records_of_0_1_are_read_and_new_ones_are_whole_numbers() {
     })
     .unwrap();
     assert!(w.recovery_issues().is_empty(), "{:?}", w.recovery_issues());
-    let old = w.get(old_id).expect("the 0.1 record is listed");
+    let old = w.get(old_id).expect("the older record is listed");
     assert_eq!(old.exit, Some(Exit::Code(3)));
     assert_eq!(old.wall_time.unwrap().as_micros(), 21_456);
     assert_eq!(old.limits.wall_time, Some(Duration::from_millis(2500)));

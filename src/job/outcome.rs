@@ -312,8 +312,8 @@ impl Usage {
 /// the wall time in milliseconds, CPU times in microseconds:
 /// `{"state": "completed", "exit": {"code": 0}, "wall_time_ms": 6, "rusage":
 /// {"user_time_us": 1610, …}, "usage": {"cpu_user_us": 1541, …}, "oom_killed": false}`.
-/// Reading accepts the fractional milliseconds (`"wall_time_ms": 6.1`)
-/// that jobcell 0.1 wrote.
+/// Reading also accepts the fractional milliseconds (`"wall_time_ms": 6.1`)
+/// that development builds wrote before 0.1.0.
 ///
 /// Its `Display` is a one-line summary: the verdict, then wall and CPU
 /// time, peak memory and IO.
@@ -471,7 +471,7 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_written_by_0_1_are_read() {
+    fn fractional_milliseconds_are_still_read() {
         let old = r#"{"state":"failed","reason":"exit code 3","exit":{"code":3},
             "wall_time_ms":21.456279000000002,"rusage":{"user_time_us":1610,"system_time_us":0,
             "max_rss":2232320,"minor_faults":95,"major_faults":0,"voluntary_switches":7,

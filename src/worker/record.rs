@@ -146,8 +146,8 @@ pub(crate) mod opt_time_ms {
 
 /// Durations in JSON as whole milliseconds, rounded down (measurements:
 /// `wall_time_ms`). Reading also takes the fractional milliseconds that
-/// jobcell 0.1 wrote (`21.456279000000002`), since state directories
-/// outlive upgrades.
+/// development builds before 0.1.0 wrote (`21.456279000000002`), since
+/// state directories outlive upgrades.
 pub(crate) mod dur_ms {
     use serde::{de, Deserializer, Serializer};
     use std::fmt;
@@ -305,8 +305,8 @@ mod tests {
     }
 
     #[test]
-    fn records_written_by_0_1_are_read() {
-        // jobcell 0.1 wrote fractional milliseconds.
+    fn records_with_fractional_milliseconds_are_read() {
+        // Development builds before 0.1.0 wrote fractional milliseconds.
         let old = r#"{"id":"0190a0b0c0d01234abcd0001","command":"sh","args":[],
             "limits":{"wall_time_ms":2500.0,"cpu_time_ms":0.5},"state":"completed",
             "created_ms":1700000000000,"exit":{"code":0},"wall_time_ms":21.456279000000002}"#;
