@@ -32,7 +32,6 @@
 //! empty lines. The exit code is 0 when every test is accepted, 1 otherwise,
 //! 2 for a bad command line.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -225,9 +224,9 @@ fn main() -> ExitCode {
 /// Runs the compile command; `Err` carries its output.
 fn compile(cell: &Sandbox, cmd: &str) -> Result<tempfile::TempDir, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    // The cell's user is not host root: let it write here (the name is random).
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
-        .map_err(|e| e.to_string())?;
+    // The cell's user is not host root: give the directory to its host ids.
+    let (uid, gid) = cell.host_ids().map_err(|e| e.to_string())?;
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| e.to_string())?;
     let mut c = cell.clone();
     c.bind_rw(dir.path(), "/build")
         .current_dir("/build")

@@ -28,13 +28,13 @@
 //! # Hard links
 //!
 //! A hard link cannot lead out of the directory the way a symlink can: it
-//! *is* the file, and `openat2` cannot tell it from the original. jobcell
-//! relies on the kernel's own rules here. A job can only link a file it can
-//! name, and it can only name what its cell shows it; `link(2)` across
-//! mount points fails with `EXDEV` even on the same file system, so the
-//! job can only link files that already are inside the same bind (it cannot
-//! pull a host file in from a read-only bind or from `/usr`). Within the
-//! bind, `fs.protected_hardlinks = 1` (the default of every major
+//! *is* the file, one more name of it, and `openat2` cannot tell the names
+//! apart. jobcell relies on the kernel's own rules here. A job can only
+//! link a file it can name, and it can only name what its cell shows it;
+//! `link(2)` across mount points fails with `EXDEV` even on the same file
+//! system, so the job can only link files that already are inside the
+//! same bind (it cannot pull a host file in from a read-only bind or from
+//! `/usr`). Within the bind, `fs.protected_hardlinks = 1` (the default of every major
 //! distribution) refuses a link to a file the job does not own unless it
 //! may read and write it. So a link the job made leads to content it could
 //! already read. What remains is on the host: a file inside a `bind_rw`

@@ -109,7 +109,7 @@ impl Landlock {
             op: "landlock (not available in this kernel, or disabled)",
             path: None,
             errno,
-            hint: Some("run `cargo run --example run -- --check` (jobcell::host::check)"),
+            hint: Some("jobcell::host::check() says whether this kernel has Landlock"),
         })?;
         let mut handled = ABI1_ALL;
         if version >= 2 {

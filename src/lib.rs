@@ -26,6 +26,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -43,6 +44,33 @@ mod spawn;
 mod sys;
 pub mod units;
 mod worker;
+
+/// The guides' Rust examples, compiled and run by `cargo test` as doc tests
+/// so that they cannot drift from the code. Every Markdown page of the
+/// crate is listed (`tests/docs.rs` checks); blocks that must not run say
+/// `no_run`, and blocks that are not Rust name their language. They use
+/// the default features.
+#[cfg(all(doctest, feature = "seccomp", feature = "landlock"))]
+mod guides {
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+    #[doc = include_str!("../CHANGELOG.md")]
+    struct Changelog;
+    #[doc = include_str!("../docs/architecture.md")]
+    struct Architecture;
+    #[doc = include_str!("../docs/cgroups.md")]
+    struct Cgroups;
+    #[doc = include_str!("../docs/jobs.md")]
+    struct Jobs;
+    #[doc = include_str!("../docs/recipes.md")]
+    struct Recipes;
+    #[doc = include_str!("../docs/security.md")]
+    struct Security;
+    #[doc = include_str!("../docs/testing.md")]
+    struct Testing;
+    #[doc = include_str!("../docs/troubleshooting.md")]
+    struct Troubleshooting;
+}
 
 pub use cgroup::sweep_stale_cgroups;
 pub use error::{Errno, Error, Result, Stage};

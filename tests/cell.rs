@@ -75,6 +75,44 @@ fn files_written_to_a_rw_bind_belong_to_the_mapped_id() {
     );
 }
 
+/// `Sandbox::host_ids` is who the job is on the host: a directory given
+/// to those ids is the job's own inside, and what it creates there belongs
+/// to them.
+#[test]
+fn host_ids_tell_who_the_job_is_on_the_host() {
+    let _g = shared();
+    for (uid, gid) in [(1000, 1000), (0, 0), (1234, 4321)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sb = cell();
+        sb.user(uid, gid);
+        let (host_uid, host_gid) = sb.host_ids().unwrap();
+        assert_eq!(host_uid, subid_start("/etc/subuid") + uid);
+        assert_eq!(host_gid, subid_start("/etc/subgid") + gid);
+        std::os::unix::fs::chown(dir.path(), Some(host_uid), Some(host_gid)).unwrap();
+        sb.bind_rw(dir.path(), "/work");
+        let r = sh(
+            &sb,
+            "echo data > /work/out && stat -c '%u %g' /work /work/out",
+        );
+        assert!(r.outcome.success(), "{}", r.stderr);
+        assert_eq!(r.stdout, format!("{uid} {gid}\n{uid} {gid}\n"));
+        let md = std::fs::metadata(dir.path().join("out")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (host_uid, host_gid));
+    }
+    let mut sb = cell();
+    sb.id_map(jobcell::IdMap::Range {
+        uid_start: 300_000,
+        gid_start: 400_000,
+        count: 2000,
+    });
+    assert_eq!(sb.host_ids().unwrap(), (301_000, 401_000));
+    sb.user(2000, 0);
+    assert!(matches!(
+        sb.host_ids(),
+        Err(jobcell::Error::IdOutOfRange { kind: "uid", .. })
+    ));
+}
+
 #[test]
 fn user_and_hostname_are_configurable() {
     let _g = shared();

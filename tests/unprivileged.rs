@@ -43,6 +43,11 @@ fn child() {
     use jobcell::{Command, Sandbox, Stream};
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 65534);
+    assert_eq!(
+        Sandbox::new().host_ids().unwrap(),
+        (65534, 65534),
+        "the job runs as the caller"
+    );
     let job = Sandbox::new()
         .spawn(Command::new("sh").args([
             "-c",

@@ -680,3 +680,55 @@ fn a_state_directory_serves_one_worker_at_a_time() {
     let second = Worker::new(config()).unwrap();
     assert_eq!(second.get(j.id()).unwrap().state, JobState::Stopped);
 }
+
+/// State directories outlive upgrades: a record of a development build
+/// before 0.1.0 (wall time and limits in fractional milliseconds) is
+/// listed after an upgrade, and records written now hold whole numbers.
+#[test]
+fn records_with_fractional_milliseconds_are_read_and_new_ones_are_whole() {
+    let _g = common::shared();
+    let dir = state_dir();
+    std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+    let old_id = "0190a0b0c0d01234abcd0001";
+    std::fs::write(
+        dir.path().join("jobs").join(format!("{old_id}.json")),
+        r#"{"id":"0190a0b0c0d01234abcd0001","command":"sh","args":["-c","exit 3"],
+           "limits":{"memory":67108864,"wall_time_ms":2500.0},"state":"failed",
+           "reason":"exit code 3","created_ms":1700000000000,"started_ms":1700000000010,
+           "ended_ms":1700000000031,"exit":{"code":3},"wall_time_ms":21.456279000000002,
+           "rusage":{"user_time_us":1610,"system_time_us":0,"max_rss":2232320},
+           "oom_killed":false}"#,
+    )
+    .unwrap();
+    let w = Worker::new(WorkerConfig {
+        state_dir: Some(dir.path().into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(w.recovery_issues().is_empty(), "{:?}", w.recovery_issues());
+    let old = w.get(old_id).expect("the older record is listed");
+    assert_eq!(old.exit, Some(Exit::Code(3)));
+    assert_eq!(old.wall_time.unwrap().as_micros(), 21_456);
+    assert_eq!(old.limits.wall_time, Some(Duration::from_millis(2500)));
+
+    let mut sb = Sandbox::new();
+    sb.limits(Limits {
+        wall_time: Some(Duration::from_micros(30_000_500)),
+        ..Limits::default()
+    });
+    let job = w.submit(&sb, &sh("exit 0")).unwrap();
+    let outcome = job.wait().unwrap();
+    let text = serde_json::to_string(&outcome).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(v["wall_time_ms"].is_u64(), "{text}");
+    drop(w);
+    let stored =
+        std::fs::read_to_string(dir.path().join("jobs").join(format!("{}.json", job.id())))
+            .unwrap();
+    let rec: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert!(rec["wall_time_ms"].is_u64(), "{stored}");
+    assert_eq!(rec["limits"]["wall_time_ms"], 30_001, "{stored}");
+    for key in ["user_time_us", "system_time_us"] {
+        assert!(rec["rusage"][key].is_u64(), "{stored}");
+    }
+}

@@ -24,12 +24,11 @@ pub(crate) fn hint(file: &Path, errno: Errno) -> Option<&'static str> {
         libc::EACCES | libc::EPERM => {
             "jobcell needs write access to its cgroup tree: run as root, or delegate a subtree \
              (systemd Delegate=yes) and point Sandbox::cgroup_base at it; see docs/cgroups.md, \
-             and run `cargo run --example run -- --check-cgroups` (jobcell::host::check)"
+             and jobcell::host::check() for what this host lacks"
         }
         libc::EROFS => {
             "the cgroup file system is read-only here (a container without a writable cgroupfs?); \
-             see docs/cgroups.md, and run `cargo run --example run -- --check-cgroups` \
-             (jobcell::host::check)"
+             see docs/cgroups.md, and jobcell::host::check() for what this host lacks"
         }
         libc::EBUSY if name == "cgroup.subtree_control" => {
             "the cgroup holds processes, and cgroup v2 forbids enabling controllers then \

@@ -124,7 +124,7 @@ pub(crate) fn from_probe(probe: Result<Probe, String>) -> Vec<Check> {
         Check::problem(
             NS,
             "could not be checked",
-            "fix the namespace problems first (--check-namespaces)",
+            "fix the namespace problems first (the namespaces checks)",
         )
     };
     match probe {
@@ -142,13 +142,17 @@ pub(crate) fn from_probe(probe: Result<Probe, String>) -> Vec<Check> {
                 STEP_UNSHARE | STEP_MAPS | STEP_FORK => v.push(Check::problem(
                     NS,
                     format!("entering new user, mount and PID namespaces fails: {errno}"),
-                    "fix the user namespace problem first: cargo run --example run -- --check-namespaces",
+                    "fix the user namespace problem first (the namespaces checks say what it is)",
                 )),
                 STEP_PRIVATE | STEP_TMPFS => v.push(Check::problem(
                     NS,
                     format!(
                         "{} fails in a new mount namespace: {errno}",
-                        if step == STEP_PRIVATE { "making / private" } else { "mounting a tmpfs" }
+                        if step == STEP_PRIVATE {
+                            "making / private"
+                        } else {
+                            "mounting a tmpfs"
+                        }
                     ),
                     "a security module (AppArmor, SELinux) or a container forbids mounts in user \
                      namespaces: allow them (`--security-opt apparmor=unconfined` in Docker), see \
@@ -245,7 +249,7 @@ mod tests {
     fn each_failing_step_names_its_check() {
         let v = failed(STEP_UNSHARE, libc::EPERM);
         assert_eq!(v.len(), 1);
-        assert!(v[0].fix.as_deref().unwrap().contains("--check-namespaces"));
+        assert!(v[0].fix.as_deref().unwrap().contains("namespaces checks"));
         let v = failed(STEP_PROC, libc::EPERM);
         assert_eq!(
             v.iter().map(|c| c.status).collect::<Vec<_>>(),

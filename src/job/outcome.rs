@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::units::format_size;
+
 /// How the job's main process ended. In JSON: `{"code": 3}` or `{"signal": 9}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -216,6 +218,8 @@ impl fmt::Display for JobState {
             JobState::TimedOut(TimeLimit::Cpu) => f.write_str("timed out (CPU time)"),
             JobState::BadSyscall { syscall: Some(n) } => write!(f, "bad system call {n}"),
             JobState::BadSyscall { syscall: None } => f.write_str("bad system call"),
+            JobState::OutOfMemory => f.write_str("out of memory"),
+            JobState::OutputLimitExceeded => f.write_str("output limit exceeded"),
             other => f.write_str(other.name()),
         }
     }
@@ -304,19 +308,40 @@ impl Usage {
 
 /// How a job ended.
 ///
-/// In JSON the state is flattened and times are in milliseconds:
-/// `{"state": "completed", "exit": {"code": 0}, "wall_time_ms": 6.1, "rusage": {…},
-/// "usage": {…}, "oom_killed": false}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// In JSON the state is flattened and every duration is a whole number:
+/// the wall time in milliseconds, CPU times in microseconds:
+/// `{"state": "completed", "exit": {"code": 0}, "wall_time_ms": 6, "rusage":
+/// {"user_time_us": 1610, …}, "usage": {"cpu_user_us": 1541, …}, "oom_killed": false}`.
+/// Reading also accepts the fractional milliseconds (`"wall_time_ms": 6.1`)
+/// that development builds wrote before 0.1.0.
+///
+/// Its `Display` is a one-line summary: the verdict, then wall and CPU
+/// time, peak memory and IO.
+///
+/// ```
+/// # use jobcell::{Exit, JobState, Outcome};
+/// let o: Outcome = serde_json::from_str(r#"{"state": "failed", "reason": "exit code 3",
+///     "exit": {"code": 3}, "wall_time_ms": 20, "rusage": {"user_time_us": 1500}}"#)?;
+/// assert_eq!(o.state, JobState::Failed { reason: "exit code 3".into() });
+/// assert_eq!(o.exit, Some(Exit::Code(3)));
+/// assert_eq!(
+///     o.to_string(),
+///     "failed (exit code 3); wall 0.020s, cpu 0.002s (user 0.002s, sys 0.000s), \
+///      peak memory 0 B (largest process)"
+/// );
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Outcome {
     /// The final state: the verdict.
     #[serde(flatten)]
     pub state: JobState,
     /// How the job's main process ended; `None` if it never ran.
+    #[serde(default)]
     pub exit: Option<Exit>,
     /// From spawn to the end of the cell.
-    #[serde(rename = "wall_time_ms", serialize_with = "millis")]
+    #[serde(rename = "wall_time_ms", with = "crate::worker::record::dur_ms")]
     pub wall_time: Duration,
     /// The kernel's accounting of the cell's processes that were reaped by
     /// its init: the job's own, however it ended (a job killed by a limit or
@@ -324,15 +349,69 @@ pub struct Outcome {
     /// when init itself had to be SIGKILLed (it did not end the cell within
     /// a second) are the job's figures lost; its CPU times then come from
     /// the job's cgroup, when it has one.
+    #[serde(default)]
     pub rusage: ResourceUsage,
     /// The cgroup's accounting, when the job had a cgroup.
+    #[serde(default)]
     pub usage: Option<Usage>,
     /// True when the kernel's OOM killer killed a process of the job.
+    #[serde(default)]
     pub oom_killed: bool,
 }
 
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64() * 1000.0)
+/// The summary: `completed (exit code 0); wall 0.031s, cpu 0.006s (user
+/// 0.006s, sys 0.000s), peak memory 1.0 MiB, io read 0 B written 0 B`. CPU
+/// time, peak memory and IO come from the job's cgroup when it had one
+/// (every process of the job together); otherwise from its rusage, whose
+/// memory figure is the largest single process.
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.to_string();
+        // "failed (exit code 3)" says it already; "timed out (wall time)" does not.
+        match self.exit {
+            Some(exit) => {
+                let exit = exit.to_string();
+                if state.contains(&exit) {
+                    f.write_str(&state)?;
+                } else if state.ends_with(')') {
+                    write!(f, "{state}, {exit}")?;
+                } else {
+                    write!(f, "{state} ({exit})")?;
+                }
+            }
+            None if state.ends_with(')') => write!(f, "{state}, never ran")?,
+            None => write!(f, "{state} (never ran)")?,
+        }
+        let (cpu, user, sys) = match self.usage {
+            Some(u) => (u.cpu_total(), u.cpu_user, u.cpu_system),
+            None => (
+                self.rusage.cpu_time(),
+                self.rusage.user_time,
+                self.rusage.system_time,
+            ),
+        };
+        write!(
+            f,
+            "; wall {:.3}s, cpu {:.3}s (user {:.3}s, sys {:.3}s), peak memory ",
+            self.wall_time.as_secs_f64(),
+            cpu.as_secs_f64(),
+            user.as_secs_f64(),
+            sys.as_secs_f64(),
+        )?;
+        match self.usage.and_then(|u| u.memory_peak) {
+            Some(peak) => f.write_str(&format_size(peak))?,
+            None => write!(f, "{} (largest process)", format_size(self.rusage.max_rss))?,
+        }
+        if let Some(u) = self.usage {
+            write!(
+                f,
+                ", io read {} written {}",
+                format_size(u.io_read_bytes),
+                format_size(u.io_write_bytes)
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl Outcome {
@@ -383,7 +462,98 @@ mod tests {
         assert_eq!(v["state"], "timed_out");
         assert_eq!(v["limit"], "wall");
         assert_eq!(v["exit"]["signal"], 9);
-        assert_eq!(v["wall_time_ms"], 1.5);
+        assert_eq!(v["wall_time_ms"], 1, "whole milliseconds, rounded down");
+        assert!(v["wall_time_ms"].is_u64());
         assert_eq!(v["usage"], serde_json::Value::Null);
+        let back: Outcome = serde_json::from_value(v).unwrap();
+        assert_eq!(back.wall_time, Duration::from_millis(1));
+        assert_eq!(back.state, o.state);
+    }
+
+    #[test]
+    fn fractional_milliseconds_are_still_read() {
+        let old = r#"{"state":"failed","reason":"exit code 3","exit":{"code":3},
+            "wall_time_ms":21.456279000000002,"rusage":{"user_time_us":1610,"system_time_us":0,
+            "max_rss":2232320,"minor_faults":95,"major_faults":0,"voluntary_switches":7,
+            "involuntary_switches":5},"usage":null,"oom_killed":false}"#;
+        let o: Outcome = serde_json::from_str(old).unwrap();
+        assert_eq!(o.wall_time.as_micros(), 21_456);
+        assert_eq!(o.rusage.user_time, Duration::from_micros(1610));
+        for bad in ["-1", "-0.5", "1e300", "\"1\""] {
+            let json = format!(r#"{{"state":"completed","wall_time_ms":{bad}}}"#);
+            assert!(serde_json::from_str::<Outcome>(&json).is_err(), "{bad}");
+        }
+    }
+
+    fn outcome(state: JobState, exit: Option<Exit>, usage: Option<Usage>) -> Outcome {
+        Outcome {
+            state,
+            exit,
+            wall_time: Duration::from_millis(2004),
+            rusage: ResourceUsage {
+                user_time: Duration::from_millis(4),
+                max_rss: 3 << 20,
+                ..Default::default()
+            },
+            usage,
+            oom_killed: false,
+        }
+    }
+
+    #[test]
+    fn display_is_one_line() {
+        let usage = Usage {
+            cpu_user: Duration::from_millis(6),
+            cpu_system: Duration::from_millis(1),
+            memory_peak: Some(1 << 20),
+            io_write_bytes: 1536,
+            ..Default::default()
+        };
+        let cases = [
+            (
+                outcome(JobState::Completed, Some(Exit::Code(0)), Some(usage)),
+                "completed (exit code 0); wall 2.004s, cpu 0.007s (user 0.006s, sys 0.001s), \
+                 peak memory 1.0 MiB, io read 0 B written 1.5 KiB",
+            ),
+            (
+                outcome(
+                    JobState::Failed {
+                        reason: "exit code 3".into(),
+                    },
+                    Some(Exit::Code(3)),
+                    None,
+                ),
+                "failed (exit code 3); wall 2.004s, cpu 0.004s (user 0.004s, sys 0.000s), \
+                 peak memory 3.0 MiB (largest process)",
+            ),
+            (
+                outcome(
+                    JobState::TimedOut(TimeLimit::Wall),
+                    Some(Exit::Signal(9)),
+                    None,
+                ),
+                "timed out (wall time), killed by signal 9 (SIGKILL); wall 2.004s, cpu 0.004s \
+                 (user 0.004s, sys 0.000s), peak memory 3.0 MiB (largest process)",
+            ),
+            (
+                outcome(JobState::OutOfMemory, Some(Exit::Signal(9)), None),
+                "out of memory (killed by signal 9 (SIGKILL)); wall 2.004s, cpu 0.004s \
+                 (user 0.004s, sys 0.000s), peak memory 3.0 MiB (largest process)",
+            ),
+            (
+                outcome(
+                    JobState::Failed {
+                        reason: "setup".into(),
+                    },
+                    None,
+                    None,
+                ),
+                "failed (setup), never ran; wall 2.004s, cpu 0.004s (user 0.004s, sys 0.000s), \
+                 peak memory 3.0 MiB (largest process)",
+            ),
+        ];
+        for (o, want) in cases {
+            assert_eq!(o.to_string(), want);
+        }
     }
 }

@@ -212,6 +212,38 @@ pub(crate) fn plan(map: IdMap, uid: u32, gid: u32) -> Result<IdPlan> {
     }
 }
 
+impl crate::sandbox::Sandbox {
+    /// The host uid and gid the job runs as: what its processes are on the
+    /// host, and who owns, on the host, the files it creates in a
+    /// [`bind_rw`](crate::Sandbox::bind_rw) directory. Known before the
+    /// spawn, to prepare such a directory: a host directory owned by
+    /// someone else shows up in the cell owned by `nobody`, and the job
+    /// cannot write it.
+    ///
+    /// A root host maps the cell's ids `0..count` onto a range of host ids
+    /// (root's `/etc/subuid` and `/etc/subgid` entries, or 100000..165536),
+    /// so the default job user 1000 is host uid 101000; an unprivileged
+    /// caller's job runs as the caller itself. Never host root. Errors as
+    /// [`spawn`](crate::Sandbox::spawn) would for the same id settings
+    /// (an id outside the mapped range, an unreadable `/etc/subuid`).
+    ///
+    /// ```
+    /// let mut sandbox = jobcell::Sandbox::new();
+    /// sandbox.user(1000, 1000);
+    /// let (uid, gid) = sandbox.host_ids()?;
+    /// assert!(uid != 0 && gid != 0, "a job never runs as host root");
+    /// // A directory the job may write, e.g. a fresh workspace:
+    /// let work = tempfile::tempdir()?;
+    /// std::os::unix::fs::chown(work.path(), Some(uid), Some(gid))?;
+    /// sandbox.bind_rw(work.path(), "/work");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn host_ids(&self) -> Result<(u32, u32)> {
+        let ids = plan(self.id_map, self.uid, self.gid)?;
+        Ok((ids.host_uid, ids.host_gid))
+    }
+}
+
 /// Looks up `user` (or its numeric `uid`) in a subuid/subgid file:
 /// `name:start:count` lines. The answer is remembered while the file's
 /// modification time stays the same (every spawn asks; the time comes from

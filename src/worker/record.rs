@@ -144,27 +144,112 @@ pub(crate) mod opt_time_ms {
     }
 }
 
+/// Durations in JSON as whole milliseconds, rounded down (measurements:
+/// `wall_time_ms`). Reading also takes the fractional milliseconds that
+/// development builds before 0.1.0 wrote (`21.456279000000002`), since
+/// state directories outlive upgrades.
+pub(crate) mod dur_ms {
+    use serde::{de, Deserializer, Serializer};
+    use std::fmt;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_u64(Millis)
+    }
+
+    /// Whole or fractional milliseconds, never negative.
+    struct Millis;
+
+    impl de::Visitor<'_> for Millis {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a non-negative number of milliseconds")
+        }
+
+        fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Duration, E> {
+            Ok(Duration::from_millis(ms))
+        }
+
+        fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Duration, E> {
+            u64::try_from(ms)
+                .map(Duration::from_millis)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(ms), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, ms: f64) -> Result<Duration, E> {
+            if ms < 0.0 {
+                return Err(E::invalid_value(de::Unexpected::Float(ms), &self));
+            }
+            Duration::try_from_secs_f64(ms / 1000.0)
+                .map_err(|_| E::invalid_value(de::Unexpected::Float(ms), &self))
+        }
+    }
+}
+
+/// `Option<Duration>` as [`dur_ms`] does it; `null` is `None`.
 pub(crate) mod opt_dur_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{de, Deserializer, Serializer};
+    use std::fmt;
     use std::time::Duration;
 
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),
+            Some(d) => super::dur_ms::serialize(d, s),
             None => s.serialize_none(),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        match Option::<f64>::deserialize(d)? {
-            Some(ms) if ms.is_finite() && ms >= 0.0 => {
-                Ok(Some(Duration::from_secs_f64(ms / 1000.0)))
-            }
-            Some(_) => Err(serde::de::Error::custom(
-                "a duration must be a non-negative number of milliseconds",
-            )),
-            None => Ok(None),
+        d.deserialize_option(OptMillis)
+    }
+
+    struct OptMillis;
+
+    impl<'de> de::Visitor<'de> for OptMillis {
+        type Value = Option<Duration>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a non-negative number of milliseconds, or null")
         }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            super::dur_ms::deserialize(d).map(Some)
+        }
+    }
+}
+
+/// Limits' durations (`wall_time_ms`, `cpu_time_ms`) as [`opt_dur_ms`]
+/// does it, but rounded up: a limit written out and read back is never
+/// tighter than the one set, nor zero.
+pub(crate) mod opt_limit_ms {
+    use serde::{Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => {
+                let ms = d.as_nanos().div_ceil(1_000_000);
+                s.serialize_u64(u64::try_from(ms).unwrap_or(u64::MAX))
+            }
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::opt_dur_ms::deserialize(d)
     }
 }
 
@@ -178,5 +263,65 @@ pub(crate) mod dur_us {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_micros(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_whole_numbers() {
+        let rec = JobRecord {
+            id: "0190a0b0c0d01234abcd0001".parse().unwrap(),
+            command: "sh".into(),
+            args: vec![],
+            limits: Limits {
+                wall_time: Some(Duration::from_micros(1500)),
+                cpu_time: Some(Duration::from_nanos(1)),
+                ..Limits::default()
+            },
+            state: JobState::Completed,
+            created: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            started: None,
+            ended: None,
+            exit: Some(Exit::Code(0)),
+            wall_time: Some(Duration::from_micros(21_456_279)),
+            usage: None,
+            rusage: None,
+            oom_killed: false,
+            log_error: None,
+        };
+        let v = serde_json::to_value(&rec).unwrap();
+        assert_eq!(v["wall_time_ms"], 21_456, "{v}");
+        // Limits round up: never tighter than asked, never zero.
+        assert_eq!(v["limits"]["wall_time_ms"], 2, "{v}");
+        assert_eq!(v["limits"]["cpu_time_ms"], 1, "{v}");
+        let text = v.to_string();
+        assert!(!text.contains('.'), "no fractions: {text}");
+        let back: JobRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.wall_time, Some(Duration::from_millis(21_456)));
+        assert_eq!(back.limits.wall_time, Some(Duration::from_millis(2)));
+    }
+
+    #[test]
+    fn records_with_fractional_milliseconds_are_read() {
+        // Development builds before 0.1.0 wrote fractional milliseconds.
+        let old = r#"{"id":"0190a0b0c0d01234abcd0001","command":"sh","args":[],
+            "limits":{"wall_time_ms":2500.0,"cpu_time_ms":0.5},"state":"completed",
+            "created_ms":1700000000000,"exit":{"code":0},"wall_time_ms":21.456279000000002}"#;
+        let rec: JobRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(rec.wall_time.unwrap().as_micros(), 21_456);
+        assert_eq!(rec.limits.wall_time, Some(Duration::from_millis(2500)));
+        assert_eq!(rec.limits.cpu_time, Some(Duration::from_micros(500)));
+        let null = old.replace("21.456279000000002", "null");
+        assert_eq!(
+            serde_json::from_str::<JobRecord>(&null).unwrap().wall_time,
+            None
+        );
+        for bad in ["-1", "-2.5", "1e300", "\"5\""] {
+            let json = old.replace("21.456279000000002", bad);
+            assert!(serde_json::from_str::<JobRecord>(&json).is_err(), "{bad}");
+        }
     }
 }
