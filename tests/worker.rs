@@ -90,7 +90,8 @@ fn concurrency_cap_queues_in_fifo_order() {
         .collect();
     assert!(w.running() <= 2);
     for j in &jobs {
-        assert!(j.wait().unwrap().success());
+        let o = j.wait().unwrap();
+        assert!(o.success(), "{o:?}");
     }
     let ids: Vec<_> = jobs.iter().map(|j| j.id().clone()).collect();
     let (mut running, mut max_running, mut started) = (0i32, 0, Vec::new());
