@@ -6,9 +6,12 @@
 //! memory budget, older chunks are dropped from memory and read back from the
 //! job's log file (or a private temporary file when there is no state directory).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
@@ -79,6 +82,10 @@ struct Inner {
     backing: Option<Backing>,
     /// Set when the job's output has ended; readers that catch up then stop.
     closed: bool,
+    /// Tasks of readers polled by an async runtime ([`LogReader::poll_chunk`]),
+    /// woken (and forgotten) on the next append or on close. Keyed by reader,
+    /// so a reader polled again replaces its waker instead of adding one.
+    wakers: HashMap<u64, Waker>,
 }
 
 struct Backing {
@@ -107,6 +114,7 @@ impl Log {
                 first_in_mem: 0,
                 backing: None,
                 closed: false,
+                wakers: HashMap::new(),
             }),
             cond: Condvar::new(),
             budget,
@@ -203,8 +211,10 @@ impl Log {
                 result = result.and(Err(e));
             }
         }
+        let wakers = std::mem::take(&mut g.wakers);
         drop(g);
         self.cond.notify_all();
+        wakers.into_values().for_each(Waker::wake);
         result
     }
 
@@ -244,8 +254,10 @@ impl Log {
         if let Some(b) = g.backing.as_ref().filter(|b| b.persistent) {
             let _ = b.file.sync_data();
         }
+        let wakers = std::mem::take(&mut g.wakers);
         drop(g);
         self.cond.notify_all();
+        wakers.into_values().for_each(Waker::wake);
     }
 
     /// Total bytes appended so far.
@@ -295,6 +307,16 @@ pub enum ReadTimeout {
 
 struct TimedOut;
 
+/// What [`LogReader::take`] found.
+enum Ready {
+    /// Entries were moved into the batch.
+    Some,
+    /// Nothing more will come.
+    Ended,
+    /// Nothing yet.
+    Empty,
+}
+
 /// A cursor into a job's log: a blocking iterator of [`Chunk`]s.
 ///
 /// Every reader sees every byte, in order, from its start position. By
@@ -320,6 +342,8 @@ pub struct LogReader {
     /// that is ready at once, so a thousand followers do not queue on the
     /// lock once per chunk (the writer needs it too).
     batch: std::collections::VecDeque<Pending>,
+    /// This reader's slot among the log's wakers, once it has been polled.
+    waker_key: Option<u64>,
 }
 
 /// An entry taken from the log, its data in memory or in the backing file.
@@ -344,6 +368,7 @@ impl LogReader {
             until: None,
             follow: true,
             batch: std::collections::VecDeque::new(),
+            waker_key: None,
         }
     }
 
@@ -403,35 +428,120 @@ impl LogReader {
         if let Some(p) = self.batch.pop_front() {
             return Ok(Some(self.materialize(p)));
         }
-        let mut g = self.log.inner.lock();
+        let log = self.log.clone();
+        let mut g = log.inner.lock();
+        loop {
+            match self.take(&mut g) {
+                Ready::Some => break,
+                Ready::Ended => return Ok(None),
+                Ready::Empty => {}
+            }
+            match deadline {
+                None => log.cond.wait(&mut g),
+                Some(d) => {
+                    if log.cond.wait_until(&mut g, d).timed_out() {
+                        match self.take(&mut g) {
+                            Ready::Some => break,
+                            Ready::Ended => return Ok(None),
+                            Ready::Empty => return Err(TimedOut),
+                        }
+                    }
+                }
+            }
+        }
+        drop(g);
+        let first = self
+            .batch
+            .pop_front()
+            .expect("at least one entry was ready");
+        Ok(Some(self.materialize(first)))
+    }
+
+    /// The next chunk for a task of an async runtime: `Ready(Some(chunk))`,
+    /// `Ready(None)` once the output has ended (or the snapshot is read), or
+    /// `Pending`, after which the task is woken when the job writes more or
+    /// its output ends. jobcell runs no runtime of its own: any executor can
+    /// drive this, and a thousand pending readers cost a thousand wakers,
+    /// not a thread each.
+    ///
+    /// Chunks that the log spilled to its file are read back inside this
+    /// call (a `pread` of at most one chunk, usually from the page cache).
+    ///
+    /// ```
+    /// use std::future::poll_fn;
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     // A minimal executor: jobcell needs none of its own.
+    /// #     use std::task::{Context, Poll, Wake};
+    /// #     struct Thread(std::thread::Thread);
+    /// #     impl Wake for Thread { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = std::sync::Arc::new(Thread(std::thread::current())).into();
+    /// #     let mut cx = Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } std::thread::park(); }
+    /// # }
+    /// # fn main() -> Result<(), jobcell::Error> {
+    /// # if !cfg!(target_os = "linux") { return Ok(()); }
+    /// # let job = match jobcell::Sandbox::new().spawn(jobcell::Command::new("echo").arg("hi")) {
+    /// #     Ok(j) => j, Err(_) => return Ok(()), // no cells on this host
+    /// # };
+    /// let mut logs = job.logs();
+    /// let text = block_on(async {
+    ///     let mut text = Vec::new();
+    ///     while let Some(chunk) = poll_fn(|cx| logs.poll_chunk(cx)).await {
+    ///         text.extend_from_slice(&chunk.data);
+    ///     }
+    ///     text
+    /// });
+    /// assert_eq!(text, b"hi\n");
+    /// # Ok(()) }
+    /// ```
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        if let Some(p) = self.batch.pop_front() {
+            return Poll::Ready(Some(self.materialize(p)));
+        }
+        let log = self.log.clone();
+        let mut g = log.inner.lock();
+        match self.take(&mut g) {
+            Ready::Some => {
+                drop(g);
+                let first = self.batch.pop_front().expect("an entry was ready");
+                Poll::Ready(Some(self.materialize(first)))
+            }
+            Ready::Ended => Poll::Ready(None),
+            Ready::Empty => {
+                static KEYS: AtomicU64 = AtomicU64::new(0);
+                let key = *self
+                    .waker_key
+                    .get_or_insert_with(|| KEYS.fetch_add(1, Ordering::Relaxed));
+                match g.wakers.get_mut(&key) {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    Some(w) => w.clone_from(cx.waker()),
+                    None => {
+                        g.wakers.insert(key, cx.waker().clone());
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Takes the entries ready now into the batch, under the log's lock.
+    fn take(&mut self, g: &mut Inner) -> Ready {
         if let Some(start) = self.start {
             // The first entry whose end lies beyond `start`.
             self.index = g
                 .entries
                 .partition_point(|e| e.offset + e.len as u64 <= start);
         }
-        loop {
-            if let Some(until) = self.until {
-                if self.index >= until {
-                    return Ok(None);
-                }
-            }
-            if self.index < g.entries.len() {
-                break;
-            }
-            if g.closed || !self.follow {
-                return Ok(None);
-            }
-            match deadline {
-                None => self.log.cond.wait(&mut g),
-                Some(d) => {
-                    if self.log.cond.wait_until(&mut g, d).timed_out()
-                        && self.index >= g.entries.len()
-                    {
-                        return Err(TimedOut);
-                    }
-                }
-            }
+        if self.until.is_some_and(|until| self.index >= until) {
+            return Ready::Ended;
+        }
+        if self.index >= g.entries.len() {
+            return if g.closed || !self.follow {
+                Ready::Ended
+            } else {
+                Ready::Empty
+            };
         }
         let end = self
             .until
@@ -453,12 +563,7 @@ impl LogReader {
             });
         }
         self.index = end;
-        drop(g);
-        let first = self
-            .batch
-            .pop_front()
-            .expect("at least one entry was ready");
-        Ok(Some(self.materialize(first)))
+        Ready::Some
     }
 
     /// Turns a taken entry into a chunk, reading spilled data from the file
@@ -493,6 +598,14 @@ impl LogReader {
             data,
             offset,
             time,
+        }
+    }
+}
+
+impl Drop for LogReader {
+    fn drop(&mut self) {
+        if let Some(key) = self.waker_key {
+            self.log.inner.lock().wakers.remove(&key);
         }
     }
 }
@@ -595,5 +708,58 @@ mod tests {
             r.next_timeout(Duration::from_millis(10)),
             Err(ReadTimeout::Ended)
         );
+    }
+
+    #[test]
+    fn polled_readers_are_woken_once_per_change_and_forgotten_when_dropped() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let log = Arc::new(Log::new(1 << 20));
+        let mut r = LogReader::new(log.clone()).offset(2);
+        // Polled again and again while nothing comes: one waker, not many.
+        for _ in 0..5 {
+            assert!(r.poll_chunk(&mut cx).is_pending());
+        }
+        assert_eq!(log.inner.lock().wakers.len(), 1);
+        log.append(Stream::Stderr, b"abcd").unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(
+            log.inner.lock().wakers.is_empty(),
+            "woken wakers are dropped"
+        );
+        match r.poll_chunk(&mut cx) {
+            Poll::Ready(Some(c)) => {
+                assert_eq!(
+                    (&c.data[..], c.offset, c.stream),
+                    (&b"cd"[..], 2, Stream::Stderr)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.poll_chunk(&mut cx).is_pending());
+        log.close();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "closing wakes too");
+        assert_eq!(r.poll_chunk(&mut cx), Poll::Ready(None));
+
+        let log = Arc::new(Log::new(1 << 20));
+        let mut r = LogReader::new(log.clone());
+        assert!(r.poll_chunk(&mut cx).is_pending());
+        drop(r);
+        assert!(
+            log.inner.lock().wakers.is_empty(),
+            "a dropped reader leaves no waker"
+        );
+        // A snapshot of an open, empty log ends at once instead of waiting.
+        let mut snap = LogReader::new(log.clone()).snapshot();
+        assert_eq!(snap.poll_chunk(&mut cx), Poll::Ready(None));
     }
 }
