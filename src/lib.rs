@@ -39,6 +39,7 @@ mod sandbox;
 #[cfg(feature = "seccomp")]
 mod seccomp;
 mod spawn;
+mod spec;
 mod sys;
 pub mod units;
 mod worker;
@@ -107,4 +108,5 @@ pub use sandbox::{
 };
 #[cfg(feature = "seccomp")]
 pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy};
+pub use spec::{Content, JobSpec};
 pub use worker::{JobRecord, RecoveryIssue, StatusEvent, WhenFull, Worker, WorkerConfig};
