@@ -149,7 +149,7 @@ pub(crate) fn decode(text: &str) -> Result<Vec<u8>, String> {
         .strip_suffix(b"==")
         .or_else(|| bytes.strip_suffix(b"="))
         .unwrap_or(bytes);
-    if bytes.len() != body.len() && bytes.len() % 4 != 0 {
+    if bytes.len() != body.len() && !bytes.len().is_multiple_of(4) {
         return Err("invalid base64: padding on an incomplete group".into());
     }
     if body.len() % 4 == 1 {
