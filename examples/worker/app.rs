@@ -299,9 +299,9 @@ pub fn follow_events(app: Weak<App>, events: crossbeam_channel::Receiver<StatusE
         let state = e.state.name();
         match &e.state {
             JobState::Failed { reason } => {
-                tracing::warn!(id = %e.id, state, reason = %reason, "job state");
+                tracing::warn!(id = %e.id, state = %state, reason = %reason, "job state");
             }
-            _ => tracing::info!(id = %e.id, state, "job state"),
+            _ => tracing::info!(id = %e.id, state = %state, "job state"),
         }
         let Some(app) = app.upgrade() else { continue };
         match &e.state {

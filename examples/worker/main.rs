@@ -177,7 +177,7 @@ async fn run(app: Arc<App>, addr: std::net::SocketAddr) -> Option<ExitCode> {
         addr = %bound,
         state_dir = %c.state_dir.display(),
         max_jobs = c.max_jobs,
-        auth = if c.token.is_some() { "bearer" } else { "none" },
+        auth = %if c.token.is_some() { "bearer" } else { "none" },
         jobs_restored = app.worker.list().len(),
         "listening"
     );
@@ -198,7 +198,7 @@ async fn run(app: Arc<App>, addr: std::net::SocketAddr) -> Option<ExitCode> {
     let grace = app.config.stop_grace;
     let deadline = tokio::time::Instant::now() + grace + Duration::from_millis(700);
     tracing::info!(
-        signal = sig,
+        signal = %sig,
         running = app.worker.running(),
         "shutting down: no new requests; stopping running jobs"
     );
@@ -208,7 +208,7 @@ async fn run(app: Arc<App>, addr: std::net::SocketAddr) -> Option<ExitCode> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::warn!(signal = sig, "second signal: exiting now");
+        tracing::warn!(signal = %sig, "second signal: exiting now");
         std::process::exit(130);
     });
     app.stopping.store(true, Ordering::SeqCst);

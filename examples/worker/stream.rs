@@ -65,7 +65,8 @@ pub async fn stream(
     tracing::debug!(id = %jid, sse, "stream opened");
     let open = Open::new(app.clone());
     if sse {
-        Ok(sse_stream(app, jid, reader, open).into_response())
+        let start = resume.or(q.offset).unwrap_or(0);
+        Ok(sse_stream(app, jid, reader, start, open).into_response())
     } else {
         Ok(raw_stream(app, reader, open))
     }
@@ -121,6 +122,7 @@ fn sse_stream(
     app: Arc<App>,
     id: JobId,
     mut reader: LogReader,
+    start: u64,
     open: Open,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     let bytes = app
@@ -128,7 +130,7 @@ fn sse_stream(
         .stream_bytes
         .get_or_create(&vec![("format", "sse".to_string())])
         .clone();
-    let mut end: u64 = 0;
+    let mut end: u64 = start;
     let mut done = false;
     let events = futures_util::stream::poll_fn(move |cx| {
         let _open = &open;
