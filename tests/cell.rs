@@ -160,7 +160,7 @@ fn read_only_binds_refuse_writes_and_tmp_is_writable() {
 fn only_stdio_descriptors_are_open() {
     let _g = shared();
     // Open a descriptor without close-on-exec in the host: the job must not get it.
-    let f = std::fs::File::open("/etc/hostname").unwrap();
+    let f = std::fs::File::open("/etc/passwd").unwrap();
     let raw = std::os::fd::AsRawFd::as_raw_fd(&f);
     // SAFETY: clearing FD_CLOEXEC on a descriptor we own.
     unsafe { libc::fcntl(raw, libc::F_SETFD, 0) };

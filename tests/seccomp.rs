@@ -102,3 +102,25 @@ fn invalid_policy_is_refused_before_spawning() {
         other => panic!("expected InvalidSetting, got {:?}", other.map(|_| ())),
     }
 }
+
+/// A job that dies of SIGSYS which no filter of jobcell's named (here it
+/// sends the signal itself, as a filter it installed on its own would):
+/// still a bad system call, with no number to give.
+#[test]
+fn a_sigsys_nobody_named_is_a_bad_syscall_without_a_number() {
+    for sandbox in [Sandbox::new(), {
+        let mut kill_mode = Sandbox::new();
+        kill_mode.seccomp(Seccomp::Custom(
+            SeccompPolicy::new().action(SeccompAction::KillProcess),
+        ));
+        kill_mode
+    }] {
+        let (_, err, outcome) = sh(&sandbox, "kill -SYS $$");
+        assert_eq!(
+            outcome.state,
+            jobcell::JobState::BadSyscall { syscall: None },
+            "{outcome:?} {err}"
+        );
+        assert_eq!(outcome.signal(), Some(libc::SIGSYS), "{outcome:?}");
+    }
+}

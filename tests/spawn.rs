@@ -178,7 +178,7 @@ fn bad_input_is_refused_before_anything_runs_and_leaves_nothing() {
     // would have to be created inside the read-only /usr.
     let e = refused("mount refused in the cell", || {
         let mut sb = cell();
-        sb.bind_ro("/etc/hostname", "/usr/jobcell-no-such-dir/x");
+        sb.bind_ro("/etc/passwd", "/usr/jobcell-no-such-dir/x");
         sb.spawn(&Command::new("true"))
     });
     match &e {
@@ -220,11 +220,35 @@ fn bad_input_is_refused_before_anything_runs_and_leaves_nothing() {
     }
 }
 
+/// A sandbox whose jobs have cgroup limits: their cells are cloned with a
+/// cgroup to join (a directory on v2, `tasks` files on v1), which the host
+/// hands to the spawner along with the plan.
+fn limited() -> Sandbox {
+    let mut sb = cell();
+    sb.limits(Limits {
+        memory: Some(64 << 20),
+        pids: Some(32),
+        cpu_percent: Some(100),
+        ..Default::default()
+    });
+    sb
+}
+
+/// Every way a job ends, with and without cgroup limits: the host process,
+/// the spawner (its descriptors and mappings: it serves every spawn), the
+/// cgroup tree and the mount table are back where they were.
 #[test]
 fn finished_jobs_leave_nothing_behind() {
     let _g = exclusive();
+    // Warm-up: the caches that fill on first use (skeletons, ready cgroup
+    // directories of the hierarchies limits use) are in the snapshot.
     assert!(sh(&cell(), "true").outcome.success());
+    assert!(sh(&limited(), "true").outcome.success());
     let before = snapshot();
+    assert!(
+        before.spawner.is_some(),
+        "a root host serves cells from a spawner"
+    );
     // Normal exit, orphan holding the pipe, killed, dropped, timed out by wall time.
     assert!(sh(&cell(), "echo hi").outcome.success());
     assert!(sh(&cell(), "sleep 100 & echo started").outcome.success());
@@ -248,6 +272,31 @@ fn finished_jobs_leave_nothing_behind() {
     sb.bind_rw(scratch.path(), "/w").tmpfs("/t", 1 << 20);
     assert!(sh(&sb, "true").outcome.success());
     assert_no_leaks(&before, "after finished jobs");
+
+    // The same endings with limits, several times each: whatever is kept
+    // per spawn piles up.
+    for _ in 0..3 {
+        assert!(sh(&limited(), "echo hi").outcome.success());
+        let job = limited().spawn(Command::new("sleep").arg("100")).unwrap();
+        job.kill().unwrap();
+        assert_eq!(job.wait().unwrap().state, JobState::Stopped);
+        drop(limited().spawn(Command::new("sleep").arg("100")).unwrap());
+        let mut sb = limited();
+        sb.limits(Limits {
+            memory: Some(64 << 20),
+            pids: Some(32),
+            cpu_percent: Some(100),
+            wall_time: Some(Duration::from_millis(100)),
+            ..Default::default()
+        });
+        let r = sh(&sb, "sleep 100");
+        assert!(
+            matches!(r.outcome.state, JobState::TimedOut(_)),
+            "{:?}",
+            r.outcome
+        );
+    }
+    assert_no_leaks(&before, "after finished jobs with limits");
 }
 
 #[test]
@@ -426,7 +475,7 @@ fn a_finished_cell_leaves_no_tmpfs_behind() {
     jobcell::__private::cached_descriptors();
     let baseline = shmem_bytes();
     for _ in 0..5 {
-        let r = sh(&sb, "head -c 32M /dev/zero >/tmp/left && echo ok");
+        let r = sh(&sb, "head -c 33554432 /dev/zero >/tmp/left && echo ok");
         assert_eq!(r.stdout, "ok\n", "{}", r.stderr);
         jobcell::__private::cached_descriptors();
         let excess = shmem_bytes().saturating_sub(baseline);

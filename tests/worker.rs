@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::BufRead;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use jobcell::{Command, Exit, JobState, Limits, Sandbox, Stream, TimeLimit, Worker, WorkerConfig};
@@ -113,24 +114,35 @@ fn verdicts() {
     let _g = common::shared();
     let w = worker(None);
 
+    // The wall-time limit holds to within a fifth of itself, measured by
+    // the job's outcome and by the caller: a timer that fires at 1.25 or
+    // 1.5 times the limit fails here, however loaded the machine. (A
+    // second is long enough that the fixed costs, a spawn and a kill, are
+    // small beside it, even in the emulated cgroup v2 VM.)
+    let limit = Duration::from_secs(1);
     let t = Instant::now();
     let j = w
         .submit(
             &limited(Limits {
-                wall_time: Some(Duration::from_millis(300)),
+                wall_time: Some(limit),
                 ..Default::default()
             }),
             Command::new("sleep").arg("10"),
         )
         .unwrap();
+    let spawned = t.elapsed();
     let o = j.wait().unwrap();
+    let waited = t.elapsed() - spawned;
     assert_eq!(o.state, JobState::TimedOut(TimeLimit::Wall));
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
+    eprintln!(
+        "wall-time limit {limit:?}: outcome {:?}, caller {waited:?} after a {spawned:?} spawn",
+        o.wall_time
     );
-    assert!(o.wall_time >= Duration::from_millis(300));
+    assert!(o.wall_time >= limit, "{:?}", o.wall_time);
+    for (what, took) in [("outcome", o.wall_time), ("caller", waited)] {
+        let ratio = took.as_secs_f64() / limit.as_secs_f64();
+        assert!(ratio < 1.2, "{what}: {took:?} for {limit:?} ({ratio:.2}x)");
+    }
 
     let j = w
         .submit(
@@ -332,6 +344,17 @@ fn records_survive_a_killed_worker() {
         }
     );
     assert!(rec.ended.is_some());
+    // The verdict is on disk, not only derived anew by each worker that
+    // starts: the record says so, with the time recovery set.
+    let text = std::fs::read_to_string(dir.path().join(format!("jobs/{id}.json"))).unwrap();
+    let on_disk: jobcell::JobRecord = serde_json::from_str(&text).unwrap();
+    assert_eq!(on_disk.state, rec.state, "{text}");
+    assert!(on_disk.ended.is_some(), "{text}");
+    let ms = |t: Option<std::time::SystemTime>| {
+        t.map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis())
+    };
+    assert_eq!(ms(on_disk.ended), ms(rec.ended), "{text}");
+    assert_eq!(ms(on_disk.started), ms(rec.started), "{text}");
     let out: Vec<u8> = w
         .logs(&id)
         .unwrap()
@@ -433,4 +456,227 @@ fn input_errors_leave_no_record_and_queued_jobs_can_be_stopped() {
         refusing.submit(&Sandbox::new(), &Command::new("true")),
         Err(jobcell::Error::Refused { .. })
     ));
+}
+
+/// A chunk as a log file can keep it: time to the microsecond.
+fn as_stored(c: &jobcell::Chunk) -> (Stream, u64, u128, Vec<u8>) {
+    let t = c.time.duration_since(std::time::UNIX_EPOCH).unwrap();
+    (c.stream, c.offset, t.as_micros(), c.data.to_vec())
+}
+
+/// A state directory on a disk (the target directory), not a tmpfs: page
+/// cache and inode numbers there behave as on a real deployment. (Where
+/// the binary runs without its build tree, as in the cgroup v2 VM: the
+/// temporary directory.)
+fn state_dir() -> tempfile::TempDir {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    match target.is_dir() {
+        true => tempfile::tempdir_in(target).unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    }
+}
+
+/// A log many times the memory budget, both streams interleaved, read
+/// back after a restart: every chunk's stream, offset, time and bytes as
+/// the first worker served them (most of them from its file already).
+/// The job's record reads back the same too.
+#[test]
+fn a_restored_log_is_the_same_log() {
+    let _g = common::shared();
+    let dir = state_dir();
+    let config = || WorkerConfig {
+        state_dir: Some(dir.path().into()),
+        log_memory_budget: 64 << 10,
+        ..Default::default()
+    };
+    let w = Worker::new(config()).unwrap();
+    // 2 MB in all, 32 times the budget, from two writers at once.
+    let j = w
+        .submit(
+            &Sandbox::new(),
+            &sh("yes out | head -c 1000000 & yes err | head -c 1000000 >&2; wait"),
+        )
+        .unwrap();
+    assert!(j.wait().unwrap().success());
+    let before: Vec<_> = w.logs(j.id()).unwrap().map(|c| as_stored(&c)).collect();
+    let record = serde_json::to_value(w.get(j.id()).unwrap()).unwrap();
+    drop(w);
+
+    let total: usize = before.iter().map(|c| c.3.len()).sum();
+    assert_eq!(total, 2_000_000);
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        let (text, want) = match stream {
+            Stream::Stdout => ("out\n", "stdout"),
+            Stream::Stderr => ("err\n", "stderr"),
+        };
+        let bytes: Vec<u8> = before
+            .iter()
+            .filter(|c| c.0 == stream)
+            .flat_map(|c| c.3.clone())
+            .collect();
+        assert_eq!(bytes.len(), 1_000_000, "{want}");
+        assert!(
+            bytes.chunks(4).all(|w| text.as_bytes().starts_with(w)),
+            "{want} holds only its own writer's bytes"
+        );
+    }
+    let w = Worker::new(config()).unwrap();
+    let after: Vec<_> = w.logs(j.id()).unwrap().map(|c| as_stored(&c)).collect();
+    assert_eq!(after.len(), before.len(), "chunks");
+    for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+        assert_eq!(
+            (a.0, a.1, a.2),
+            (b.0, b.1, b.2),
+            "chunk {i}: stream, offset, time"
+        );
+        assert!(a.3 == b.3, "chunk {i}: bytes differ");
+    }
+    // A reader starting mid-log, after the restart, gets the same tail.
+    let mid = before[before.len() / 2].1;
+    let tail: Vec<_> = w
+        .logs(j.id())
+        .unwrap()
+        .offset(mid)
+        .map(|c| as_stored(&c))
+        .collect();
+    assert_eq!(tail[..], after[after.len() / 2..]);
+    assert_eq!(
+        serde_json::to_value(w.get(j.id()).unwrap()).unwrap(),
+        record
+    );
+}
+
+/// What a kernel with `cachestat` (Linux 6.5) says of a file's cached
+/// pages: (dirty, under writeback); `None` on older kernels.
+fn unwritten_pages(f: &std::fs::File) -> Option<(u64, u64)> {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        cache: u64,
+        dirty: u64,
+        writeback: u64,
+        evicted: u64,
+        recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let range = Range { off: 0, len: 0 };
+    let mut st = Stat::default();
+    // SAFETY: cachestat reads `range` and writes `st`, both live and laid
+    // out as the kernel's struct cachestat_range and struct cachestat.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            &range as *const Range,
+            &mut st as *mut Stat,
+            0,
+        )
+    };
+    (r == 0).then_some((st.dirty, st.writeback))
+}
+
+/// A job's record is replaced whole (a new file renamed over the old
+/// one, never rewritten in place) and is on disk (synced) by the time the
+/// change is announced: a reader holding the old record still reads it
+/// complete, and the page cache holds nothing the disk does not.
+#[test]
+fn records_are_replaced_whole_and_synced() {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::MetadataExt;
+    let _g = common::shared();
+    let dir = state_dir();
+    let w = Worker::new(WorkerConfig {
+        state_dir: Some(dir.path().into()),
+        stop_grace: Duration::ZERO,
+        ..Default::default()
+    })
+    .unwrap();
+    let events = w.subscribe();
+    let j = w
+        .submit(&Sandbox::new(), Command::new("sleep").arg("60"))
+        .unwrap();
+    loop {
+        let e = events
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the job never ran");
+        if e.id == *j.id() && e.state == JobState::Running {
+            break;
+        }
+    }
+    let path = dir.path().join("jobs").join(format!("{}.json", j.id()));
+    let on_disk = |f: &std::fs::File, what: &str| match unwritten_pages(f) {
+        Some(pages) => assert_eq!(pages, (0, 0), "{what}: dirty pages, writeback"),
+        None => eprintln!("no cachestat in this kernel: {what} not checked for sync"),
+    };
+    let mut old = std::fs::File::open(&path).unwrap();
+    on_disk(&old, "the running record");
+    let old_ino = old.metadata().unwrap().ino();
+    let read = |f: &mut std::fs::File| -> serde_json::Value {
+        let mut text = String::new();
+        f.rewind().unwrap();
+        f.read_to_string(&mut text).unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    assert_eq!(read(&mut old)["state"], "running");
+
+    w.stop(j.id()).unwrap();
+    assert_eq!(j.wait().unwrap().state, JobState::Stopped);
+    assert_eq!(
+        read(&mut old)["state"],
+        "running",
+        "the old record was rewritten in place"
+    );
+    let mut new = std::fs::File::open(&path).unwrap();
+    assert_ne!(new.metadata().unwrap().ino(), old_ino, "not a new file");
+    assert_eq!(read(&mut new)["state"], "stopped");
+    on_disk(&new, "the final record");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("jobs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| *n != *path.file_name().unwrap())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// One worker per state directory: a second one (here in the same
+/// process) is refused, names the lock, and changes nothing (the first
+/// one's running job is not taken for a dead worker's). Once the first is
+/// gone, the directory is free.
+#[test]
+fn a_state_directory_serves_one_worker_at_a_time() {
+    let _g = common::shared();
+    let dir = state_dir();
+    let config = || WorkerConfig {
+        state_dir: Some(dir.path().into()),
+        ..Default::default()
+    };
+    let first = Worker::new(config()).unwrap();
+    let j = first
+        .submit(&Sandbox::new(), &sh("echo hi; exec sleep 60"))
+        .unwrap();
+    assert_eq!(&*j.logs().next().expect("output").data, b"hi\n");
+    let record = dir.path().join("jobs").join(format!("{}.json", j.id()));
+    let before = std::fs::read(&record).unwrap();
+    match Worker::new(config()) {
+        Err(jobcell::Error::Io { op, path, source }) => {
+            assert!(op.contains("another worker"), "{op}");
+            assert_eq!(path, dir.path().join("lock"));
+            assert_eq!(source.raw_os_error(), Some(libc::EWOULDBLOCK));
+        }
+        Err(e) => panic!("refused for the wrong reason: {e}"),
+        Ok(_) => panic!("two workers share one state directory"),
+    }
+    assert_eq!(std::fs::read(&record).unwrap(), before);
+    assert_eq!(j.state(), JobState::Running);
+    first.stop(j.id()).unwrap();
+    assert_eq!(j.wait().unwrap().state, JobState::Stopped);
+    drop(first);
+    let second = Worker::new(config()).unwrap();
+    assert_eq!(second.get(j.id()).unwrap().state, JobState::Stopped);
 }

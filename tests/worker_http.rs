@@ -984,3 +984,95 @@ fn check_prints_the_host_report() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("user namespaces"), "{text}");
 }
+
+/// MAX_JOBS jobs run at once; the others wait in a queue, in the order
+/// they came, and start as slots free up. A queued job can be stopped
+/// before it ever runs.
+#[test]
+fn max_jobs_run_at_once_and_the_rest_queue_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[("MAX_JOBS", "2")]);
+    let long = r#"{"command":"sleep","args":["600"]}"#;
+    let ids: Vec<String> = (0..5).map(|_| s.submit(long)).collect();
+    s.wait_state(&ids[0], "running");
+    s.wait_state(&ids[1], "running");
+    // Give the queue a moment to (wrongly) start more.
+    std::thread::sleep(Duration::from_millis(300));
+    for id in &ids[2..] {
+        assert_eq!(s.state(id)["state"], "queued", "{id}");
+    }
+    // A queued job stopped never runs; the queue goes on without it.
+    assert_eq!(
+        s.call("POST", &format!("/jobs/{}/stop", ids[2]), "").status,
+        200,
+        "a queued job ends at once"
+    );
+    let never = s.wait_state(&ids[2], "stopped");
+    assert!(never.get("exit").is_none_or(Value::is_null), "{never}");
+    // One slot frees: the first still waiting (not the last) takes it.
+    let status = s.call("POST", &format!("/jobs/{}/stop", ids[0]), "").status;
+    assert!(status == 202 || status == 200, "{status}");
+    s.wait_state(&ids[0], "stopped");
+    s.wait_state(&ids[3], "running");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.state(&ids[4])["state"], "queued");
+    let status = s.call("POST", &format!("/jobs/{}/stop", ids[1]), "").status;
+    assert!(status == 202 || status == 200, "{status}");
+    s.wait_state(&ids[4], "running");
+    let log = s.stop();
+    assert!(log.contains("max_jobs=2"), "{log}");
+}
+
+/// DEFAULT_MEMORY_LIMIT, DEFAULT_CPU_LIMIT and DEFAULT_IO_LIMIT apply to a
+/// job that names no limits: its record says so, and the kernel holds the
+/// job to them (a memory bomb is out of memory; a busy loop gets a quarter
+/// of a core). A request's own limits replace them, 0 meaning none.
+#[test]
+fn default_limits_apply_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            ("DEFAULT_MEMORY_LIMIT", "32M"),
+            ("DEFAULT_CPU_LIMIT", "25"),
+            ("DEFAULT_IO_LIMIT", "1M"),
+        ],
+    );
+    let bomb = s.submit(
+        &serde_json::json!({
+            "command": "sh",
+            "args": ["-c", "x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; while :; do x=$x$x; done"],
+        })
+        .to_string(),
+    );
+    let rec = s.wait_state(&bomb, "out_of_memory");
+    assert_eq!(rec["limits"]["memory"], 32 << 20, "{rec}");
+    assert_eq!(rec["limits"]["cpu_percent"], 25, "{rec}");
+    assert_eq!(rec["limits"]["io_read_bps"], 1 << 20, "{rec}");
+    assert_eq!(rec["limits"]["io_write_bps"], 1 << 20, "{rec}");
+    assert_eq!(rec["oom_killed"], true, "{rec}");
+
+    let busy = s.submit(r#"{"command":"sh","args":["-c","yes >/dev/null & sleep 2; kill $!"]}"#);
+    let rec = s.wait_state(&busy, "completed");
+    let cpu_us = rec["usage"]["cpu_user_us"].as_u64().unwrap()
+        + rec["usage"]["cpu_system_us"].as_u64().unwrap();
+    let wall_ms = rec["wall_time_ms"].as_f64().unwrap();
+    let share = cpu_us as f64 / 1000.0 / wall_ms;
+    eprintln!("DEFAULT_CPU_LIMIT=25: {cpu_us} µs of CPU in {wall_ms} ms = {share:.2}");
+    assert!(
+        (0.1..=0.4).contains(&share),
+        "a quarter of a core: {share:.2} {rec}"
+    );
+
+    let own = s.submit(r#"{"command":"true","limits":{"maxMemory":64,"maxCPU":0,"maxIOBPS":0}}"#);
+    let rec = s.wait_state(&own, "completed");
+    // The request's own limits, 0 for none, answered in its units.
+    let l = rec["limits"].as_object().unwrap();
+    assert_eq!(l["maxMemory"], 64, "{rec}");
+    assert_eq!(l["maxCPU"], 0, "{rec}");
+    assert_eq!(l["maxIOBPS"], 0, "{rec}");
+    for k in ["memory", "cpu_percent", "io_read_bps", "io_write_bps"] {
+        assert!(!l.contains_key(k), "{k}: {rec}");
+    }
+    s.stop();
+}

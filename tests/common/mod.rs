@@ -2,7 +2,7 @@
 //! and snapshots of the host process for leak checks.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -63,39 +63,136 @@ pub struct HostSnapshot {
     pub mounts: Vec<String>,
     pub fds: BTreeSet<String>,
     pub descendants: BTreeSet<(i32, String)>,
+    /// The spawner cells are cloned from: its pid, descriptors and memory
+    /// maps (it serves every spawn, so whatever it keeps per request piles up).
+    pub spawner: Option<SpawnerSnapshot>,
+    /// This process's cgroup directories, in every hierarchy (see [`own_cgroups`]).
+    pub cgroups: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct SpawnerSnapshot {
+    pub pid: i32,
+    pub fds: BTreeSet<String>,
+    pub maps: Vec<String>,
 }
 
 /// Mounts of this process's namespace, open descriptors (by target, leaving
-/// out the library's warm caches, which refill on their own), and every
-/// process below this one (zombies included).
+/// out the library's warm caches, which refill on their own), every process
+/// below this one (zombies included), the spawner's descriptors and
+/// mappings, and this process's cgroup directories.
 pub fn snapshot() -> HostSnapshot {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .map(str::to_owned)
         .collect();
-    let mut fds = BTreeSet::new();
     let cached: BTreeSet<String> = jobcell::__private::cached_descriptors()
         .iter()
         .map(|fd| fd.to_string())
         .collect();
-    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        if cached.contains(&*e.file_name().to_string_lossy()) {
-            continue;
-        }
-        if let Ok(t) = std::fs::read_link(e.path()) {
-            let t = t.to_string_lossy().into_owned();
-            if t.starts_with("/proc/") {
-                continue; // read_dir's own descriptor
-            }
-            fds.insert(format!("{}->{t}", e.file_name().to_string_lossy()));
-        }
-    }
+    let mut fds = descriptors("/proc/self/fd");
+    fds.retain(|d| !cached.contains(d.split_once("->").map_or(d.as_str(), |(n, _)| n)));
+    let spawner = jobcell::__private::spawner_pid().map(|pid| SpawnerSnapshot {
+        pid,
+        fds: descriptors(&format!("/proc/{pid}/fd")),
+        maps: std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+    });
     HostSnapshot {
         mounts,
         fds,
         descendants: descendants(std::process::id() as i32),
+        spawner,
+        cgroups: own_cgroups(),
     }
+}
+
+/// The descriptors listed in `dir` (a `/proc/PID/fd`), as `N->target`.
+/// The descriptor this reads the listing through is left out by its
+/// number, nothing else: a descriptor of any other `/proc` file counts.
+pub fn descriptors(dir: &str) -> BTreeSet<String> {
+    use rustix::fs::{Mode, OFlags};
+    let mut out = BTreeSet::new();
+    let Ok(fd) = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return out; // the process is gone
+    };
+    let own = std::os::fd::AsRawFd::as_raw_fd(&fd).to_string();
+    let own_listing = dir == "/proc/self/fd";
+    let mut entries = rustix::fs::Dir::new(fd).unwrap();
+    while let Some(Ok(e)) = entries.next() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || (own_listing && name == own) {
+            continue;
+        }
+        if let Ok(t) = std::fs::read_link(format!("{dir}/{name}")) {
+            out.insert(format!("{name}->{}", t.to_string_lossy()));
+        }
+    }
+    out
+}
+
+/// Every cgroup directory below this process's own jobcell directories
+/// (`.../jobcell/<pid>-<start>-<pidns>/...`, in each hierarchy), by path
+/// under `/sys/fs/cgroup`. The directories cgroup v1 makes ahead for jobs
+/// (`.ready-<n>`) are a cache with a fixed size: they count by number, not
+/// by name, so a refill under a new name is no leak but a missing or extra
+/// one is.
+pub fn own_cgroups() -> BTreeMap<String, usize> {
+    fn walk(dir: &Path, depth: u32, prefix: &str, out: &mut BTreeMap<String, usize>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            let mine = dir.file_name().is_some_and(|n| n == "jobcell") && name.starts_with(prefix);
+            if mine {
+                below(&path, out);
+            } else if depth < 12 {
+                walk(&path, depth + 1, prefix, out);
+            }
+        }
+    }
+    fn below(dir: &Path, out: &mut BTreeMap<String, usize>) {
+        let key = dir
+            .strip_prefix("/sys/fs/cgroup")
+            .unwrap_or(dir)
+            .to_string_lossy()
+            .into_owned();
+        let key = match key.rsplit_once("/.ready-") {
+            Some((parent, n)) if n.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("{parent}/.ready-*")
+            }
+            _ => key,
+        };
+        *out.entry(key).or_default() += 1;
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    below(&e.path(), out);
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(
+        Path::new("/sys/fs/cgroup"),
+        0,
+        &format!("{}-", std::process::id()),
+        &mut out,
+    );
+    out
 }
 
 /// Every process whose ancestry includes `root`, with its state and command line.
@@ -146,6 +243,7 @@ pub fn assert_no_leaks(before: &HostSnapshot, what: &str) {
     loop {
         let now = snapshot();
         if now == *before {
+            assert_spawner_at_rest(&now, what);
             return;
         }
         if Instant::now() > deadline {
@@ -155,9 +253,44 @@ pub fn assert_no_leaks(before: &HostSnapshot, what: &str) {
                 now.descendants, before.descendants,
                 "{what}: processes leaked"
             );
+            assert_eq!(now.cgroups, before.cgroups, "{what}: cgroups leaked");
+            match (&now.spawner, &before.spawner) {
+                (Some(n), Some(b)) if n.pid == b.pid => {
+                    assert_eq!(n.fds, b.fds, "{what}: the spawner kept descriptors");
+                    assert_eq!(n.maps, b.maps, "{what}: the spawner kept mappings");
+                }
+                (n, b) => panic!(
+                    "{what}: the spawner changed: {:?} -> {:?}",
+                    b.as_ref().map(|s| s.pid),
+                    n.as_ref().map(|s| s.pid)
+                ),
+            }
+            unreachable!("{what}: snapshots differ");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Between spawns the spawner maps no shared memory: the plan of a past
+/// job (its arena) is unmapped once its cell is cloned. Every later cell's
+/// init is a copy of the spawner, so whatever it keeps mapped, every cell
+/// gets; comparing with an earlier snapshot is not enough, as arenas are
+/// reused at the same addresses.
+pub fn assert_spawner_at_rest(now: &HostSnapshot, what: &str) {
+    let Some(s) = &now.spawner else { return };
+    let shared: Vec<&String> = s
+        .maps
+        .iter()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|perms| perms.ends_with('s'))
+        })
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "{what}: the spawner keeps shared mappings: {shared:#?}"
+    );
 }
 
 /// The host range that cell ids map to (what the default mapping of a root host uses).

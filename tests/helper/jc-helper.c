@@ -6,6 +6,9 @@
  *   jc-helper burn MS          busy-loop until MS milliseconds of CPU time are used
  *   jc-helper forkbomb         fork forever (retrying when fork fails)
  *   jc-helper dwrite PATH MIB  write MIB mebibytes to PATH with O_DIRECT, print the seconds taken
+ *   jc-helper dread PATH MIB   read MIB mebibytes of PATH with O_DIRECT, print the seconds taken
+ *   jc-helper dops r|w PATH N  N reads or writes of 4 KiB at distinct offsets of an existing
+ *                              file PATH with O_DIRECT, print the seconds taken
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -64,6 +67,34 @@ int main(int argc, char **argv) {
         printf("seconds %.3f\n", now(CLOCK_MONOTONIC) - start);
         return close(fd) ? 8 : 0;
     }
-    fprintf(stderr, "usage: jc-helper mem|spin|burn|forkbomb|dwrite ...\n");
+    if (!strcmp(cmd, "dread") && argc == 4) {
+        size_t mib = (size_t)atol(argv[3]);
+        int fd = open(argv[2], O_RDONLY | O_DIRECT);
+        if (fd < 0) { perror("open"); return 4; }
+        void *buf;
+        if (posix_memalign(&buf, 4096, 1 << 20)) return 5;
+        double start = now(CLOCK_MONOTONIC);
+        for (size_t i = 0; i < mib; i++)
+            if (read(fd, buf, 1 << 20) != 1 << 20) { perror("read"); return 6; }
+        printf("seconds %.3f\n", now(CLOCK_MONOTONIC) - start);
+        return close(fd) ? 8 : 0;
+    }
+    if (!strcmp(cmd, "dops") && argc == 5) {
+        int writes = !strcmp(argv[2], "w");
+        long n = atol(argv[4]);
+        int fd = open(argv[3], (writes ? O_WRONLY : O_RDONLY) | O_DIRECT);
+        if (fd < 0) { perror("open"); return 4; }
+        void *buf;
+        if (posix_memalign(&buf, 4096, 4096)) return 5;
+        memset(buf, 'x', 4096);
+        double start = now(CLOCK_MONOTONIC);
+        for (long i = 0; i < n; i++) {
+            ssize_t r = writes ? pwrite(fd, buf, 4096, i * 8192) : pread(fd, buf, 4096, i * 8192);
+            if (r != 4096) { perror(writes ? "pwrite" : "pread"); return 6; }
+        }
+        printf("seconds %.3f\n", now(CLOCK_MONOTONIC) - start);
+        return close(fd) ? 8 : 0;
+    }
+    fprintf(stderr, "usage: jc-helper mem|spin|burn|forkbomb|dwrite|dread|dops ...\n");
     return 2;
 }
