@@ -178,7 +178,7 @@ impl App {
         let path = self.extras_dir.join(format!("{id}.json"));
         let tmp = self.extras_dir.join(format!(".{id}.json.tmp"));
         let json = serde_json::to_vec(x).expect("job data serializes");
-        let r = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &path));
+        let r = write_private(&tmp, &json).and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = r {
             tracing::error!(path = %path.display(), error = %e, "cannot write job data");
         }
@@ -223,7 +223,7 @@ impl App {
         if !files.is_empty() {
             let path = self.extras_dir.join(format!("{id}.files.json"));
             let json = serde_json::to_vec(&files).expect("files serialize");
-            if let Err(e) = std::fs::write(&path, json) {
+            if let Err(e) = write_private(&path, &json) {
                 tracing::error!(path = %path.display(), error = %e, "cannot store collected files");
             }
         }
@@ -285,6 +285,20 @@ impl App {
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
+}
+
+/// Writes a file only the service's user can read (collected files may be
+/// anything a job produced), like the Worker's own records.
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
 }
 
 /// Follows the Worker's events on one thread: logs each state change,
