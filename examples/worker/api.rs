@@ -398,6 +398,8 @@ async fn delete_job(
         .await
         .map_err(|e| match e {
             Error::NoSuchJob { .. } => ApiError::not_found(&id),
+            // Until the library has Worker::remove (see retention.rs).
+            e @ Error::Refused { .. } => ApiError::new(501, e.to_string()),
             e => ApiError::new(409, e.to_string()),
         })?;
     tracing::info!(id = %jid, "job deleted");
