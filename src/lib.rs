@@ -40,6 +40,7 @@ mod sandbox;
 #[cfg(feature = "seccomp")]
 mod seccomp;
 mod spawn;
+mod spec;
 mod sys;
 pub mod units;
 mod worker;
@@ -160,6 +161,7 @@ pub use sandbox::{
 };
 #[cfg(feature = "seccomp")]
 pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy, DEFAULT_SOCKET_FAMILIES};
+pub use spec::{Content, JobSpec};
 pub use worker::{
     JobRecord, RecoveryIssue, Retention, StatusEvent, WhenFull, Worker, WorkerConfig,
 };
