@@ -171,7 +171,7 @@ async fn submit(State(app): State<Arc<App>>, body: Body) -> Result<Response, Api
         };
         let submitted = spec
             .build(&a.base, workdir.as_deref())
-            .and_then(|(sandbox, command)| a.worker.submit(&sandbox, &command));
+            .and_then(|(sandbox, command)| a.worker.submit(&a.for_submit(sandbox), &command));
         match submitted {
             Ok(handle) => {
                 let id = handle.id().clone();
@@ -361,6 +361,14 @@ async fn stop(
             }
             match tokio::time::timeout_at(deadline, ended.recv()).await {
                 Err(_) => break,
+                Ok(Ok(done)) if done == jid => {
+                    // Its end is published a moment before its record says
+                    // so: wait for that moment, not for another event.
+                    if let Some(h) = app.worker.handle(&jid) {
+                        let _ = blocking(move || h.wait_timeout(Duration::from_secs(5))).await;
+                    }
+                    break;
+                }
                 Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
                 Ok(Err(_)) => break,
             }
@@ -386,22 +394,19 @@ async fn delete_job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (jid, rec) = job_id(&app, &id)?;
-    if !rec.state.is_final() {
-        return Err(ApiError::new(
-            409,
-            format!("job {id} is {}: stop it first", rec.state.name()),
-        ));
-    }
     let a = app.clone();
     let j = jid.clone();
     blocking(move || crate::retention::remove(&a, &j))
         .await
         .map_err(|e| match e {
             Error::NoSuchJob { .. } => ApiError::not_found(&id),
-            // Until the library has Worker::remove (see retention.rs).
-            e @ Error::Refused { .. } => ApiError::new(501, e.to_string()),
-            e => ApiError::new(409, e.to_string()),
+            Error::NotFinished { .. } => ApiError::new(
+                409,
+                format!("job {id} is {}: stop it first", rec.state.name()),
+            ),
+            e => ApiError::new(500, e.to_string()),
         })?;
+    app.retention.forget(&jid);
     tracing::info!(id = %jid, "job deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

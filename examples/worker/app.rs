@@ -12,11 +12,14 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use jobcell::{Content, JobId, JobRecord, JobSpec, JobState, Sandbox, StatusEvent, Worker};
+use jobcell::{
+    Content, JobId, JobRecord, JobSpec, JobState, Rlimit, Sandbox, StatusEvent, Worker, UNLIMITED,
+};
 
 use crate::config::Config;
-use crate::metrics::{stage_label, Metrics};
+use crate::metrics::{spawn_error_stage, Metrics};
 use crate::request::Legacy;
+use crate::retention::{self, Retention};
 
 /// What the service keeps about a job beyond the Worker's record, in
 /// `state_dir/http/<id>.json`.
@@ -57,6 +60,7 @@ pub struct App {
     /// The cell every job starts from.
     pub base: Sandbox,
     pub metrics: Metrics,
+    pub retention: Retention,
     extras: Mutex<HashMap<JobId, Extra>>,
     extras_dir: PathBuf,
     work_dir: PathBuf,
@@ -65,6 +69,8 @@ pub struct App {
     pub stopping: AtomicBool,
     /// The host check's verdict: ready, and the problems when not.
     pub ready: Mutex<(bool, String)>,
+    #[cfg(debug_assertions)]
+    stalls: TestStalls,
 }
 
 impl App {
@@ -77,7 +83,8 @@ impl App {
         let (ended, _) = tokio::sync::broadcast::channel(1024);
         let app = Arc::new(App {
             worker,
-            base: Sandbox::new(),
+            base: base_sandbox(&config),
+            retention: Retention::new(config.retain_jobs, config.retain_age),
             config,
             metrics: Metrics::new(),
             extras: Mutex::new(HashMap::new()),
@@ -86,20 +93,20 @@ impl App {
             ended,
             stopping: AtomicBool::new(false),
             ready: Mutex::new(ready),
+            #[cfg(debug_assertions)]
+            stalls: TestStalls::from_env()?,
         });
-        app.load_extras();
+        let records = app.worker.list();
+        app.load_extras(&records);
+        app.retention.load(&records);
         Ok(app)
     }
 
     /// Reads every job's extra data back; finishes collections a previous
     /// run left undone; removes what belongs to no job.
-    fn load_extras(&self) {
-        let known: HashMap<String, JobRecord> = self
-            .worker
-            .list()
-            .into_iter()
-            .map(|r| (r.id.to_string(), r))
-            .collect();
+    fn load_extras(&self, records: &[JobRecord]) {
+        let known: HashMap<String, &JobRecord> =
+            records.iter().map(|r| (r.id.to_string(), r)).collect();
         let Ok(entries) = std::fs::read_dir(&self.extras_dir) else {
             return;
         };
@@ -285,6 +292,79 @@ impl App {
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
+
+    /// The sandbox a job is submitted with: as built, but in a debug build
+    /// started with `WORKER_TEST_STALL_AT` (see [`TestStalls`]).
+    pub fn for_submit(&self, sandbox: Sandbox) -> Sandbox {
+        #[cfg(debug_assertions)]
+        let sandbox = self.stalls.apply(sandbox);
+        sandbox
+    }
+}
+
+/// Debug builds only, for the test suite: `WORKER_TEST_STALL_AT=exec,build_root`
+/// makes the setup of each job in turn stall at the next of these stages
+/// until the setup timeout kills it (`jobcell::__private::inject`), so that
+/// the tests can make spawns fail for real. It is read once, from the
+/// service's own environment at start; nothing in a request reaches it,
+/// and a release build has no such hook at all.
+#[cfg(debug_assertions)]
+struct TestStalls {
+    stages: Vec<jobcell::Stage>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(debug_assertions)]
+impl TestStalls {
+    const VAR: &str = "WORKER_TEST_STALL_AT";
+
+    fn from_env() -> std::io::Result<TestStalls> {
+        let value = std::env::var(Self::VAR).unwrap_or_default();
+        let mut stages = Vec::new();
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let stage = crate::metrics::STAGES
+                .iter()
+                .find(|(_, label)| *label == name)
+                .ok_or_else(|| {
+                    std::io::Error::other(format!("{}: no stage {name:?}", Self::VAR))
+                })?;
+            stages.push(stage.0);
+        }
+        if !stages.is_empty() {
+            tracing::warn!(
+                stages = %value,
+                "{} is set: every job's setup is made to stall (a fault injected for tests)",
+                Self::VAR
+            );
+        }
+        Ok(TestStalls {
+            stages,
+            next: Default::default(),
+        })
+    }
+
+    fn apply(&self, mut sandbox: Sandbox) -> Sandbox {
+        if !self.stages.is_empty() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.stages.len();
+            use jobcell::__private::{inject, Fault};
+            inject(&mut sandbox, Fault::StallAt(self.stages[i]));
+        }
+        sandbox
+    }
+}
+
+/// The cell every job starts from: requests come from strangers, so
+/// `Sandbox::untrusted()` (its limits are replaced by each job's, which
+/// take the service's defaults), with the per-file cap the configuration
+/// sets.
+fn base_sandbox(config: &Config) -> Sandbox {
+    let mut base = Sandbox::untrusted();
+    let cap = config.file_size.unwrap_or(UNLIMITED);
+    if cap != jobcell::UNTRUSTED_FILE_SIZE {
+        // A later setting of a resource replaces the earlier one.
+        base.rlimit(Rlimit::FileSize, cap, cap);
+    }
+    base
 }
 
 /// Writes a file only the service's user can read (collected files may be
@@ -302,8 +382,8 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// Follows the Worker's events on one thread: logs each state change,
-/// feeds the metrics, collects files of jobs that ended and wakes `?wait=`
-/// requests.
+/// feeds the metrics, collects files of jobs that ended, wakes `?wait=`
+/// requests and applies the retention policy.
 ///
 /// It holds the app weakly: the events end when the Worker is dropped, and
 /// the lines of the last ones are still written then.
@@ -328,15 +408,20 @@ pub fn follow_events(app: Weak<App>, events: crossbeam_channel::Receiver<StatusE
                 }
             }
             s if s.is_final() => {
-                // Failed while starting: the program never ran.
-                if let (Some(_), JobState::Failed { reason }) = (starting.remove(&e.id), s) {
+                // Failed while starting: it never reached `running`. (The
+                // event, not the record: a job's end is published a moment
+                // before its record in memory says so.)
+                let ran = starting.remove(&e.id).is_none();
+                if let Some(stage) = spawn_error_stage(s, ran) {
                     app.metrics
                         .spawn_errors
-                        .get_or_create(&vec![("stage", stage_label(reason))])
+                        .get_or_create(&vec![("stage", stage.to_string())])
                         .inc();
                 }
                 app.collect(&e.id);
                 let _ = app.ended.send(e.id.clone());
+                app.retention.ended(e.id.clone(), e.time);
+                retention::apply(&app);
             }
             _ => {}
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use jobcell::units::{parse_duration, parse_size};
-use jobcell::Limits;
+use jobcell::{Limits, UNTRUSTED_FILE_SIZE};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -19,6 +19,8 @@ pub struct Config {
     pub max_queued: usize,
     /// Limits a job gets for the fields its request leaves out.
     pub defaults: Limits,
+    /// The largest file a job may write (`RLIMIT_FSIZE`); `None`: no cap.
+    pub file_size: Option<u64>,
     pub log_level: String,
     pub log_json: bool,
     /// SIGTERM to SIGKILL, for a stop and at shutdown.
@@ -38,16 +40,19 @@ pub struct Config {
 
 pub const DEFAULT_MAX_JOBS: usize = 64;
 
+/// The service's own default wall time: longer than the untrusted one (a
+/// service runs builds and test suites too), and still finite, so that a
+/// forgotten `sleep` cannot hold a slot for ever.
+pub const DEFAULT_WALL_TIME: Duration = Duration::from_secs(600);
+
 /// The defaults for limits a request leaves out, unless the environment
-/// says otherwise: a forgotten `sleep` must not hold a slot for ever, and a
-/// runaway job must not take the host's memory or pids.
+/// says otherwise: requests come from strangers, so the untrusted ones
+/// ([`Limits::conservative`]: 512 MiB, 256 pids, 16 MiB of output) with the
+/// service's own wall time.
 pub fn builtin_defaults() -> Limits {
     Limits {
-        wall_time: Some(Duration::from_secs(600)),
-        memory: Some(512 << 20),
-        pids: Some(1024),
-        output_bytes: Some(64 << 20),
-        ..Default::default()
+        wall_time: Some(DEFAULT_WALL_TIME),
+        ..Limits::conservative()
     }
 }
 
@@ -111,6 +116,11 @@ impl Config {
                 Err(e) => return Err(format!("WORKER_RETAIN_AGE: {e}")),
             },
         };
+        let file_size = match var("DEFAULT_FILE_SIZE_LIMIT") {
+            None => Some(UNTRUSTED_FILE_SIZE),
+            Some(v) if matches!(v.trim(), "0" | "none" | "unlimited") => None,
+            Some(v) => Some(parse_size(&v).map_err(|e| format!("DEFAULT_FILE_SIZE_LIMIT: {e}"))?),
+        };
         Ok(Config {
             addr: var("WORKER_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             token: var("WORKER_TOKEN"),
@@ -118,6 +128,7 @@ impl Config {
             max_jobs: count("MAX_JOBS", DEFAULT_MAX_JOBS)?,
             max_queued: count("WORKER_MAX_QUEUED", 10_000)?,
             defaults: defaults(&var)?,
+            file_size,
             log_level: var("WORKER_LOG_LEVEL").unwrap_or_else(|| "info".into()),
             log_json,
             stop_grace: duration("WORKER_STOP_GRACE", Duration::from_secs(5))?,
@@ -240,6 +251,18 @@ mod tests {
         assert_eq!(c.max_jobs, DEFAULT_MAX_JOBS);
         assert_eq!(c.defaults, builtin_defaults());
         assert_eq!(c.defaults.wall_time, Some(Duration::from_secs(600)));
+        assert_eq!(
+            Limits {
+                wall_time: None,
+                ..c.defaults.clone()
+            },
+            Limits {
+                wall_time: None,
+                ..Limits::conservative()
+            },
+            "the untrusted defaults, but for the wall time"
+        );
+        assert_eq!(c.file_size, Some(UNTRUSTED_FILE_SIZE));
         let c = Config::from_env(env(&[
             ("XDG_STATE_HOME", "/s"),
             ("HOME", "/home/u"),
@@ -254,6 +277,7 @@ mod tests {
             ("WORKER_STOP_GRACE", "1.5s"),
             ("WORKER_RETAIN_JOBS", "100"),
             ("WORKER_RETAIN_AGE", "168h"),
+            ("DEFAULT_FILE_SIZE_LIMIT", "none"),
         ]))
         .unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/s/jobcell"));
@@ -268,6 +292,10 @@ mod tests {
         assert_eq!(c.stop_grace, Duration::from_millis(1500));
         assert_eq!(c.retain_jobs, Some(100));
         assert_eq!(c.retain_age, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(c.file_size, None);
+        let c =
+            Config::from_env(env(&[("HOME", "/h"), ("DEFAULT_FILE_SIZE_LIMIT", "1G")])).unwrap();
+        assert_eq!(c.file_size, Some(1 << 30));
         for (k, v) in [
             ("MAX_JOBS", "0"),
             ("MAX_JOBS", "-1"),
@@ -275,6 +303,7 @@ mod tests {
             ("DEFAULT_MEMORY_LIMIT", "12 parsecs"),
             ("DEFAULT_MEMORY_LIMIT", "10"),
             ("DEFAULT_WALL_TIME", "soon"),
+            ("DEFAULT_FILE_SIZE_LIMIT", "big"),
             ("WORKER_LOG_FORMAT", "xml"),
             ("WORKER_MAX_BODY", "0"),
         ] {

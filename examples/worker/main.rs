@@ -113,7 +113,7 @@ fn main() -> ExitCode {
     let app = match App::new(worker, config, (true, String::new())) {
         Ok(a) => a,
         Err(e) => {
-            tracing::error!(error = %e, "cannot prepare the state directory");
+            tracing::error!(error = %e, "cannot start the service");
             return ExitCode::from(1);
         }
     };

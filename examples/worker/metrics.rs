@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
+use jobcell::{JobState, Stage};
+
 type Labels = Vec<(&'static str, String)>;
 
 pub struct Metrics {
@@ -121,49 +123,137 @@ impl Metrics {
     }
 }
 
-/// The label of a failed job's reason: the setup stage or host step that
-/// failed, in snake case ("building_the_root", "clone3"), or "other".
-pub fn stage_label(reason: &str) -> String {
-    let stage = if let Some(rest) = reason.strip_prefix("cell setup failed while ") {
-        rest.split([':', '(', ',']).next().unwrap_or(rest)
-    } else if reason.starts_with("cgroup ") {
+/// Every stage of a cell's setup, with its label.
+pub const STAGES: &[(Stage, &str)] = &[
+    (Stage::Clone, "clone"),
+    (Stage::CloseFds, "close_fds"),
+    (Stage::JoinCgroup, "join_cgroup"),
+    (Stage::WaitForHost, "wait_for_host"),
+    (Stage::BecomeRoot, "become_root"),
+    (Stage::CgroupNamespace, "cgroup_namespace"),
+    (Stage::SetHostname, "set_hostname"),
+    (Stage::MakeMountsPrivate, "make_mounts_private"),
+    (Stage::BuildRoot, "build_root"),
+    (Stage::PivotRoot, "pivot_root"),
+    (Stage::DetachOldRoot, "detach_old_root"),
+    (Stage::LoopbackUp, "loopback_up"),
+    (Stage::ForkJob, "fork_job"),
+    (Stage::Setsid, "setsid"),
+    (Stage::Stdio, "stdio"),
+    (Stage::Rlimits, "rlimits"),
+    (Stage::NoNewPrivs, "no_new_privs"),
+    (Stage::DropCapabilities, "drop_capabilities"),
+    (Stage::SetGroups, "set_groups"),
+    (Stage::SetUser, "set_user"),
+    (Stage::Chdir, "chdir"),
+    (Stage::CloseOnExec, "close_on_exec"),
+    (Stage::Seccomp, "seccomp"),
+    (Stage::Landlock, "landlock"),
+    (Stage::Exec, "exec"),
+];
+
+/// The `stage` label of a job that ended in `state`, if it failed before
+/// its program ran (`ran`: it reached `running`, its record's `started`).
+///
+/// The Worker spawns on its own thread after `submit` has answered, so the
+/// typed error (`Error::Setup { stage, .. }`, `Error::SetupTimeout`) never
+/// reaches the service: what is left of it is what a record (or the state
+/// event) keeps, whether the program started and the error as text. Each
+/// stage is found by its typed value's own `Display` (the tests below
+/// render every stage through both errors, so a change of wording fails
+/// them, not the metric). Failures outside the cell are `cgroup` (creating
+/// the job's cgroup or writing its limits), `cell_died` and `host` (the
+/// clone, the id maps, the spawner).
+pub fn spawn_error_stage(state: &JobState, ran: bool) -> Option<&'static str> {
+    match state {
+        JobState::Failed { reason } if !ran => Some(stage_of(reason)),
+        _ => None,
+    }
+}
+
+fn stage_of(reason: &str) -> &'static str {
+    // `Error::Setup`: "cell setup failed while {stage}…";
+    // `Error::SetupTimeout`: "cell setup did not finish within …: stuck while {stage}…".
+    let after = ["cell setup failed while ", "stuck while "]
+        .iter()
+        .find_map(|m| reason.split_once(m).map(|(_, rest)| rest));
+    if let Some(rest) = after {
+        let found = STAGES.iter().find(|(stage, _)| {
+            rest.strip_prefix(&stage.to_string())
+                .is_some_and(|tail| tail.is_empty() || tail.starts_with([' ', ':', '(']))
+        });
+        if let Some((_, label)) = found {
+            return label;
+        }
+    }
+    if reason.starts_with("cgroup ") || reason.starts_with("limit ") {
         "cgroup"
     } else if reason.starts_with("the cell died during setup") {
         "cell_died"
     } else {
-        reason.split([':', ' ']).next().unwrap_or("other")
-    };
-    let slug: String = stage
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if slug.is_empty() || slug.len() > 40 {
-        "other".into()
-    } else {
-        slug
+        "host"
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// Every stage, through both typed errors as a Worker's record keeps
+    /// them, with and without a detail.
+    #[test]
+    fn stage_labels_from_the_typed_errors() {
+        use jobcell::{Errno, Error};
+        let mut labels = std::collections::HashSet::new();
+        for &(stage, label) in STAGES {
+            assert!(labels.insert(label), "{label} twice");
+            for detail in ["", "bind /opt/x on /x", "/usr/bin/true"] {
+                let errors = [
+                    Error::Setup {
+                        stage,
+                        detail: detail.into(),
+                        errno: Errno(libc::EACCES),
+                    },
+                    Error::SetupTimeout {
+                        stage,
+                        detail: detail.into(),
+                        timeout: Duration::from_millis(300),
+                    },
+                ];
+                for e in errors {
+                    assert_eq!(stage_of(&e.to_string()), label, "{e}");
+                }
+            }
+        }
+        let cgroup = Error::Cgroup {
+            op: "write",
+            path: "/sys/fs/cgroup/x/cpuset.cpus".into(),
+            value: Some("7".into()),
+            errno: Errno(libc::EINVAL),
+            hint: None,
+        };
+        assert_eq!(stage_of(&cgroup.to_string()), "cgroup");
+        let died = Error::SetupDied {
+            status: "killed by SIGKILL".into(),
+        };
+        assert_eq!(stage_of(&died.to_string()), "cell_died");
+        assert_eq!(stage_of("clone3: ENOMEM"), "host");
+        assert_eq!(stage_of(""), "host");
+    }
 
     #[test]
-    fn stage_labels() {
+    fn only_jobs_that_never_ran_are_spawn_errors() {
+        let failed = JobState::Failed {
+            reason: "cell setup failed while pivot_root: EINVAL (Invalid argument)".into(),
+        };
+        assert_eq!(spawn_error_stage(&failed, false), Some("pivot_root"));
+        assert_eq!(spawn_error_stage(&failed, true), None, "it ran");
         assert_eq!(
-            stage_label("cell setup failed while building the root (mkdir /x): EACCES"),
-            "building_the_root"
+            spawn_error_stage(&JobState::Stopped, false),
+            None,
+            "stopped while queued"
         );
-        assert_eq!(stage_label("clone3: ENOMEM"), "clone3");
-        assert_eq!(stage_label("cgroup write /sys/x = 1: EBUSY"), "cgroup");
-        assert_eq!(stage_label(""), "other");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use jobcell::{Chunk, JobId, LogReader, Stream};
+use jobcell::{Chunk, JobId, JobRecord, LogReader, Stream};
 
 use crate::api::job_id;
 use crate::app::App;
@@ -36,7 +36,7 @@ pub async fn stream(
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad("query", e.body_text()))?;
-    let (jid, _) = job_id(&app, &id)?;
+    let (jid, rec) = job_id(&app, &id)?;
     let sse = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -66,7 +66,10 @@ pub async fn stream(
     let open = Open::new(app.clone());
     if sse {
         let start = resume.or(q.offset).unwrap_or(0);
-        Ok(sse_stream(app, jid, reader, start, open).into_response())
+        // A finished job's record as it is now: the `end` event still has it
+        // if the job is deleted while the stream is sent.
+        let ended = rec.state.is_final().then_some(rec);
+        Ok(sse_stream(app, jid, ended, reader, start, open).into_response())
     } else {
         Ok(raw_stream(app, reader, open))
     }
@@ -121,6 +124,7 @@ fn raw_stream(app: Arc<App>, mut reader: LogReader, open: Open) -> Response {
 fn sse_stream(
     app: Arc<App>,
     id: JobId,
+    ended: Option<JobRecord>,
     mut reader: LogReader,
     start: u64,
     open: Open,
@@ -148,7 +152,8 @@ fn sse_stream(
                 done = true;
                 // The log ends with the job: its record is final by now. A
                 // snapshot of a running job just stops.
-                match app.worker.get(&id).filter(|r| r.state.is_final()) {
+                let rec = app.worker.get(&id).or_else(|| ended.clone());
+                match rec.filter(|r| r.state.is_final()) {
                     Some(rec) => {
                         let ev = Event::default()
                             .event("end")
