@@ -41,6 +41,7 @@ mod sandbox;
 #[cfg(feature = "seccomp")]
 mod seccomp;
 mod spawn;
+mod spec;
 mod sys;
 pub mod units;
 mod worker;
@@ -188,6 +189,7 @@ pub use sandbox::{
 };
 #[cfg(feature = "seccomp")]
 pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy, DEFAULT_SOCKET_FAMILIES};
+pub use spec::{Content, JobSpec};
 pub use worker::{
     JobRecord, RecoveryIssue, Retention, StatusEvent, WhenFull, Worker, WorkerConfig,
 };

@@ -459,6 +459,50 @@ fn input_errors_leave_no_record_and_queued_jobs_can_be_stopped() {
     ));
 }
 
+/// Shutdown signals the running jobs before it ends the queued ones. Each
+/// job it ends has its record written and synced: a long queue must not
+/// hold back the running jobs' SIGTERM, and with it the end of their grace
+/// (a service that exits within its grace plus a second would cut them off
+/// unrecorded).
+#[test]
+fn shutdown_signals_the_running_jobs_before_it_ends_the_queue() {
+    let _g = common::shared();
+    let dir = state_dir();
+    let w = Worker::new(WorkerConfig {
+        max_concurrent: Some(1),
+        state_dir: Some(dir.path().into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let running = w
+        .submit(&Sandbox::new(), Command::new("sleep").arg("600"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while running.state() != JobState::Running {
+        assert!(Instant::now() < deadline, "{:?}", running.state());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let queued = 300;
+    for _ in 0..queued {
+        w.submit(&Sandbox::new(), &Command::new("true")).unwrap();
+    }
+    let events = w.subscribe();
+    w.shutdown(Duration::from_secs(60));
+    let ended: Vec<_> = events
+        .try_iter()
+        .filter(|e| e.state.is_final())
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ended.len(), queued + 1);
+    let at = ended.iter().position(|id| id == running.id()).unwrap();
+    eprintln!("the running job ended after {at} of {queued} queued ones");
+    assert!(
+        at < queued,
+        "the running job ended after all {queued} queued ones: its SIGTERM waited for them"
+    );
+    assert_eq!(running.wait().unwrap().state, JobState::Stopped);
+}
+
 /// A chunk as a log file can keep it: time to the microsecond.
 fn as_stored(c: &jobcell::Chunk) -> (Stream, u64, u128, Vec<u8>) {
     let t = c.time.duration_since(std::time::UNIX_EPOCH).unwrap();

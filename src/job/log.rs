@@ -26,11 +26,13 @@
 //! writing for good: the file keeps an exact prefix of the output, never a
 //! gap, and the error is kept for the job's record.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
@@ -159,6 +161,19 @@ struct Inner {
     /// Nothing more is appended (see `Log::finish_writing`).
     closed_for_writing: bool,
     closed: bool,
+    /// Tasks of readers polled by an async runtime ([`LogReader::poll_chunk`])
+    /// that found nothing new, woken (and forgotten) on the next append or on
+    /// close. Keyed by reader, so a reader polled again replaces its waker
+    /// instead of adding one.
+    wakers: HashMap<u64, Waker>,
+}
+
+impl Inner {
+    /// The wakers to wake once the lock is let go (none, usually: the
+    /// blocking readers pay one test of an empty map).
+    fn take_wakers(&mut self) -> Option<HashMap<u64, Waker>> {
+        (!self.wakers.is_empty()).then(|| std::mem::take(&mut self.wakers))
+    }
 }
 
 impl Inner {
@@ -269,6 +284,7 @@ impl Log {
                 recent: VecDeque::new(),
                 closed_for_writing: false,
                 closed: false,
+                wakers: HashMap::new(),
             }),
             cond: Condvar::new(),
             budget,
@@ -354,8 +370,10 @@ impl Log {
         if g.used() > self.budget {
             self.spill(&mut g);
         }
+        let wakers = g.take_wakers();
         drop(g);
         self.cond.notify_all();
+        wakers.into_iter().flatten().for_each(|(_, w)| w.wake());
     }
 
     /// Lets the oldest chunks go until memory is within the budget. A
@@ -427,8 +445,10 @@ impl Log {
             g.index = Vec::new();
             g.recent = VecDeque::new();
         }
+        let wakers = g.take_wakers();
         drop(g);
         self.cond.notify_all();
+        wakers.into_iter().flatten().for_each(|(_, w)| w.wake());
     }
 
     /// Why the log's file stopped being written (the output from then on
@@ -551,7 +571,22 @@ pub enum ReadTimeout {
     Ended,
 }
 
-struct TimedOut;
+/// [`LogReader::next_inner`] found nothing new: its deadline passed, or a
+/// polled reader's waker was left with the log.
+struct NotYet;
+
+/// How [`LogReader::next_inner`] waits when it has caught up with a log
+/// that may grow.
+#[derive(Clone, Copy)]
+enum Wait<'a> {
+    /// Until the log grows or ends.
+    Block,
+    /// Until then, or this instant.
+    Until(Instant),
+    /// Not at all: the waker is left with the log, to be woken when it grows
+    /// or ends.
+    Task(&'a Waker),
+}
 
 /// A cursor into a job's log: a blocking iterator of [`Chunk`]s.
 ///
@@ -588,6 +623,8 @@ pub struct LogReader {
     /// ready under one lock, so a thousand followers do not queue on the lock
     /// once per chunk (the writer needs it too).
     batch: VecDeque<Chunk>,
+    /// This reader's slot among the log's wakers, once it has been polled.
+    waker_key: Option<u64>,
 }
 
 impl LogReader {
@@ -612,6 +649,7 @@ impl LogReader {
             file_limit: 0,
             big_records: false,
             batch: VecDeque::new(),
+            waker_key: None,
         }
     }
 
@@ -663,14 +701,59 @@ impl LogReader {
     /// # Ok::<(), jobcell::Error>(())
     /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Chunk, ReadTimeout> {
-        match self.next_inner(Some(Instant::now() + timeout)) {
+        match self.next_inner(Wait::Until(Instant::now() + timeout)) {
             Ok(Some(c)) => Ok(c),
             Ok(None) => Err(ReadTimeout::Ended),
-            Err(TimedOut) => Err(ReadTimeout::TimedOut),
+            Err(NotYet) => Err(ReadTimeout::TimedOut),
         }
     }
 
-    fn next_inner(&mut self, deadline: Option<Instant>) -> Result<Option<Chunk>, TimedOut> {
+    /// The next chunk for a task of an async runtime: `Ready(Some(chunk))`,
+    /// `Ready(None)` once the output has ended (or the snapshot is read), or
+    /// `Pending`, after which the task is woken when the job writes more or
+    /// its output ends. jobcell runs no runtime of its own: any executor can
+    /// drive this, and a thousand pending readers cost a thousand wakers,
+    /// not a thread each.
+    ///
+    /// Output that is only in the log's file is read back inside this call
+    /// (positional reads of at most a batch, usually from the page cache).
+    ///
+    /// ```
+    /// use std::future::poll_fn;
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     // A minimal executor: jobcell needs none of its own.
+    /// #     use std::task::{Context, Poll, Wake};
+    /// #     struct Thread(std::thread::Thread);
+    /// #     impl Wake for Thread { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = std::sync::Arc::new(Thread(std::thread::current())).into();
+    /// #     let mut cx = Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } std::thread::park(); }
+    /// # }
+    /// # fn main() -> Result<(), jobcell::Error> {
+    /// # if !cfg!(target_os = "linux") { return Ok(()); }
+    /// # let job = match jobcell::Sandbox::new().spawn(jobcell::Command::new("echo").arg("hi")) {
+    /// #     Ok(j) => j, Err(_) => return Ok(()), // no cells on this host
+    /// # };
+    /// let mut logs = job.logs();
+    /// let text = block_on(async {
+    ///     let mut text = Vec::new();
+    ///     while let Some(chunk) = poll_fn(|cx| logs.poll_chunk(cx)).await {
+    ///         text.extend_from_slice(&chunk.data);
+    ///     }
+    ///     text
+    /// });
+    /// assert_eq!(text, b"hi\n");
+    /// # Ok(()) }
+    /// ```
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        match self.next_inner(Wait::Task(cx.waker())) {
+            Ok(c) => Poll::Ready(c),
+            Err(NotYet) => Poll::Pending,
+        }
+    }
+
+    fn next_inner(&mut self, wait: Wait<'_>) -> Result<Option<Chunk>, NotYet> {
         loop {
             if let Some(c) = self.batch.pop_front() {
                 return Ok(Some(c));
@@ -764,12 +847,25 @@ impl LogReader {
             if g.closed || !self.follow {
                 return Ok(None);
             }
-            match deadline {
-                None => log.cond.wait(&mut g),
-                Some(d) => {
+            match wait {
+                Wait::Block => log.cond.wait(&mut g),
+                Wait::Until(d) => {
                     if log.cond.wait_until(&mut g, d).timed_out() && self.pos >= g.total {
-                        return Err(TimedOut);
+                        return Err(NotYet);
                     }
+                }
+                Wait::Task(waker) => {
+                    static KEYS: AtomicU64 = AtomicU64::new(0);
+                    let key = *self
+                        .waker_key
+                        .get_or_insert_with(|| KEYS.fetch_add(1, Ordering::Relaxed));
+                    match g.wakers.get_mut(&key) {
+                        Some(w) => w.clone_from(waker),
+                        None => {
+                            g.wakers.insert(key, waker.clone());
+                        }
+                    }
+                    return Err(NotYet);
                 }
             }
         }
@@ -965,11 +1061,20 @@ impl<'a> Blocks<'a> {
     }
 }
 
+impl Drop for LogReader {
+    fn drop(&mut self) {
+        // Only a polled reader can have left a waker with the log.
+        if let Some(key) = self.waker_key {
+            self.log.inner.lock().wakers.remove(&key);
+        }
+    }
+}
+
 impl Iterator for LogReader {
     type Item = Chunk;
 
     fn next(&mut self) -> Option<Chunk> {
-        self.next_inner(None).ok().flatten()
+        self.next_inner(Wait::Block).ok().flatten()
     }
 }
 
@@ -1209,6 +1314,10 @@ mod tests {
             let mut want = Vec::new();
             let mut follower = LogReader::new(log.clone());
             let mut followed = Vec::new();
+            // The same, driven as a task: polled until it has nothing yet.
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut task = LogReader::new(log.clone());
+            let mut tasked = Vec::new();
             for (i, (err, len)) in appends.iter().enumerate() {
                 let s = if *err { Stream::Stderr } else { Stream::Stdout };
                 let data: Vec<u8> = (0..*len).map(|j| (i * 31 + j) as u8).collect();
@@ -1219,15 +1328,24 @@ mod tests {
                     while let Ok(c) = follower.next_timeout(Duration::ZERO) {
                         followed.push(c);
                     }
+                    while let Poll::Ready(Some(c)) = task.poll_chunk(&mut cx) {
+                        tasked.push(c);
+                    }
                 }
             }
             log.close();
             followed.extend(follower);
+            while let Poll::Ready(Some(c)) = task.poll_chunk(&mut cx) {
+                tasked.push(c);
+            }
+            prop_assert_eq!(task.poll_chunk(&mut cx), Poll::Ready(None));
+            prop_assert!(log.inner.lock().wakers.is_empty());
             prop_assert_eq!(check_chunks(&followed, 0), want.clone());
             let replay: Vec<Chunk> = LogReader::new(log.clone()).collect();
             prop_assert_eq!(check_chunks(&replay, 0), want.clone());
             // A follower ends the chunk it reaches: it saw the chunks a replay sees.
             prop_assert_eq!(&followed, &replay);
+            prop_assert_eq!(&tasked, &replay);
             for &n in &offsets {
                 let n = n.min(want.len() as u64);
                 let got: Vec<Chunk> = LogReader::new(log.clone()).offset(n).collect();
@@ -1245,6 +1363,91 @@ mod tests {
                 prop_assert_eq!(&bytes[..], &want[..bytes.len()]);
             }
         }
+    }
+
+    #[test]
+    fn polled_readers_are_woken_once_per_change_and_forgotten_when_dropped() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let log = Arc::new(Log::new(1 << 20));
+        let mut r = LogReader::new(log.clone()).offset(2);
+        // Polled again and again while nothing comes: one waker, not many.
+        for _ in 0..5 {
+            assert!(r.poll_chunk(&mut cx).is_pending());
+        }
+        assert_eq!(log.inner.lock().wakers.len(), 1);
+        log.append(Stream::Stderr, b"abcd");
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(
+            log.inner.lock().wakers.is_empty(),
+            "woken wakers are dropped"
+        );
+        match r.poll_chunk(&mut cx) {
+            Poll::Ready(Some(c)) => {
+                assert_eq!(
+                    (&c.data[..], c.offset, c.stream),
+                    (&b"cd"[..], 2, Stream::Stderr)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.poll_chunk(&mut cx).is_pending());
+        log.close();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "closing wakes too");
+        assert_eq!(r.poll_chunk(&mut cx), Poll::Ready(None));
+
+        let log = Arc::new(Log::new(1 << 20));
+        let mut r = LogReader::new(log.clone());
+        assert!(r.poll_chunk(&mut cx).is_pending());
+        drop(r);
+        assert!(
+            log.inner.lock().wakers.is_empty(),
+            "a dropped reader leaves no waker"
+        );
+        // A snapshot of an open, empty log ends at once instead of waiting.
+        let mut snap = LogReader::new(log.clone()).snapshot();
+        assert_eq!(snap.poll_chunk(&mut cx), Poll::Ready(None));
+    }
+
+    /// A polled reader of a persistent log reads what only the file holds,
+    /// and one that fell behind the memory budget catches up through it.
+    #[test]
+    fn polled_readers_read_the_file_too() {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let poll_all = |r: &mut LogReader, cx: &mut Context<'_>| {
+            let mut out = Vec::new();
+            while let Poll::Ready(Some(c)) = r.poll_chunk(cx) {
+                out.push(c);
+            }
+            out
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::persistent(300, dir.path().join("log")));
+        let mut live = LogReader::new(log.clone());
+        let mut want = Vec::new();
+        for i in 0..200u32 {
+            let d = format!("line {i}\n");
+            log.append(Stream::Stdout, d.as_bytes());
+            want.extend_from_slice(d.as_bytes());
+        }
+        let mut got = poll_all(&mut live, &mut cx);
+        assert!(live.poll_chunk(&mut cx).is_pending());
+        log.close();
+        got.extend(poll_all(&mut live, &mut cx));
+        assert_eq!(live.poll_chunk(&mut cx), Poll::Ready(None));
+        assert_eq!(check_chunks(&got, 0), want);
+        let mut after = LogReader::new(log).offset(7);
+        assert_eq!(check_chunks(&poll_all(&mut after, &mut cx), 7), want[7..]);
     }
 
     #[test]

@@ -520,9 +520,9 @@ impl Worker {
         self.shared.jobs.lock().active.len()
     }
 
-    /// Refuses new jobs, ends queued ones, stops running ones (SIGTERM, then
-    /// a kill after `grace`), and waits until every job has ended and its
-    /// record is written. Every job accepted before it returns is final.
+    /// Refuses new jobs, stops running ones (SIGTERM at once, a kill after
+    /// `grace`), ends queued ones, and waits until every job has ended and
+    /// its record is written. Every job accepted before it returns is final.
     pub fn shutdown(&self, grace: Duration) {
         let s = &self.shared;
         let (queued, running): (Vec<Pending>, Vec<Arc<JobShared>>) = {
@@ -540,9 +540,8 @@ impl Worker {
                 .collect();
             (queued, running)
         };
-        for p in queued {
-            p.job.finish(never_ran(JobState::Stopped));
-        }
+        // The running jobs' grace starts now, not after the queue's records
+        // are written and synced (a long queue takes a while).
         for job in &running {
             if job.kill_reason_set(crate::job::KillReason::Stopped) {
                 if grace.is_zero() || !job.terminate() {
@@ -551,6 +550,9 @@ impl Worker {
                     s.runtime.reactor.kill_after(job, grace);
                 }
             }
+        }
+        for p in queued {
+            p.job.finish(never_ran(JobState::Stopped));
         }
         for job in &running {
             let _ = job.wait_final(None);
