@@ -67,6 +67,8 @@ mod guides {
     struct Recipes;
     #[doc = include_str!("../docs/security.md")]
     struct Security;
+    #[doc = include_str!("../docs/service.md")]
+    struct Service;
     #[doc = include_str!("../docs/testing.md")]
     struct Testing;
     #[doc = include_str!("../docs/troubleshooting.md")]

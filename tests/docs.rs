@@ -111,11 +111,6 @@ fn no_text_refers_to_the_original() {
     while let Some(dir) = dirs.pop() {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            // The HTTP service (examples/worker*) is being rewritten on its own.
-            if name.starts_with("worker") && dir.ends_with("examples") {
-                continue;
-            }
             if p.is_dir() {
                 dirs.push(p);
             } else if p.extension().is_some_and(|e| e == "rs" || e == "md") {
