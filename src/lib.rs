@@ -34,6 +34,7 @@ mod error;
 pub mod fs;
 pub mod host;
 mod job;
+mod json;
 #[cfg(feature = "landlock")]
 mod landlock;
 mod sandbox;

@@ -226,10 +226,10 @@ impl fmt::Display for JobState {
 #[serde(default)]
 pub struct ResourceUsage {
     /// CPU time in user mode.
-    #[serde(rename = "user_time_us", with = "crate::worker::record::dur_us")]
+    #[serde(rename = "user_time_us", with = "crate::json::dur_us")]
     pub user_time: Duration,
     /// CPU time in the kernel.
-    #[serde(rename = "system_time_us", with = "crate::worker::record::dur_us")]
+    #[serde(rename = "system_time_us", with = "crate::json::dur_us")]
     pub system_time: Duration,
     /// Largest resident set of any single process, in bytes.
     pub max_rss: u64,
@@ -274,10 +274,10 @@ impl ResourceUsage {
 #[non_exhaustive]
 pub struct Usage {
     /// CPU time in user mode.
-    #[serde(rename = "cpu_user_us", with = "crate::worker::record::dur_us")]
+    #[serde(rename = "cpu_user_us", with = "crate::json::dur_us")]
     pub cpu_user: Duration,
     /// CPU time in the kernel.
-    #[serde(rename = "cpu_system_us", with = "crate::worker::record::dur_us")]
+    #[serde(rename = "cpu_system_us", with = "crate::json::dur_us")]
     pub cpu_system: Duration,
     /// Memory charged now, in bytes.
     pub memory_current: u64,

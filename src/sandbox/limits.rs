@@ -62,14 +62,14 @@ pub struct Limits {
     /// Wall-clock time from start to end.
     #[serde(
         rename = "wall_time_ms",
-        with = "crate::worker::record::opt_dur_ms",
+        with = "crate::json::opt_dur_ms",
         skip_serializing_if = "Option::is_none"
     )]
     pub wall_time: Option<Duration>,
     /// CPU time (user + system) of every process of the job together.
     #[serde(
         rename = "cpu_time_ms",
-        with = "crate::worker::record::opt_dur_ms",
+        with = "crate::json::opt_dur_ms",
         skip_serializing_if = "Option::is_none"
     )]
     pub cpu_time: Option<Duration>,

@@ -38,12 +38,12 @@ pub struct JobRecord {
     #[serde(flatten)]
     pub state: JobState,
     /// When it was submitted.
-    #[serde(rename = "created_ms", with = "time_ms")]
+    #[serde(rename = "created_ms", with = "crate::json::time_ms")]
     pub created: SystemTime,
     /// When its program started.
     #[serde(
         rename = "started_ms",
-        with = "opt_time_ms",
+        with = "crate::json::opt_time_ms",
         default,
         skip_serializing_if = "Option::is_none"
     )]
@@ -51,7 +51,7 @@ pub struct JobRecord {
     /// When it ended.
     #[serde(
         rename = "ended_ms",
-        with = "opt_time_ms",
+        with = "crate::json::opt_time_ms",
         default,
         skip_serializing_if = "Option::is_none"
     )]
@@ -62,7 +62,7 @@ pub struct JobRecord {
     /// From start to end.
     #[serde(
         rename = "wall_time_ms",
-        with = "opt_dur_ms",
+        with = "crate::json::opt_dur_ms",
         default,
         skip_serializing_if = "Option::is_none"
     )]
@@ -107,76 +107,5 @@ pub struct RecoveryIssue {
 impl std::fmt::Display for RecoveryIssue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.path.display(), self.problem)
-    }
-}
-
-pub(crate) mod time_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::{Duration, SystemTime};
-
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        s.serialize_u64(ms)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
-pub(crate) mod opt_time_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::{Duration, SystemTime};
-
-    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => super::time_ms::serialize(t, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?
-            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)))
-    }
-}
-
-pub(crate) mod opt_dur_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        match Option::<f64>::deserialize(d)? {
-            Some(ms) if ms.is_finite() && ms >= 0.0 => {
-                Ok(Some(Duration::from_secs_f64(ms / 1000.0)))
-            }
-            Some(_) => Err(serde::de::Error::custom(
-                "a duration must be a non-negative number of milliseconds",
-            )),
-            None => Ok(None),
-        }
-    }
-}
-
-pub(crate) mod dur_us {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_micros() as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_micros(u64::deserialize(d)?))
     }
 }
