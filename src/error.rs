@@ -495,6 +495,12 @@ pub enum Error {
     },
 }
 
+/// The pointer that errors the host causes (a clone refused for want of
+/// user namespaces) carry to the host checks.
+pub(crate) const HINT_NAMESPACES: &str =
+    "user namespaces may be unavailable here; run `cargo run --example run -- --check-namespaces` \
+     (jobcell::host::check) for the cause and the fix";
+
 fn path_suffix(p: &Option<PathBuf>) -> String {
     p.as_ref()
         .map(|p| format!(" {}", p.display()))

@@ -135,7 +135,7 @@ pub(crate) fn cpu_quota_us(percent: u32) -> u64 {
 pub(crate) fn max_cpus(limits: &Limits, online: u32) -> u32 {
     let mut n = online.max(1);
     if let Some(list) = &limits.cpus {
-        if let Ok(cpus) = crate::sandbox::parse_cpu_list(list) {
+        if let Ok(cpus) = crate::units::parse_cpu_list(list) {
             n = n.min(cpus.len() as u32);
         }
     }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use command::{Command, Output, Stdin};
-pub(crate) use limits::parse_cpu_list;
 pub use limits::{Limits, MIN_MEMORY};
 pub(crate) use rlimit::effective as effective_rlimits;
 pub use rlimit::{Rlimit, UNLIMITED};

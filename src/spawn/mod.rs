@@ -104,7 +104,7 @@ pub(crate) fn clone_error(errno: Errno) -> Error {
             errno.0,
             libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL
         )
-        .then_some(crate::host::HINT_NAMESPACES),
+        .then_some(crate::error::HINT_NAMESPACES),
     }
 }
 

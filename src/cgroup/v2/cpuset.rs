@@ -4,7 +4,8 @@ use std::path::Path;
 
 use crate::cgroup::common::{self, cpus_value};
 use crate::error::{Error, Result};
-use crate::sandbox::{parse_cpu_list, Limits};
+use crate::sandbox::Limits;
+use crate::units::parse_cpu_list;
 
 pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
     let Some(list) = &limits.cpus else {
