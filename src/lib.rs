@@ -37,6 +37,7 @@ mod job;
 mod json;
 #[cfg(feature = "landlock")]
 mod landlock;
+mod path;
 mod sandbox;
 #[cfg(feature = "seccomp")]
 mod seccomp;

@@ -2,7 +2,6 @@
 
 mod command;
 mod limits;
-pub(crate) mod path;
 mod rlimit;
 
 use std::ffi::{OsStr, OsString};

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-use crate::sandbox::path::{join_lexical, CellPath};
+use crate::path::{join_lexical, CellPath};
 use crate::sandbox::{Command, MountSpec, Network, Root, Sandbox};
 use crate::spawn::child::Op;
 use crate::spawn::hostpath::Untrusted;

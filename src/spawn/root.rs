@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Errno, Error, Result};
-use crate::sandbox::path::{join_lexical, CellPath};
+use crate::path::{join_lexical, CellPath};
 use crate::sandbox::{tmpfs_inodes, MountSpec, Network, Root, Sandbox, DEFAULT_TMP_SIZE};
 use crate::spawn::child::Op;
 use crate::spawn::hostpath::{self, Untrusted};
