@@ -14,6 +14,7 @@ pub use id::JobId;
 pub use log::{Chunk, LogReader, ReadTimeout, Stream, DEFAULT_MEMORY_BUDGET};
 pub use outcome::{Exit, JobState, Outcome, ResourceUsage, TimeLimit, Usage};
 
+use crate::cgroup;
 use crate::error::{Error, Result};
 use crate::sandbox::{Command, Limits};
 use crate::sys;
@@ -79,6 +80,28 @@ pub(crate) trait Supervisor: Send + Sync {
 /// Live usage source of a running job (its cgroup).
 pub(crate) trait UsageSource: Send + Sync {
     fn usage(&self) -> Option<Usage>;
+}
+
+impl UsageSource for cgroup::JobCgroup {
+    fn usage(&self) -> Option<Usage> {
+        self.stats().map(Usage::from)
+    }
+}
+
+impl From<cgroup::Stats> for Usage {
+    fn from(s: cgroup::Stats) -> Usage {
+        Usage {
+            cpu_user: s.cpu_user,
+            cpu_system: s.cpu_system,
+            memory_current: s.memory_current,
+            memory_peak: s.memory_peak,
+            io_read_bytes: s.io_read_bytes,
+            io_write_bytes: s.io_write_bytes,
+            pids_current: s.pids_current,
+            pids_peak: s.pids_peak,
+            oom_kills: s.oom_kills,
+        }
+    }
 }
 
 pub(crate) struct Inner {

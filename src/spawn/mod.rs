@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use libc::c_int;
 
+use crate::cgroup::CgroupJoin;
 use crate::error::{Errno, Error, Result, Stage};
 use crate::sandbox::{Command, Output, Sandbox, Stdin};
 use crate::sys;
@@ -105,21 +106,6 @@ pub(crate) fn clone_error(errno: Errno) -> Error {
             libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL
         )
         .then_some(crate::error::HINT_NAMESPACES),
-    }
-}
-
-/// How the host side joins the job to its cgroup(s).
-pub(crate) trait CgroupJoin {
-    /// A cgroup v2 directory to clone straight into, if any.
-    fn clone_target(&self) -> Option<BorrowedFd<'_>>;
-    /// Moves `pid` into the job's cgroup(s); called before the child is released
-    /// when the clone could not place it there itself, nor the cell join itself.
-    fn attach(&self, pid: i32) -> Result<()>;
-    /// Files through which the cell's init moves itself into the job's
-    /// cgroup(s) as its first step, each with the cgroup it joins; empty
-    /// when the host must `attach` instead.
-    fn self_join(&self) -> Vec<(OwnedFd, PathBuf)> {
-        Vec::new()
     }
 }
 

@@ -17,7 +17,7 @@ use crate::job::log::Log;
 use crate::job::{
     JobHandle, JobId, JobMeta, JobShared, JobState, Supervisor, UsageSource, DEFAULT_MEMORY_BUDGET,
 };
-use crate::sandbox::{Command, Sandbox};
+use crate::sandbox::{Command, Limits, Sandbox};
 use crate::spawn;
 use reactor::{Reactor, Registration};
 
@@ -86,12 +86,14 @@ impl Runtime {
         // Validated here already: a malformed limit must not leave a cgroup behind.
         limits.validate()?;
         stall::wait_for(&job.id);
+        let resources = resources(limits);
         let cg = if sandbox.accounting || limits.needs_cgroup() {
             cgroup::create_job(
                 sandbox.cgroup_base.as_deref(),
-                &job.id,
-                limits,
+                job.id.as_str(),
+                &resources,
                 sandbox.accounting,
+                spawn::prep::ahead,
             )?
             .map(Arc::new)
         } else {
@@ -100,7 +102,7 @@ impl Runtime {
         let spawned = match spawn::spawn(
             sandbox,
             command,
-            cg.as_deref().map(|c| c as &dyn spawn::CgroupJoin),
+            cg.as_deref().map(|c| c as &dyn cgroup::CgroupJoin),
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -137,11 +139,28 @@ impl Runtime {
             // Only the CPU-time timer needs it, and asking costs ~50 µs (it
             // reads the cgroup quota files): not for every job.
             cpus: match limits.cpu_time {
-                Some(_) => cgroup::max_cpus(limits, online_cpus()),
+                Some(_) => cgroup::max_cpus(&resources, online_cpus()),
                 None => 1,
             },
         });
         Ok(())
+    }
+}
+
+/// What of `limits` the job's cgroup enforces.
+fn resources(limits: &Limits) -> cgroup::Resources {
+    cgroup::Resources {
+        memory: limits.memory,
+        memory_swap: limits.memory_swap,
+        cpu_percent: limits.cpu_percent,
+        cpus: limits.cpus.clone(),
+        pids: limits.pids,
+        io_read_bps: limits.io_read_bps,
+        io_write_bps: limits.io_write_bps,
+        io_read_iops: limits.io_read_iops,
+        io_write_iops: limits.io_write_iops,
+        io_devices: limits.io_devices.clone(),
+        cpu_time: limits.cpu_time.is_some(),
     }
 }
 
@@ -180,6 +199,42 @@ pub(crate) mod stall {
         let stall = STALLS.lock().as_mut().and_then(|m| m.remove(id));
         if let Some(t) = stall {
             std::thread::sleep(t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::Controller;
+    use std::time::Duration;
+
+    #[test]
+    fn limits_reach_the_cgroup_with_their_names() {
+        let l = Limits {
+            memory: Some(64 << 20),
+            cpus: Some("0".into()),
+            io_write_bps: Some(1),
+            cpu_time: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        assert_eq!(
+            cgroup::required(&resources(&l)),
+            vec![
+                ("memory", Controller::Memory),
+                ("cpus", Controller::Cpuset),
+                ("io_write_bps", Controller::Io),
+                ("cpu_time", Controller::CpuAcct),
+            ]
+        );
+        assert!(cgroup::required(&resources(&Limits::default())).is_empty());
+        let wall_only = Limits {
+            wall_time: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        assert!(cgroup::required(&resources(&wall_only)).is_empty());
+        for l in [Limits::conservative(), wall_only, l] {
+            assert_eq!(resources(&l).needs_cgroup(), l.needs_cgroup());
         }
     }
 }

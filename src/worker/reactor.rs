@@ -18,6 +18,7 @@ use rustix::event::{eventfd, EventfdFlags};
 use crate::cgroup::JobCgroup;
 use crate::job::{
     Exit, JobShared, JobState, KillReason, Outcome, ResourceUsage, Stream, Supervisor, TimeLimit,
+    Usage,
 };
 use crate::spawn::{graveyard, Spawned};
 use crate::sys;
@@ -607,7 +608,7 @@ fn finish(e: Entry) {
             _ => Exit::Signal(libc::SIGKILL),
         },
     };
-    let usage = e.cgroup.as_ref().and_then(|cg| cg.usage());
+    let usage = e.cgroup.as_ref().and_then(|cg| cg.stats()).map(Usage::from);
     if let Some(cg) = &e.cgroup {
         cg.remove();
     }
