@@ -1,11 +1,15 @@
 //! What a worker remembers of a job, and what it announces.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::{Exit, JobId, JobState, ResourceUsage, Usage};
+use crate::job::log::Log;
+use crate::job::{
+    Exit, JobId, JobMeta, JobShared, JobState, Outcome, ResourceUsage, Snapshot, Usage,
+};
 use crate::sandbox::Limits;
 
 /// Everything a worker records about a job: written to the state directory on
@@ -81,6 +85,59 @@ pub struct JobRecord {
     /// an exact prefix of the output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_error: Option<String>,
+}
+
+impl JobRecord {
+    /// The record of `job` as `now` describes it.
+    pub(crate) fn of(job: &JobShared, now: &Snapshot) -> JobRecord {
+        let o = now.outcome.as_ref();
+        JobRecord {
+            id: job.id.clone(),
+            command: job.meta.command.clone(),
+            args: job.meta.args.clone(),
+            limits: job.meta.limits.clone(),
+            state: now.state.clone(),
+            created: job.created,
+            started: now.started,
+            ended: now.ended,
+            exit: o.and_then(|o| o.exit),
+            wall_time: o.map(|o| o.wall_time),
+            usage: o.and_then(|o| o.usage),
+            rusage: o.filter(|o| o.exit.is_some()).map(|o| o.rusage),
+            oom_killed: o.is_some_and(|o| o.oom_killed),
+            log_error: now.log_error.clone(),
+        }
+    }
+
+    /// The record of `job` as it stands.
+    pub(crate) fn now(job: &JobShared) -> JobRecord {
+        JobRecord::of(job, &job.snapshot())
+    }
+
+    /// The finished job this record describes, with its output in `log`.
+    pub(crate) fn restore(&self, log: Log) -> Arc<JobShared> {
+        let outcome = Outcome {
+            state: self.state.clone(),
+            exit: self.exit,
+            wall_time: self.wall_time.unwrap_or_default(),
+            rusage: self.rusage.unwrap_or_default(),
+            usage: self.usage,
+            oom_killed: self.oom_killed,
+        };
+        let meta = JobMeta {
+            command: self.command.clone(),
+            args: self.args.clone(),
+            limits: self.limits.clone(),
+        };
+        let past = Snapshot {
+            state: self.state.clone(),
+            outcome: Some(outcome),
+            started: self.started,
+            ended: self.ended,
+            log_error: self.log_error.clone(),
+        };
+        JobShared::restored(self.id.clone(), meta, self.created, past, log)
+    }
 }
 
 /// A state change of a job, as delivered by [`Worker::subscribe`](crate::Worker::subscribe).

@@ -12,7 +12,9 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::job::log::{Log, LogReader};
-use crate::job::{JobHandle, JobId, JobMeta, JobShared, JobState, Observer, Outcome, Usage};
+use crate::job::{
+    JobHandle, JobId, JobMeta, JobShared, JobState, Observer, Outcome, Snapshot, Usage,
+};
 use crate::sandbox::{Command, Sandbox};
 use crate::spawn;
 use crate::worker::record::{JobRecord, RecoveryIssue, StatusEvent};
@@ -206,9 +208,9 @@ pub struct Worker {
 struct WorkerObserver(Weak<Shared>);
 
 impl Observer for WorkerObserver {
-    fn changed(&self, job: &Arc<JobShared>, record: &JobRecord) {
+    fn changed(&self, job: &Arc<JobShared>, now: &Snapshot) {
         if let Some(s) = self.0.upgrade() {
-            s.changed(job, record);
+            s.changed(job, now);
         }
     }
 
@@ -346,7 +348,7 @@ impl Worker {
         g.accepting += 1;
         drop(g);
         // Announce (and persist) the job before anything can start it.
-        s.changed(&job, &job.record());
+        s.changed(&job, &job.snapshot());
         let mut g = s.jobs.lock();
         g.queue.push_back(Pending {
             job: job.clone(),
@@ -369,7 +371,7 @@ impl Worker {
         let id: JobId = id.as_ref().parse().ok()?;
         let live = self.shared.jobs.lock().by_id.get(&id).cloned();
         match live {
-            Some(j) => Some(j.record()),
+            Some(j) => Some(JobRecord::now(&j)),
             None => self.shared.store.as_ref()?.read(&id),
         }
     }
@@ -385,7 +387,7 @@ impl Worker {
         };
         ids.iter()
             .filter_map(|id| match live.get(id) {
-                Some(j) => Some(j.record()),
+                Some(j) => Some(JobRecord::now(j)),
                 None => s.store.as_ref()?.read(id),
             })
             .collect()
@@ -565,7 +567,7 @@ impl Worker {
             return Some(j);
         }
         let rec = s.store.as_ref()?.read(&id)?;
-        Some(JobShared::restored(&rec, Log::restored(s.log_path(&id))))
+        Some(rec.restore(Log::restored(s.log_path(&id))))
     }
 }
 
@@ -627,7 +629,8 @@ impl Shared {
 
     /// Every state change of every job passes here: persist and publish
     /// (a final one before anyone can see the job as ended).
-    fn changed(self: &Arc<Self>, _job: &Arc<JobShared>, rec: &JobRecord) {
+    fn changed(self: &Arc<Self>, job: &Arc<JobShared>, now: &Snapshot) {
+        let rec = &JobRecord::of(job, now);
         if let Some(store) = &self.store {
             if let Err(e) = store.write(rec) {
                 self.store_error(e.to_string());
