@@ -91,7 +91,7 @@ pub(crate) fn settle() -> Vec<RawFd> {
 }
 
 /// Init's last act once the job has exited: hand its mount namespace to the
-/// host. Raw syscalls only (init's rules, see child.rs); failure is fine.
+/// host. Raw syscalls only (init's rules, see cell/mod.rs); failure is fine.
 pub(crate) fn bury(cells_end: c_int) {
     if cells_end < 0 {
         return;

@@ -9,7 +9,7 @@
 //! 4. `child` is init's side: build the root, `pivot_root`, fork the job, reap.
 
 mod arena;
-pub(crate) mod child;
+pub(crate) mod cell;
 mod clone;
 pub(crate) mod graveyard;
 pub(crate) mod hostpath;
@@ -17,7 +17,6 @@ mod hostwatch;
 pub(crate) mod idmap;
 pub(crate) mod layout;
 mod netns;
-mod newroot;
 mod place;
 pub(crate) mod plan;
 pub(crate) mod prep;
@@ -41,7 +40,7 @@ use crate::error::{Errno, Error, Result, Stage};
 use crate::sandbox::{Command, Output, Sandbox, Stdin};
 use crate::sys;
 use arena::Arena;
-use child::RECORD_LEN;
+use cell::RECORD_LEN;
 use status::StatusMap;
 
 /// Checks a sandbox and command as `spawn` would, without spawning.
@@ -267,7 +266,7 @@ pub(crate) fn spawn(
             // mapped (unchanged) until the job has executed.
             let do_clone = || unsafe {
                 clone::clone_into_as(ns_flags, clone_target, None, plan.ns_owner, || {
-                    child::init_main(plan)
+                    cell::init_main(plan)
                 })
             };
             let not_released = spawner::Release::default();
@@ -383,7 +382,7 @@ pub(crate) fn spawn(
 
 /// The error a cell's failure record describes.
 fn record_error(bp: &plan::Blueprint, joins: &[PathBuf], rec: &[u8; RECORD_LEN]) -> Error {
-    let (stage, errno, step) = child::decode_record(rec);
+    let (stage, errno, step) = cell::decode_record(rec);
     let stage = Stage::from_u32(stage).unwrap_or(Stage::BuildRoot);
     Error::Setup {
         stage,
@@ -671,7 +670,7 @@ mod tests {
     fn an_early_record_is_read_without_waiting() {
         let (r, w) = pipe("error").unwrap();
         assert_eq!(early_record(&r), None, "nothing written: no wait");
-        let rec = child::encode_record(Stage::JoinCgroup, Errno(libc::EACCES), 2);
+        let rec = cell::encode_record(Stage::JoinCgroup, Errno(libc::EACCES), 2);
         rustix::io::write(&w, &rec).unwrap();
         assert_eq!(early_record(&r), Some(rec));
         drop(w);

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use libc::c_int;
 
 use crate::spawn::arena::Arena;
-use crate::spawn::child::{ChildPlan, JobPlan};
+use crate::spawn::cell::{ChildPlan, JobPlan};
 use crate::spawn::plan::Blueprint;
 
 /// Stack for the job between its clone and execve: it only runs `job_main`.
@@ -57,7 +57,7 @@ pub(crate) fn footprint(bp: &Blueprint, keep: usize) -> usize {
     Arena::footprint_of::<ChildPlan<'_>>(1)
         + 2 * Arena::footprint_of::<c_int>(keep)
         + Arena::footprint_of::<u8>(bp.hostname.len())
-        + Arena::footprint_of::<crate::spawn::child::PlacedOp<'_>>(bp.ops.len())
+        + Arena::footprint_of::<crate::spawn::cell::PlacedOp<'_>>(bp.ops.len())
         + bp.ops.iter().map(|op| op.footprint()).sum::<usize>()
         + c(&bp.staging)
         + c(&bp.cwd)
@@ -94,7 +94,7 @@ pub(crate) fn place<'a>(
     };
     #[cfg(feature = "landlock")]
     let landlock = match &bp.landlock {
-        Some(l) => Some(crate::spawn::child::PlacedLandlock {
+        Some(l) => Some(crate::spawn::cell::PlacedLandlock {
             handled: l.handled,
             rules: arena.collect(
                 l.rules

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use crate::error::{Error, Result};
 use crate::path::{join_lexical, CellPath};
 use crate::sandbox::{Command, MountSpec, Network, Root, Sandbox};
-use crate::spawn::child::Op;
+use crate::spawn::cell::Op;
 use crate::spawn::hostpath::Untrusted;
 use crate::spawn::idmap::{self, IdPlan};
 use crate::spawn::layout::{Layout, Node};

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::error::{Errno, Error, Result};
 use crate::path::{join_lexical, CellPath};
 use crate::sandbox::{tmpfs_inodes, MountSpec, Network, Root, Sandbox, DEFAULT_TMP_SIZE};
-use crate::spawn::child::Op;
+use crate::spawn::cell::Op;
 use crate::spawn::hostpath::{self, Untrusted};
 use crate::spawn::idmap::{self, IdPlan};
 use crate::spawn::layout::{Layout, Node};

@@ -54,7 +54,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Errno, Error, Stage};
 use crate::spawn::arena::Arena;
-use crate::spawn::child::{self, ChildPlan};
+use crate::spawn::cell::{self, ChildPlan};
 use crate::spawn::clone;
 use crate::spawn::idmap::IdPlan;
 use crate::spawn::retry::Failed;
@@ -765,7 +765,7 @@ unsafe fn serve(start: &Start) -> ! {
     }
     let mut keep = start.keep;
     keep.sort_unstable();
-    if let Err(e) = child::close_inherited(&keep) {
+    if let Err(e) = cell::close_inherited(&keep) {
         refuse(e);
     }
     // The cells' descriptors come under the host's numbers, which reach up
@@ -1141,11 +1141,11 @@ unsafe fn clone_cell_here(
     let pid_slot = crate::spawn::status::StatusPage::cell_pid_slot(addr as *mut _);
     // SAFETY: the plan lives in the arena, mapped above at the host's address.
     let owner = unsafe { (*(plan as *const ChildPlan<'_>)).ns_owner };
-    // SAFETY: as above; init only makes raw syscalls on it (see child.rs). The
+    // SAFETY: as above; init only makes raw syscalls on it (see cell/mod.rs). The
     // pid slot is in that mapping.
     let cloned = unsafe {
         clone::clone_into_as(flags, cgroup, Some(pid_slot), owner, || {
-            child::init_main(&*(plan as *const ChildPlan<'_>))
+            cell::init_main(&*(plan as *const ChildPlan<'_>))
         })
     };
     if netns.is_some() && sys::setns(own_netns, libc::CLONE_NEWNET).is_err() {

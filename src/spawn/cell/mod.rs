@@ -7,6 +7,8 @@
 //! panics (no unchecked indexing, no overflowing arithmetic). Failures are
 //! written to the error pipe as `(stage, errno, step)` and end the process.
 
+mod newroot;
+
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
 
@@ -14,9 +16,9 @@ use libc::{c_int, c_long};
 
 use crate::error::{Errno, Stage};
 use crate::spawn::arena::Arena;
-use crate::spawn::newroot::{proc_fd_path, NewRoot, Place};
 use crate::spawn::status::StatusPage;
 use crate::sys;
+use newroot::{proc_fd_path, NewRoot, Place};
 
 /// One step of building the cell's root, prepared by the planner.
 ///
