@@ -9,7 +9,9 @@
 
 mod init;
 mod job;
+pub(crate) mod messages;
 mod newroot;
+pub(crate) mod spawner;
 
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
