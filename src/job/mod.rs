@@ -238,7 +238,7 @@ impl JobShared {
             return false;
         }
         match &g.pidfd {
-            Some(fd) => sys::pidfd_send_signal(fd.as_raw_fd(), libc::SIGTERM).is_ok(),
+            Some(fd) => sys::host::pidfd_send_signal(fd.as_raw_fd(), libc::SIGTERM).is_ok(),
             None => false,
         }
     }
@@ -385,7 +385,7 @@ impl JobShared {
 }
 
 fn signal(pidfd: &OwnedFd, sig: i32) -> Result<()> {
-    match sys::pidfd_send_signal(pidfd.as_raw_fd(), sig) {
+    match sys::host::pidfd_send_signal(pidfd.as_raw_fd(), sig) {
         Ok(()) | Err(crate::Errno(libc::ESRCH)) => Ok(()),
         Err(errno) => Err(Error::Spawn {
             op: "pidfd_send_signal",

@@ -259,7 +259,10 @@ pub(crate) fn spawn(
                 .map_err(|e| Error::io("read", "/proc/self/stat", e))?;
             // SAFETY: the arena's status page; no cell reads it yet.
             unsafe {
-                status::StatusPage::set_ignored_signals(arena.status(), sys::ignored_signals());
+                status::StatusPage::set_ignored_signals(
+                    arena.status(),
+                    sys::host::ignored_signals(),
+                );
                 status::StatusPage::set_host_clone(arena.status(), layout, b"jobcell-init");
             };
             // SAFETY: init_main only makes raw syscalls on `plan`, which stays
@@ -293,8 +296,8 @@ pub(crate) fn spawn(
     drop(std::mem::take(&mut bp.trees));
 
     let abort = |err: Error| -> Error {
-        let _ = sys::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
-        let _ = sys::waitid_pidfd(child.pidfd.as_raw_fd(), false);
+        let _ = sys::host::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
+        let _ = sys::host::waitid_pidfd(child.pidfd.as_raw_fd(), false);
         err
     };
     // A failure to place or release the cell: its own record, if it died first.
@@ -358,7 +361,7 @@ pub(crate) fn spawn(
     let (status, plan_pages) = arena.into_status();
     if !status.read().forked {
         // Init died before forking without a word (killed, or out of memory).
-        let how = match sys::waitid_pidfd(child.pidfd.as_raw_fd(), false) {
+        let how = match sys::host::waitid_pidfd(child.pidfd.as_raw_fd(), false) {
             // SAFETY: si_status of a filled siginfo.
             Ok(Some((info, _))) => format!("code {} status {}", info.si_code, unsafe {
                 info.si_status()

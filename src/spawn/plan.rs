@@ -510,7 +510,7 @@ pub(crate) fn mount_api_available() -> bool {
         2 => return false,
         _ => {}
     }
-    match sys::open_tree_clone(c"/", sys::MOUNT_ATTR_NOSUID) {
+    match sys::host::open_tree_clone(c"/", sys::MOUNT_ATTR_NOSUID) {
         Ok(_) => {
             MOUNT_API.store(1, Ordering::Relaxed);
             true

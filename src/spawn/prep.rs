@@ -487,7 +487,7 @@ fn run(p: &'static Prep) {
                 drop(g);
                 let mut clones = Vec::new();
                 for _ in 0..missing {
-                    match sys::open_tree_clone(&c_path(&dir), 0) {
+                    match sys::host::open_tree_clone(&c_path(&dir), 0) {
                         Ok(fd) => clones.push(fd),
                         Err(errno) => {
                             let mut g = p.state.lock();

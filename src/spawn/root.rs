@@ -667,11 +667,12 @@ impl Builder {
             });
         }
         if self.mount_api {
-            let fd = sys::open_tree_clone_fd(&opened, set).map_err(|errno| Error::HostPath {
-                what,
-                path: source.to_owned(),
-                errno,
-            })?;
+            let fd =
+                sys::host::open_tree_clone_fd(&opened, set).map_err(|errno| Error::HostPath {
+                    what,
+                    path: source.to_owned(),
+                    errno,
+                })?;
             self.trees.push(fd);
             self.steps.push(Step::Tree {
                 at: target.clone(),

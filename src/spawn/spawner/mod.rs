@@ -209,8 +209,8 @@ pub(crate) fn serve_start_request(host_mnt: Option<RawFd>) {
 /// spawners keep dying, once a start is due.
 fn restart(m: &'static Manager, g: &mut MutexGuard<'static, State>, died: bool) {
     if let State::Running(r) = std::mem::replace(&mut **g, State::Unstarted) {
-        let _ = sys::pidfd_send_signal(r.pidfd.as_raw_fd(), libc::SIGKILL);
-        let _ = sys::waitid_pidfd(r.pidfd.as_raw_fd(), false);
+        let _ = sys::host::pidfd_send_signal(r.pidfd.as_raw_fd(), libc::SIGKILL);
+        let _ = sys::host::waitid_pidfd(r.pidfd.as_raw_fd(), false);
     }
     let deaths = if died {
         m.deaths.fetch_add(1, Ordering::Relaxed) + 1
@@ -438,7 +438,7 @@ fn orphan(arena: &Arena) -> bool {
     // The cell is this process's child (CLONE_PARENT) and unreaped, so its
     // pid names it and nothing else.
     let _ = sys::kill(pid, libc::SIGKILL);
-    let _ = sys::reap(pid);
+    let _ = sys::host::reap(pid);
     true
 }
 
@@ -548,13 +548,13 @@ fn start(host_mnt: RawFd) -> Result<Running, String> {
     let limits = rlimits();
     let netns_ino = netns_ino().unwrap_or(0);
     // Another thread may change a disposition around the clone: take both sides.
-    let ignored_before = sys::ignored_signals();
+    let ignored_before = sys::host::ignored_signals();
     // SAFETY: `serve` only makes raw syscalls on `start` (on its copy of this
     // stack) and never returns.
     let cloned = unsafe { clone::clone_into(0, None, None, || serve(&start)) };
     // SAFETY: our copy of the list is not needed any more (the spawner has its own).
     let _ = unsafe { sys::munmap(list as usize, list_len) };
-    let ignored_signals = ignored_before | sys::ignored_signals();
+    let ignored_signals = ignored_before | sys::host::ignored_signals();
     let child = cloned.map_err(|e| fail("clone the spawner", e))?;
     // The spawner says it is ready with an empty answer.
     let mut answer = Answer::default();
@@ -564,8 +564,8 @@ fn start(host_mnt: RawFd) -> Result<Running, String> {
         && sys::recv_fds(ours.as_raw_fd(), unsafe { as_bytes_mut(&mut answer) }, &mut got)
             == Ok((std::mem::size_of::<Answer>(), 0));
     if !ready || answer.errno != 0 {
-        let _ = sys::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
-        let _ = sys::waitid_pidfd(child.pidfd.as_raw_fd(), false);
+        let _ = sys::host::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
+        let _ = sys::host::waitid_pidfd(child.pidfd.as_raw_fd(), false);
         return Err(match answer.errno {
             0 => "the spawner died while starting".into(),
             e => fail("start the spawner", Errno(e)),
