@@ -16,6 +16,7 @@
 //!
 //! `docs/security.md` maps past CVEs of peer tools to the tests here.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
