@@ -9,6 +9,7 @@
 //! signal dispositions, spawner) run in a fresh copy of this test binary
 //! (see [`in_child`]), so they cannot disturb the tests running beside them.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
