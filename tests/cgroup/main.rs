@@ -10,6 +10,7 @@
 //! - `JOBCELL_TEST_IO_DIR`: a directory on a real block device for the IO
 //!   test (else `/var/tmp`, if that is not a tmpfs).
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::os::unix::ffi::OsStringExt;
