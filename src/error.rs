@@ -495,6 +495,11 @@ pub enum Error {
     },
 }
 
+/// The pointer that errors the host causes (a clone refused for want of
+/// user namespaces) carry to the host checks.
+pub(crate) const HINT_NAMESPACES: &str =
+    "user namespaces may be unavailable here; jobcell::host::check() tells the cause and the fix";
+
 fn path_suffix(p: &Option<PathBuf>) -> String {
     p.as_ref()
         .map(|p| format!(" {}", p.display()))
@@ -508,7 +513,7 @@ fn hint_suffix(h: &Option<&'static str>) -> String {
 /// What a setup failure most likely means, where the errno alone would mislead.
 fn setup_hint(stage: Stage, errno: Errno) -> &'static str {
     match (stage, errno.0) {
-        // The cell's init follows no symlink in the new root (see spawn/newroot.rs).
+        // The cell's init follows no symlink in the new root (see spawn/cell/newroot.rs).
         (Stage::BuildRoot, libc::ELOOP) => {
             " (a directory on the way became a symlink after the plan checked it: \
              a job sharing a bind may have swapped it)"

@@ -8,7 +8,7 @@
 use std::ffi::CString;
 
 use crate::error::{Error, Result};
-use crate::sandbox::path::CellPath;
+use crate::path::CellPath;
 
 /// What a Landlock rule grants beneath a directory (or on a file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -35,8 +35,10 @@ mod error;
 pub mod fs;
 pub mod host;
 mod job;
+mod json;
 #[cfg(feature = "landlock")]
 mod landlock;
+mod path;
 mod sandbox;
 #[cfg(feature = "seccomp")]
 mod seccomp;

@@ -1,5 +1,5 @@
-//! Parsing sizes (`256M`) and durations (`1.5s`) as people write them on
-//! command lines and in environment variables.
+//! Parsing sizes (`256M`), durations (`1.5s`) and CPU lists (`0-3,5`) as
+//! people write them on command lines, in environment variables and in limits.
 
 use std::fmt;
 use std::time::Duration;
@@ -156,6 +156,40 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
+/// Parses a CPU list (`"0-3,5,7-8"`) into sorted, unique CPU numbers.
+pub(crate) fn parse_cpu_list(s: &str) -> std::result::Result<Vec<u32>, String> {
+    const MAX_CPU: u32 = 8191;
+    let mut cpus = Vec::new();
+    if s.trim().is_empty() {
+        return Err("the CPU list is empty".into());
+    }
+    for part in s.trim().split(',') {
+        let part = part.trim();
+        let num = |t: &str| -> std::result::Result<u32, String> {
+            let n: u32 = t
+                .parse()
+                .map_err(|_| format!("{t:?} is not a CPU number"))?;
+            if n > MAX_CPU {
+                return Err(format!("CPU {n} is beyond {MAX_CPU}"));
+            }
+            Ok(n)
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a.trim())?, num(b.trim())?);
+                if a > b {
+                    return Err(format!("range {part:?} runs backwards"));
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(num(part)?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +218,15 @@ mod tests {
         assert!(parse_duration("s").is_err());
     }
 
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-2,5,1").unwrap(), vec![0, 1, 2, 5]);
+        assert_eq!(parse_cpu_list(" 3 ").unwrap(), vec![3]);
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("0-").is_err());
+        assert!(parse_cpu_list("99999").is_err());
+    }
+
     proptest! {
         #[test]
         fn size_roundtrip(n in 0u64..1 << 40, unit in 0usize..5) {
@@ -206,6 +249,20 @@ mod tests {
         fn parsers_never_panic(s in "\\PC{0,24}") {
             let _ = parse_size(&s);
             let _ = parse_duration(&s);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn cpu_list_roundtrip(set in proptest::collection::btree_set(0u32..64, 1..20)) {
+            let s = set.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+            let parsed = parse_cpu_list(&s).unwrap();
+            prop_assert_eq!(parsed, set.into_iter().collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn cpu_list_never_panics(s in "[0-9,\\- ]{0,16}") {
+            let _ = parse_cpu_list(&s);
         }
     }
 }

@@ -243,7 +243,7 @@ pub(crate) fn render_cpu_list(cpus: &[u32]) -> String {
 
 /// A `Limits::cpus` list as the kernel writes it, validated.
 pub(crate) fn cpus_value(list: &str) -> Result<String> {
-    let cpus = crate::sandbox::parse_cpu_list(list).map_err(|reason| Error::InvalidLimit {
+    let cpus = crate::units::parse_cpu_list(list).map_err(|reason| Error::InvalidLimit {
         name: "cpus",
         value: list.to_owned(),
         reason,
@@ -392,7 +392,7 @@ mod tests {
         fn rendered_cpu_lists_parse_back(set in proptest::collection::btree_set(0u32..256, 1..40)) {
             let cpus: Vec<u32> = set.into_iter().collect();
             let text = render_cpu_list(&cpus);
-            prop_assert_eq!(crate::sandbox::parse_cpu_list(&text).unwrap(), cpus);
+            prop_assert_eq!(crate::units::parse_cpu_list(&text).unwrap(), cpus);
         }
 
         #[test]

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::cgroup::Resources;
 use crate::error::{Error, Result};
-use crate::sandbox::Limits;
 
 /// A block device number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,7 +33,7 @@ impl Dev {
 /// The devices `limits`' IO limits apply to: the ones it names, or every real
 /// block device of the host. An empty answer is an error: a requested limit
 /// must never apply to nothing.
-pub(crate) fn targets(limits: &Limits) -> Result<Vec<Dev>> {
+pub(crate) fn targets(limits: &Resources) -> Result<Vec<Dev>> {
     let mut devs = match &limits.io_devices {
         Some(names) => names.iter().map(|n| named(n)).collect::<Result<Vec<_>>>()?,
         None => real_block_devices(Path::new("/sys/block")),
@@ -163,7 +163,7 @@ mod tests {
             "{e}"
         );
         assert!(named("/dev/no-such-disk").is_err());
-        let limits = Limits {
+        let limits = Resources {
             io_write_bps: Some(1),
             io_devices: Some(vec!["8:0".into(), "8:0".into(), "7:1".into()]),
             ..Default::default()

@@ -15,11 +15,13 @@
 mod common;
 mod devices;
 pub(crate) mod probe;
+mod resources;
+mod stats;
 mod tree;
 mod v1;
 mod v2;
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +29,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::error::Result;
-use crate::job::{JobId, Usage, UsageSource};
-use crate::sandbox::Limits;
-use crate::spawn::CgroupJoin;
+pub(crate) use resources::Resources;
+pub(crate) use stats::Stats;
 use tree::CgroupTree;
 pub(crate) use tree::{default_base_v2, BASE_NAME};
 
@@ -87,7 +88,7 @@ pub(crate) const ACCOUNTING: [Controller; 4] = [
 ];
 
 /// What `limits` need: each set limit with the controller that enforces it, in field order.
-pub(crate) fn required(limits: &Limits) -> Vec<(&'static str, Controller)> {
+pub(crate) fn required(limits: &Resources) -> Vec<(&'static str, Controller)> {
     let mut v = Vec::new();
     let mut need = |set: bool, name, c| {
         if set {
@@ -119,7 +120,7 @@ pub(crate) fn required(limits: &Limits) -> Vec<(&'static str, Controller)> {
         "io_write_iops",
         Controller::Io,
     );
-    need(limits.cpu_time.is_some(), "cpu_time", Controller::CpuAcct);
+    need(limits.cpu_time, "cpu_time", Controller::CpuAcct);
     v
 }
 
@@ -132,10 +133,10 @@ pub(crate) fn cpu_quota_us(percent: u32) -> u64 {
 }
 
 /// How many CPUs a job with these limits can keep busy at once (at least 1).
-pub(crate) fn max_cpus(limits: &Limits, online: u32) -> u32 {
+pub(crate) fn max_cpus(limits: &Resources, online: u32) -> u32 {
     let mut n = online.max(1);
     if let Some(list) = &limits.cpus {
-        if let Ok(cpus) = crate::sandbox::parse_cpu_list(list) {
+        if let Ok(cpus) = crate::units::parse_cpu_list(list) {
             n = n.min(cpus.len() as u32);
         }
     }
@@ -176,7 +177,7 @@ impl JobCgroup {
     }
 
     /// Current usage.
-    pub(crate) fn usage(&self) -> Option<Usage> {
+    pub(crate) fn stats(&self) -> Option<Stats> {
         Some(match &self.kind {
             Kind::V2(j) => j.usage(),
             Kind::V1(j) => j.usage(),
@@ -236,6 +237,22 @@ fn remove_at_exit(parents: &[std::path::PathBuf]) {
     list.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
 }
 
+/// How the host side joins a process to a job's cgroup(s): the interface
+/// spawn uses, which knows no hierarchy.
+pub(crate) trait CgroupJoin {
+    /// A cgroup v2 directory to clone straight into, if any.
+    fn clone_target(&self) -> Option<BorrowedFd<'_>>;
+    /// Moves `pid` into the job's cgroup(s); called before the child is released
+    /// when the clone could not place it there itself, nor the cell join itself.
+    fn attach(&self, pid: i32) -> Result<()>;
+    /// Files through which the cell's init moves itself into the job's
+    /// cgroup(s) as its first step, each with the cgroup it joins; empty
+    /// when the host must `attach` instead.
+    fn self_join(&self) -> Vec<(OwnedFd, PathBuf)> {
+        Vec::new()
+    }
+}
+
 impl CgroupJoin for JobCgroup {
     fn clone_target(&self) -> Option<BorrowedFd<'_>> {
         match &self.kind {
@@ -251,7 +268,7 @@ impl CgroupJoin for JobCgroup {
         }
     }
 
-    fn self_join(&self) -> Vec<(std::os::fd::OwnedFd, PathBuf)> {
+    fn self_join(&self) -> Vec<(OwnedFd, PathBuf)> {
         match &self.kind {
             Kind::V2(_) => Vec::new(),
             Kind::V1(j) => j.self_join(),
@@ -259,11 +276,17 @@ impl CgroupJoin for JobCgroup {
     }
 }
 
-impl UsageSource for JobCgroup {
-    fn usage(&self) -> Option<Usage> {
-        JobCgroup::usage(self)
-    }
+/// Work this layer wants done ahead of need, off a spawn's critical path:
+/// v1's ready directories (see `v1/pool.rs`). cgroup has no thread of its
+/// own for it: whoever creates jobs' cgroups hands each creation a
+/// [`RunAhead`], which takes the work to a background thread.
+pub(crate) trait Ahead: Send + Sync {
+    /// Does one unit of the work; false once there is nothing left to do.
+    fn step(&self) -> bool;
 }
+
+/// Runs `work` in the background, at leisure, until it says it is done.
+pub(crate) type RunAhead = fn(&Arc<dyn Ahead>);
 
 /// The trees opened so far, by base (`None` is the default base).
 static TREES: Mutex<Vec<(Option<PathBuf>, Arc<CgroupTree>)>> = Mutex::new(Vec::new());
@@ -292,19 +315,22 @@ fn tree(base: Option<&Path>) -> Arc<CgroupTree> {
     t
 }
 
-/// Creates the cgroup of job `id` under `base` (the default tree when `None`).
-/// With `accounting`, the job also joins the [`ACCOUNTING`] controllers its
-/// limits do not need, for its usage figures.
+/// Creates the cgroup of job `id` (a checked job id: one path component)
+/// under `base` (the default tree when `None`). With `accounting`, the job
+/// also joins the [`ACCOUNTING`] controllers its limits do not need, for
+/// its usage figures. `run_ahead` takes the work this leaves to do ahead of
+/// the next job (see [`Ahead`]).
 ///
 /// `Ok(None)` when the job needs no cgroup and none can be had (no
 /// delegation, read-only cgroupfs): it then runs without usage figures.
 pub(crate) fn create_job(
     base: Option<&Path>,
-    id: &JobId,
-    limits: &Limits,
+    id: &str,
+    limits: &Resources,
     accounting: bool,
+    run_ahead: RunAhead,
 ) -> Result<Option<JobCgroup>> {
-    tree(base).create_job(id, limits, accounting)
+    tree(base).create_job(id, limits, accounting, run_ahead)
 }
 
 /// Removes the cgroups that jobcell processes which no longer exist left
@@ -334,11 +360,11 @@ mod tests {
 
     #[test]
     fn limits_name_their_controllers() {
-        let l = Limits {
+        let l = Resources {
             memory: Some(64 << 20),
             cpus: Some("0".into()),
             io_write_bps: Some(1),
-            cpu_time: Some(Duration::from_secs(1)),
+            cpu_time: true,
             ..Default::default()
         };
         assert_eq!(
@@ -350,12 +376,7 @@ mod tests {
                 ("cpu_time", Controller::CpuAcct),
             ]
         );
-        assert!(required(&Limits::default()).is_empty());
-        let wall_only = Limits {
-            wall_time: Some(Duration::from_secs(1)),
-            ..Default::default()
-        };
-        assert!(required(&wall_only).is_empty());
+        assert!(required(&Resources::default()).is_empty());
     }
 
     #[test]
@@ -368,7 +389,7 @@ mod tests {
 
     #[test]
     fn cpus_a_job_can_use() {
-        let l = |cpus: Option<&str>, pct: Option<u32>| Limits {
+        let l = |cpus: Option<&str>, pct: Option<u32>| Resources {
             cpus: cpus.map(str::to_owned),
             cpu_percent: pct,
             ..Default::default()
@@ -391,7 +412,7 @@ mod tests {
 
         #[test]
         fn max_cpus_is_between_one_and_online(online in 0u32..512, p in proptest::option::of(1u32..100_000)) {
-            let l = Limits { cpu_percent: p, ..Default::default() };
+            let l = Resources { cpu_percent: p, ..Default::default() };
             let n = max_cpus(&l, online);
             prop_assert!(n >= 1 && n <= online.max(1));
             if let Some(p) = p {

@@ -5,10 +5,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::probe::{self, Host};
-use super::{common, v1, v2, Controller, JobCgroup};
+use super::{common, v1, v2, Controller, JobCgroup, Resources, RunAhead};
 use crate::error::{Errno, Error, Result};
-use crate::job::JobId;
-use crate::sandbox::Limits;
 
 /// The default base's name, under this process's own cgroup.
 pub(crate) const BASE_NAME: &str = "jobcell";
@@ -59,13 +57,14 @@ impl CgroupTree {
     /// `Ok(None)`: no cgroup, and the limits need none.
     pub(crate) fn create_job(
         &self,
-        id: &JobId,
-        limits: &Limits,
+        id: &str,
+        limits: &Resources,
         accounting: bool,
+        run_ahead: RunAhead,
     ) -> Result<Option<JobCgroup>> {
         match &self.backend {
-            Backend::V2(t) => t.create_job(id.as_str(), limits, accounting),
-            Backend::V1(t) => t.create_job(id.as_str(), limits, accounting),
+            Backend::V2(t) => t.create_job(id, limits, accounting),
+            Backend::V1(t) => t.create_job(id, limits, accounting, run_ahead),
             Backend::Unavailable(reason) => match super::required(limits).first() {
                 Some((limit, c)) => Err(Error::ControllerUnavailable {
                     limit,
@@ -364,19 +363,21 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let t = CgroupTree::open(Some(d.path()));
         assert!(!t.usable());
-        let id = JobId::generate();
+        let id = "0190a0b0c0d01234abcd0001";
+        let never: RunAhead = |_| {};
         assert!(t
-            .create_job(&id, &Limits::default(), true)
+            .create_job(id, &Resources::default(), true, never)
             .unwrap()
             .is_none());
         let e = t
             .create_job(
-                &id,
-                &Limits {
+                id,
+                &Resources {
                     pids: Some(4),
                     ..Default::default()
                 },
                 true,
+                never,
             )
             .err()
             .expect("limits need a cgroup")

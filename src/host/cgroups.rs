@@ -11,7 +11,6 @@ use super::Check;
 use crate::cgroup::probe::{self, Hierarchy, Host};
 use crate::cgroup::{self, Controller, BASE_NAME};
 use crate::error::Errno;
-use crate::sandbox::Limits;
 
 const HIERARCHY: &str = "cgroup hierarchy";
 const BASE: &str = "cgroup base";
@@ -41,7 +40,7 @@ pub(crate) fn checks() -> Vec<Check> {
 
 /// Each limit field that needs controller `c`.
 fn limits_needing(c: Controller) -> Vec<&'static str> {
-    let all = Limits {
+    let all = cgroup::Resources {
         memory: Some(1),
         memory_swap: Some(1),
         cpu_percent: Some(1),
@@ -51,7 +50,7 @@ fn limits_needing(c: Controller) -> Vec<&'static str> {
         io_write_bps: Some(1),
         io_read_iops: Some(1),
         io_write_iops: Some(1),
-        cpu_time: Some(std::time::Duration::from_secs(1)),
+        cpu_time: true,
         ..Default::default()
     };
     cgroup::required(&all)

@@ -213,7 +213,7 @@ fn mount_api() -> Check {
     const NAME: &str = "new mount API";
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
-    match sys::open_tree_clone(c"/", sys::MOUNT_ATTR_NOSUID) {
+    match sys::host::open_tree_clone(c"/", sys::MOUNT_ATTR_NOSUID) {
         Ok(_tree) => Check::ok(
             NAME,
             "open_tree and mount_setattr work: binds are detached trees",

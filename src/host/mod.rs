@@ -364,10 +364,6 @@ pub fn check_sections(kinds: &[SectionKind]) -> HostReport {
     }
 }
 
-/// The pointer that errors caused by the host carry to these checks.
-pub(crate) const HINT_NAMESPACES: &str =
-    "user namespaces may be unavailable here; jobcell::host::check() tells the cause and the fix";
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,10 +14,10 @@ pub use id::JobId;
 pub use log::{Chunk, LogReader, ReadTimeout, Stream, DEFAULT_MEMORY_BUDGET};
 pub use outcome::{Exit, JobState, Outcome, ResourceUsage, TimeLimit, Usage};
 
+use crate::cgroup;
 use crate::error::{Error, Result};
 use crate::sandbox::{Command, Limits};
 use crate::sys;
-use crate::worker::record::JobRecord;
 use log::Log;
 
 /// What was asked for: kept for the job's record.
@@ -48,13 +48,25 @@ pub(crate) enum KillReason {
     OutputLimit,
 }
 
+/// A job's state and, once it has ended, how: what its record holds besides
+/// what was asked for ([`JobMeta`]) and when (the Worker makes the record).
+#[derive(Clone, Debug)]
+pub(crate) struct Snapshot {
+    pub state: JobState,
+    pub outcome: Option<Outcome>,
+    pub started: Option<SystemTime>,
+    pub ended: Option<SystemTime>,
+    /// Why the log is incomplete on disk, if it is.
+    pub log_error: Option<String>,
+}
+
 /// Receives every state change of a job (the Worker uses it to publish,
 /// persist and start queued jobs).
 pub(crate) trait Observer: Send + Sync {
-    /// The job is moving to `record.state`. For a final state this comes
+    /// The job is moving to `now.state`. For a final state this comes
     /// before anyone can see the job as ended (its waiters, `try_wait`, its
     /// log's end), so that they find the change recorded and published.
-    fn changed(&self, job: &Arc<JobShared>, record: &JobRecord);
+    fn changed(&self, job: &Arc<JobShared>, now: &Snapshot);
     /// The job's waiters have been woken after its final state.
     fn released(&self, _job: &Arc<JobShared>) {}
     /// Takes over finishing the job (recording and publishing its end take
@@ -79,6 +91,28 @@ pub(crate) trait Supervisor: Send + Sync {
 /// Live usage source of a running job (its cgroup).
 pub(crate) trait UsageSource: Send + Sync {
     fn usage(&self) -> Option<Usage>;
+}
+
+impl UsageSource for cgroup::JobCgroup {
+    fn usage(&self) -> Option<Usage> {
+        self.stats().map(Usage::from)
+    }
+}
+
+impl From<cgroup::Stats> for Usage {
+    fn from(s: cgroup::Stats) -> Usage {
+        Usage {
+            cpu_user: s.cpu_user,
+            cpu_system: s.cpu_system,
+            memory_current: s.memory_current,
+            memory_peak: s.memory_peak,
+            io_read_bytes: s.io_read_bytes,
+            io_write_bytes: s.io_write_bytes,
+            pids_current: s.pids_current,
+            pids_peak: s.pids_peak,
+            oom_kills: s.oom_kills,
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -140,36 +174,31 @@ impl JobShared {
         })
     }
 
-    /// A finished job read back from a worker's state directory.
-    pub(crate) fn restored(rec: &JobRecord, log: Log) -> Arc<JobShared> {
-        let outcome = Outcome {
-            state: rec.state.clone(),
-            exit: rec.exit,
-            wall_time: rec.wall_time.unwrap_or_default(),
-            rusage: rec.rusage.unwrap_or_default(),
-            usage: rec.usage,
-            oom_killed: rec.oom_killed,
-        };
+    /// A finished job read back from a worker's state directory: `past`
+    /// says how it ended.
+    pub(crate) fn restored(
+        id: JobId,
+        meta: JobMeta,
+        created: SystemTime,
+        past: Snapshot,
+        log: Log,
+    ) -> Arc<JobShared> {
         Arc::new(JobShared {
-            id: rec.id.clone(),
-            meta: JobMeta {
-                command: rec.command.clone(),
-                args: rec.args.clone(),
-                limits: rec.limits.clone(),
-            },
-            created: rec.created,
+            id,
+            meta,
+            created,
             log: Arc::new(log),
             inner: Mutex::new(Inner {
-                state: rec.state.clone(),
+                state: past.state,
                 pid: None,
                 pidfd: None,
                 kill_reason: None,
-                outcome: Some(outcome),
-                started: rec.started,
-                ended: rec.ended,
+                outcome: past.outcome,
+                started: past.started,
+                ended: past.ended,
                 usage: None,
                 supervisor: None,
-                log_error: rec.log_error.clone(),
+                log_error: past.log_error,
             }),
             cond: Condvar::new(),
             observer: None,
@@ -177,35 +206,15 @@ impl JobShared {
         })
     }
 
-    /// The job's record as it stands.
-    pub(crate) fn record(&self) -> JobRecord {
+    /// The job as it stands, for its record.
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let g = self.inner.lock();
         let log_error = g.log_error.clone().or_else(|| self.log.store_error());
-        self.record_of(&g.state, g.outcome.as_ref(), g.started, g.ended, log_error)
-    }
-
-    fn record_of(
-        &self,
-        state: &JobState,
-        o: Option<&Outcome>,
-        started: Option<SystemTime>,
-        ended: Option<SystemTime>,
-        log_error: Option<String>,
-    ) -> JobRecord {
-        JobRecord {
-            id: self.id.clone(),
-            command: self.meta.command.clone(),
-            args: self.meta.args.clone(),
-            limits: self.meta.limits.clone(),
-            state: state.clone(),
-            created: self.created,
-            started,
-            ended,
-            exit: o.and_then(|o| o.exit),
-            wall_time: o.map(|o| o.wall_time),
-            usage: o.and_then(|o| o.usage),
-            rusage: o.filter(|o| o.exit.is_some()).map(|o| o.rusage),
-            oom_killed: o.is_some_and(|o| o.oom_killed),
+        Snapshot {
+            state: g.state.clone(),
+            outcome: g.outcome.clone(),
+            started: g.started,
+            ended: g.ended,
             log_error,
         }
     }
@@ -229,7 +238,7 @@ impl JobShared {
             return false;
         }
         match &g.pidfd {
-            Some(fd) => sys::pidfd_send_signal(fd.as_raw_fd(), libc::SIGTERM).is_ok(),
+            Some(fd) => sys::host::pidfd_send_signal(fd.as_raw_fd(), libc::SIGTERM).is_ok(),
             None => false,
         }
     }
@@ -245,7 +254,7 @@ impl JobShared {
             g.state = state;
         }
         if let Some(o) = &self.observer {
-            o.changed(self, &self.record());
+            o.changed(self, &self.snapshot());
         }
     }
 
@@ -266,14 +275,14 @@ impl JobShared {
         let ended = SystemTime::now();
         let log_error = self.log.store_error();
         if let Some(o) = &self.observer {
-            let rec = self.record_of(
-                &outcome.state,
-                Some(&outcome),
+            let now = Snapshot {
+                state: outcome.state.clone(),
+                outcome: Some(outcome.clone()),
                 started,
-                Some(ended),
-                log_error.clone(),
-            );
-            o.changed(self, &rec);
+                ended: Some(ended),
+                log_error: log_error.clone(),
+            };
+            o.changed(self, &now);
         }
         {
             let mut g = self.inner.lock();
@@ -376,7 +385,7 @@ impl JobShared {
 }
 
 fn signal(pidfd: &OwnedFd, sig: i32) -> Result<()> {
-    match sys::pidfd_send_signal(pidfd.as_raw_fd(), sig) {
+    match sys::host::pidfd_send_signal(pidfd.as_raw_fd(), sig) {
         Ok(()) | Err(crate::Errno(libc::ESRCH)) => Ok(()),
         Err(errno) => Err(Error::Spawn {
             op: "pidfd_send_signal",

@@ -230,10 +230,10 @@ impl fmt::Display for JobState {
 #[serde(default)]
 pub struct ResourceUsage {
     /// CPU time in user mode.
-    #[serde(rename = "user_time_us", with = "crate::worker::record::dur_us")]
+    #[serde(rename = "user_time_us", with = "crate::json::dur_us")]
     pub user_time: Duration,
     /// CPU time in the kernel.
-    #[serde(rename = "system_time_us", with = "crate::worker::record::dur_us")]
+    #[serde(rename = "system_time_us", with = "crate::json::dur_us")]
     pub system_time: Duration,
     /// Largest resident set of any single process, in bytes.
     pub max_rss: u64,
@@ -278,10 +278,10 @@ impl ResourceUsage {
 #[non_exhaustive]
 pub struct Usage {
     /// CPU time in user mode.
-    #[serde(rename = "cpu_user_us", with = "crate::worker::record::dur_us")]
+    #[serde(rename = "cpu_user_us", with = "crate::json::dur_us")]
     pub cpu_user: Duration,
     /// CPU time in the kernel.
-    #[serde(rename = "cpu_system_us", with = "crate::worker::record::dur_us")]
+    #[serde(rename = "cpu_system_us", with = "crate::json::dur_us")]
     pub cpu_system: Duration,
     /// Memory charged now, in bytes.
     pub memory_current: u64,
@@ -341,7 +341,7 @@ pub struct Outcome {
     #[serde(default)]
     pub exit: Option<Exit>,
     /// From spawn to the end of the cell.
-    #[serde(rename = "wall_time_ms", with = "crate::worker::record::dur_ms")]
+    #[serde(rename = "wall_time_ms", with = "crate::json::dur_ms")]
     pub wall_time: Duration,
     /// The kernel's accounting of the cell's processes that were reaped by
     /// its init: the job's own, however it ended (a job killed by a limit or

@@ -62,14 +62,14 @@ pub struct Limits {
     /// Wall-clock time from start to end.
     #[serde(
         rename = "wall_time_ms",
-        with = "crate::worker::record::opt_limit_ms",
+        with = "crate::json::opt_limit_ms",
         skip_serializing_if = "Option::is_none"
     )]
     pub wall_time: Option<Duration>,
     /// CPU time (user + system) of every process of the job together.
     #[serde(
         rename = "cpu_time_ms",
-        with = "crate::worker::record::opt_limit_ms",
+        with = "crate::json::opt_limit_ms",
         skip_serializing_if = "Option::is_none"
     )]
     pub cpu_time: Option<Duration>,
@@ -215,7 +215,7 @@ impl Limits {
             }
         }
         if let Some(c) = &self.cpus {
-            parse_cpu_list(c).map_err(|reason| Error::InvalidLimit {
+            crate::units::parse_cpu_list(c).map_err(|reason| Error::InvalidLimit {
                 name: "cpus",
                 value: c.clone(),
                 reason,
@@ -253,44 +253,9 @@ impl Limits {
     }
 }
 
-/// Parses a CPU list (`"0-3,5,7-8"`) into sorted, unique CPU numbers.
-pub(crate) fn parse_cpu_list(s: &str) -> std::result::Result<Vec<u32>, String> {
-    const MAX_CPU: u32 = 8191;
-    let mut cpus = Vec::new();
-    if s.trim().is_empty() {
-        return Err("the CPU list is empty".into());
-    }
-    for part in s.trim().split(',') {
-        let part = part.trim();
-        let num = |t: &str| -> std::result::Result<u32, String> {
-            let n: u32 = t
-                .parse()
-                .map_err(|_| format!("{t:?} is not a CPU number"))?;
-            if n > MAX_CPU {
-                return Err(format!("CPU {n} is beyond {MAX_CPU}"));
-            }
-            Ok(n)
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a.trim())?, num(b.trim())?);
-                if a > b {
-                    return Err(format!("range {part:?} runs backwards"));
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(num(part)?),
-        }
-    }
-    cpus.sort_unstable();
-    cpus.dedup();
-    Ok(cpus)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn validation() {
@@ -318,28 +283,5 @@ mod tests {
         assert!(l(|x| x.io_devices = Some(vec![])).is_err());
         let e = l(|x| x.pids = Some(0)).unwrap_err().to_string();
         assert!(e.contains("pids") && e.contains('0'), "{e}");
-    }
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-2,5,1").unwrap(), vec![0, 1, 2, 5]);
-        assert_eq!(parse_cpu_list(" 3 ").unwrap(), vec![3]);
-        assert!(parse_cpu_list("").is_err());
-        assert!(parse_cpu_list("0-").is_err());
-        assert!(parse_cpu_list("99999").is_err());
-    }
-
-    proptest! {
-        #[test]
-        fn cpu_list_roundtrip(set in proptest::collection::btree_set(0u32..64, 1..20)) {
-            let s = set.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
-            let parsed = parse_cpu_list(&s).unwrap();
-            prop_assert_eq!(parsed, set.into_iter().collect::<Vec<_>>());
-        }
-
-        #[test]
-        fn cpu_list_never_panics(s in "[0-9,\\- ]{0,16}") {
-            let _ = parse_cpu_list(&s);
-        }
     }
 }

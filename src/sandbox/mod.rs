@@ -2,7 +2,6 @@
 
 mod command;
 mod limits;
-pub(crate) mod path;
 mod rlimit;
 
 use std::ffi::{OsStr, OsString};
@@ -11,13 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use command::{Command, Output, Stdin};
-pub(crate) use limits::parse_cpu_list;
 pub use limits::{Limits, MIN_MEMORY};
 pub(crate) use rlimit::effective as effective_rlimits;
 pub use rlimit::{Rlimit, UNLIMITED};
-
-use crate::error::Result;
-use crate::job::JobHandle;
 
 /// The cell's network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -620,21 +615,5 @@ impl Sandbox {
     /// The limits set so far.
     pub fn get_limits(&self) -> &Limits {
         &self.limits
-    }
-
-    /// Starts `command` in a new cell and returns at once, once the program has
-    /// been executed. Every input is validated first; a failure inside the
-    /// cell during setup becomes an [`Error::Setup`](crate::Error::Setup)
-    /// naming the stage.
-    ///
-    /// Dropping the returned handle without waiting kills the job.
-    ///
-    /// ```no_run
-    /// let job = jobcell::Sandbox::new().spawn(&jobcell::Command::new("true"))?;
-    /// assert!(job.wait()?.success());
-    /// # Ok::<(), jobcell::Error>(())
-    /// ```
-    pub fn spawn(&self, command: &Command) -> Result<JobHandle> {
-        crate::worker::default_runtime()?.spawn_standalone(self, command)
     }
 }

@@ -253,7 +253,7 @@ fn probe_denied() -> [i64; 33] {
             raw(libc::SYS_fsopen, [p(c"jobcell-no-such-fs"), 0, 0, 0, 0, 0]),
             raw(libc::SYS_open_tree, [minus(-1), p(nowhere), 0, 0, 0, 0]),
             raw(
-                super::SYS_OPEN_TREE_ATTR,
+                super::default::SYS_OPEN_TREE_ATTR,
                 [minus(-1), p(nowhere), 0, 0, 0, 0],
             ),
             raw(libc::SYS_setns, [minus(-1), 0, 0, 0, 0, 0]),

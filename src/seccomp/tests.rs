@@ -8,7 +8,8 @@
 
 use proptest::prelude::*;
 
-use super::bpf::{self, RET_ALLOW, RET_ERRNO, RET_KILL_PROCESS};
+use super::bpf::{self, Abi, RET_ALLOW, RET_ERRNO, RET_KILL_PROCESS};
+use super::default::{IOCTL_DENIED, NATIVE_ABI};
 use super::interp::{self, Data};
 use super::*;
 

@@ -90,19 +90,6 @@ pub(crate) fn settle() -> Vec<RawFd> {
     pair().map_or_else(Vec::new, |(a, b)| vec![a.as_raw_fd(), b.as_raw_fd()])
 }
 
-/// Init's last act once the job has exited: hand its mount namespace to the
-/// host. Raw syscalls only (init's rules, see child.rs); failure is fine.
-pub(crate) fn bury(cells_end: c_int) {
-    if cells_end < 0 {
-        return;
-    }
-    // The cell's own /proc: the new root is in place by now.
-    if let Ok(ns) = sys::open(c"/proc/self/ns/mnt", libc::O_RDONLY | libc::O_CLOEXEC, 0) {
-        let _ = sys::send_fd(cells_end, ns);
-        sys::close(ns);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::sandbox::path::{join_lexical, CellPath};
+use crate::path::{join_lexical, CellPath};
 
 /// What one entry of the cell tree is.
 #[derive(Clone, Debug, PartialEq, Eq)]

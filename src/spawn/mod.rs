@@ -9,7 +9,7 @@
 //! 4. `child` is init's side: build the root, `pivot_root`, fork the job, reap.
 
 mod arena;
-pub(crate) mod child;
+pub(crate) mod cell;
 mod clone;
 pub(crate) mod graveyard;
 pub(crate) mod hostpath;
@@ -17,10 +17,10 @@ mod hostwatch;
 pub(crate) mod idmap;
 pub(crate) mod layout;
 mod netns;
-mod newroot;
 mod place;
 pub(crate) mod plan;
 pub(crate) mod prep;
+mod report;
 mod retry;
 mod root;
 mod skeleton;
@@ -36,11 +36,12 @@ use std::time::{Duration, Instant};
 
 use libc::c_int;
 
+use crate::cgroup::CgroupJoin;
 use crate::error::{Errno, Error, Result, Stage};
 use crate::sandbox::{Command, Output, Sandbox, Stdin};
 use crate::sys;
 use arena::Arena;
-use child::RECORD_LEN;
+use report::{early_record, record_error, stage_detail, wait_record};
 use status::StatusMap;
 
 /// Checks a sandbox and command as `spawn` would, without spawning.
@@ -104,22 +105,7 @@ pub(crate) fn clone_error(errno: Errno) -> Error {
             errno.0,
             libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EINVAL
         )
-        .then_some(crate::host::HINT_NAMESPACES),
-    }
-}
-
-/// How the host side joins the job to its cgroup(s).
-pub(crate) trait CgroupJoin {
-    /// A cgroup v2 directory to clone straight into, if any.
-    fn clone_target(&self) -> Option<BorrowedFd<'_>>;
-    /// Moves `pid` into the job's cgroup(s); called before the child is released
-    /// when the clone could not place it there itself, nor the cell join itself.
-    fn attach(&self, pid: i32) -> Result<()>;
-    /// Files through which the cell's init moves itself into the job's
-    /// cgroup(s) as its first step, each with the cgroup it joins; empty
-    /// when the host must `attach` instead.
-    fn self_join(&self) -> Vec<(OwnedFd, PathBuf)> {
-        Vec::new()
+        .then_some(crate::error::HINT_NAMESPACES),
     }
 }
 
@@ -274,14 +260,17 @@ pub(crate) fn spawn(
                 .map_err(|e| Error::io("read", "/proc/self/stat", e))?;
             // SAFETY: the arena's status page; no cell reads it yet.
             unsafe {
-                status::StatusPage::set_ignored_signals(arena.status(), sys::ignored_signals());
+                status::StatusPage::set_ignored_signals(
+                    arena.status(),
+                    sys::host::ignored_signals(),
+                );
                 status::StatusPage::set_host_clone(arena.status(), layout, b"jobcell-init");
             };
             // SAFETY: init_main only makes raw syscalls on `plan`, which stays
             // mapped (unchanged) until the job has executed.
             let do_clone = || unsafe {
                 clone::clone_into_as(ns_flags, clone_target, None, plan.ns_owner, || {
-                    child::init_main(plan)
+                    cell::init_main(plan)
                 })
             };
             let not_released = spawner::Release::default();
@@ -308,8 +297,8 @@ pub(crate) fn spawn(
     drop(std::mem::take(&mut bp.trees));
 
     let abort = |err: Error| -> Error {
-        let _ = sys::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
-        let _ = sys::waitid_pidfd(child.pidfd.as_raw_fd(), false);
+        let _ = sys::host::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
+        let _ = sys::host::waitid_pidfd(child.pidfd.as_raw_fd(), false);
         err
     };
     // A failure to place or release the cell: its own record, if it died first.
@@ -373,7 +362,7 @@ pub(crate) fn spawn(
     let (status, plan_pages) = arena.into_status();
     if !status.read().forked {
         // Init died before forking without a word (killed, or out of memory).
-        let how = match sys::waitid_pidfd(child.pidfd.as_raw_fd(), false) {
+        let how = match sys::host::waitid_pidfd(child.pidfd.as_raw_fd(), false) {
             // SAFETY: si_status of a filled siginfo.
             Ok(Some((info, _))) => format!("code {} status {}", info.si_code, unsafe {
                 info.si_status()
@@ -393,107 +382,6 @@ pub(crate) fn spawn(
         plan_pages: Some(plan_pages),
         started,
     })
-}
-
-/// The error a cell's failure record describes.
-fn record_error(bp: &plan::Blueprint, joins: &[PathBuf], rec: &[u8; RECORD_LEN]) -> Error {
-    let (stage, errno, step) = child::decode_record(rec);
-    let stage = Stage::from_u32(stage).unwrap_or(Stage::BuildRoot);
-    Error::Setup {
-        stage,
-        detail: stage_detail(bp, joins, stage, step),
-        errno: Errno(errno),
-    }
-}
-
-/// Which mount, file, path or limit step `step` of `stage` is about.
-fn stage_detail(bp: &plan::Blueprint, joins: &[PathBuf], stage: Stage, step: u32) -> String {
-    match stage {
-        Stage::BuildRoot => match bp.op_steps.get(step as usize) {
-            Some(Some(i)) => bp.root_steps[*i].describe(),
-            Some(None) => "attach the root skeleton".into(),
-            None => format!("step {step}"),
-        },
-        Stage::Exec => bp.program.to_string_lossy().into_owned(),
-        Stage::JoinCgroup => joins
-            .get(step as usize)
-            .map(|dir| dir.display().to_string())
-            .unwrap_or_default(),
-        Stage::Chdir => bp.cwd.to_string_lossy().into_owned(),
-        Stage::SetUser => format!("uid {}", bp.ids.uid),
-        Stage::SetGroups => format!("gid {}", bp.ids.gid),
-        Stage::PivotRoot => bp.staging.to_string_lossy().into_owned(),
-        Stage::Landlock => landlock_detail(bp, step),
-        Stage::Rlimits => bp
-            .rlimits
-            .get(step as usize)
-            .map(|(r, l)| format!("resource {r} = {}/{}", l.rlim_cur, l.rlim_max))
-            .unwrap_or_default(),
-        Stage::Seccomp => bp
-            .seccomp
-            .as_ref()
-            .or(bp.init_seccomp.as_ref())
-            .map(|p| format!("filter of {} BPF instructions", p.len()))
-            .unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
-/// Waits until `deadline` for the cell's record: `Ok(None)` at end-of-file
-/// (the job has executed), `Ok(Some(_))` for a failure record, `Err(())`
-/// if neither came in time.
-fn wait_record(error_read: &OwnedFd, deadline: Instant) -> Result<Option<[u8; RECORD_LEN]>, ()> {
-    loop {
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            return Err(());
-        };
-        let mut fds = [libc::pollfd {
-            fd: error_read.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let ms = left.as_millis().min(i32::MAX as u128) as c_int + 1;
-        match sys::poll(&mut fds, ms) {
-            Ok(1) => break,
-            Ok(_) | Err(Errno(libc::EINTR)) => {}
-            // Cannot wait: read, as before there was a deadline.
-            Err(_) => break,
-        }
-    }
-    let mut rec = [0u8; RECORD_LEN];
-    // A record is written whole before the cell exits: it is all there.
-    Ok((read_full(error_read, &mut rec) == RECORD_LEN).then_some(rec))
-}
-
-/// A failure record the cell left before it could be released, if it left
-/// one: when writing its maps or releasing it fails, the cell may have died
-/// first, and its record says why (the write's error would only say that
-/// it is gone). Never waits: a live cell has written nothing.
-fn early_record(error_read: &OwnedFd) -> Option<[u8; RECORD_LEN]> {
-    let mut fds = [libc::pollfd {
-        fd: error_read.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    if !matches!(sys::poll(&mut fds, 0), Ok(1)) || fds[0].revents & libc::POLLIN == 0 {
-        return None;
-    }
-    let mut rec = [0u8; RECORD_LEN];
-    // A record is written whole before the cell exits: it is all there.
-    (read_full(error_read, &mut rec) == RECORD_LEN).then_some(rec)
-}
-
-/// The Landlock rule (its path) a failure refers to.
-fn landlock_detail(bp: &plan::Blueprint, step: u32) -> String {
-    #[cfg(feature = "landlock")]
-    if let Some(l) = &bp.landlock {
-        if let Some((path, _)) = l.rules.get(step as usize) {
-            return format!("rule for {}", path.to_string_lossy());
-        }
-        return "the ruleset".into();
-    }
-    let _ = (bp, step);
-    String::new()
 }
 
 /// A descriptor handed to the child: ours to close, or a shared one.
@@ -560,19 +448,6 @@ fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
         errno: e.into(),
         hint: None,
     })
-}
-
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
-    let mut n = 0;
-    while n < buf.len() {
-        match rustix::io::read(fd, &mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(_) => break,
-        }
-    }
-    n
 }
 
 fn map_error(op: &'static str, path: Option<PathBuf>, errno: Errno) -> Error {
@@ -679,16 +554,5 @@ mod tests {
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "status {status:#x}"
         );
-    }
-
-    #[test]
-    fn an_early_record_is_read_without_waiting() {
-        let (r, w) = pipe("error").unwrap();
-        assert_eq!(early_record(&r), None, "nothing written: no wait");
-        let rec = child::encode_record(Stage::JoinCgroup, Errno(libc::EACCES), 2);
-        rustix::io::write(&w, &rec).unwrap();
-        assert_eq!(early_record(&r), Some(rec));
-        drop(w);
-        assert_eq!(early_record(&r), None, "end-of-file is no record");
     }
 }

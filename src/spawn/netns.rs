@@ -51,7 +51,7 @@ fn open_ns(path: &str) -> std::result::Result<OwnedFd, Errno> {
 }
 
 fn loopback_up() -> std::result::Result<(), Errno> {
-    crate::spawn::child::loopback_up()
+    crate::spawn::cell::loopback_up()
 }
 
 /// Runs `f` with the calling thread inside `netns`, then puts it back.

@@ -5,8 +5,79 @@ use std::ffi::CString;
 use libc::c_int;
 
 use crate::spawn::arena::Arena;
-use crate::spawn::child::{ChildPlan, JobPlan};
+use crate::spawn::cell::{ChildPlan, JobPlan, Op, PlacedOp};
 use crate::spawn::plan::Blueprint;
+
+impl Op {
+    /// Copies the op's strings and bytes into `arena`.
+    pub(crate) fn place<'a>(&self, arena: &'a Arena) -> Option<PlacedOp<'a>> {
+        let c = |s: &CString| arena.cstr(s);
+        Some(match self {
+            Op::Mkdir { path } => Op::Mkdir { path: c(path)? },
+            Op::Touch { path } => Op::Touch { path: c(path)? },
+            Op::Mount {
+                fstype,
+                target,
+                flags,
+                data,
+            } => Op::Mount {
+                fstype,
+                target: c(target)?,
+                flags: *flags,
+                data: match data {
+                    Some(d) => Some(c(d)?),
+                    None => None,
+                },
+            },
+            Op::Attach { fd, target } => Op::Attach {
+                fd: *fd,
+                target: c(target)?,
+            },
+            Op::Bind { source, target } => Op::Bind {
+                source: c(source)?,
+                target: c(target)?,
+            },
+            Op::SetAttr {
+                target,
+                set,
+                recursive,
+                fallback,
+            } => Op::SetAttr {
+                target: c(target)?,
+                set: *set,
+                recursive: *recursive,
+                fallback: *fallback,
+            },
+            Op::Sysctl { path, value, ipc } => Op::Sysctl {
+                path: c(path)?,
+                value,
+                ipc: *ipc,
+            },
+            Op::Symlink { value, link } => Op::Symlink {
+                value: c(value)?,
+                link: c(link)?,
+            },
+            Op::WriteFile { path, data, mode } => Op::WriteFile {
+                path: c(path)?,
+                data: arena.slice(data)?,
+                mode: *mode,
+            },
+        })
+    }
+
+    /// An upper bound of the arena bytes `place` takes.
+    pub(crate) fn footprint(&self) -> usize {
+        let c = |s: &CString| Arena::footprint_of::<u8>(s.as_bytes_with_nul().len());
+        match self {
+            Op::Mkdir { path } | Op::Touch { path } | Op::Sysctl { path, .. } => c(path),
+            Op::Mount { target, data, .. } => c(target) + data.as_ref().map_or(0, c),
+            Op::Attach { target, .. } | Op::SetAttr { target, .. } => c(target),
+            Op::Bind { source, target } => c(source) + c(target),
+            Op::Symlink { value, link } => c(value) + c(link),
+            Op::WriteFile { path, data, .. } => c(path) + Arena::footprint_of::<u8>(data.len()),
+        }
+    }
+}
 
 /// Stack for the job between its clone and execve: it only runs `job_main`.
 pub(crate) const JOB_STACK_BYTES: usize = 64 * 1024;
@@ -57,7 +128,7 @@ pub(crate) fn footprint(bp: &Blueprint, keep: usize) -> usize {
     Arena::footprint_of::<ChildPlan<'_>>(1)
         + 2 * Arena::footprint_of::<c_int>(keep)
         + Arena::footprint_of::<u8>(bp.hostname.len())
-        + Arena::footprint_of::<crate::spawn::child::PlacedOp<'_>>(bp.ops.len())
+        + Arena::footprint_of::<crate::spawn::cell::PlacedOp<'_>>(bp.ops.len())
         + bp.ops.iter().map(|op| op.footprint()).sum::<usize>()
         + c(&bp.staging)
         + c(&bp.cwd)
@@ -94,7 +165,7 @@ pub(crate) fn place<'a>(
     };
     #[cfg(feature = "landlock")]
     let landlock = match &bp.landlock {
-        Some(l) => Some(crate::spawn::child::PlacedLandlock {
+        Some(l) => Some(crate::spawn::cell::PlacedLandlock {
             handled: l.handled,
             rules: arena.collect(
                 l.rules

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-use crate::sandbox::path::{join_lexical, CellPath};
+use crate::path::{join_lexical, CellPath};
 use crate::sandbox::{Command, MountSpec, Network, Root, Sandbox};
-use crate::spawn::child::Op;
+use crate::spawn::cell::Op;
 use crate::spawn::hostpath::Untrusted;
 use crate::spawn::idmap::{self, IdPlan};
 use crate::spawn::layout::{Layout, Node};
@@ -510,7 +510,7 @@ pub(crate) fn mount_api_available() -> bool {
         2 => return false,
         _ => {}
     }
-    match sys::open_tree_clone(c"/", sys::MOUNT_ATTR_NOSUID) {
+    match sys::host::open_tree_clone(c"/", sys::MOUNT_ATTR_NOSUID) {
         Ok(_) => {
             MOUNT_API.store(1, Ordering::Relaxed);
             true

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::cgroup::Ahead;
 use crate::error::{Error, Result};
 use crate::spawn::retry::Failed;
 use crate::spawn::{netns, skeleton, spawner};
@@ -69,14 +70,9 @@ struct State {
     ahead: Vec<(Arc<dyn Ahead>, u64, u64)>,
 }
 
-/// Work another module has the thread do ahead of need (filling a cache).
-pub(crate) trait Ahead: Send + Sync {
-    /// Does one unit of the work; false once there is nothing left to do.
-    fn step(&self) -> bool;
-}
-
 /// Asks the thread to run `work` until it says it is done: at the lowest
-/// priority, between cells' setups, after the next spawn's setup ends.
+/// priority, between cells' setups, after the next spawn's setup ends. The
+/// [`RunAhead`](crate::cgroup::RunAhead) that job cgroups are created with.
 pub(crate) fn ahead(work: &Arc<dyn Ahead>) {
     let p = prep();
     let mut g = p.state.lock();
@@ -491,7 +487,7 @@ fn run(p: &'static Prep) {
                 drop(g);
                 let mut clones = Vec::new();
                 for _ in 0..missing {
-                    match sys::open_tree_clone(&c_path(&dir), 0) {
+                    match sys::host::open_tree_clone(&c_path(&dir), 0) {
                         Ok(fd) => clones.push(fd),
                         Err(errno) => {
                             let mut g = p.state.lock();

@@ -25,7 +25,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::Errno;
-use crate::sandbox::path::CellPath;
+use crate::path::CellPath;
 use crate::spawn::root::Step;
 use crate::sys;
 

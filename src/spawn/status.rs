@@ -38,7 +38,7 @@ pub(crate) struct StatusPage {
     step: u32,
     /// Written by the host before it clones the cell itself (a fallback
     /// path): where its arguments and environment lie, which init then
-    /// hides from the cell (see `child.rs`), and what init shows instead.
+    /// hides from the cell (see `cell/`), and what init shows instead.
     host_clone: u32,
     layout: HostLayout,
     name: [u8; 16],

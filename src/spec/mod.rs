@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use content::Content;
 
 use crate::error::{Error, Result};
-use crate::sandbox::path::CellPath;
+use crate::path::CellPath;
 use crate::sandbox::{Command, Limits, Sandbox, Stdin};
 
 /// Where a job's work directory appears inside its cell.

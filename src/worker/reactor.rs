@@ -18,6 +18,7 @@ use rustix::event::{eventfd, EventfdFlags};
 use crate::cgroup::JobCgroup;
 use crate::job::{
     Exit, JobShared, JobState, KillReason, Outcome, ResourceUsage, Stream, Supervisor, TimeLimit,
+    Usage,
 };
 use crate::spawn::{graveyard, Spawned};
 use crate::sys;
@@ -437,7 +438,7 @@ impl Loop {
             }
             // The job holds the other end: its closing it must not raise
             // SIGPIPE in a host that has not ignored it.
-            match sys::write_no_sigpipe(fd.as_raw_fd(), &data[e.stdin_pos..]) {
+            match sys::host::write_no_sigpipe(fd.as_raw_fd(), &data[e.stdin_pos..]) {
                 Ok(n) => e.stdin_pos += n,
                 Err(crate::Errno(libc::EINTR)) => {}
                 Err(crate::Errno(libc::EAGAIN)) => break,
@@ -461,7 +462,7 @@ impl Loop {
         if e.exited.is_some() {
             return;
         }
-        match sys::waitid_pidfd(e.pidfd.as_raw_fd(), true) {
+        match sys::host::waitid_pidfd(e.pidfd.as_raw_fd(), true) {
             Ok(Some(r)) => e.exited = Some(r),
             Ok(None) => return, // not yet (spurious wake-up)
             Err(_) => {
@@ -574,8 +575,8 @@ fn end_abandoned(
     started: Instant,
     why: &str,
 ) {
-    let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
-    let _ = sys::waitid_pidfd(pidfd.as_raw_fd(), false);
+    let _ = sys::host::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+    let _ = sys::host::waitid_pidfd(pidfd.as_raw_fd(), false);
     if let Some(cg) = cgroup {
         cg.remove();
     }
@@ -607,7 +608,7 @@ fn finish(e: Entry) {
             _ => Exit::Signal(libc::SIGKILL),
         },
     };
-    let usage = e.cgroup.as_ref().and_then(|cg| cg.usage());
+    let usage = e.cgroup.as_ref().and_then(|cg| cg.stats()).map(Usage::from);
     if let Some(cg) = &e.cgroup {
         cg.remove();
     }

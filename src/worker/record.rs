@@ -1,11 +1,15 @@
 //! What a worker remembers of a job, and what it announces.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::{Exit, JobId, JobState, ResourceUsage, Usage};
+use crate::job::log::Log;
+use crate::job::{
+    Exit, JobId, JobMeta, JobShared, JobState, Outcome, ResourceUsage, Snapshot, Usage,
+};
 use crate::sandbox::Limits;
 
 /// Everything a worker records about a job: written to the state directory on
@@ -38,12 +42,12 @@ pub struct JobRecord {
     #[serde(flatten)]
     pub state: JobState,
     /// When it was submitted.
-    #[serde(rename = "created_ms", with = "time_ms")]
+    #[serde(rename = "created_ms", with = "crate::json::time_ms")]
     pub created: SystemTime,
     /// When its program started.
     #[serde(
         rename = "started_ms",
-        with = "opt_time_ms",
+        with = "crate::json::opt_time_ms",
         default,
         skip_serializing_if = "Option::is_none"
     )]
@@ -51,7 +55,7 @@ pub struct JobRecord {
     /// When it ended.
     #[serde(
         rename = "ended_ms",
-        with = "opt_time_ms",
+        with = "crate::json::opt_time_ms",
         default,
         skip_serializing_if = "Option::is_none"
     )]
@@ -62,7 +66,7 @@ pub struct JobRecord {
     /// From start to end.
     #[serde(
         rename = "wall_time_ms",
-        with = "opt_dur_ms",
+        with = "crate::json::opt_dur_ms",
         default,
         skip_serializing_if = "Option::is_none"
     )]
@@ -81,6 +85,59 @@ pub struct JobRecord {
     /// an exact prefix of the output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_error: Option<String>,
+}
+
+impl JobRecord {
+    /// The record of `job` as `now` describes it.
+    pub(crate) fn of(job: &JobShared, now: &Snapshot) -> JobRecord {
+        let o = now.outcome.as_ref();
+        JobRecord {
+            id: job.id.clone(),
+            command: job.meta.command.clone(),
+            args: job.meta.args.clone(),
+            limits: job.meta.limits.clone(),
+            state: now.state.clone(),
+            created: job.created,
+            started: now.started,
+            ended: now.ended,
+            exit: o.and_then(|o| o.exit),
+            wall_time: o.map(|o| o.wall_time),
+            usage: o.and_then(|o| o.usage),
+            rusage: o.filter(|o| o.exit.is_some()).map(|o| o.rusage),
+            oom_killed: o.is_some_and(|o| o.oom_killed),
+            log_error: now.log_error.clone(),
+        }
+    }
+
+    /// The record of `job` as it stands.
+    pub(crate) fn now(job: &JobShared) -> JobRecord {
+        JobRecord::of(job, &job.snapshot())
+    }
+
+    /// The finished job this record describes, with its output in `log`.
+    pub(crate) fn restore(&self, log: Log) -> Arc<JobShared> {
+        let outcome = Outcome {
+            state: self.state.clone(),
+            exit: self.exit,
+            wall_time: self.wall_time.unwrap_or_default(),
+            rusage: self.rusage.unwrap_or_default(),
+            usage: self.usage,
+            oom_killed: self.oom_killed,
+        };
+        let meta = JobMeta {
+            command: self.command.clone(),
+            args: self.args.clone(),
+            limits: self.limits.clone(),
+        };
+        let past = Snapshot {
+            state: self.state.clone(),
+            outcome: Some(outcome),
+            started: self.started,
+            ended: self.ended,
+            log_error: self.log_error.clone(),
+        };
+        JobShared::restored(self.id.clone(), meta, self.created, past, log)
+    }
 }
 
 /// A state change of a job, as delivered by [`Worker::subscribe`](crate::Worker::subscribe).
@@ -107,162 +164,6 @@ pub struct RecoveryIssue {
 impl std::fmt::Display for RecoveryIssue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.path.display(), self.problem)
-    }
-}
-
-pub(crate) mod time_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::{Duration, SystemTime};
-
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        s.serialize_u64(ms)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
-pub(crate) mod opt_time_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::{Duration, SystemTime};
-
-    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => super::time_ms::serialize(t, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?
-            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)))
-    }
-}
-
-/// Durations in JSON as whole milliseconds, rounded down (measurements:
-/// `wall_time_ms`). Reading also takes the fractional milliseconds that
-/// development builds before 0.1.0 wrote (`21.456279000000002`), since
-/// state directories outlive upgrades.
-pub(crate) mod dur_ms {
-    use serde::{de, Deserializer, Serializer};
-    use std::fmt;
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_u64(Millis)
-    }
-
-    /// Whole or fractional milliseconds, never negative.
-    struct Millis;
-
-    impl de::Visitor<'_> for Millis {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a non-negative number of milliseconds")
-        }
-
-        fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Duration, E> {
-            Ok(Duration::from_millis(ms))
-        }
-
-        fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Duration, E> {
-            u64::try_from(ms)
-                .map(Duration::from_millis)
-                .map_err(|_| E::invalid_value(de::Unexpected::Signed(ms), &self))
-        }
-
-        fn visit_f64<E: de::Error>(self, ms: f64) -> Result<Duration, E> {
-            if ms < 0.0 {
-                return Err(E::invalid_value(de::Unexpected::Float(ms), &self));
-            }
-            Duration::try_from_secs_f64(ms / 1000.0)
-                .map_err(|_| E::invalid_value(de::Unexpected::Float(ms), &self))
-        }
-    }
-}
-
-/// `Option<Duration>` as [`dur_ms`] does it; `null` is `None`.
-pub(crate) mod opt_dur_ms {
-    use serde::{de, Deserializer, Serializer};
-    use std::fmt;
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => super::dur_ms::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        d.deserialize_option(OptMillis)
-    }
-
-    struct OptMillis;
-
-    impl<'de> de::Visitor<'de> for OptMillis {
-        type Value = Option<Duration>;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a non-negative number of milliseconds, or null")
-        }
-
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            super::dur_ms::deserialize(d).map(Some)
-        }
-    }
-}
-
-/// Limits' durations (`wall_time_ms`, `cpu_time_ms`) as [`opt_dur_ms`]
-/// does it, but rounded up: a limit written out and read back is never
-/// tighter than the one set, nor zero.
-pub(crate) mod opt_limit_ms {
-    use serde::{Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => {
-                let ms = d.as_nanos().div_ceil(1_000_000);
-                s.serialize_u64(u64::try_from(ms).unwrap_or(u64::MAX))
-            }
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        super::opt_dur_ms::deserialize(d)
-    }
-}
-
-pub(crate) mod dur_us {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_micros() as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_micros(u64::deserialize(d)?))
     }
 }
 

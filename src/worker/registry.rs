@@ -12,99 +12,15 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 use crate::job::log::{Log, LogReader};
-use crate::job::{JobHandle, JobId, JobMeta, JobShared, JobState, Observer, Outcome, Usage};
+use crate::job::{
+    JobHandle, JobId, JobMeta, JobShared, JobState, Observer, Outcome, Snapshot, Usage,
+};
 use crate::sandbox::{Command, Sandbox};
 use crate::spawn;
 use crate::worker::record::{JobRecord, RecoveryIssue, StatusEvent};
 use crate::worker::store::Store;
 use crate::worker::Runtime;
-
-/// What a worker does when all its slots are busy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum WhenFull {
-    /// Queue the job; it starts when a slot frees up, in submission order (the default).
-    #[default]
-    Queue,
-    /// Refuse it: `submit` returns [`Error::Refused`].
-    Refuse,
-}
-
-/// How long a worker keeps finished jobs (their records and logs).
-///
-/// The default keeps every record, but a finished job holds no descriptor
-/// and no log memory either way: with a state directory its record and log
-/// are only on disk; without one, its record stays in memory (about 1 KiB)
-/// and its log in a private temporary directory, until retention removes it.
-/// Retention is applied when the worker starts, on `submit` and `list`, and
-/// by the worker's starter thread right after a job ends.
-///
-/// ```
-/// use std::time::Duration;
-/// let keep = jobcell::Retention {
-///     max_finished: Some(10_000),
-///     max_age: Some(Duration::from_secs(7 * 24 * 3600)),
-/// };
-/// let config = jobcell::WorkerConfig { retention: keep, ..Default::default() };
-/// # let _ = config;
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Retention {
-    /// Keep at most this many finished jobs; the ones that ended first go first.
-    pub max_finished: Option<usize>,
-    /// Keep a finished job at most this long after it ended.
-    pub max_age: Option<Duration>,
-}
-
-impl Retention {
-    fn bounded(&self) -> bool {
-        self.max_finished.is_some() || self.max_age.is_some()
-    }
-}
-
-/// How a [`Worker`] runs its jobs.
-///
-/// ```
-/// let config = jobcell::WorkerConfig {
-///     max_concurrent: Some(8),
-///     state_dir: Some("/var/lib/jobcell".into()),
-///     ..Default::default()
-/// };
-/// assert_eq!(config.stop_grace, std::time::Duration::from_secs(5));
-/// ```
-#[derive(Clone, Debug)]
-pub struct WorkerConfig {
-    /// How many jobs may run at once; `None` for no cap.
-    pub max_concurrent: Option<usize>,
-    /// What happens to jobs beyond the cap.
-    pub when_full: WhenFull,
-    /// At most this many queued jobs (`None`: no bound); more are refused.
-    pub max_queued: Option<usize>,
-    /// Where records and logs are persisted; `None` keeps records in memory
-    /// and logs in a private temporary directory, both gone with the worker.
-    pub state_dir: Option<PathBuf>,
-    /// Bytes of a running job's log kept in memory, bookkeeping included;
-    /// older output is read from the job's log file. A finished job's log is
-    /// only in its file.
-    pub log_memory_budget: usize,
-    /// How long [`Worker::stop`] waits after SIGTERM before it SIGKILLs the cell.
-    pub stop_grace: Duration,
-    /// How long finished jobs are kept.
-    pub retention: Retention,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        WorkerConfig {
-            max_concurrent: None,
-            when_full: WhenFull::Queue,
-            max_queued: None,
-            state_dir: None,
-            log_memory_budget: crate::job::DEFAULT_MEMORY_BUDGET,
-            stop_grace: Duration::from_secs(5),
-            retention: Retention::default(),
-        }
-    }
-}
+use crate::worker::{WhenFull, WorkerConfig};
 
 /// A job waiting for a slot.
 struct Pending {
@@ -182,7 +98,7 @@ struct Shared {
 /// per job. Queued jobs are started by the thread that submits them or, when
 /// a slot frees up, by one starter thread, never by the reactor. What a
 /// worker holds is bounded by what runs: a finished job holds no descriptor
-/// and no log memory (see [`Retention`] for its record).
+/// and no log memory (see [`Retention`](crate::Retention) for its record).
 ///
 /// ```no_run
 /// use jobcell::{Worker, WorkerConfig, Sandbox, Command, JobState};
@@ -206,9 +122,9 @@ pub struct Worker {
 struct WorkerObserver(Weak<Shared>);
 
 impl Observer for WorkerObserver {
-    fn changed(&self, job: &Arc<JobShared>, record: &JobRecord) {
+    fn changed(&self, job: &Arc<JobShared>, now: &Snapshot) {
         if let Some(s) = self.0.upgrade() {
-            s.changed(job, record);
+            s.changed(job, now);
         }
     }
 
@@ -346,7 +262,7 @@ impl Worker {
         g.accepting += 1;
         drop(g);
         // Announce (and persist) the job before anything can start it.
-        s.changed(&job, &job.record());
+        s.changed(&job, &job.snapshot());
         let mut g = s.jobs.lock();
         g.queue.push_back(Pending {
             job: job.clone(),
@@ -369,7 +285,7 @@ impl Worker {
         let id: JobId = id.as_ref().parse().ok()?;
         let live = self.shared.jobs.lock().by_id.get(&id).cloned();
         match live {
-            Some(j) => Some(j.record()),
+            Some(j) => Some(JobRecord::now(&j)),
             None => self.shared.store.as_ref()?.read(&id),
         }
     }
@@ -385,7 +301,7 @@ impl Worker {
         };
         ids.iter()
             .filter_map(|id| match live.get(id) {
-                Some(j) => Some(j.record()),
+                Some(j) => Some(JobRecord::now(j)),
                 None => s.store.as_ref()?.read(id),
             })
             .collect()
@@ -567,7 +483,7 @@ impl Worker {
             return Some(j);
         }
         let rec = s.store.as_ref()?.read(&id)?;
-        Some(JobShared::restored(&rec, Log::restored(s.log_path(&id))))
+        Some(rec.restore(Log::restored(s.log_path(&id))))
     }
 }
 
@@ -629,7 +545,8 @@ impl Shared {
 
     /// Every state change of every job passes here: persist and publish
     /// (a final one before anyone can see the job as ended).
-    fn changed(self: &Arc<Self>, _job: &Arc<JobShared>, rec: &JobRecord) {
+    fn changed(self: &Arc<Self>, job: &Arc<JobShared>, now: &Snapshot) {
+        let rec = &JobRecord::of(job, now);
         if let Some(store) = &self.store {
             if let Err(e) = store.write(rec) {
                 self.store_error(e.to_string());

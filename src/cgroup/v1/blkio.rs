@@ -5,12 +5,11 @@ use std::path::Path;
 
 use crate::cgroup::common;
 use crate::cgroup::devices::{self, Dev};
+use crate::cgroup::{Resources, Stats};
 use crate::error::Result;
-use crate::job::Usage;
-use crate::sandbox::Limits;
 
 /// The `(file, value)` writes that limit one device.
-pub(crate) fn settings(dev: Dev, limits: &Limits) -> Vec<(&'static str, String)> {
+pub(crate) fn settings(dev: Dev, limits: &Resources) -> Vec<(&'static str, String)> {
     [
         ("blkio.throttle.read_bps_device", limits.io_read_bps),
         ("blkio.throttle.write_bps_device", limits.io_write_bps),
@@ -22,7 +21,7 @@ pub(crate) fn settings(dev: Dev, limits: &Limits) -> Vec<(&'static str, String)>
     .collect()
 }
 
-pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
+pub(crate) fn apply(dir: &Path, limits: &Resources) -> Result<()> {
     if !limits.has_io() {
         return Ok(());
     }
@@ -55,7 +54,7 @@ pub(crate) fn parse_service_bytes(text: &str) -> (u64, u64) {
     (r, w)
 }
 
-pub(crate) fn stats(dir: &Path, u: &mut Usage) {
+pub(crate) fn stats(dir: &Path, u: &mut Stats) {
     if let Ok(t) = std::fs::read_to_string(dir.join("blkio.throttle.io_service_bytes")) {
         (u.io_read_bytes, u.io_write_bytes) = parse_service_bytes(&t);
     }
@@ -73,7 +72,7 @@ mod tests {
             "blkio.throttle.write_bps_device",
             "blkio.throttle.read_iops_device",
         ]);
-        let l = Limits {
+        let l = Resources {
             io_write_bps: Some(2 << 20),
             io_read_iops: Some(50),
             io_devices: Some(vec!["254:0".into()]),
@@ -90,7 +89,7 @@ mod tests {
         );
         let e = apply(
             d.path(),
-            &Limits {
+            &Resources {
                 io_read_bps: Some(1),
                 io_devices: Some(vec!["254:0".into()]),
                 ..Default::default()

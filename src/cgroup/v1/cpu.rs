@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
+use crate::cgroup::Resources;
 use crate::cgroup::{common, cpu_quota_us, CPU_PERIOD_US};
 use crate::error::Result;
-use crate::sandbox::Limits;
 
 /// The values to write, in order (the period first, so the quota is read against it).
-pub(crate) fn settings(limits: &Limits) -> Vec<(&'static str, String)> {
+pub(crate) fn settings(limits: &Resources) -> Vec<(&'static str, String)> {
     match limits.cpu_percent {
         Some(p) => vec![
             ("cpu.cfs_period_us", CPU_PERIOD_US.to_string()),
@@ -17,7 +17,7 @@ pub(crate) fn settings(limits: &Limits) -> Vec<(&'static str, String)> {
     }
 }
 
-pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
+pub(crate) fn apply(dir: &Path, limits: &Resources) -> Result<()> {
     for (file, value) in settings(limits) {
         common::write(&dir.join(file), &value)?;
     }
@@ -34,7 +34,7 @@ mod tests {
         let d = fixture::cgroup(&["cpu.cfs_period_us", "cpu.cfs_quota_us"]);
         apply(
             d.path(),
-            &Limits {
+            &Resources {
                 cpu_percent: Some(250),
                 ..Default::default()
             },

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cgroup::common;
-use crate::job::Usage;
+use crate::cgroup::Stats;
 
-pub(crate) fn stats(dir: &Path, u: &mut Usage) {
+pub(crate) fn stats(dir: &Path, u: &mut Stats) {
     // usage_user/usage_sys (and cpuacct.stat before Linux 4.7) are sampled at
     // each tick; cpuacct.usage is exact. Split the exact total in the sampled
     // proportion, as the kernel's cputime_adjust() does for v2's cpu.stat.
@@ -54,7 +54,7 @@ mod tests {
         let d = fixture::cgroup(&[]);
         fixture::set(d.path(), "cpuacct.usage", "500000000\n");
         fixture::set(d.path(), "cpuacct.stat", "user 30\nsystem 10\n");
-        let mut u = Usage::default();
+        let mut u = Stats::default();
         stats(d.path(), &mut u);
         assert_eq!(
             (u.cpu_user, u.cpu_system),

@@ -6,12 +6,11 @@
 use std::path::Path;
 
 use crate::cgroup::common;
+use crate::cgroup::{Resources, Stats};
 use crate::error::{Error, Result};
-use crate::job::Usage;
-use crate::sandbox::Limits;
 
 /// The values to write, in order: memsw must never be below the memory limit.
-pub(crate) fn settings(limits: &Limits, memsw: bool, tcp: bool) -> Vec<(&'static str, String)> {
+pub(crate) fn settings(limits: &Resources, memsw: bool, tcp: bool) -> Vec<(&'static str, String)> {
     let Some(max) = limits.memory else {
         return Vec::new();
     };
@@ -31,11 +30,11 @@ pub(crate) fn settings(limits: &Limits, memsw: bool, tcp: bool) -> Vec<(&'static
     v
 }
 
-pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
+pub(crate) fn apply(dir: &Path, limits: &Resources) -> Result<()> {
     apply_on(dir, limits, common::host_has_swap())
 }
 
-fn apply_on(dir: &Path, limits: &Limits, host_swap: bool) -> Result<()> {
+fn apply_on(dir: &Path, limits: &Resources, host_swap: bool) -> Result<()> {
     if limits.memory.is_none() {
         return Ok(());
     }
@@ -60,7 +59,7 @@ fn apply_on(dir: &Path, limits: &Limits, host_swap: bool) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn stats(dir: &Path, u: &mut Usage) {
+pub(crate) fn stats(dir: &Path, u: &mut Stats) {
     u.memory_current = common::read_u64_opt(&dir.join("memory.usage_in_bytes")).unwrap_or(0);
     u.memory_peak = common::read_u64_opt(&dir.join("memory.max_usage_in_bytes"));
     if let Ok(t) = std::fs::read_to_string(dir.join("memory.oom_control")) {
@@ -84,7 +83,7 @@ mod tests {
         ]);
         apply(
             d.path(),
-            &Limits {
+            &Resources {
                 memory: Some(64 << 20),
                 ..Default::default()
             },
@@ -100,7 +99,7 @@ mod tests {
             fixture::get(d.path(), "memory.kmem.tcp.limit_in_bytes"),
             "67108864"
         );
-        let l = Limits {
+        let l = Resources {
             memory: Some(1 << 20),
             memory_swap: Some(1 << 20),
             ..Default::default()
@@ -116,13 +115,13 @@ mod tests {
     #[test]
     fn without_memsw_only_an_explicit_swap_limit_fails() {
         let d = fixture::cgroup(&["memory.limit_in_bytes"]);
-        let mem = Limits {
+        let mem = Resources {
             memory: Some(1 << 20),
             ..Default::default()
         };
         apply_on(d.path(), &mem, true).unwrap();
         assert_eq!(fixture::get(d.path(), "memory.limit_in_bytes"), "1048576");
-        let swap = Limits {
+        let swap = Resources {
             memory_swap: Some(0),
             ..mem
         };
@@ -144,7 +143,7 @@ mod tests {
             "memory.oom_control",
             "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
         );
-        let mut u = Usage::default();
+        let mut u = Stats::default();
         stats(d.path(), &mut u);
         assert_eq!(
             (u.memory_current, u.memory_peak, u.oom_kills),
@@ -155,7 +154,7 @@ mod tests {
     proptest! {
         #[test]
         fn memsw_never_below_memory(m in 1u64 << 20..1 << 52, s in proptest::option::of(0u64..u64::MAX)) {
-            let l = Limits { memory: Some(m), memory_swap: s, ..Default::default() };
+            let l = Resources { memory: Some(m), memory_swap: s, ..Default::default() };
             let v = settings(&l, true, true);
             let mem: u64 = v[0].1.parse().unwrap();
             let memsw: u64 = v[1].1.parse().unwrap();

@@ -25,10 +25,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::{common, Controller, JobCgroup, Kind, ACCOUNTING};
+use super::{common, Ahead, Controller, JobCgroup, Kind, Resources, RunAhead, Stats, ACCOUNTING};
 use crate::error::{Errno, Error, Result};
-use crate::job::Usage;
-use crate::sandbox::Limits;
 
 /// Where jobcell's directories go in one v1 hierarchy.
 pub(crate) struct Base {
@@ -105,8 +103,9 @@ impl Tree {
     pub(crate) fn create_job(
         &self,
         id: &str,
-        limits: &Limits,
+        limits: &Resources,
         accounting: bool,
+        run_ahead: RunAhead,
     ) -> Result<Option<JobCgroup>> {
         // (hierarchy, required?) in the order they are joined.
         let mut plan: Vec<(usize, bool)> = Vec::new();
@@ -162,8 +161,8 @@ impl Tree {
             }
         }
         if self.pools.wants_more() {
-            let work: Arc<dyn crate::spawn::prep::Ahead> = self.pools.clone();
-            crate::spawn::prep::ahead(&work);
+            let work: Arc<dyn Ahead> = self.pools.clone();
+            run_ahead(&work);
         }
         if made.is_empty() {
             // Only possible without limits: every required hierarchy was joined or failed loudly.
@@ -194,7 +193,7 @@ impl Tree {
         &self,
         i: usize,
         id: &str,
-        limits: &Limits,
+        limits: &Resources,
     ) -> Result<(PathBuf, PathBuf, Option<OwnedFd>)> {
         if let Some(r) = self.pools.take(i) {
             let proc_dir = r.dir.parent().map(Path::to_owned);
@@ -220,7 +219,7 @@ impl Tree {
         self.make_new(i, id, limits).map(|(d, p)| (d, p, None))
     }
 
-    fn make_new(&self, i: usize, id: &str, limits: &Limits) -> Result<(PathBuf, PathBuf)> {
+    fn make_new(&self, i: usize, id: &str, limits: &Resources) -> Result<(PathBuf, PathBuf)> {
         let mut last = None;
         for _ in 0..common::CREATE_ATTEMPTS {
             match self.try_make(i, id, limits) {
@@ -231,7 +230,7 @@ impl Tree {
         Err(last.expect("at least one attempt"))
     }
 
-    fn try_make(&self, i: usize, id: &str, limits: &Limits) -> Result<(PathBuf, PathBuf)> {
+    fn try_make(&self, i: usize, id: &str, limits: &Resources) -> Result<(PathBuf, PathBuf)> {
         let b = &self.bases[i];
         let base = b.dir.as_ref().expect("usable base");
         let cpuset = b.has("cpuset");
@@ -309,7 +308,7 @@ impl Job {
             .map(|(_, d)| d.as_path())
     }
 
-    fn configure(&self, limits: &Limits) -> Result<()> {
+    fn configure(&self, limits: &Resources) -> Result<()> {
         // Only the hierarchies a set limit required are consulted, and those exist.
         let dir = |c: Controller| self.dir_of(c).expect("a required hierarchy was joined");
         if limits.memory.is_some() {
@@ -345,8 +344,8 @@ impl Job {
         }
     }
 
-    pub(crate) fn usage(&self) -> Usage {
-        let mut u = Usage::default();
+    pub(crate) fn usage(&self) -> Stats {
+        let mut u = Stats::default();
         if let Some(d) = self.dir_of(Controller::CpuAcct) {
             cpuacct::stats(d, &mut u);
         }

@@ -7,15 +7,14 @@ pub(crate) use crate::cgroup::v2::pids::{apply, stats};
 mod tests {
     use super::*;
     use crate::cgroup::common::fixture;
-    use crate::job::Usage;
-    use crate::sandbox::Limits;
+    use crate::cgroup::{Resources, Stats};
 
     #[test]
     fn pids_files() {
         let d = fixture::cgroup(&["pids.max"]);
         apply(
             d.path(),
-            &Limits {
+            &Resources {
                 pids: Some(7),
                 ..Default::default()
             },
@@ -23,7 +22,7 @@ mod tests {
         .unwrap();
         assert_eq!(fixture::get(d.path(), "pids.max"), "7");
         fixture::set(d.path(), "pids.current", "2");
-        let mut u = Usage::default();
+        let mut u = Stats::default();
         stats(d.path(), &mut u);
         assert_eq!((u.pids_current, u.pids_peak), (2, None));
     }

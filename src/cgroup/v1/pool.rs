@@ -1,13 +1,13 @@
 //! Job directories made ahead (cgroup v1).
 //!
 //! Creating a cgroup is kernel work: ~70 µs for a memory cgroup here, ~180 µs
-//! for the five hierarchies a job with limits joins. The preparation thread
-//! (see `spawn/prep.rs`) makes a few empty directories ahead in each
-//! hierarchy, named `.ready-<n>` (a job id never starts with a dot), with
-//! their `tasks` file already open for the cell's init to join through. A
-//! job renames one to its id (v1 allows renaming a cgroup within its
-//! parent), so its directory looks as if made for it: a fresh cgroup,
-//! nothing inherited from another job. The cpuset hierarchy is left out:
+//! for the five hierarchies a job with limits joins. Work done ahead (see
+//! [`Ahead`]; spawn's preparation thread runs it) makes a few empty
+//! directories in each hierarchy, named `.ready-<n>` (a job id never starts
+//! with a dot), with their `tasks` file already open for the cell's init to
+//! join through. A job renames one to its id (v1 allows renaming a cgroup
+//! within its parent), so its directory looks as if made for it: a fresh
+//! cgroup, nothing inherited from another job. The cpuset hierarchy is left out:
 //! a new cpuset needs its CPUs written before anything can join it.
 //!
 //! Ready directories live in this process's own directory of each
@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::super::common;
-use crate::spawn::prep::Ahead;
+use super::super::{common, Ahead};
 
 /// Ready directories kept per hierarchy.
 const WARM: usize = 4;

@@ -4,9 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cgroup::{common, cpu_quota_us, CPU_PERIOD_US};
+use crate::cgroup::{Resources, Stats};
 use crate::error::Result;
-use crate::job::Usage;
-use crate::sandbox::Limits;
 
 /// `cpu.max` for a percentage of one CPU: `"$QUOTA $PERIOD"` in microseconds.
 pub(crate) fn cpu_max(percent: u32) -> String {
@@ -25,14 +24,14 @@ pub(crate) fn parse_cpu_max(text: &str) -> Option<(Option<u64>, u64)> {
     Some((quota, period))
 }
 
-pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
+pub(crate) fn apply(dir: &Path, limits: &Resources) -> Result<()> {
     match limits.cpu_percent {
         Some(p) => common::write(&dir.join("cpu.max"), &cpu_max(p)),
         None => Ok(()),
     }
 }
 
-pub(crate) fn stats(dir: &Path, u: &mut Usage) {
+pub(crate) fn stats(dir: &Path, u: &mut Stats) {
     if let Ok(text) = std::fs::read_to_string(dir.join("cpu.stat")) {
         u.cpu_user = Duration::from_micros(common::flat_key(&text, "user_usec").unwrap_or(0));
         u.cpu_system = Duration::from_micros(common::flat_key(&text, "system_usec").unwrap_or(0));
@@ -56,7 +55,7 @@ mod tests {
         let d = fixture::cgroup(&["cpu.max"]);
         apply(
             d.path(),
-            &Limits {
+            &Resources {
                 cpu_percent: Some(20),
                 ..Default::default()
             },
@@ -79,7 +78,7 @@ mod tests {
             "cpu.stat",
             "usage_usec 501234\nuser_usec 400000\nsystem_usec 101234\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n",
         );
-        let mut u = Usage::default();
+        let mut u = Stats::default();
         stats(d.path(), &mut u);
         assert_eq!(u.cpu_user, Duration::from_millis(400));
         assert_eq!(u.cpu_system, Duration::from_micros(101_234));

@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use crate::cgroup::common::{self, cpus_value};
+use crate::cgroup::Resources;
 use crate::error::{Error, Result};
-use crate::sandbox::{parse_cpu_list, Limits};
+use crate::units::parse_cpu_list;
 
-pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
+pub(crate) fn apply(dir: &Path, limits: &Resources) -> Result<()> {
     let Some(list) = &limits.cpus else {
         return Ok(());
     };
@@ -34,8 +35,8 @@ mod tests {
     use super::*;
     use crate::cgroup::common::fixture;
 
-    fn cpus(list: &str) -> Limits {
-        Limits {
+    fn cpus(list: &str) -> Resources {
+        Resources {
             cpus: Some(list.into()),
             ..Default::default()
         }

@@ -4,12 +4,11 @@ use std::path::Path;
 
 use crate::cgroup::common;
 use crate::cgroup::devices::{self, Dev};
+use crate::cgroup::{Resources, Stats};
 use crate::error::Result;
-use crate::job::Usage;
-use crate::sandbox::Limits;
 
 /// The `io.max` line for one device, or `None` if no IO limit is set.
-pub(crate) fn io_max_line(dev: Dev, limits: &Limits) -> Option<String> {
+pub(crate) fn io_max_line(dev: Dev, limits: &Resources) -> Option<String> {
     let mut line = dev.to_string();
     let mut any = false;
     for (key, v) in [
@@ -26,7 +25,7 @@ pub(crate) fn io_max_line(dev: Dev, limits: &Limits) -> Option<String> {
     any.then_some(line)
 }
 
-pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
+pub(crate) fn apply(dir: &Path, limits: &Resources) -> Result<()> {
     if !limits.has_io() {
         return Ok(());
     }
@@ -59,7 +58,7 @@ pub(crate) fn parse_io_stat(text: &str) -> (u64, u64) {
     (r, w)
 }
 
-pub(crate) fn stats(dir: &Path, u: &mut Usage) {
+pub(crate) fn stats(dir: &Path, u: &mut Stats) {
     if let Ok(text) = std::fs::read_to_string(dir.join("io.stat")) {
         (u.io_read_bytes, u.io_write_bytes) = parse_io_stat(&text);
     }
@@ -77,7 +76,7 @@ mod tests {
             major: 254,
             minor: 0,
         };
-        let l = Limits {
+        let l = Resources {
             io_write_bps: Some(2 << 20),
             io_read_iops: Some(100),
             ..Default::default()
@@ -86,13 +85,13 @@ mod tests {
             io_max_line(dev, &l).unwrap(),
             "254:0 wbps=2097152 riops=100"
         );
-        assert_eq!(io_max_line(dev, &Limits::default()), None);
+        assert_eq!(io_max_line(dev, &Resources::default()), None);
     }
 
     #[test]
     fn io_max_is_written_per_device() {
         let d = fixture::cgroup(&["io.max"]);
-        let l = Limits {
+        let l = Resources {
             io_read_bps: Some(1000),
             io_devices: Some(vec!["8:0".into(), "8:16".into()]),
             ..Default::default()
@@ -110,7 +109,7 @@ mod tests {
         assert_eq!(parse_io_stat(""), (0, 0));
         let d = fixture::cgroup(&[]);
         fixture::set(d.path(), "io.stat", t);
-        let mut u = Usage::default();
+        let mut u = Stats::default();
         stats(d.path(), &mut u);
         assert_eq!((u.io_read_bytes, u.io_write_bytes), (4196, 8_388_609));
     }

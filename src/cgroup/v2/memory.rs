@@ -4,12 +4,11 @@
 use std::path::Path;
 
 use crate::cgroup::common;
+use crate::cgroup::{Resources, Stats};
 use crate::error::{Error, Result};
-use crate::job::Usage;
-use crate::sandbox::Limits;
 
 /// The values to write: `(file, value)` in order.
-pub(crate) fn settings(limits: &Limits) -> Vec<(&'static str, String)> {
+pub(crate) fn settings(limits: &Resources) -> Vec<(&'static str, String)> {
     let Some(max) = limits.memory else {
         return Vec::new();
     };
@@ -21,11 +20,11 @@ pub(crate) fn settings(limits: &Limits) -> Vec<(&'static str, String)> {
     ]
 }
 
-pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
+pub(crate) fn apply(dir: &Path, limits: &Resources) -> Result<()> {
     apply_on(dir, limits, common::host_has_swap())
 }
 
-fn apply_on(dir: &Path, limits: &Limits, host_swap: bool) -> Result<()> {
+fn apply_on(dir: &Path, limits: &Resources, host_swap: bool) -> Result<()> {
     for (file, value) in settings(limits) {
         let path = dir.join(file);
         if file == "memory.swap.max" && !path.exists() {
@@ -48,7 +47,7 @@ fn apply_on(dir: &Path, limits: &Limits, host_swap: bool) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn stats(dir: &Path, u: &mut Usage) {
+pub(crate) fn stats(dir: &Path, u: &mut Stats) {
     u.memory_current = common::read_u64_opt(&dir.join("memory.current")).unwrap_or(0);
     u.memory_peak = common::read_u64_opt(&dir.join("memory.peak"));
     if let Ok(events) = std::fs::read_to_string(dir.join("memory.events")) {
@@ -67,7 +66,7 @@ mod tests {
         let d = fixture::cgroup(&["memory.max", "memory.swap.max"]);
         apply(
             d.path(),
-            &Limits {
+            &Resources {
                 memory: Some(64 << 20),
                 ..Default::default()
             },
@@ -75,25 +74,25 @@ mod tests {
         .unwrap();
         assert_eq!(fixture::get(d.path(), "memory.max"), "67108864");
         assert_eq!(fixture::get(d.path(), "memory.swap.max"), "0");
-        let swap = Limits {
+        let swap = Resources {
             memory: Some(1 << 20),
             memory_swap: Some(4096),
             ..Default::default()
         };
         apply(d.path(), &swap).unwrap();
         assert_eq!(fixture::get(d.path(), "memory.swap.max"), "4096");
-        assert!(settings(&Limits::default()).is_empty());
+        assert!(settings(&Resources::default()).is_empty());
     }
 
     #[test]
     fn without_swap_accounting_only_an_explicit_swap_limit_fails() {
         let d = fixture::cgroup(&["memory.max"]);
-        let mem = Limits {
+        let mem = Resources {
             memory: Some(1 << 20),
             ..Default::default()
         };
         apply_on(d.path(), &mem, true).unwrap();
-        let swap = Limits {
+        let swap = Resources {
             memory_swap: Some(0),
             ..mem
         };
@@ -110,7 +109,7 @@ mod tests {
         let d = fixture::cgroup(&[]);
         let e = apply(
             d.path(),
-            &Limits {
+            &Resources {
                 memory: Some(1 << 20),
                 ..Default::default()
             },
@@ -128,7 +127,7 @@ mod tests {
             "memory.events",
             "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n",
         );
-        let mut u = Usage::default();
+        let mut u = Stats::default();
         stats(d.path(), &mut u);
         assert_eq!(
             (u.memory_current, u.memory_peak, u.oom_kills),
@@ -142,7 +141,7 @@ mod tests {
     proptest! {
         #[test]
         fn bytes_are_written_verbatim(m in 1u64 << 20..1 << 52, s in proptest::option::of(0u64..1 << 40)) {
-            let l = Limits { memory: Some(m), memory_swap: s, ..Default::default() };
+            let l = Resources { memory: Some(m), memory_swap: s, ..Default::default() };
             let v = settings(&l);
             prop_assert_eq!(v[0].1.parse::<u64>().unwrap(), m);
             prop_assert_eq!(v[1].1.parse::<u64>().unwrap(), s.unwrap_or(0));

@@ -18,10 +18,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::{common, JobCgroup, Kind, ACCOUNTING};
+use super::{common, JobCgroup, Kind, Resources, Stats, ACCOUNTING};
 use crate::error::{Errno, Error, Result};
-use crate::job::Usage;
-use crate::sandbox::Limits;
 
 /// The leaf that the processes of the top cgroup move into when controllers
 /// must be enabled there.
@@ -65,7 +63,7 @@ impl Tree {
     pub(crate) fn create_job(
         &self,
         id: &str,
-        limits: &Limits,
+        limits: &Resources,
         accounting: bool,
     ) -> Result<Option<JobCgroup>> {
         let must = limits.needs_cgroup();
@@ -266,7 +264,7 @@ impl Tree {
 }
 
 /// Writes the limits into a fresh job directory and opens it for `CLONE_INTO_CGROUP`.
-fn configure(dir: &Path, limits: &Limits) -> Result<OwnedFd> {
+fn configure(dir: &Path, limits: &Resources) -> Result<OwnedFd> {
     memory::apply(dir, limits)?;
     cpu::apply(dir, limits)?;
     cpuset::apply(dir, limits)?;
@@ -304,8 +302,8 @@ impl Job {
         kill_dir(&self.dir);
     }
 
-    pub(crate) fn usage(&self) -> Usage {
-        let mut u = Usage::default();
+    pub(crate) fn usage(&self) -> Stats {
+        let mut u = Stats::default();
         cpu::stats(&self.dir, &mut u);
         memory::stats(&self.dir, &mut u);
         io::stats(&self.dir, &mut u);

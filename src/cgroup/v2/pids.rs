@@ -4,11 +4,10 @@
 use std::path::Path;
 
 use crate::cgroup::common;
+use crate::cgroup::{Resources, Stats};
 use crate::error::Result;
-use crate::job::Usage;
-use crate::sandbox::Limits;
 
-pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
+pub(crate) fn apply(dir: &Path, limits: &Resources) -> Result<()> {
     match limits.pids {
         Some(n) => common::write(&dir.join("pids.max"), &n.to_string()),
         None => Ok(()),
@@ -16,7 +15,7 @@ pub(crate) fn apply(dir: &Path, limits: &Limits) -> Result<()> {
 }
 
 /// Also used on v1, whose pids files have the same names.
-pub(crate) fn stats(dir: &Path, u: &mut Usage) {
+pub(crate) fn stats(dir: &Path, u: &mut Stats) {
     u.pids_current = common::read_u64_opt(&dir.join("pids.current")).unwrap_or(0);
     // pids.peak is recent (Linux 6.x); older kernels have no such file.
     u.pids_peak = common::read_u64_opt(&dir.join("pids.peak"));
@@ -32,7 +31,7 @@ mod tests {
         let d = fixture::cgroup(&["pids.max"]);
         apply(
             d.path(),
-            &Limits {
+            &Resources {
                 pids: Some(32),
                 ..Default::default()
             },
@@ -40,7 +39,7 @@ mod tests {
         .unwrap();
         assert_eq!(fixture::get(d.path(), "pids.max"), "32");
         fixture::set(d.path(), "pids.current", "3\n");
-        let mut u = Usage::default();
+        let mut u = Stats::default();
         stats(d.path(), &mut u);
         assert_eq!((u.pids_current, u.pids_peak), (3, None));
         fixture::set(d.path(), "pids.peak", "32\n");

@@ -1,271 +1,22 @@
-//! The cell's side of a spawn: init (PID 1 of the cell) and the job it forks.
-//!
-//! Everything here runs between `clone3` and `execve`, in a copy of a host
-//! process that may have had many threads, one of them perhaps holding the
-//! allocator's lock. So: raw syscalls only (see `sys`), on data the parent
-//! prepared in a [`ChildPlan`]; no allocation, no locks, no formatting, no
-//! panics (no unchecked indexing, no overflowing arithmetic). Failures are
-//! written to the error pipe as `(stage, errno, step)` and end the process.
+//! The cell's init: PID 1 of the cell. It joins the job's cgroups, builds
+//! the new root, forks the job and then reaps until the job has ended.
 
-use std::ffi::{CStr, CString};
-use std::sync::Arc;
+use std::ffi::CStr;
 
 use libc::{c_int, c_long};
 
+use super::job::job_main;
+use super::newroot::{proc_fd_path, NewRoot, Place};
+use super::{fail, progress, ChildPlan, Op, PlacedOp};
 use crate::error::{Errno, Stage};
-use crate::spawn::arena::Arena;
-use crate::spawn::newroot::{proc_fd_path, NewRoot, Place};
 use crate::spawn::status::StatusPage;
 use crate::sys;
-
-/// One step of building the cell's root, prepared by the planner.
-///
-/// The planner builds owned ops (`Op`, the default parameters); the cell reads
-/// them placed in the plan's arena (`PlacedOp`), where every string and byte
-/// slice is a reference into the same shared mapping.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Op<S = CString, B = Arc<[u8]>> {
-    /// `mkdir(path, 0755)`; an existing entry is fine.
-    Mkdir { path: S },
-    /// Creates an empty file to mount a file onto; an existing entry is fine.
-    Touch { path: S },
-    /// Mounts a file system without a source device (tmpfs, proc, devpts).
-    Mount {
-        fstype: &'static CStr,
-        target: S,
-        flags: u64,
-        data: Option<S>,
-    },
-    /// Attaches a detached mount tree the host prepared with `open_tree`.
-    Attach { fd: c_int, target: S },
-    /// Path-based bind mount (kernels without `open_tree`).
-    Bind { source: S, target: S },
-    /// Sets mount attributes (`mount_setattr`); kernels before 5.12 get a
-    /// `MS_REMOUNT | MS_BIND | fallback` instead.
-    SetAttr {
-        target: S,
-        set: u64,
-        recursive: bool,
-        fallback: u64,
-    },
-    /// Writes `value` to an existing file (a sysctl of the cell's own
-    /// namespaces); best effort: a failure is ignored. `ipc`: a sysctl of
-    /// the IPC namespace, already set when the spawner made it.
-    Sysctl {
-        path: S,
-        value: &'static [u8],
-        ipc: bool,
-    },
-    /// `symlink(value, link)`.
-    Symlink { value: S, link: S },
-    /// Creates `path` with `data` and `mode`.
-    WriteFile { path: S, data: B, mode: u32 },
-}
-
-/// An op as the cell reads it: placed in the plan's arena.
-pub(crate) type PlacedOp<'a> = Op<&'a CStr, &'a [u8]>;
-
-impl Op {
-    /// Copies the op's strings and bytes into `arena`.
-    pub(crate) fn place<'a>(&self, arena: &'a Arena) -> Option<PlacedOp<'a>> {
-        let c = |s: &CString| arena.cstr(s);
-        Some(match self {
-            Op::Mkdir { path } => Op::Mkdir { path: c(path)? },
-            Op::Touch { path } => Op::Touch { path: c(path)? },
-            Op::Mount {
-                fstype,
-                target,
-                flags,
-                data,
-            } => Op::Mount {
-                fstype,
-                target: c(target)?,
-                flags: *flags,
-                data: match data {
-                    Some(d) => Some(c(d)?),
-                    None => None,
-                },
-            },
-            Op::Attach { fd, target } => Op::Attach {
-                fd: *fd,
-                target: c(target)?,
-            },
-            Op::Bind { source, target } => Op::Bind {
-                source: c(source)?,
-                target: c(target)?,
-            },
-            Op::SetAttr {
-                target,
-                set,
-                recursive,
-                fallback,
-            } => Op::SetAttr {
-                target: c(target)?,
-                set: *set,
-                recursive: *recursive,
-                fallback: *fallback,
-            },
-            Op::Sysctl { path, value, ipc } => Op::Sysctl {
-                path: c(path)?,
-                value,
-                ipc: *ipc,
-            },
-            Op::Symlink { value, link } => Op::Symlink {
-                value: c(value)?,
-                link: c(link)?,
-            },
-            Op::WriteFile { path, data, mode } => Op::WriteFile {
-                path: c(path)?,
-                data: arena.slice(data)?,
-                mode: *mode,
-            },
-        })
-    }
-
-    /// An upper bound of the arena bytes `place` takes.
-    pub(crate) fn footprint(&self) -> usize {
-        let c = |s: &CString| Arena::footprint_of::<u8>(s.as_bytes_with_nul().len());
-        match self {
-            Op::Mkdir { path } | Op::Touch { path } | Op::Sysctl { path, .. } => c(path),
-            Op::Mount { target, data, .. } => c(target) + data.as_ref().map_or(0, c),
-            Op::Attach { target, .. } | Op::SetAttr { target, .. } => c(target),
-            Op::Bind { source, target } => c(source) + c(target),
-            Op::Symlink { value, link } => c(value) + c(link),
-            Op::WriteFile { path, data, .. } => c(path) + Arena::footprint_of::<u8>(data.len()),
-        }
-    }
-}
-
-/// A Landlock ruleset as the job reads it.
-#[cfg(feature = "landlock")]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PlacedLandlock<'a> {
-    pub handled: u64,
-    pub rules: &'a [(&'a CStr, u64)],
-}
-
-/// What the job (the grandchild) needs.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct JobPlan<'a> {
-    pub uid: u32,
-    pub gid: u32,
-    /// Call `setgroups([gid])` (needs a range mapping; unprivileged maps deny it).
-    pub set_groups: bool,
-    /// Descriptors that become the job's 0, 1, 2.
-    pub stdio: [c_int; 3],
-    pub cwd: &'a CStr,
-    pub program: &'a CStr,
-    /// NULL-terminated arrays of pointers to strings in the arena.
-    pub argv: &'a [*const libc::c_char],
-    pub envp: &'a [*const libc::c_char],
-    /// Highest capability number of the running kernel.
-    pub cap_last: c_int,
-    /// `(resource, limit)` pairs applied before the id switch.
-    pub rlimits: &'a [(c_int, libc::rlimit64)],
-    /// Upper bound of descriptor numbers, for the close-on-exec fallback loop.
-    pub max_fd: c_int,
-    /// The stack the job runs on until it execs (see `spawn_job`): its
-    /// lowest address and size, in the arena.
-    pub stack: *mut u8,
-    pub stack_len: usize,
-    /// Whether clones are known to reset handled signals
-    /// (CLONE_CLEAR_SIGHAND); if not, the job resets every signal.
-    pub handlers_cleared: bool,
-    /// The seccomp program, compiled by the host; installed just before `execve`.
-    pub seccomp: Option<&'a [libc::sock_filter]>,
-    /// In kill mode, the variant that reports denied calls to init.
-    pub seccomp_report: Option<&'a [libc::sock_filter]>,
-    /// A Landlock ruleset, applied after chdir.
-    #[cfg(feature = "landlock")]
-    pub landlock: Option<PlacedLandlock<'a>>,
-}
-
-/// Everything the cell's init needs, placed by the parent in the plan's
-/// arena before the clone.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ChildPlan<'a> {
-    /// Descriptors init keeps; everything else inherited is closed first. Sorted, unique.
-    pub keep: &'a [c_int],
-    /// `tasks` files (cgroup v1, opened by the host) init writes "0" to,
-    /// moving itself into the job's cgroups before anything else.
-    pub join_cgroups: &'a [c_int],
-    pub sync_read: c_int,
-    pub error_write: c_int,
-    /// The socket pair through which the job hands init its seccomp listener (-1: none).
-    pub report_job: c_int,
-    pub report_init: c_int,
-    pub lifeline_read: c_int,
-    /// Where init leaves its mount namespace when the job has ended (see graveyard.rs).
-    pub graveyard: c_int,
-    pub become_root: bool,
-    /// The host uid the cell's user namespace is created by (0: the cloning
-    /// thread's own); see `idmap::ns_owner`. Read by whoever clones.
-    pub ns_owner: u32,
-    pub hostname: &'a [u8],
-    pub ops: &'a [PlacedOp<'a>],
-    /// Where the new root is built before `pivot_root`.
-    pub staging: &'a CStr,
-    pub loopback: bool,
-    /// The default seccomp filter: init installs it just before starting the job.
-    pub init_seccomp: Option<&'a [libc::sock_filter]>,
-    /// A test's injected stall: the stage (`Stage as u32`) at which setup
-    /// hangs until the host kills the cell; 0 for none.
-    pub stall: u32,
-    pub job: JobPlan<'a>,
-    pub status: *mut StatusPage,
-}
-
-/// The record the cell writes to the error pipe: stage, errno, index of the failed step.
-pub(crate) const RECORD_LEN: usize = 12;
-
-pub(crate) fn encode_record(stage: Stage, errno: Errno, step: u32) -> [u8; RECORD_LEN] {
-    let mut rec = [0u8; RECORD_LEN];
-    let (a, rest) = rec.split_at_mut(4);
-    let (b, c) = rest.split_at_mut(4);
-    a.copy_from_slice(&(stage as u32).to_ne_bytes());
-    b.copy_from_slice(&errno.0.to_ne_bytes());
-    c.copy_from_slice(&step.to_ne_bytes());
-    rec
-}
-
-pub(crate) fn decode_record(rec: &[u8; RECORD_LEN]) -> (u32, i32, u32) {
-    let word = |i: usize| [rec[i], rec[i + 1], rec[i + 2], rec[i + 3]];
-    (
-        u32::from_ne_bytes(word(0)),
-        i32::from_ne_bytes(word(4)),
-        u32::from_ne_bytes(word(8)),
-    )
-}
-
-/// Records that setup has reached step `step` of `stage` (in the status
-/// page, where the host reads it when setup takes too long), and stalls
-/// there if a test asked for that stage.
-fn progress(plan: &ChildPlan<'_>, stage: Stage, step: u32) {
-    // SAFETY: plan.status is the shared status page mapped by the parent.
-    unsafe { StatusPage::set_progress(plan.status, stage as u32, step) };
-    if plan.stall == stage as u32 {
-        loop {
-            // Every signal is blocked here: only SIGKILL (the host's) ends this.
-            // SAFETY: pause has no arguments.
-            unsafe { libc::syscall(libc::SYS_pause) };
-        }
-    }
-}
-
-/// Reports a failure to the host and ends this process.
-fn fail(fd: c_int, stage: Stage, errno: Errno, step: u32) -> ! {
-    let _ = sys::write_all(fd, &encode_record(stage, errno, step));
-    sys::exit(127)
-}
 
 const MS_REC: u64 = libc::MS_REC;
 const MS_PRIVATE: u64 = libc::MS_PRIVATE;
 const MS_BIND: u64 = libc::MS_BIND;
 const MS_REMOUNT: u64 = libc::MS_REMOUNT;
 const AT_RECURSIVE: u32 = 0x8000;
-const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
-const PR_CAP_AMBIENT: c_int = 47;
-const PR_CAP_AMBIENT_CLEAR_ALL: c_long = 4;
 
 /// The cell's init: PID 1 of the new PID namespace. Never returns.
 ///
@@ -727,7 +478,7 @@ fn supervise(watch: Watch, job: c_int, mut listener: c_int) -> ! {
                 Ok(pid) if pid == job => {
                     // SAFETY: the shared status page, mapped by the parent.
                     unsafe { StatusPage::record_exit(watch.status, status, &usage) };
-                    crate::spawn::graveyard::bury(watch.graveyard);
+                    bury(watch.graveyard);
                     sys::exit(0);
                 }
                 Ok(_) => {}
@@ -796,189 +547,18 @@ fn supervise(watch: Watch, job: c_int, mut listener: c_int) -> ! {
     }
 }
 
+/// Init's last act once the job has exited: hand its mount namespace to the
+/// host. Raw syscalls only (see `spawn/graveyard.rs`); failure is fine.
+fn bury(cells_end: c_int) {
+    if cells_end < 0 {
+        return;
+    }
+    // The cell's own /proc: the new root is in place by now.
+    if let Ok(ns) = sys::open(c"/proc/self/ns/mnt", libc::O_RDONLY | libc::O_CLOEXEC, 0) {
+        let _ = sys::send_fd(cells_end, ns);
+        sys::close(ns);
+    }
+}
+
 /// Size of `struct signalfd_siginfo`.
 const SIGINFO_LEN: usize = 128;
-
-/// The job: drop everything the cell's init held, then `execve`.
-///
-/// # Safety
-/// Only in the forked job process, with the parent's prepared plan.
-unsafe fn job_main(plan: &ChildPlan<'_>) -> ! {
-    let efd = plan.error_write;
-    let job = &plan.job;
-    progress(plan, Stage::Setsid, 0);
-    if let Err(e) = sys::setsid() {
-        fail(efd, Stage::Setsid, e, 0);
-    }
-    progress(plan, Stage::Stdio, 0);
-    if let Err(e) = connect_stdio(job.stdio) {
-        fail(efd, Stage::Stdio, e, 0);
-    }
-    for (i, (res, lim)) in job.rlimits.iter().enumerate() {
-        progress(plan, Stage::Rlimits, i as u32);
-        if let Err(e) = sys::prlimit(*res, lim) {
-            fail(efd, Stage::Rlimits, e, i as u32);
-        }
-    }
-    progress(plan, Stage::NoNewPrivs, 0);
-    if let Err(e) = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) {
-        fail(efd, Stage::NoNewPrivs, e, 0);
-    }
-    // The bounding set came empty from init.
-    progress(plan, Stage::DropCapabilities, 1);
-    match sys::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) {
-        Ok(_) | Err(Errno(libc::EINVAL)) => {}
-        Err(e) => fail(efd, Stage::DropCapabilities, e, 0),
-    }
-    progress(plan, Stage::SetGroups, 0);
-    let groups = [job.gid];
-    let set_groups = if job.set_groups {
-        sys::setgroups(&groups)
-    } else {
-        Ok(())
-    };
-    if let Err(e) = set_groups.and_then(|_| sys::setresgid(job.gid)) {
-        fail(efd, Stage::SetGroups, e, 0);
-    }
-    progress(plan, Stage::SetUser, 0);
-    if let Err(e) = sys::setresuid(job.uid) {
-        fail(efd, Stage::SetUser, e, 0);
-    }
-    if let Err(e) = sys::capset_empty() {
-        fail(efd, Stage::DropCapabilities, e, 0);
-    }
-    progress(plan, Stage::Chdir, 0);
-    if let Err(e) = sys::chdir(job.cwd) {
-        fail(efd, Stage::Chdir, e, 0);
-    }
-    #[cfg(feature = "landlock")]
-    if let Some(ruleset) = &job.landlock {
-        progress(plan, Stage::Landlock, 0);
-        if let Err((step, e)) = apply_landlock(ruleset) {
-            fail(efd, Stage::Landlock, e, step);
-        }
-    }
-    // Ignored signals stay ignored across execve (Rust hosts ignore SIGPIPE):
-    // reset them. Handled ones were reset by the clone (CLONE_CLEAR_SIGHAND),
-    // or are reset here too where the kernel lacks it.
-    // SAFETY: the status page is mapped for init's life, which this shares.
-    let ignored = unsafe { StatusPage::ignored_signals(plan.status) };
-    let mut sig: c_int = 1;
-    while sig <= 64 {
-        let bit = 1u64 << (sig - 1);
-        if (ignored & bit != 0 || !job.handlers_cleared)
-            && sig != libc::SIGKILL
-            && sig != libc::SIGSTOP
-        {
-            let _ = sys::signal_default(sig);
-        }
-        sig += 1;
-    }
-    let _ = sys::sigprocmask(libc::SIG_SETMASK, 0);
-    progress(plan, Stage::CloseOnExec, 0);
-    if let Err(e) = mark_cloexec(job.max_fd) {
-        fail(efd, Stage::CloseOnExec, e, 0);
-    }
-    // Last, so that nothing above runs under the filter (it may deny what setup
-    // needs); only execve and, on failure, the error report follow. No flags:
-    // the job is single-threaded here (no TSYNC), and the kernel's own default
-    // for speculation mitigations is kept (no SPEC_ALLOW).
-    let mut installed = false;
-    progress(plan, Stage::Seccomp, 1);
-    if let Some(report) = &job.seccomp_report {
-        // Kill mode: denied calls go to init, which names the syscall in the
-        // job's verdict. Kernels without user notifications (before 5.0)
-        // refuse the flag; the plain kill filter follows then.
-        match sys::seccomp_filter(sys::SECCOMP_FILTER_FLAG_NEW_LISTENER, report) {
-            Ok(listener) => {
-                if let Err(e) = sys::send_fd(plan.report_job, listener) {
-                    fail(efd, Stage::Seccomp, e, 1);
-                }
-                sys::close(listener);
-                installed = true;
-            }
-            Err(Errno(libc::EINVAL)) | Err(Errno(libc::EBUSY)) => {}
-            Err(e) => fail(efd, Stage::Seccomp, e, 1),
-        }
-    }
-    if let (false, Some(prog)) = (installed, &job.seccomp) {
-        if let Err(e) = sys::seccomp_filter(0, prog) {
-            fail(efd, Stage::Seccomp, e, 0);
-        }
-    }
-    progress(plan, Stage::Exec, 0);
-    // SAFETY: argv and envp are NULL-terminated arrays of pointers to C
-    // strings in the plan's arena, which is mapped here until the execve.
-    let e = unsafe { sys::execve(job.program, job.argv.as_ptr(), job.envp.as_ptr()) };
-    fail(efd, Stage::Exec, e, 0)
-}
-
-/// Restricts the job with its Landlock ruleset; on failure, the index of the
-/// rule that failed (or the rule count, for the ruleset itself).
-#[cfg(feature = "landlock")]
-fn apply_landlock(ruleset: &PlacedLandlock<'_>) -> Result<(), (u32, Errno)> {
-    let n = ruleset.rules.len() as u32;
-    let fd = sys::landlock_create_ruleset(ruleset.handled).map_err(|e| (n, e))?;
-    for (i, (path, rights)) in ruleset.rules.iter().enumerate() {
-        let step = i as u32;
-        let target = sys::open(path, libc::O_PATH | libc::O_CLOEXEC, 0).map_err(|e| (step, e))?;
-        let is_dir = sys::is_dir(target).unwrap_or(true);
-        let rights = if is_dir {
-            *rights
-        } else {
-            *rights & crate::landlock::FILE_RIGHTS
-        };
-        let r = sys::landlock_add_path_rule(fd, rights & ruleset.handled, target);
-        sys::close(target);
-        r.map_err(|e| (step, e))?;
-    }
-    let r = sys::landlock_restrict_self(fd);
-    sys::close(fd);
-    r.map_err(|e| (n, e))
-}
-
-/// Puts `src` on descriptors 0, 1, 2, without close-on-exec.
-fn connect_stdio(mut src: [c_int; 3]) -> sys::SysResult {
-    // A source that sits on another slot's number would be clobbered by the dup: move it up first.
-    for (i, fd) in src.iter_mut().enumerate() {
-        if *fd < 3 && *fd != i as c_int {
-            *fd = sys::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3)? as c_int;
-        }
-    }
-    for (i, fd) in src.iter().enumerate() {
-        let target = i as c_int;
-        if *fd == target {
-            sys::fcntl(target, libc::F_SETFD, 0)?;
-        } else {
-            sys::dup3(*fd, target, 0)?;
-        }
-    }
-    Ok(())
-}
-
-/// Marks every descriptor above 2 close-on-exec.
-fn mark_cloexec(max_fd: c_int) -> sys::SysResult {
-    match sys::close_range(3, u32::MAX, CLOSE_RANGE_CLOEXEC) {
-        Ok(()) => Ok(()),
-        Err(Errno(libc::ENOSYS)) | Err(Errno(libc::EINVAL)) => {
-            let mut fd = 3;
-            while fd < max_fd {
-                let _ = sys::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC as c_long);
-                fd += 1;
-            }
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn record_roundtrip() {
-        let r = encode_record(Stage::Exec, Errno(2), 7);
-        assert_eq!(decode_record(&r), (Stage::Exec as u32, 2, 7));
-    }
-}

@@ -1,0 +1,258 @@
+//! Where job cgroups live: the default base, stale owners swept, bases
+//! that cannot be used (not a cgroup, read-only), and a cgroup delegated to
+//! a rootless user.
+
+use super::*;
+
+#[test]
+fn stale_cgroups_of_a_dead_owner_are_swept() {
+    let _g = common::shared();
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let pidns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    let owner = default_base().join(format!("{dead_pid}-1-{pidns}"));
+    let job = owner.join("stalejob");
+    let mut leftover = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    // A job ending elsewhere may remove the empty base, and another jobcell
+    // process may sweep this directory first: retry until the process is in.
+    let placed = (0..50).any(|_| {
+        std::fs::create_dir_all(&job).is_ok()
+            && std::fs::write(job.join("cgroup.procs"), leftover.id().to_string()).is_ok()
+    });
+    assert!(placed, "could not place a process in {}", job.display());
+
+    let removed = jobcell::sweep_stale_cgroups(None).unwrap();
+    // Usually 1; 0 if another jobcell process swept it first.
+    eprintln!("swept {removed} stale job cgroup(s)");
+    assert!(!owner.exists(), "{} survived", owner.display());
+    let st = leftover.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(libc::SIGKILL)
+    );
+}
+
+#[test]
+fn an_unusable_base_fails_loudly_only_for_jobs_with_limits() {
+    let _g = common::shared();
+    let not_cgroup = tempfile::tempdir().unwrap();
+    let mut sb = sandbox(Limits {
+        memory: Some(64 * MIB),
+        ..Default::default()
+    });
+    sb.cgroup_base(not_cgroup.path());
+    let e = sb.spawn(&Command::new("true")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ControllerUnavailable {
+                limit: "memory",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&not_cgroup.path().display().to_string()),
+        "{msg}"
+    );
+
+    sb.limits(Limits::default());
+    let (o, _) = run(&sb, &["true"]);
+    assert!(o.success(), "{o:?}");
+    assert_eq!(o.usage, None, "no cgroup, no usage");
+    assert_eq!(
+        std::fs::read_dir(not_cgroup.path()).unwrap().count(),
+        0,
+        "nothing written there"
+    );
+}
+
+/// Run by `.ci/v2vm-tests` in a mount namespace whose cgroupfs is mounted
+/// read-only, as in a container without a writable cgroupfs; skipped elsewhere.
+#[test]
+fn a_read_only_cgroupfs_fails_loudly_only_for_jobs_with_limits() {
+    let _g = common::shared();
+    if std::env::var_os("JOBCELL_TEST_RO_CGROUPFS").is_none() {
+        eprintln!("skipped: set JOBCELL_TEST_RO_CGROUPFS=1 where /sys/fs/cgroup is read-only");
+        return;
+    }
+    let sb = sandbox(Limits {
+        pids: Some(16),
+        ..Default::default()
+    });
+    let e = sb.spawn(&Command::new("true")).unwrap_err();
+    eprintln!("read-only cgroupfs: {e}");
+    assert!(
+        matches!(&e, Error::Cgroup { errno, .. } if errno.0 == libc::EROFS),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("/sys/fs/cgroup") && msg.contains("read-only"),
+        "{msg}"
+    );
+
+    let (o, _) = run(&sandbox(Limits::default()), &["true"]);
+    assert!(o.success(), "{o:?}");
+    assert_eq!(o.usage, None);
+}
+
+const DELEGATED_CHILD: &str = "JOBCELL_TEST_DELEGATED_CHILD";
+
+/// The uid systemd's `user@1000.service` runs as.
+const USER: u32 = 1000;
+
+/// What systemd's `Delegate=yes` gives a user: a cgroup it owns (the
+/// directory and its `cgroup.procs`, `cgroup.subtree_control` and
+/// `cgroup.threads`), with the process in it. Here a non-root process in
+/// such a cgroup (`user@1000.service` in a slice of its own) runs jobs
+/// with limits, rootless: with the delegated cgroup as `cgroup_base`,
+/// and with the default base. The process must first leave the cgroup it
+/// was put in for a leaf (no internal processes), then enable controllers
+/// it owns; the job cgroups it makes are its own. Run by `.ci/v2vm-tests`
+/// (`JOBCELL_TEST_DELEGATION=1`, as root on a pure cgroup v2 host: it
+/// makes the slice at the top of the tree); skipped elsewhere.
+#[test]
+fn a_delegated_cgroup_serves_a_rootless_user() {
+    use std::os::unix::process::CommandExt;
+    if let Some(svc) = std::env::var_os(DELEGATED_CHILD) {
+        return delegated_child(Path::new(&svc));
+    }
+    let _g = common::shared();
+    if std::env::var_os("JOBCELL_TEST_DELEGATION").is_none() || !is_v2() {
+        eprintln!(
+            "skipped: set JOBCELL_TEST_DELEGATION=1 where this root process may make a \
+             delegated cgroup at the top of a cgroup v2 tree"
+        );
+        return;
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    let slice = root.join(format!("jobcell-test-{}.slice", std::process::id()));
+    let svc = slice.join(format!("user@{USER}.service"));
+    std::fs::create_dir(&slice).unwrap();
+    let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap();
+    for c in ["cpu", "memory", "pids", "io"] {
+        if available.split_whitespace().any(|a| a == c) {
+            std::fs::write(slice.join("cgroup.subtree_control"), format!("+{c}")).unwrap();
+        }
+    }
+    std::fs::create_dir(&svc).unwrap();
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.subtree_control",
+        "cgroup.threads",
+    ] {
+        std::os::unix::fs::chown(svc.join(f), Some(USER), Some(USER)).unwrap();
+    }
+    let procs =
+        std::ffi::CString::new(svc.join("cgroup.procs").into_os_string().into_vec()).unwrap();
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "bases::a_delegated_cgroup_serves_a_rootless_user",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(DELEGATED_CHILD, &svc)
+    .current_dir("/");
+    // SAFETY: only raw system calls between fork and exec: into the
+    // delegated cgroup as root (as systemd puts a service's process), then
+    // the user's ids.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(USER, USER, USER) != 0
+                || libc::setresuid(USER, USER, USER) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    // The child's directories go with it or with a sweep; then the slice.
+    jobcell::sweep_stale_cgroups(Some(&svc)).unwrap();
+    let mut left = Vec::new();
+    remove_tree(&slice, &mut left);
+    assert!(
+        out.status.success(),
+        "the rootless user's jobs failed:\n{text}"
+    );
+    assert!(text.contains("DELEGATED-OK"), "{text}");
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
+/// Removes a cgroup directory and everything below it, deepest first;
+/// what cannot go is listed in `left`.
+fn remove_tree(dir: &Path, left: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&e.path(), left);
+        }
+    }
+    if std::fs::remove_dir(dir).is_err() {
+        left.push(dir.to_owned());
+    }
+}
+
+/// The child half of `a_delegated_cgroup_serves_a_rootless_user`: uid
+/// 1000, in the delegated cgroup `svc`.
+fn delegated_child(svc: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, USER);
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    assert!(
+        own.trim_end().ends_with(&format!("user@{USER}.service")),
+        "{own}"
+    );
+    let limits = Limits {
+        memory: Some(64 * MIB),
+        pids: Some(32),
+        cpu_percent: Some(50),
+        ..Default::default()
+    };
+    let mut delegated = sandbox(limits.clone());
+    delegated.cgroup_base(svc);
+    for (what, sb) in [
+        ("cgroup_base", delegated),
+        ("default base", sandbox(limits)),
+    ] {
+        let (o, out) = run(&sb, &["/jc-helper", "mem", "512"]);
+        assert_eq!(o.state, JobState::OutOfMemory, "{what}: {o:?} {out}");
+        assert!(o.usage.is_some_and(|u| u.oom_kills >= 1), "{what}: {o:?}");
+        let job = sb
+            .spawn(Command::new("/jc-helper").arg("forkbomb"))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let live = job.usage().expect("live usage");
+        assert!((28..=32).contains(&live.pids_current), "{what}: {live:?}");
+        let id = job.id().to_string();
+        let dirs = common::cgroup_dirs_named(&id);
+        assert_eq!(dirs.len(), 1, "{what}: {dirs:?}");
+        assert!(dirs[0].starts_with(svc), "{what}: {dirs:?}");
+        job.kill().unwrap();
+        job.wait().unwrap();
+        assert_eq!(common::cgroup_dirs_named(&id), Vec::<PathBuf>::new());
+        eprintln!("{what}: ok");
+    }
+    println!("DELEGATED-OK");
+}
