@@ -142,6 +142,12 @@ pub mod __private {
         }
     }
 
+    /// Makes every cgroup v1 ready directory (made ahead of the jobs that
+    /// take them) take `delay` longer to make.
+    pub fn delay_ready_cgroups(delay: std::time::Duration) {
+        crate::cgroup::delay_ready_dirs(delay);
+    }
+
     /// Makes the setup of the job `id` stall for `time` before its cell is
     /// made (tests of what goes on meanwhile).
     pub fn stall_setup(id: &crate::JobId, time: std::time::Duration) {

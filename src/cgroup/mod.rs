@@ -208,6 +208,12 @@ impl JobCgroup {
     }
 }
 
+/// Makes every cgroup v1 ready directory take `delay` longer to make, so
+/// a test can catch the process exiting while they are being made.
+pub(crate) fn delay_ready_dirs(delay: std::time::Duration) {
+    v1::delay_ready_dirs(delay);
+}
+
 /// Parents to remove when the process exits, innermost first.
 static AT_EXIT: parking_lot::Mutex<Vec<std::path::PathBuf>> = parking_lot::Mutex::new(Vec::new());
 

@@ -211,6 +211,7 @@ fn sweep_base(base: &Path, me: &Owner, removed: &mut BTreeSet<(String, String)>)
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
         Err(e) => return Err(common::cgroup_error("list", base, None, Errno::from(&e))),
     };
+    let mut others = None;
     for e in entries.flatten() {
         let Ok(name) = e.file_name().into_string() else {
             continue;
@@ -218,8 +219,15 @@ fn sweep_base(base: &Path, me: &Owner, removed: &mut BTreeSet<(String, String)>)
         let Some(owner) = Owner::parse(&name) else {
             continue;
         };
-        // Another PID namespace's pids mean nothing here: leave those alone.
-        if owner.pidns != me.pidns || owner == *me || owner.alive() {
+        let alive = if owner.pidns == me.pidns {
+            owner == *me || owner.alive()
+        } else {
+            // Another PID namespace's pids mean nothing here.
+            others
+                .get_or_insert_with(OtherNamespaces::scan)
+                .alive(&owner)
+        };
+        if alive {
             continue;
         }
         let dir = e.path();
@@ -287,6 +295,81 @@ impl Owner {
     fn alive(&self) -> bool {
         start_time(self.pid) == Some(self.start)
     }
+}
+
+/// The processes of other PID namespaces, to tell whether the owner of a
+/// directory named from one of them is alive.
+///
+/// From the initial PID namespace every process is visible (to a process
+/// /proc lets see them all): an owner found nowhere is gone, and its
+/// namespace may be too. From any other namespace, or when /proc hides
+/// processes, an owner may live where this process cannot see: nothing of
+/// another namespace is swept then.
+struct OtherNamespaces {
+    /// `(pidns, start time)` of every visible process; `None` when this
+    /// process does not see them all.
+    seen: Option<BTreeSet<(u64, u64)>>,
+}
+
+/// The inode of the initial PID namespace (`PROC_PID_INIT_INO`).
+const INIT_PIDNS: u64 = 0xEFFF_FFFC;
+
+impl OtherNamespaces {
+    fn scan() -> OtherNamespaces {
+        let unknown = OtherNamespaces { seen: None };
+        let mine = rustix::fs::stat("/proc/self/ns/pid").map_or(0, |s| s.st_ino);
+        if mine != INIT_PIDNS || proc_hides_processes() {
+            return unknown;
+        }
+        let mut seen = BTreeSet::new();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return unknown;
+        };
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let ns = match rustix::fs::stat(format!("/proc/{pid}/ns/pid").as_str()) {
+                Ok(ns) => ns.st_ino,
+                // Exited meanwhile: not an owner anyway.
+                Err(rustix::io::Errno::NOENT | rustix::io::Errno::SRCH) => continue,
+                // Not ours to inspect (no ptrace access), but in this
+                // namespace: not the owner of another's directory.
+                Err(_) if pid_levels(pid) == Some(1) => continue,
+                Err(_) => return unknown,
+            };
+            if let Some(start) = start_time(pid) {
+                seen.insert((ns, start));
+            }
+        }
+        OtherNamespaces { seen: Some(seen) }
+    }
+
+    /// Whether `owner` may still be alive: `true` unless known to be gone.
+    fn alive(&self, owner: &Owner) -> bool {
+        self.seen
+            .as_ref()
+            .is_none_or(|s| s.contains(&(owner.pidns, owner.start)))
+    }
+}
+
+/// In how many PID namespaces `pid` has a pid (1: only in the initial
+/// one), from its `NSpid` line, which needs no ptrace access.
+fn pid_levels(pid: u32) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    Some(line.split_whitespace().count())
+}
+
+/// Whether /proc is mounted to hide other users' processes
+/// (`hidepid=invisible`), which would make them look gone.
+fn proc_hides_processes() -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return true;
+    };
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == Some("/proc"))
+        .any(|l| l.contains("hidepid=2") || l.contains("hidepid=invisible"))
 }
 
 /// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks after boot.

@@ -37,6 +37,127 @@ fn stale_cgroups_of_a_dead_owner_are_swept() {
     );
 }
 
+/// What a child process of this test binary does (see [`exiting_child`]).
+const EXIT_CHILD: &str = "JOBCELL_TEST_EXIT_CHILD";
+
+/// Runs this test binary again as a child doing `what` (see
+/// [`exiting_child`]), under `wrap` (e.g. `unshare`) when given; returns
+/// its output once it has exited.
+fn run_exiting_child(what: &str, wrap: &[&str]) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match wrap.split_first() {
+        Some((w, rest)) => {
+            let mut c = std::process::Command::new(w);
+            c.args(rest).arg(&exe);
+            c
+        }
+        None => std::process::Command::new(&exe),
+    };
+    let out = cmd
+        .args([
+            "--exact",
+            "bases::exiting_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(EXIT_CHILD, what)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("CHILD-RAN"),
+        "the child did not run its job:\n{text}"
+    );
+    text
+}
+
+/// Not a test of its own: the child of the two tests below. Runs a job with
+/// a memory limit (so the process has job cgroups, and on v1 starts making
+/// ready directories for the next job), then exits at once: through
+/// `exit` (`"exit"`: the atexit cleanup runs while ready directories are
+/// being made) or `_exit` (`"crash"`: as if killed, nothing cleaned up).
+#[test]
+#[ignore = "run by the tests that start it"]
+fn exiting_child() {
+    let Ok(what) = std::env::var(EXIT_CHILD) else {
+        return;
+    };
+    // Each ready directory takes long enough that the exit below lands
+    // while the preparation thread is making them.
+    jobcell::__private::delay_ready_cgroups(Duration::from_millis(30));
+    let (outcome, _) = run(
+        &sandbox(Limits {
+            memory: Some(64 * MIB),
+            ..Default::default()
+        }),
+        &["/jc-helper", "burn", "1"],
+    );
+    assert!(outcome.success(), "{outcome:?}");
+    let pidns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    println!("CHILD-RAN pid {} pidns {pidns}", std::process::id());
+    std::thread::sleep(Duration::from_millis(40));
+    match what.as_str() {
+        "exit" => std::process::exit(0),
+        // SAFETY: _exit ends the process at once, on purpose without cleanup.
+        _ => unsafe { libc::_exit(0) },
+    }
+}
+
+/// The `<pid>-<start>-<pidns>` directories of the child that printed `text`.
+fn child_dirs(text: &str) -> Vec<PathBuf> {
+    let field = |name: &str| {
+        text.split_whitespace()
+            .skip_while(|w| *w != name)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .to_owned()
+    };
+    let (pid, pidns) = (field("pid"), field("pidns"));
+    common::cgroup_dirs_where(|n| {
+        n.starts_with(&format!("{pid}-")) && n.ends_with(&format!("-{pidns}"))
+    })
+}
+
+#[test]
+fn ready_cgroups_go_with_a_process_that_exits_while_they_are_made() {
+    // No other test of this process may sweep the child's directories first.
+    let _g = common::exclusive();
+    if is_v2() {
+        eprintln!("cgroup v2: no ready directories; the child's job cgroup goes with its job");
+    }
+    for round in 0..3 {
+        let text = run_exiting_child("exit", &[]);
+        let left = child_dirs(&text);
+        assert!(
+            left.is_empty(),
+            "round {round}: the exited child left {left:#?}\n{text}"
+        );
+    }
+}
+
+#[test]
+fn cgroups_of_a_dead_process_of_another_pid_namespace_are_swept() {
+    let _g = common::exclusive();
+    // `_exit` from the namespace's first process: the namespace dies with it.
+    let text = run_exiting_child(
+        "crash",
+        &["unshare", "--mount", "--pid", "--fork", "--mount-proc"],
+    );
+    let before = child_dirs(&text);
+    assert!(
+        !before.is_empty(),
+        "the crashed child left nothing to sweep: is its directory named otherwise?\n{text}"
+    );
+    jobcell::sweep_stale_cgroups(None).unwrap();
+    let left = child_dirs(&text);
+    assert!(left.is_empty(), "not swept: {left:#?}");
+}
+
 #[test]
 fn an_unusable_base_fails_loudly_only_for_jobs_with_limits() {
     let _g = common::shared();

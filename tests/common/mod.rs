@@ -341,7 +341,12 @@ pub fn static_helper(source: &str, out_name: &str, prebuilt: &str, extra: &[&str
 
 /// Every directory under /sys/fs/cgroup named `name` (one per hierarchy on v1).
 pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
-    fn walk(dir: &Path, name: &str, depth: u32, out: &mut Vec<PathBuf>) {
+    cgroup_dirs_where(|n| n == name)
+}
+
+/// Every directory under /sys/fs/cgroup whose name `pick` accepts.
+pub fn cgroup_dirs_where(pick: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    fn walk(dir: &Path, pick: &dyn Fn(&str) -> bool, depth: u32, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -350,15 +355,15 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
             if !ft.is_dir() {
                 continue;
             }
-            if e.file_name() == name {
+            if e.file_name().to_str().is_some_and(pick) {
                 out.push(e.path());
             }
             if depth < 12 {
-                walk(&e.path(), name, depth + 1, out);
+                walk(&e.path(), pick, depth + 1, out);
             }
         }
     }
     let mut out = Vec::new();
-    walk(Path::new("/sys/fs/cgroup"), name, 0, &mut out);
+    walk(Path::new("/sys/fs/cgroup"), &pick, 0, &mut out);
     out
 }

@@ -15,7 +15,7 @@ mod memory;
 mod pids;
 mod pool;
 
-pub(crate) use pool::remove_ready_at_exit;
+pub(crate) use pool::{delay_ready_dirs, remove_ready_at_exit};
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;

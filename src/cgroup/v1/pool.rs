@@ -17,7 +17,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,38 @@ pub(crate) struct Pools {
 
 /// Every pool of the process, for the exit handler.
 static ALL: Mutex<Vec<Weak<Pools>>> = Mutex::new(Vec::new());
+
+/// Set by the exit handler: no ready directory is made after it.
+static EXITING: AtomicBool = AtomicBool::new(false);
+/// Ready directories being made now. The exit handler waits for these: a
+/// thread still making one when the process exits would leave it behind.
+static MAKING: AtomicUsize = AtomicUsize::new(0);
+/// A pause after each `mkdir` of a ready directory, in microseconds: a
+/// test's way to catch the process exiting mid-refill.
+static TEST_DELAY_US: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every ready directory take `delay` longer to make (tests only).
+pub(crate) fn delay_ready_dirs(delay: Duration) {
+    TEST_DELAY_US.store(delay.as_micros() as u64, Ordering::Relaxed);
+}
+
+/// Counts a make in [`MAKING`] while it lives.
+struct Making;
+
+impl Making {
+    /// `None` once the process is exiting.
+    fn start() -> Option<Making> {
+        MAKING.fetch_add(1, Ordering::SeqCst);
+        let m = Making;
+        (!EXITING.load(Ordering::SeqCst)).then_some(m)
+    }
+}
+
+impl Drop for Making {
+    fn drop(&mut self) {
+        MAKING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl Pools {
     /// Pools for the hierarchies `dirs` lists: `(base, owned, proc_dir)`,
@@ -138,6 +170,7 @@ impl Pools {
     }
 
     fn make(&self, h: &Hierarchy) -> Result<Ready, ()> {
+        let _making = Making::start().ok_or(())?;
         if h.owned {
             common::mkdir(&h.base).map_err(drop)?;
         }
@@ -153,6 +186,10 @@ impl Pools {
         let dir = h.proc_dir.join(format!(".ready-{n}"));
         if !common::mkdir(&dir).map_err(drop)? {
             return Err(()); // someone else's: leave it
+        }
+        let delay = TEST_DELAY_US.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_micros(delay));
         }
         match std::fs::OpenOptions::new()
             .write(true)
@@ -188,18 +225,35 @@ impl Ahead for Pools {
     }
 }
 
-/// Removes every ready directory (at exit, before the parents go). Never
-/// blocks: a lock held elsewhere means the process is exiting mid-job, and
-/// the sweep of a later process takes care of what stays.
+/// Removes every ready directory (at exit, before the parents go).
+///
+/// The preparation thread may be making one right now, and would go on
+/// refilling what this empties: first no more are made, then the ones under
+/// way are waited for (briefly: a thread stuck in the kernel must not hold
+/// up the exit), then every `.ready-*` in this process's own directories
+/// goes, whether a pool still lists it or not.
 pub(crate) fn remove_ready_at_exit() {
-    let Some(all) = ALL.try_lock() else { return };
+    EXITING.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + EXIT_WAIT;
+    while MAKING.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let Some(all) = ALL.try_lock_for(EXIT_WAIT) else {
+        return; // swept by a later process
+    };
     for pools in all.iter().filter_map(Weak::upgrade) {
         for h in pools.hierarchies.iter().flatten() {
-            if let Some(mut ready) = h.ready.try_lock() {
-                for r in ready.drain(..) {
-                    let _ = common::rmdir(&r.dir);
+            let Ok(entries) = std::fs::read_dir(&h.proc_dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_name().as_encoded_bytes().starts_with(b".ready-") {
+                    let _ = common::rmdir(&e.path());
                 }
             }
         }
     }
 }
+
+/// How long the exit handler waits for a ready directory under way.
+const EXIT_WAIT: Duration = Duration::from_millis(500);
