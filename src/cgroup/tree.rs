@@ -405,6 +405,31 @@ mod tests {
     }
 
     #[test]
+    fn owners_of_other_namespaces_are_gone_only_when_known_to_be() {
+        let me = Owner::current();
+        let other = Owner {
+            pidns: me.pidns + 1,
+            ..me
+        };
+        let blind = OtherNamespaces { seen: None };
+        assert!(blind.alive(&other), "unknown: never judged gone");
+        let seen = OtherNamespaces {
+            seen: Some(BTreeSet::from([(other.pidns, other.start)])),
+        };
+        assert!(seen.alive(&other));
+        let restarted = Owner {
+            start: other.start + 1,
+            ..other
+        };
+        assert!(!seen.alive(&restarted), "same namespace, other process");
+        let elsewhere = Owner {
+            pidns: other.pidns + 1,
+            ..other
+        };
+        assert!(!seen.alive(&elsewhere));
+    }
+
+    #[test]
     fn start_time_field() {
         let stat =
             "1234 (a) b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 12345 67";
@@ -430,12 +455,16 @@ mod tests {
         std::fs::create_dir(base.path().join("not-an-owner")).unwrap();
         let mut removed = BTreeSet::new();
         sweep_base(base.path(), &me, &mut removed).unwrap();
-        assert_eq!(removed.len(), 1);
         assert!(!base.path().join(dead.name()).exists());
         assert!(base.path().join(me.name()).join("job1").exists());
-        assert!(
-            base.path().join(foreign.name()).exists(),
-            "another pid namespace is not judged"
+        // Another PID namespace's owner, found in no process here, is gone
+        // only if this process sees every process.
+        let judged = OtherNamespaces::scan().seen.is_some();
+        assert_eq!(removed.len(), 1 + usize::from(judged));
+        assert_eq!(
+            !base.path().join(foreign.name()).exists(),
+            judged,
+            "another pid namespace's dead owner swept iff every process is visible"
         );
         assert!(base.path().join("not-an-owner").exists());
         sweep_base(&base.path().join("absent"), &me, &mut removed).unwrap();
