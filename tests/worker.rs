@@ -191,6 +191,32 @@ fn verdicts() {
     ));
 }
 
+/// Limits that are not reached never fire: a job that writes (every write
+/// wakes the supervisor, which then looks at its timers) and ends well
+/// within its wall-time, CPU-time and output limits completes, its output
+/// whole. A timer checked against the wrong time fires at the first
+/// wake-up and ends the job at its first line.
+#[test]
+fn limits_not_reached_never_fire() {
+    let _g = common::shared();
+    let w = worker(None);
+    let j = w
+        .submit(
+            &limited(Limits {
+                wall_time: Some(Duration::from_secs(60)),
+                cpu_time: Some(Duration::from_secs(60)),
+                output_bytes: Some(1 << 20),
+                ..Default::default()
+            }),
+            &sh("for i in 1 2 3 4 5; do echo $i; sleep 0.05; done"),
+        )
+        .unwrap();
+    let o = j.wait().unwrap();
+    assert_eq!(o.state, JobState::Completed, "{o:?}");
+    let out: Vec<u8> = j.logs().flat_map(|c| c.data.to_vec()).collect();
+    assert_eq!(String::from_utf8_lossy(&out), "1\n2\n3\n4\n5\n");
+}
+
 #[test]
 fn cpu_time_and_memory_verdicts() {
     // Alone: the overshoot bound is about the check schedule, not a loaded machine.
