@@ -263,7 +263,7 @@ mod tests {
         let s = Store::open(d.path()).unwrap();
         // Something that is not a file where the record would be.
         std::fs::create_dir(d.path().join(format!("jobs/{A}.json"))).unwrap();
-        let e = s.remove(&A.parse().unwrap()).err().expect("EISDIR");
+        let e = s.remove(&A.parse().unwrap()).expect_err("EISDIR");
         assert!(e.to_string().contains(&format!("{A}.json")), "{e}");
     }
 
