@@ -191,6 +191,37 @@ fn verdicts() {
     ));
 }
 
+/// Limits that are not reached never fire: a job that writes (every write
+/// wakes the supervisor, which then looks at its timers) and ends well
+/// within its wall-time, CPU-time and output limits completes, its output
+/// whole. A timer checked against the wrong time fires at the first
+/// wake-up (ending the job at its first line), or fires again and again.
+#[test]
+fn limits_not_reached_never_fire() {
+    let _g = common::shared();
+    let w = worker(None);
+    let j = w
+        .submit(
+            &limited(Limits {
+                wall_time: Some(Duration::from_secs(60)),
+                cpu_time: Some(Duration::from_secs(60)),
+                output_bytes: Some(1 << 20),
+                ..Default::default()
+            }),
+            &sh("for i in 1 2 3 4 5; do echo $i; sleep 0.05; done"),
+        )
+        .unwrap();
+    // Bounded: a timer heap that re-arms a due timer forever spins the
+    // supervisor, and no job ever ends.
+    let o = j
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("the job ended within 30 s");
+    assert_eq!(o.state, JobState::Completed, "{o:?}");
+    let out: Vec<u8> = j.logs().flat_map(|c| c.data.to_vec()).collect();
+    assert_eq!(String::from_utf8_lossy(&out), "1\n2\n3\n4\n5\n");
+}
+
 #[test]
 fn cpu_time_and_memory_verdicts() {
     // Alone: the overshoot bound is about the check schedule, not a loaded machine.

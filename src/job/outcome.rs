@@ -556,4 +556,174 @@ mod tests {
             assert_eq!(o.to_string(), want);
         }
     }
+
+    #[test]
+    fn exits_read_as_the_shell_and_a_person_would() {
+        assert_eq!(Exit::from_wait_status(0), Exit::Code(0));
+        assert_eq!(
+            Exit::from_wait_status(libc::SIGSYS),
+            Exit::Signal(libc::SIGSYS)
+        );
+        assert_eq!(Exit::Code(3).shell_code(), 3);
+        assert_eq!(Exit::Signal(libc::SIGTERM).shell_code(), 143);
+        assert_eq!(Exit::Signal(libc::SIGKILL).shell_code(), 137);
+        assert_eq!(Exit::Code(3).to_string(), "exit code 3");
+        let names = [
+            (libc::SIGHUP, "SIGHUP"),
+            (libc::SIGINT, "SIGINT"),
+            (libc::SIGQUIT, "SIGQUIT"),
+            (libc::SIGILL, "SIGILL"),
+            (libc::SIGTRAP, "SIGTRAP"),
+            (libc::SIGABRT, "SIGABRT"),
+            (libc::SIGBUS, "SIGBUS"),
+            (libc::SIGFPE, "SIGFPE"),
+            (libc::SIGKILL, "SIGKILL"),
+            (libc::SIGUSR1, "SIGUSR1"),
+            (libc::SIGSEGV, "SIGSEGV"),
+            (libc::SIGUSR2, "SIGUSR2"),
+            (libc::SIGPIPE, "SIGPIPE"),
+            (libc::SIGALRM, "SIGALRM"),
+            (libc::SIGTERM, "SIGTERM"),
+            (libc::SIGXCPU, "SIGXCPU"),
+            (libc::SIGXFSZ, "SIGXFSZ"),
+            (libc::SIGSYS, "SIGSYS"),
+            (libc::SIGWINCH, "?"),
+        ];
+        for (sig, name) in names {
+            assert_eq!(signal_name(sig), name, "{sig}");
+            assert_eq!(
+                Exit::Signal(sig).to_string(),
+                format!("killed by signal {sig} ({name})")
+            );
+        }
+    }
+
+    /// Every state: final or not, its name, its text, its JSON both ways.
+    #[test]
+    fn every_state_names_itself_and_survives_json() {
+        let failed = JobState::Failed {
+            reason: "exit code 3".into(),
+        };
+        let cases = [
+            (JobState::Queued, false, "queued", "queued"),
+            (
+                JobState::Initializing,
+                false,
+                "initializing",
+                "initializing",
+            ),
+            (JobState::Running, false, "running", "running"),
+            (JobState::Completed, true, "completed", "completed"),
+            (failed, true, "failed", "failed (exit code 3)"),
+            (JobState::Stopped, true, "stopped", "stopped"),
+            (
+                JobState::TimedOut(TimeLimit::Wall),
+                true,
+                "timed_out",
+                "timed out (wall time)",
+            ),
+            (
+                JobState::TimedOut(TimeLimit::Cpu),
+                true,
+                "timed_out",
+                "timed out (CPU time)",
+            ),
+            (
+                JobState::OutOfMemory,
+                true,
+                "out_of_memory",
+                "out of memory",
+            ),
+            (
+                JobState::OutputLimitExceeded,
+                true,
+                "output_limit_exceeded",
+                "output limit exceeded",
+            ),
+            (
+                JobState::BadSyscall { syscall: Some(101) },
+                true,
+                "bad_syscall",
+                "bad system call 101",
+            ),
+            (
+                JobState::BadSyscall { syscall: None },
+                true,
+                "bad_syscall",
+                "bad system call",
+            ),
+        ];
+        for (state, is_final, name, text) in cases {
+            assert_eq!(state.is_final(), is_final, "{state:?}");
+            assert_eq!(state.name(), name);
+            assert_eq!(state.to_string(), text);
+            let v = serde_json::to_value(&state).unwrap();
+            assert_eq!(v["state"], name, "{v}");
+            assert_eq!(serde_json::from_value::<JobState>(v).unwrap(), state);
+        }
+    }
+
+    #[test]
+    fn rusage_is_read_in_bytes_and_microseconds() {
+        // SAFETY: rusage is plain data; all zeroes is a valid value.
+        let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+        r.ru_utime = libc::timeval {
+            tv_sec: 2,
+            tv_usec: 500_000,
+        };
+        r.ru_stime = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 1_250,
+        };
+        r.ru_maxrss = 3;
+        r.ru_minflt = 4;
+        r.ru_majflt = 5;
+        r.ru_nvcsw = 6;
+        r.ru_nivcsw = 7;
+        let u = ResourceUsage::from_rusage(&r);
+        assert_eq!(
+            u,
+            ResourceUsage {
+                user_time: Duration::from_micros(2_500_000),
+                system_time: Duration::from_micros(1_250),
+                max_rss: 3 * 1024,
+                minor_faults: 4,
+                major_faults: 5,
+                voluntary_switches: 6,
+                involuntary_switches: 7,
+            }
+        );
+        assert_eq!(u.cpu_time(), Duration::from_micros(2_501_250));
+        let cg = Usage {
+            cpu_user: Duration::from_millis(7),
+            cpu_system: Duration::from_millis(2),
+            ..Default::default()
+        };
+        assert_eq!(cg.cpu_total(), Duration::from_millis(9));
+    }
+
+    #[test]
+    fn success_code_and_signal() {
+        let done = outcome(JobState::Completed, Some(Exit::Code(0)), None);
+        assert!(done.success());
+        assert_eq!((done.code(), done.signal()), (Some(0), None));
+        let three = outcome(
+            JobState::Failed {
+                reason: "exit code 3".into(),
+            },
+            Some(Exit::Code(3)),
+            None,
+        );
+        assert!(!three.success());
+        assert_eq!((three.code(), three.signal()), (Some(3), None));
+        let killed = outcome(JobState::Stopped, Some(Exit::Signal(15)), None);
+        assert!(!killed.success());
+        assert_eq!((killed.code(), killed.signal()), (None, Some(15)));
+        let never = outcome(JobState::Stopped, None, None);
+        assert_eq!((never.code(), never.signal()), (None, None));
+        assert!(
+            never.to_string().starts_with("stopped (never ran); "),
+            "{never}"
+        );
+    }
 }

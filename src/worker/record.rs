@@ -225,4 +225,16 @@ mod tests {
             assert!(serde_json::from_str::<JobRecord>(&json).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn a_recovery_issue_names_the_file_and_the_problem() {
+        let i = RecoveryIssue {
+            path: "/var/lib/w/jobs/x.json".into(),
+            problem: "corrupt or truncated record: EOF".into(),
+        };
+        assert_eq!(
+            i.to_string(),
+            "/var/lib/w/jobs/x.json: corrupt or truncated record: EOF"
+        );
+    }
 }

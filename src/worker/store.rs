@@ -171,3 +171,148 @@ impl Store {
         (records, issues)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The store's own contract, without a worker or a cell: what is on
+    //! disk after each call (tests/worker.rs checks it through a Worker).
+    use super::*;
+    use crate::job::JobState;
+    use std::time::{Duration, SystemTime};
+
+    fn record(id: &str, created_ms: u64, state: JobState) -> JobRecord {
+        JobRecord {
+            id: id.parse().unwrap(),
+            command: "sh".into(),
+            args: vec!["-c".into(), "exit 3".into()],
+            limits: Default::default(),
+            state,
+            created: SystemTime::UNIX_EPOCH + Duration::from_millis(created_ms),
+            started: None,
+            ended: None,
+            exit: None,
+            wall_time: None,
+            usage: None,
+            rusage: None,
+            oom_killed: false,
+            log_error: None,
+        }
+    }
+
+    const A: &str = "0190a0b0c0d01234abcd0001";
+    const B: &str = "0190a0b0c0d01234abcd0002";
+    const C: &str = "0190a0b0c0d01234abcd0003";
+
+    #[test]
+    fn open_makes_the_tree_and_holds_the_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("a/b/state");
+        let s = Store::open(&dir).unwrap();
+        assert!(dir.join("jobs").is_dir() && dir.join("logs").is_dir());
+        assert!(dir.join("lock").is_file());
+        let e = Store::open(&dir)
+            .err()
+            .expect("a second store on one directory");
+        assert!(e.to_string().contains("another worker"), "{e}");
+        drop(s);
+        Store::open(&dir).expect("free again once the first is dropped");
+    }
+
+    #[test]
+    fn records_are_written_where_read_and_removed_with_their_log() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let a = record(A, 1_700_000_000_000, JobState::Completed);
+        let id = a.id.clone();
+        assert_eq!(s.read(&id), None);
+        s.write(&a).unwrap();
+        let on_disk = d.path().join(format!("jobs/{A}.json"));
+        assert_eq!(
+            serde_json::from_slice::<JobRecord>(&std::fs::read(&on_disk).unwrap()).unwrap(),
+            a
+        );
+        assert_eq!(s.read(&id), Some(a.clone()));
+        let newer = JobRecord {
+            state: JobState::Stopped,
+            ..a.clone()
+        };
+        s.write(&newer).unwrap();
+        assert_eq!(s.read(&id), Some(newer));
+        let names: Vec<_> = std::fs::read_dir(d.path().join("jobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, [format!("{A}.json")], "no temporary file is left");
+
+        // A record under the wrong name is not that job's record.
+        std::fs::copy(&on_disk, d.path().join(format!("jobs/{B}.json"))).unwrap();
+        assert_eq!(s.read(&B.parse().unwrap()), None);
+
+        let log = d.path().join(format!("logs/{A}.log"));
+        assert_eq!(s.log_path(&id), log);
+        std::fs::write(&log, b"output").unwrap();
+        s.remove(&id).unwrap();
+        assert!(!on_disk.exists() && !log.exists());
+        assert_eq!(s.read(&id), None);
+        s.remove(&id).expect("removing what is gone is no error");
+    }
+
+    #[test]
+    fn a_failed_removal_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        // Something that is not a file where the record would be.
+        std::fs::create_dir(d.path().join(format!("jobs/{A}.json"))).unwrap();
+        let e = s.remove(&A.parse().unwrap()).expect_err("EISDIR");
+        assert!(e.to_string().contains(&format!("{A}.json")), "{e}");
+    }
+
+    #[test]
+    fn load_reads_every_record_in_order_and_reports_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let jobs = d.path().join("jobs");
+        // Written out of order: loaded by creation time, then id.
+        let c = record(C, 1_000, JobState::Completed);
+        let b = record(B, 2_000, JobState::Stopped);
+        let a = record(A, 2_000, JobState::Queued);
+        for r in [&c, &b, &a] {
+            s.write(r).unwrap();
+        }
+        std::fs::write(jobs.join(format!(".{A}.json.tmp")), b"{\"half").unwrap();
+        std::fs::write(jobs.join("notes.tmp"), b"kept").unwrap();
+        std::fs::write(jobs.join("README"), b"not a record").unwrap();
+        std::fs::write(jobs.join("0190a0b0c0d01234abcd0009.json"), b"{\"id\":").unwrap();
+        std::fs::copy(
+            jobs.join(format!("{A}.json")),
+            jobs.join("0190a0b0c0d01234abcd0008.json"),
+        )
+        .unwrap();
+
+        let (records, mut issues) = s.load();
+        assert_eq!(records, [c, a, b]);
+        issues.sort_by(|x, y| x.path.cmp(&y.path));
+        let issues: Vec<_> = issues
+            .iter()
+            .map(|i| (i.path.file_name().unwrap().to_owned(), i.problem.clone()))
+            .collect();
+        assert_eq!(issues.len(), 2, "{issues:?}");
+        assert_eq!(issues[0].0, "0190a0b0c0d01234abcd0008.json");
+        assert!(
+            issues[0]
+                .1
+                .contains(&format!("record of job {A} under another name")),
+            "{issues:?}"
+        );
+        assert_eq!(issues[1].0, "0190a0b0c0d01234abcd0009.json");
+        assert!(
+            issues[1].1.starts_with("corrupt or truncated record"),
+            "{issues:?}"
+        );
+        assert!(
+            !jobs.join(format!(".{A}.json.tmp")).exists(),
+            "an interrupted write's temporary file is removed"
+        );
+        assert!(jobs.join("notes.tmp").exists() && jobs.join("README").exists());
+    }
+}

@@ -230,6 +230,52 @@ fn host_descriptors_never_reach_a_job_cloned_from_the_host() {
     s.assert_unchanged();
 }
 
+/// Init itself keeps none of the host's descriptors. On the paths that
+/// clone from this process it starts with a copy of the host's table; the
+/// job's close-on-exec sweep alone would keep them from the job, so this
+/// checks init's own sweep: held by init, a host pipe's write end would
+/// keep the host's reader from ever seeing its end, a host file would stay
+/// open for the cell's life. Checked from the host in `/proc/<init>/fd`,
+/// by the identity (device, inode) of what each descriptor refers to.
+#[test]
+fn the_cells_init_keeps_no_host_descriptor() {
+    let _g = shared();
+    let s = secret();
+    let held = leakable(&s);
+    let host: BTreeSet<(u64, u64)> = held
+        ._held
+        .iter()
+        .map(|fd| {
+            let m = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+            (m.dev(), m.ino())
+        })
+        .collect();
+    assert_eq!(
+        host.len(),
+        4,
+        "a file, a directory, a socket, a pipe (both ends)"
+    );
+    let mut sb = attacker();
+    sb.sysfs(true);
+    let job = sb.spawn(Command::new("sleep").arg("30")).unwrap();
+    let init = job.pid().expect("running");
+    let mut seen = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{init}/fd")).unwrap() {
+        let path = e.unwrap().path();
+        if let Ok(m) = std::fs::metadata(&path) {
+            let target = std::fs::read_link(&path).unwrap_or_default();
+            seen.push(((m.dev(), m.ino()), path, target));
+        }
+    }
+    job.kill().unwrap();
+    job.wait().unwrap();
+    assert!(!seen.is_empty(), "init holds its own descriptors");
+    let kept: Vec<_> = seen.iter().filter(|(id, ..)| host.contains(id)).collect();
+    assert!(kept.is_empty(), "init keeps host descriptors: {kept:?}");
+    drop(held);
+    s.assert_unchanged();
+}
+
 /// A capability no spawn needs.
 const CAP_WAKE_ALARM: u32 = 35;
 

@@ -5,6 +5,44 @@ use super::*;
 
 // 4 and 5. The mount table
 
+/// The cell's read-only mounts are read-only in its mount table: the
+/// minimal root and the writable parts of `/proc` (`/proc/sys`), made so by
+/// init with `mount_setattr`. Unmapped host root owns what is under
+/// `/proc/sys`, so a write fails with EACCES first
+/// (`kernel::proc_sys_and_sysrq_cannot_be_written`); this checks the second
+/// wall itself, as the job sees it. Where the root comes from a skeleton
+/// (the spawner) and where the cell is cloned from the host (`sysfs(true)`).
+#[test]
+fn read_only_mounts_are_read_only_in_the_cells_mount_table() {
+    let _g = shared();
+    let mut from_host = attacker();
+    from_host.sysfs(true);
+    for mut sb in [attacker(), from_host] {
+        sb.user(0, 0);
+        let r = sh(&sb, "cat /proc/self/mountinfo");
+        assert!(r.outcome.success(), "{}", r.stderr);
+        for point in ["/", "/proc/sys"] {
+            // Field 5 is the mount point, field 6 the per-mount options.
+            let opts: Vec<&str> = r
+                .stdout
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split(' ').collect();
+                    (f.get(4) == Some(&point)).then(|| f[5])
+                })
+                .collect();
+            assert!(!opts.is_empty(), "{point} is mounted:\n{}", r.stdout);
+            // The last mount on a point is the one the job sees.
+            let top = opts.last().unwrap();
+            assert!(
+                top.split(',').any(|o| o == "ro"),
+                "{point} is mounted {top}:\n{}",
+                r.stdout
+            );
+        }
+    }
+}
+
 /// Remount a read-only bind read-write, mount anything, unmount the bind,
 /// pivot_root again, chroot, the new mount API. Stopped by seccomp (every
 /// mount call denied) and, beneath it, by the empty capability sets. The

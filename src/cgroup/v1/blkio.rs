@@ -112,6 +112,25 @@ mod tests {
         assert_eq!(parse_service_bytes("Total 0\n"), (0, 0));
     }
 
+    #[test]
+    fn usage_is_read_from_the_service_bytes() {
+        let d = fixture::cgroup(&[]);
+        let mut u = Stats::default();
+        stats(d.path(), &mut u);
+        assert_eq!(
+            (u.io_read_bytes, u.io_write_bytes),
+            (0, 0),
+            "no file: no IO"
+        );
+        fixture::set(
+            d.path(),
+            "blkio.throttle.io_service_bytes",
+            "8:0 Read 4096\n8:0 Write 512\nTotal 4608\n",
+        );
+        stats(d.path(), &mut u);
+        assert_eq!((u.io_read_bytes, u.io_write_bytes), (4096, 512));
+    }
+
     proptest! {
         #[test]
         fn service_bytes_never_panics(s in "\\PC{0,300}") {
