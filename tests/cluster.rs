@@ -6,6 +6,7 @@
 
 #[path = "support/redis.rs"]
 mod redis_server;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -447,4 +448,78 @@ fn an_unreachable_redis_is_a_typed_error_after_the_timeout() {
         Client::connect("nonsense://x"),
         Err(jobcell::Error::InvalidSetting { .. })
     ));
+}
+
+/// An instance of the HTTP service in cluster mode.
+fn service(url: &str, node: bool, dir: &std::path::Path) -> (support::Proc, std::net::SocketAddr) {
+    let mut cmd = Command::new(support::example("worker"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DEFAULT_") || k.starts_with("WORKER_") || k == "MAX_JOBS" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("WORKER_ADDR", "127.0.0.1:0")
+        .env("WORKER_STATE_DIR", dir)
+        .env("WORKER_REDIS_URL", url)
+        .env("WORKER_REDIS_PREFIX", PREFIX)
+        .env("WORKER_CLUSTER_NODE", if node { "1" } else { "0" })
+        .env("WORKER_CLUSTER_LEASE", "2s")
+        .env("MAX_JOBS", "2");
+    let mut proc = support::Proc::spawn(cmd);
+    let line = proc.wait_for_line(" listening ", Duration::from_secs(60));
+    let addr = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (proc, addr)
+}
+
+#[test]
+fn the_service_in_cluster_mode_answers_for_jobs_run_by_another_instance() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_node, node_addr) = service(&url, true, da.path());
+    let (_front, front) = service(&url, false, db.path());
+    let json = [("Content-Type", "application/json")];
+    let body =
+        br#"{"command":"sh","args":["-c","for i in 1 2 3; do echo line $i; sleep 0.1; done"]}"#;
+    let r = support::request(front, "POST", "/jobs?max_attempts=2", &json, body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(r.json()["max_attempts"], 2);
+    // Streamed by the front-end, which runs nothing, as it runs on the node.
+    let raw = support::request(front, "GET", &format!("/jobs/{id}/stream"), &[], b"");
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.text(), "line 1\nline 2\nline 3\n");
+    let sse = support::request(
+        node_addr,
+        "GET",
+        &format!("/jobs/{id}/stream?offset=7"),
+        &[("Accept", "text/event-stream")],
+        b"",
+    );
+    let text = sse.text();
+    assert!(
+        text.contains("event: stdout\nid: 14\ndata: line 2\n"),
+        "{text}"
+    );
+    assert!(text.contains("event: end\n"), "{text}");
+    let j = support::request(front, "GET", &format!("/jobs/{id}"), &[], b"").json();
+    assert_eq!(j["state"], "completed", "{j}");
+    assert_eq!(j["attempt"], 1);
+    assert!(j["node"].as_str().is_some());
+    let listed = support::request(node_addr, "GET", "/jobs", &[], b"").json();
+    assert_eq!(listed["jobs"][0]["id"], id.as_str());
+    let m = support::request(front, "GET", "/metrics", &[], b"").text();
+    assert!(m.contains("jobcell_cluster_finished_total 1"), "{m}");
+    assert!(m.contains("jobcell_cluster_nodes 1"), "{m}");
+    assert!(m.trim_end().ends_with("# EOF"));
+    let m = support::request(node_addr, "GET", "/metrics", &[], b"").text();
+    assert!(m.contains("jobcell_node_started_total 1"), "{m}");
+    let r = support::request(front, "DELETE", &format!("/jobs/{id}"), &[], b"");
+    assert_eq!(r.status, 204);
+    let r = support::request(node_addr, "GET", &format!("/jobs/{id}"), &[], b"");
+    assert_eq!(r.status, 404);
 }

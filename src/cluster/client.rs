@@ -567,8 +567,43 @@ impl LogFollower {
         self
     }
 
-    fn fill(&mut self) -> Result<()> {
-        let block = millis(self.config.block).max(1);
+    /// The next chunk, waiting at most about `timeout`: `Ok(None)` when
+    /// none came, or when the log has ended ([`is_done`](LogFollower::is_done)).
+    ///
+    /// ```no_run
+    /// # let client = jobcell::cluster::Client::connect("redis://127.0.0.1")?;
+    /// # let id = client.submit(&jobcell::JobSpec::new("true"))?;
+    /// let mut log = client.logs(&id)?;
+    /// while !log.is_done() {
+    ///     if let Some(e) = log.next_timeout(std::time::Duration::from_millis(200))? {
+    ///         print!("{}", String::from_utf8_lossy(&e.data));
+    ///     }
+    /// }
+    /// # Ok::<(), jobcell::Error>(())
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<LogEntry>> {
+        if self.buffered.is_empty() && !self.done {
+            self.fill(timeout)?;
+        }
+        self.buffered.pop_front().transpose()
+    }
+
+    /// True once the job's log has ended and every chunk was returned.
+    ///
+    /// ```no_run
+    /// # let client = jobcell::cluster::Client::connect("redis://127.0.0.1")?;
+    /// # let id = client.submit(&jobcell::JobSpec::new("true"))?;
+    /// let mut log = client.logs(&id)?;
+    /// for e in log.by_ref() {}
+    /// assert!(log.is_done());
+    /// # Ok::<(), jobcell::Error>(())
+    /// ```
+    pub fn is_done(&self) -> bool {
+        self.done && self.buffered.is_empty()
+    }
+
+    fn fill(&mut self, block: Duration) -> Result<()> {
+        let block = millis(block).max(1);
         let deadline = Instant::now() + self.config.timeout;
         let (key, last) = (self.key.clone(), self.last.clone());
         let reply: Value = self
@@ -666,7 +701,7 @@ impl Iterator for LogFollower {
             if self.done {
                 return None;
             }
-            if let Err(e) = self.fill() {
+            if let Err(e) = self.fill(self.config.block) {
                 return Some(Err(e));
             }
         }
