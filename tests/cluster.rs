@@ -501,10 +501,14 @@ fn the_service_in_cluster_mode_answers_for_jobs_run_by_another_instance() {
         b"",
     );
     let text = sse.text();
+    // From byte 7 on: lines 2 and 3 (in one event or two, as the node's
+    // batching met them), the last event's id the offset after them.
+    assert!(text.contains("event: stdout\n"), "{text}");
     assert!(
-        text.contains("event: stdout\nid: 14\ndata: line 2\n"),
+        !text.contains("line 1") && text.contains("data: line 2\n"),
         "{text}"
     );
+    assert!(text.contains("id: 21\n"), "{text}");
     assert!(text.contains("event: end\n"), "{text}");
     let j = support::request(front, "GET", &format!("/jobs/{id}"), &[], b"").json();
     assert_eq!(j["state"], "completed", "{j}");
@@ -522,4 +526,32 @@ fn the_service_in_cluster_mode_answers_for_jobs_run_by_another_instance() {
     assert_eq!(r.status, 204);
     let r = support::request(node_addr, "GET", &format!("/jobs/{id}"), &[], b"");
     assert_eq!(r.status, 404);
+}
+
+#[test]
+fn a_job_abandoned_at_shutdown_is_not_recorded_and_runs_again_elsewhere() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let lease = Duration::from_secs(1);
+    let a = Node::start(node_config(&url, 1, lease)).unwrap();
+    let c = client(&url);
+    let id = c.submit(&spec("sh", &["-c", "echo go; sleep 1"])).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.get(&id).unwrap().state != JobState::Running {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let b = Node::start(node_config(&url, 1, lease)).unwrap();
+    a.shutdown(Duration::ZERO);
+    let j = c.get(&id).unwrap();
+    assert!(
+        j.record.is_none(),
+        "an abandoned attempt is not recorded: {j:?}"
+    );
+    let j = c.wait(&id, Duration::from_secs(20)).unwrap();
+    assert_eq!(j.state, JobState::Completed, "{j:?}");
+    assert_eq!((j.attempt, j.node.as_deref()), (2, Some(b.name())));
+    assert_eq!(a.stats().finished, 0);
+    assert_eq!(b.stats().claims, 1);
+    b.shutdown(Duration::from_secs(5));
 }

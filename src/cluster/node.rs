@@ -527,12 +527,13 @@ impl Shared {
     }
 
     fn adopt(&self, link: &mut Link, count: usize) -> Result<Vec<Taken>, link::Fault> {
-        let args: [Vec<u8>; 4] = [
+        let mut args: Vec<Vec<u8>> = vec![
             self.config.prefix.clone().into(),
             self.name.clone().into(),
             millis(self.config.lease).to_string().into(),
             count.to_string().into(),
         ];
+        args.extend(self.running.lock().keys().map(|id| id.clone().into_bytes()));
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
         let reply = link.try_once(&mut |c| scripts::ADOPT.run(c, &refs))?;
         let mut out = Vec::new();
@@ -785,7 +786,9 @@ impl Shared {
         }
         let _ = handle.wait();
         let local = handle.id().clone();
-        if alive && !fenced.load(Ordering::SeqCst) {
+        // Abandoned at shutdown: not recorded, so it runs again elsewhere.
+        let abandoned = self.abandon.load(Ordering::SeqCst);
+        if alive && !abandoned && !fenced.load(Ordering::SeqCst) {
             let record = self.worker.get(local.as_str()).map(|mut r| {
                 r.id = id.parse().unwrap_or_else(|_| r.id.clone());
                 r

@@ -200,13 +200,17 @@ return lost
 "#
 ));
 
-/// Recovery: ARGV node, lease_ms, count. Claims (XAUTOCLAIM) the entries
-/// idle for a lease, gives back those whose owner is alive, and returns
-/// {{'run', id, entry} | {'lost', id, entry, attempt}} for the rest.
+/// Recovery: ARGV node, lease_ms, count, then the ids the node runs. Claims
+/// (XAUTOCLAIM) the entries idle for a lease, gives back those whose owner
+/// is alive, leaves those the node itself runs, and returns
+/// {{'run', id, entry} | {'lost', id, entry, attempt}} for the rest (an
+/// entry of this node that it no longer runs included).
 pub(crate) static ADOPT: Script = Script::new(concat!(
     lua_prelude!(),
     r#"
 local me = ARGV[2]
+local mine = {}
+for i = 5, #ARGV do mine[ARGV[i]] = true end
 local r = redis.call('XAUTOCLAIM', Q, 'nodes', me, ARGV[3], '0-0', 'COUNT', ARGV[4], 'JUSTID')
 local out = {}
 for _, entry in ipairs(r[2]) do
@@ -224,7 +228,7 @@ for _, entry in ipairs(r[2]) do
     local prev = h[1]
     if prev and prev ~= '' and prev ~= me and redis.call('EXISTS', P .. ':node:' .. prev) == 1 then
       redis.call('XCLAIM', Q, 'nodes', prev, 0, entry, 'JUSTID')
-    elseif prev ~= me then
+    elseif not (prev == me and mine[id]) then
       if prev and prev ~= '' then redis.call('HINCRBY', P .. ':stats', 'claims', 1) end
       local a = tonumber(h[2] or '0')
       if prev and prev ~= '' and a >= tonumber(h[3] or '1') then
