@@ -555,3 +555,76 @@ fn a_job_abandoned_at_shutdown_is_not_recorded_and_runs_again_elsewhere() {
     assert_eq!(b.stats().claims, 1);
     b.shutdown(Duration::from_secs(5));
 }
+
+#[test]
+fn an_attempt_taken_over_elsewhere_is_killed_and_writes_nothing() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let lease = Duration::from_millis(600);
+    let a = Node::start(node_config(&url, 1, lease)).unwrap();
+    let c = client(&url);
+    let id = c
+        .submit(&spec("sh", &["-c", "echo one; sleep 5; echo two"]))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.get(&id).unwrap().state != JobState::Running {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // What a node on the other side of a partition would have done: take
+    // the entry and start attempt 2.
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let job = format!("{PREFIX}:job:{id}");
+    let entry: String = redis::cmd("HGET")
+        .arg(&job)
+        .arg("entry")
+        .query(&mut con)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(format!("{PREFIX}:queue"))
+        .arg("nodes")
+        .arg("elsewhere")
+        .arg(0)
+        .arg(&entry)
+        .arg("JUSTID")
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&job)
+        .arg("attempt")
+        .arg(2)
+        .arg("node")
+        .arg("elsewhere")
+        .query(&mut con)
+        .unwrap();
+    // Within a lease A learns it, kills its attempt, and records nothing.
+    let t = Instant::now();
+    while a.stats().running > 0 {
+        assert!(t.elapsed() < lease * 3, "the replaced attempt still runs");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(a.stats().fenced, 1);
+    let j = c.get(&id).unwrap();
+    assert!(j.record.is_none(), "{j:?}");
+    assert_eq!((j.attempt, j.node.as_deref()), (2, Some("elsewhere")));
+    let key = format!("{PREFIX}:log:{id}");
+    let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    let fields: Vec<&Vec<u8>> = entries.iter().flat_map(|(_, f)| f).collect();
+    assert!(
+        fields.iter().any(|f| f.as_slice() == b"one\n"),
+        "{entries:?}"
+    );
+    assert!(
+        !fields.iter().any(|f| f.windows(3).any(|w| w == b"two")),
+        "the old attempt ran on"
+    );
+    a.shutdown(Duration::from_secs(5));
+}
