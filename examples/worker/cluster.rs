@@ -27,6 +27,9 @@ use crate::request;
 /// The cluster as this instance sees it.
 pub struct Cluster {
     pub client: Arc<Client>,
+    /// For `/metrics` and `/readyz`: gives up after 2 s of outage, so a
+    /// scrape or a probe never hangs on a Redis that is down.
+    probe: Arc<Client>,
     pub node: Option<Node>,
     /// Redis settings for the followers each stream makes.
     config: ClientConfig,
@@ -40,6 +43,9 @@ impl Cluster {
         let mut config = ClientConfig::new(&url);
         config.prefix = c.redis_prefix.clone();
         let client = Arc::new(Client::with_config(config.clone())?);
+        let mut quick = config.clone();
+        quick.timeout = Duration::from_secs(2);
+        let probe = Arc::new(Client::with_config(quick)?);
         let node = if c.cluster_node {
             let mut n = NodeConfig::new(&url);
             n.prefix = c.redis_prefix.clone();
@@ -55,6 +61,7 @@ impl Cluster {
         };
         Ok(Cluster {
             client,
+            probe,
             node,
             config,
         })
@@ -374,7 +381,7 @@ fn follow(
 }
 
 async fn metrics(State(app): State<Arc<App>>, Extension(cl): Cl) -> Response {
-    let client = cl.client.clone();
+    let client = cl.probe.clone();
     let stats = blocking(move || client.stats()).await;
     let mut text = app.metrics.render();
     // Appended before the OpenMetrics end mark.
@@ -495,7 +502,7 @@ async fn readyz(State(app): State<Arc<App>>, Extension(cl): Cl) -> Response {
     if app.is_stopping() {
         return ApiError::new(503, "shutting down").into_response();
     }
-    let client = cl.client.clone();
+    let client = cl.probe.clone();
     match blocking(move || client.redis_memory()).await {
         Ok(_) => "ready\n".into_response(),
         Err(e) => ApiError::new(503, format!("the cluster's Redis: {e}")).into_response(),
