@@ -628,3 +628,34 @@ fn an_attempt_taken_over_elsewhere_is_killed_and_writes_nothing() {
     );
     a.shutdown(Duration::from_secs(5));
 }
+
+#[test]
+fn a_follower_is_told_when_the_start_of_a_log_was_trimmed() {
+    // Stream nodes of 2 entries, so that `MAXLEN ~` trims at this scale.
+    let redis = RedisServer::with_args(&["--stream-node-max-entries", "2"]);
+    let url = redis.url();
+    let mut config = node_config(&url, 1, Duration::from_secs(5));
+    config.log_max_entries = 2;
+    let node = Node::start(config).unwrap();
+    let c = client(&url);
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i; sleep 0.06; done";
+    let id = c.submit(&spec("sh", &["-c", script])).unwrap();
+    c.wait(&id, Duration::from_secs(30)).unwrap();
+    let mut log = c.logs(&id).unwrap();
+    let first = log.next().unwrap();
+    let Err(jobcell::Error::LogTrimmed {
+        from: 0, available, ..
+    }) = first
+    else {
+        panic!("expected LogTrimmed, got {first:?}");
+    };
+    assert!(available > 0);
+    let rest: Vec<u8> = log.flat_map(|e| e.unwrap().data).collect();
+    let all: String = (1..=10).map(|i| format!("line{i}\n")).collect();
+    assert_eq!(
+        all.as_bytes()[available as usize..],
+        rest[..],
+        "the rest is intact"
+    );
+    node.shutdown(Duration::from_secs(5));
+}

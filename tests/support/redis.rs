@@ -14,6 +14,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     aof: bool,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -28,7 +29,16 @@ impl RedisServer {
         RedisServer::with(true)
     }
 
+    /// A server with no persistence and extra settings (`["--name", "value"]`).
+    pub fn with_args(args: &[&str]) -> RedisServer {
+        RedisServer::make(false, args)
+    }
+
     fn with(aof: bool) -> RedisServer {
+        RedisServer::make(aof, &[])
+    }
+
+    fn make(aof: bool, extra: &[&str]) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
@@ -38,6 +48,7 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
             aof,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         s.restart();
         s
@@ -64,6 +75,7 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        cmd.args(&self.extra);
         if self.aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
