@@ -493,6 +493,42 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// Redis refused a command of the cluster (a script error, a wrong
+    /// type, a full memory): retrying will not help.
+    #[error("redis {op}: {reason}")]
+    Redis {
+        /// The operation ("submit", "follow logs", ...).
+        op: &'static str,
+        /// What Redis answered.
+        reason: String,
+    },
+
+    /// Redis could not be reached within the operation's time (the cluster
+    /// retries with backoff until then).
+    #[error("redis at {url} unreachable for {} during {op}: {reason}", duration_text(.waited))]
+    RedisUnavailable {
+        /// The server, without its password.
+        url: String,
+        /// The operation.
+        op: &'static str,
+        /// How long it was retried.
+        waited: std::time::Duration,
+        /// The last failure.
+        reason: String,
+    },
+
+    /// The part of a job's log that was asked for is no longer in Redis: its
+    /// log stream is bounded, and older chunks were trimmed.
+    #[error("log of job {id}: asked from byte {from}, but bytes before {available} were trimmed")]
+    LogTrimmed {
+        /// The job.
+        id: String,
+        /// The offset asked for.
+        from: u64,
+        /// The first offset still stored.
+        available: u64,
+    },
 }
 
 /// The pointer that errors the host causes (a clone refused for want of

@@ -31,6 +31,9 @@
 #![warn(missing_docs)]
 
 mod cgroup;
+#[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+pub mod cluster;
 mod error;
 pub mod fs;
 pub mod host;
@@ -52,7 +55,7 @@ mod worker;
 /// so that they cannot drift from the code. Every Markdown page of the
 /// crate is listed (`tests/docs.rs` checks); blocks that must not run say
 /// `no_run`, and blocks that are not Rust name their language. They use
-/// the default features.
+/// the default features, and `docs/cluster.md` the feature `cluster`.
 #[cfg(all(doctest, feature = "seccomp", feature = "landlock"))]
 mod guides {
     #[doc = include_str!("../README.md")]
@@ -63,6 +66,9 @@ mod guides {
     struct Architecture;
     #[doc = include_str!("../docs/cgroups.md")]
     struct Cgroups;
+    #[cfg(feature = "cluster")]
+    #[doc = include_str!("../docs/cluster.md")]
+    struct Cluster;
     #[doc = include_str!("../docs/jobs.md")]
     struct Jobs;
     #[doc = include_str!("../docs/recipes.md")]

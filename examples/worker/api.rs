@@ -28,7 +28,7 @@ use crate::stream;
 
 pub fn router(app: Arc<App>) -> Router {
     let c = &app.config;
-    Router::new()
+    let routes = Router::new()
         .route(
             "/jobs",
             get(list).post(submit).layer(TimeoutLayer::with_status_code(
@@ -44,7 +44,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/jobs/{id}/files/{*path}", get(file))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    // Cluster mode: the job routes answer from Redis.
+    #[cfg(feature = "cluster")]
+    let routes = match app.cluster.get() {
+        Some(cl) => crate::cluster::routes(cl.clone()).route("/healthz", get(healthz)),
+        None => routes,
+    };
+    routes
         .fallback(|| async { ApiError::new(404, "no such route") })
         .layer(ConcurrencyLimitLayer::new(c.max_requests))
         .layer(RequestBodyTimeoutLayer::new(c.body_timeout))

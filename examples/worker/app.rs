@@ -69,6 +69,9 @@ pub struct App {
     pub stopping: AtomicBool,
     /// The host check's verdict: ready, and the problems when not.
     pub ready: Mutex<(bool, String)>,
+    /// Cluster mode (`WORKER_REDIS_URL`): set once, at start.
+    #[cfg(feature = "cluster")]
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     #[cfg(debug_assertions)]
     stalls: TestStalls,
 }
@@ -93,6 +96,8 @@ impl App {
             ended,
             stopping: AtomicBool::new(false),
             ready: Mutex::new(ready),
+            #[cfg(feature = "cluster")]
+            cluster: std::sync::OnceLock::new(),
             #[cfg(debug_assertions)]
             stalls: TestStalls::from_env()?,
         });

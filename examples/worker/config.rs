@@ -36,6 +36,14 @@ pub struct Config {
     pub retain_jobs: Option<usize>,
     /// Finished jobs kept (age since they ended).
     pub retain_age: Option<Duration>,
+    /// Cluster mode: the Redis of the cluster (`WORKER_REDIS_URL`).
+    pub redis_url: Option<String>,
+    /// The cluster's key prefix (`WORKER_REDIS_PREFIX`).
+    pub redis_prefix: String,
+    /// In cluster mode, also run jobs here (`WORKER_CLUSTER_NODE`, default 1).
+    pub cluster_node: bool,
+    /// The node's lease (`WORKER_CLUSTER_LEASE`).
+    pub cluster_lease: Duration,
 }
 
 pub const DEFAULT_MAX_JOBS: usize = 64;
@@ -140,6 +148,14 @@ impl Config {
             collect_max: size("WORKER_COLLECT_LIMIT", 1 << 20)?,
             retain_jobs,
             retain_age,
+            redis_url: var("WORKER_REDIS_URL"),
+            redis_prefix: var("WORKER_REDIS_PREFIX").unwrap_or_else(|| "jobcell".into()),
+            cluster_node: match var("WORKER_CLUSTER_NODE").as_deref() {
+                None | Some("1" | "true" | "yes") => true,
+                Some("0" | "false" | "no") => false,
+                Some(v) => return Err(format!("WORKER_CLUSTER_NODE={v:?}: expected 1 or 0")),
+            },
+            cluster_lease: duration("WORKER_CLUSTER_LEASE", Duration::from_secs(30))?,
         })
     }
 

@@ -19,6 +19,8 @@
 
 mod api;
 mod app;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod config;
 mod error;
 mod metrics;
@@ -117,6 +119,28 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if app.config.redis_url.is_some() {
+        #[cfg(feature = "cluster")]
+        match cluster::Cluster::start(&app) {
+            Ok(c) => {
+                tracing::info!(
+                    client = ?c.client,
+                    node = %c.node.as_ref().map_or("none", |n| n.name()),
+                    "cluster mode"
+                );
+                let _ = app.cluster.set(Arc::new(c));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot join the cluster");
+                return ExitCode::from(1);
+            }
+        }
+        #[cfg(not(feature = "cluster"))]
+        {
+            tracing::error!("WORKER_REDIS_URL is set, but this build has no cluster mode (build with --features cluster)");
+            return ExitCode::from(2);
+        }
+    }
     let follower = {
         let app = Arc::downgrade(&app);
         std::thread::Builder::new()
@@ -129,6 +153,11 @@ fn main() -> ExitCode {
         .build()
         .expect("cannot start the async runtime");
     let code = runtime.block_on(run(app.clone(), addr));
+    // A node finishes its jobs within the stop grace; the rest run elsewhere.
+    #[cfg(feature = "cluster")]
+    if let Some(node) = app.cluster.get().and_then(|c| c.node.as_ref()) {
+        node.shutdown(app.config.stop_grace);
+    }
     // Whatever clients still hold (a stalled stream) goes with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
     let jobs = app.worker.list();

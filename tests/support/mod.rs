@@ -24,6 +24,11 @@ pub fn example(name: &str) -> PathBuf {
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--example", name])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // The features this test was built with (`cargo test --all-features`
+        // builds the examples with the cluster): the same binary, no rebuild.
+        if cfg!(feature = "cluster") {
+            cmd.args(["--features", "cluster"]);
+        }
         if dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
