@@ -89,7 +89,8 @@ struct Args {
     /// CPUs the job may run on (e.g. 0-1).
     #[arg(long, help_heading = "Limits")]
     cpus: Option<String>,
-    /// Maximum number of processes and threads.
+    /// Maximum number of the job's processes and threads (the cell's own
+    /// init not counted): 1 lets the command run but not fork.
     #[arg(long, help_heading = "Limits")]
     pids: Option<u64>,
     /// Read bandwidth per device, bytes per second (e.g. 10M).
@@ -777,6 +778,7 @@ struct NeverRan {
     exit: Option<()>,
     wall_time_ms: u64,
     oom_killed: bool,
+    pids_limited: bool,
     run_exit_code: u8,
 }
 
@@ -795,6 +797,7 @@ fn failure_json(e: &Error, code: u8, took: Duration) -> String {
         exit: None,
         wall_time_ms: took.as_millis() as u64,
         oom_killed: false,
+        pids_limited: false,
         run_exit_code: code,
     };
     serde_json::to_string(&r).expect("a failure serializes")

@@ -241,6 +241,36 @@ fn summary_and_json() {
     assert_eq!(outcome.code(), Some(3));
 }
 
+/// `--pids` counts the job's processes: `--pids 1` runs a command that
+/// forks nothing, `--pids 3` a pipeline of two under a shell, and a job
+/// that met the limit says so in the summary and the JSON.
+#[test]
+fn pids_counts_the_jobs_own_processes() {
+    let o = run(&["--pids", "1", "--", "echo", "alone"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(text(&o.stdout), "alone\n");
+    let o = run(&["--pids", "3", "--", "sh", "-c", "echo piped | cat"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(text(&o.stdout), "piped\n");
+    assert!(!err(&o).contains("pids limit"), "{}", err(&o));
+
+    let o = run(&["--pids", "2", "--", "sh", "-c", "echo x | cat | cat"]);
+    assert!(err(&o).contains("; pids limit reached"), "{}", err(&o));
+    let o = run(&[
+        "--json",
+        "--pids",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "echo x | cat | cat",
+    ]);
+    let e = err(&o);
+    let v: serde_json::Value = serde_json::from_str(e.lines().last().unwrap()).unwrap();
+    assert_eq!(v["pids_limited"], true, "{v}");
+    assert!(v["usage"]["pids_limit_hits"].as_u64() >= Some(1), "{v}");
+}
+
 /// A job whose last output has no newline: run's own line starts on a
 /// line of its own, on stderr, and on a terminal or file that holds both
 /// streams.
