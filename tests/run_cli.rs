@@ -126,7 +126,7 @@ fn invalid_arguments_exit_2_naming_the_argument() {
         ),
         (
             &["--bind", "/only-one-path", "true"],
-            "'--bind <SRC:DST[:ro]>'",
+            "'--bind <SRC:DST[:ro|:owned]>'",
             "expected SRC:DST",
         ),
         (&["--bind", "/no/such/dir:/x", "true"], "'--bind'", "ENOENT"),
@@ -269,6 +269,29 @@ fn pids_counts_the_jobs_own_processes() {
     let v: serde_json::Value = serde_json::from_str(e.lines().last().unwrap()).unwrap();
     assert_eq!(v["pids_limited"], true, "{v}");
     assert!(v["usage"]["pids_limit_hits"].as_u64() >= Some(1), "{v}");
+}
+
+/// `--bind SRC:DST:owned`: a root-owned directory is the job's own inside,
+/// and its files stay root's on the host.
+#[test]
+fn an_owned_bind_is_the_jobs_workspace() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let bind = format!("{}:/work:owned", dir.path().display());
+    let o = run(&[
+        "--bind",
+        &bind,
+        "--cwd",
+        "/work",
+        "--",
+        "sh",
+        "-c",
+        "echo built > out && stat -c '%u %g' . out",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(text(&o.stdout), "1000 1000\n1000 1000\n");
+    let md = std::fs::metadata(dir.path().join("out")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
 }
 
 /// A job whose last output has no newline: run's own line starts on a

@@ -325,6 +325,12 @@ impl Sandbox {
     /// ids (an unprivileged caller's own directory) needs no idmap and is
     /// bound as is.
     ///
+    /// What the job creates is the owner's on the host, setuid executables
+    /// included, and its symlinks are not told apart from the owner's:
+    /// keep the directory out of other host users' reach (mode 0700), run
+    /// nothing from it on the host, read it with [`crate::fs`], and never
+    /// bind a path inside it into another cell (see `docs/security.md`).
+    ///
     /// ```no_run
     /// # fn main() -> jobcell::Result<()> {
     /// use jobcell::{Command, Sandbox};
