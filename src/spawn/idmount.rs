@@ -124,3 +124,35 @@ pub(crate) fn fs_name(fd: &OwnedFd) -> String {
         m => format!("magic {m:#x}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_name_what_is_missing() {
+        let op = "mount_setattr(MOUNT_ATTR_IDMAP)";
+        let r = reason(op, Errno(libc::EINVAL), "nfs");
+        assert!(r.contains("(nfs) does not support idmapped mounts"), "{r}");
+        let r = reason(op, Errno(libc::ENOSYS), "ext4");
+        assert!(r.contains("Linux 5.12"), "{r}");
+        let r = reason(op, Errno(libc::EPERM), "ext4");
+        assert!(r.contains("need root"), "{r}");
+        let r = reason("write uid_map", Errno(libc::EPERM), "ext4");
+        assert_eq!(r, "write uid_map: EPERM (Operation not permitted)");
+    }
+
+    /// As root: a new user namespace, held by the descriptor alone. (What its maps do is tested through real binds:
+    /// tests/cell.rs, `an_owned_bind_*`.)
+    #[test]
+    fn the_mapping_namespace_is_a_user_namespace() {
+        if sys::geteuid() != 0 {
+            return;
+        }
+        let ns = mapping_ns((0, 0), (101_000, 101_001)).unwrap();
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", ns.as_raw_fd())).unwrap();
+        assert!(link.to_string_lossy().starts_with("user:["), "{link:?}");
+        let own = std::fs::read_link("/proc/self/ns/user").unwrap();
+        assert_ne!(link, own, "a namespace of its own");
+    }
+}
