@@ -44,21 +44,14 @@ pub(crate) fn mapping_ns(
     .map_err(|e| ("clone a user namespace", e))?;
     let _reaped = Reaper(&child);
     let proc = format!("/proc/{}", child.pid);
-    let write = |file: &str, text: &str| {
-        std::fs::write(format!("{proc}/{file}"), text).map_err(|e| (file_op(file), Errno::from(&e)))
+    let write = |op: &'static str, file: &str, text: &str| {
+        std::fs::write(format!("{proc}/{file}"), text).map_err(|e| (op, Errno::from(&e)))
     };
-    write("uid_map", &uid_map)?;
-    write("gid_map", &gid_map)?;
+    write("write uid_map", "uid_map", &uid_map)?;
+    write("write gid_map", "gid_map", &gid_map)?;
     let ns = std::fs::File::open(format!("{proc}/ns/user"))
         .map_err(|e| ("open the user namespace", Errno::from(&e)))?;
     Ok(ns.into())
-}
-
-fn file_op(file: &str) -> &'static str {
-    match file {
-        "uid_map" => "write uid_map",
-        _ => "write gid_map",
-    }
 }
 
 /// Kills and reaps the mapping child when dropped.
