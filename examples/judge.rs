@@ -32,6 +32,7 @@
 //! empty lines. The exit code is 0 when every test is accepted, 1 otherwise,
 //! 2 for a bad command line.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -169,7 +170,8 @@ fn main() -> ExitCode {
         },
     };
     if let Some(dir) = &build {
-        cell.bind_ro(dir.path(), "/build").current_dir("/build");
+        cell.bind_ro(dir.path().join(BUILD), "/build")
+            .current_dir("/build");
     }
     cell.limits(Limits {
         memory: Some(args.memory),
@@ -221,29 +223,56 @@ fn main() -> ExitCode {
     ExitCode::from(u8::from(accepted != cases.len()))
 }
 
-/// Runs the compile command; `Err` carries its output.
+/// The build directory, inside the one `compile` returns.
+const BUILD: &str = "build";
+
+/// Runs the compile command; `Err` carries its output. The build lands in
+/// `BUILD` inside the directory returned.
 fn compile(cell: &Sandbox, cmd: &str) -> Result<tempfile::TempDir, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    // The cell's user is not host root: give the directory to its host ids.
-    let (uid, gid) = cell.host_ids().map_err(|e| e.to_string())?;
-    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| e.to_string())?;
-    let mut c = cell.clone();
-    c.bind_rw(dir.path(), "/build")
-        .current_dir("/build")
-        .limits(Limits {
+    // The judge's own (root's, as is what the submission builds there),
+    // mode 0700, so that no other host user reaches it; inside, `build`
+    // may be entered by anyone: the test cells, which see only it.
+    let top = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| e.to_string())?;
+    let dir = top.path().join(BUILD);
+    std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    let compiler = |c: &mut Sandbox| {
+        c.current_dir("/build").limits(Limits {
             memory: Some(1 << 30),
             wall_time: Some(Duration::from_secs(60)),
             pids: Some(64),
             output_bytes: Some(1 << 20),
             ..Limits::conservative()
         });
-    let job = c
-        .spawn(Command::new("sh").args(["-c", cmd]))
-        .map_err(|e| e.to_string())?;
+    };
+    let mut command = Command::new("sh");
+    command.args(["-c", cmd]);
+    // The build directory is the compiler's own (an idmapped bind): it
+    // writes there as its cell user, and the files stay the judge's.
+    let mut c = cell.clone();
+    c.bind_rw_owned(&dir, "/build");
+    compiler(&mut c);
+    let job = match c.spawn(&command) {
+        Ok(job) => job,
+        // No idmapped mounts on this kernel or file system: the fallback
+        // is to give the directory to the cell user's host ids.
+        Err(jobcell::Error::OwnedBind { .. }) => {
+            let (uid, gid) = cell.host_ids().map_err(|e| e.to_string())?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+            let mut c = cell.clone();
+            c.bind_rw(&dir, "/build");
+            compiler(&mut c);
+            c.spawn(&command).map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let log: Vec<u8> = job.logs().flat_map(|c| c.data.to_vec()).collect();
     let o = job.wait().map_err(|e| e.to_string())?;
     if o.success() {
-        Ok(dir)
+        Ok(top)
     } else {
         Err(format!("{}{}", String::from_utf8_lossy(&log), o.state))
     }

@@ -89,7 +89,8 @@ struct Args {
     /// CPUs the job may run on (e.g. 0-1).
     #[arg(long, help_heading = "Limits")]
     cpus: Option<String>,
-    /// Maximum number of processes and threads.
+    /// Maximum number of the job's processes and threads (the cell's own
+    /// init not counted): 1 lets the command run but not fork.
     #[arg(long, help_heading = "Limits")]
     pids: Option<u64>,
     /// Read bandwidth per device, bytes per second (e.g. 10M).
@@ -116,8 +117,11 @@ struct Args {
     #[arg(long, help_heading = "Limits")]
     trusted: bool,
 
-    /// Bind a host path into the cell, writable; `:ro` for read-only (repeatable).
-    #[arg(long, value_name = "SRC:DST[:ro]", value_parser = parse_bind, help_heading = "Filesystem")]
+    /// Bind a host path into the cell, writable; `:ro` for read-only; `:owned`
+    /// for a workspace the job owns: the source's owner shows as the job, and
+    /// what it creates stays the owner's on the host (an idmapped bind: Linux
+    /// 5.12+, ext4/xfs/btrfs, tmpfs from 6.3; `--check` says) (repeatable).
+    #[arg(long, value_name = "SRC:DST[:ro|:owned]", value_parser = parse_bind, help_heading = "Filesystem")]
     bind: Vec<Bind>,
     /// Mount a tmpfs (default size 128M; repeatable).
     #[arg(long, value_name = "DST[:SIZE]", value_parser = parse_tmpfs, help_heading = "Filesystem")]
@@ -199,12 +203,13 @@ struct Args {
     command: Vec<String>,
 }
 
-/// A `--bind`: host source, cell target, writable.
+/// A `--bind`: host source, cell target, writable, the job's own (idmapped).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Bind {
     src: PathBuf,
     dst: PathBuf,
     writable: bool,
+    owned: bool,
 }
 
 /// Where a `--file`'s contents come from.
@@ -252,21 +257,23 @@ fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// `SRC:DST`, `SRC:DST:ro` or `SRC:DST:rw`. Paths cannot contain `:`.
+/// `SRC:DST`, `SRC:DST:ro`, `SRC:DST:rw` or `SRC:DST:owned`. Paths cannot contain `:`.
 fn parse_bind(s: &str) -> Result<Bind, String> {
-    let (rest, writable) = match s.rsplit_once(':') {
-        Some((rest, "ro")) => (rest, false),
-        Some((rest, "rw")) => (rest, true),
-        _ => (s, true),
+    let (rest, writable, owned) = match s.rsplit_once(':') {
+        Some((rest, "ro")) => (rest, false, false),
+        Some((rest, "rw")) => (rest, true, false),
+        Some((rest, "owned")) => (rest, true, true),
+        _ => (s, true, false),
     };
     match rest.split_once(':') {
         Some((src, dst)) if !src.is_empty() && !dst.is_empty() && !dst.contains(':') => Ok(Bind {
             src: src.into(),
             dst: dst.into(),
             writable,
+            owned,
         }),
         _ => Err(format!(
-            "{s:?}: expected SRC:DST or SRC:DST:ro (paths without ':')"
+            "{s:?}: expected SRC:DST, SRC:DST:ro or SRC:DST:owned (paths without ':')"
         )),
     }
 }
@@ -541,6 +548,7 @@ fn build(args: &Args, matches: Option<&ArgMatches>) -> Result<(Sandbox, Command)
     }
     for op in tree_ops(args, matches) {
         match op {
+            TreeOp::Bind(b) if b.owned => sb.bind_rw_owned(&b.src, &b.dst),
             TreeOp::Bind(b) if b.writable => sb.bind_rw(&b.src, &b.dst),
             TreeOp::Bind(b) => sb.bind_ro(&b.src, &b.dst),
             TreeOp::Tmpfs(dst, size) => sb.tmpfs(dst, size),
@@ -716,6 +724,7 @@ fn check_for(e: &Error) -> &'static str {
         Error::Spawn { op, .. } if op.starts_with("clone") || op.contains("_map") => {
             "--check-namespaces"
         }
+        Error::OwnedBind { .. } => "--check-filesystem",
         Error::Setup { .. } | Error::SetupDied { .. } => "--check",
         _ => "--check",
     }
@@ -777,6 +786,7 @@ struct NeverRan {
     exit: Option<()>,
     wall_time_ms: u64,
     oom_killed: bool,
+    pids_limited: bool,
     run_exit_code: u8,
 }
 
@@ -795,6 +805,7 @@ fn failure_json(e: &Error, code: u8, took: Duration) -> String {
         exit: None,
         wall_time_ms: took.as_millis() as u64,
         oom_killed: false,
+        pids_limited: false,
         run_exit_code: code,
     };
     serde_json::to_string(&r).expect("a failure serializes")
@@ -1028,11 +1039,15 @@ mod tests {
             Bind {
                 src: "/opt/tests".into(),
                 dst: "/tests".into(),
-                writable: false
+                writable: false,
+                owned: false,
             }
         );
         assert!(parse_bind("/a:/b").unwrap().writable);
         assert!(parse_bind("/a:/b:rw").unwrap().writable);
+        let owned = parse_bind("/a:/b:owned").unwrap();
+        assert!(owned.writable && owned.owned, "{owned:?}");
+        assert!(!parse_bind("/a:/b").unwrap().owned);
         for bad in ["/a", "/a:", ":/b", "/a:/b:ro:x", "/a:/b:c", ""] {
             assert!(parse_bind(bad).is_err(), "{bad:?}");
         }
@@ -1291,16 +1306,18 @@ mod tests {
 
     proptest! {
         #[test]
-        fn bind_roundtrips(src in path(), dst in path(), mode in proptest::option::of(proptest::bool::ANY)) {
+        fn bind_roundtrips(src in path(), dst in path(), mode in 0u8..4) {
             let text = match mode {
-                None => format!("{src}:{dst}"),
-                Some(true) => format!("{src}:{dst}:rw"),
-                Some(false) => format!("{src}:{dst}:ro"),
+                0 => format!("{src}:{dst}"),
+                1 => format!("{src}:{dst}:rw"),
+                2 => format!("{src}:{dst}:ro"),
+                _ => format!("{src}:{dst}:owned"),
             };
             let b = parse_bind(&text).unwrap();
             prop_assert_eq!(b.src, PathBuf::from(&src));
             prop_assert_eq!(b.dst, PathBuf::from(&dst));
-            prop_assert_eq!(b.writable, mode != Some(false));
+            prop_assert_eq!(b.writable, mode != 2);
+            prop_assert_eq!(b.owned, mode == 3);
         }
 
         #[test]

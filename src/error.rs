@@ -300,6 +300,38 @@ pub enum Error {
         errno: Errno,
     },
 
+    /// A [`bind_rw_owned`](crate::Sandbox::bind_rw_owned) cannot be made
+    /// here: the kernel (Linux 5.12+) or the file system of the source
+    /// (ext4, xfs, btrfs, …; tmpfs from 6.3) cannot make idmapped mounts,
+    /// or the caller may not. [`host::check`](crate::host::check) says
+    /// whether they work. The fallback: give the directory to the job's
+    /// host ids ([`Sandbox::host_ids`](crate::Sandbox::host_ids), with
+    /// `chown`) and bind it with [`bind_rw`](crate::Sandbox::bind_rw); the
+    /// files the job creates then belong to those ids on the host.
+    ///
+    /// ```
+    /// # use jobcell::{Error, Errno};
+    /// let e = Error::OwnedBind {
+    ///     path: "/srv/work".into(),
+    ///     reason: "its file system (nfs) does not support idmapped mounts".into(),
+    ///     errno: Errno(libc::EINVAL),
+    /// };
+    /// assert!(e.to_string().contains("/srv/work"));
+    /// assert!(e.to_string().contains("host_ids"), "the message names the fallback");
+    /// ```
+    #[error(
+        "cannot give the job ownership of {path} (idmapped bind): {reason} \
+         (fallback: chown it to Sandbox::host_ids() and use bind_rw)"
+    )]
+    OwnedBind {
+        /// The bind's host source.
+        path: PathBuf,
+        /// What failed, and why.
+        reason: String,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+
     /// A host path crosses a symlink owned by an id cells run as: a job may
     /// have planted it in a writable bind, so the host will not follow it.
     #[error("{what} {path}: refusing to follow {link}, a symlink owned by a cell's id (a job may have planted it)")]
@@ -592,6 +624,7 @@ impl Error {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             Error::HostPath { errno, .. }
+            | Error::OwnedBind { errno, .. }
             | Error::Spawn { errno, .. }
             | Error::Setup { errno, .. }
             | Error::Cgroup { errno, .. } => Some(*errno),

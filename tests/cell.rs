@@ -558,3 +558,207 @@ fn landlock_limits_the_job_beyond_the_mount_namespace() {
         other => panic!("expected a landlock setup error, got {other:?}"),
     }
 }
+
+/// The kernel's release as (major, minor).
+fn kernel_version() -> (u32, u32) {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut it = rel
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// The file system `dir` is on, and whether this kernel makes idmapped
+/// mounts of it (what `bind_rw_owned` needs): ext4 and xfs since 5.12,
+/// btrfs since 5.15, tmpfs since 6.3; ramfs and the initramfs's rootfs
+/// (a ramfs, or a tmpfs before 6.3) never.
+fn idmap_support(dir: &std::path::Path) -> (&'static str, bool) {
+    let st = rustix::fs::statfs(dir).unwrap();
+    let k = kernel_version();
+    #[allow(clippy::unnecessary_cast)]
+    match st.f_type as i64 {
+        0xEF53 => ("ext4", k >= (5, 12)),
+        0x5846_5342 => ("xfs", k >= (5, 12)),
+        0x9123_683E => ("btrfs", k >= (5, 15)),
+        0x0102_1994 => ("tmpfs", k >= (6, 3)),
+        0x8584_58F6 => ("ramfs", false),
+        m => panic!("{}: add file system {m:#x} to idmap_support", dir.display()),
+    }
+}
+
+/// `bind_rw_owned`: a root-owned host directory is the job's own inside
+/// (owner and group are the job's ids, it may write there), and what the
+/// job creates belongs to root on the host, not to the job's mapped ids.
+/// Tried on a disk file system and on a tmpfs; where the kernel cannot
+/// idmap one of them (tmpfs before Linux 6.3, as in the v2 VM), the spawn
+/// fails with `Error::OwnedBind` naming the path and the file system.
+#[test]
+fn an_owned_bind_is_the_jobs_own_and_leaves_the_host_owner() {
+    let _g = common::exclusive();
+    // A first job starts the library's threads, so that the leak check
+    // below sees only what the owned binds leave.
+    assert!(sh(&cell(), "true").outcome.success());
+    let disk = std::env::var_os("JOBCELL_TEST_IO_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp".into());
+    let mut made = 0;
+    for base in [disk, "/tmp".into(), "/dev/shm".into()] {
+        if !base.is_dir() {
+            continue;
+        }
+        let (fs, supported) = idmap_support(&base);
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        std::fs::write(dir.path().join("given"), "from the host\n").unwrap();
+        // Root's, and for root alone: only an owner may enter and write it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let md = std::fs::metadata(dir.path()).unwrap();
+        assert_eq!((md.uid(), md.gid()), (0, 0));
+        let before = common::snapshot();
+        let mut sb = cell();
+        sb.bind_rw_owned(dir.path(), "/work").current_dir("/work");
+        let spawned = sb.spawn(Command::new("sh").args([
+            "-c",
+            "id -u; stat -c '%u %g' /work /work/given; cat given; \
+             echo made > new && mkdir sub && echo deep > sub/f && stat -c '%u %g' new sub/f",
+        ]));
+        if !supported {
+            match spawned {
+                Err(jobcell::Error::OwnedBind {
+                    path,
+                    reason,
+                    errno,
+                }) => {
+                    assert_eq!(path, dir.path(), "{reason}");
+                    assert_eq!(errno.0, libc::EINVAL, "{reason}");
+                    assert!(reason.contains(fs), "{reason}");
+                }
+                Err(e) => panic!("{fs} at {}: {e}", base.display()),
+                Ok(job) => panic!("{fs} cannot be idmapped, yet {:?}", job.wait()),
+            }
+            common::assert_no_leaks(&before, "a refused owned bind");
+            continue;
+        }
+        let r = collect(&spawned.unwrap_or_else(|e| panic!("{fs} at {}: {e}", base.display())));
+        assert!(r.outcome.success(), "{fs}: {:?} {}", r.outcome, r.stderr);
+        assert_eq!(
+            r.stdout, "1000\n1000 1000\n1000 1000\nfrom the host\n1000 1000\n1000 1000\n",
+            "{fs}: inside, the job owns the directory and what it makes"
+        );
+        for f in ["new", "sub", "sub/f"] {
+            let md = std::fs::metadata(dir.path().join(f)).unwrap();
+            assert_eq!(
+                (md.uid(), md.gid()),
+                (0, 0),
+                "{fs}: {f} belongs to the directory's owner on the host, not to {:?}",
+                sb.host_ids().unwrap()
+            );
+        }
+        assert_eq!(
+            std::fs::metadata(dir.path()).unwrap().uid(),
+            0,
+            "nothing chowned"
+        );
+        common::assert_no_leaks(&before, "an owned bind");
+        made += 1;
+    }
+    assert!(
+        made > 0,
+        "no file system here could be idmapped: nothing was tested"
+    );
+}
+
+/// The owner need not be root: a directory of another host user is shown
+/// as the job's (whatever uid the job has), and the job's files are that
+/// user's on the host. A job running as the cell's root is not host root
+/// there either.
+#[test]
+fn an_owned_bind_maps_any_owner_onto_any_job_user() {
+    let _g = shared();
+    let base = std::env::var_os("JOBCELL_TEST_IO_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp".into());
+    if !idmap_support(&base).1 {
+        // The test above covers the refusal.
+        eprintln!("{}: no idmapped mounts here", base.display());
+        return;
+    }
+    for (owner, job) in [((4242, 4343), (1234, 4321)), ((0, 0), (0, 0))] {
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(owner.0), Some(owner.1)).unwrap();
+        let mut sb = cell();
+        sb.user(job.0, job.1).bind_rw_owned(dir.path(), "/work");
+        let r = sh(&sb, "touch /work/f && stat -c '%u %g' /work /work/f");
+        assert!(r.outcome.success(), "{:?} {}", r.outcome, r.stderr);
+        let ids = format!("{} {}\n", job.0, job.1);
+        assert_eq!(r.stdout, ids.repeat(2));
+        let md = std::fs::metadata(dir.path().join("f")).unwrap();
+        assert_eq!((md.uid(), md.gid()), owner);
+    }
+}
+
+/// Where the file system cannot be idmapped (a ramfs, as an NFS share or
+/// an old kernel's tmpfs would be), `bind_rw_owned` is a typed error before
+/// any process exists, and the documented fallback works: the directory
+/// given to `host_ids()`, bound with `bind_rw`.
+#[test]
+fn an_owned_bind_the_file_system_cannot_make_is_a_typed_error_with_a_fallback() {
+    let _g = common::exclusive();
+    // Started before this thread leaves the host's mount namespace: the
+    // library's threads (and the spawner) stay in the host's.
+    assert!(sh(&cell(), "true").outcome.success());
+    let dir = tempfile::tempdir().unwrap();
+    // A ramfs in a mount namespace of this test's thread alone, private so
+    // that nothing propagates to the host; it goes with the thread.
+    // SAFETY: a new mount namespace changes nothing the Rust runtime relies on.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.unwrap();
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .unwrap();
+    rustix::mount::mount(
+        "ramfs",
+        dir.path(),
+        "ramfs",
+        rustix::mount::MountFlags::empty(),
+        c"mode=0755",
+    )
+    .unwrap();
+    let mut sb = cell();
+    sb.bind_rw_owned(dir.path(), "/work");
+    let before = common::snapshot();
+    match sb.spawn(&Command::new("true")) {
+        Err(e @ jobcell::Error::OwnedBind { .. }) => {
+            let jobcell::Error::OwnedBind {
+                path,
+                reason,
+                errno,
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(path, dir.path());
+            assert_eq!(errno.0, libc::EINVAL);
+            assert!(reason.contains("ramfs"), "{reason}");
+            let text = e.to_string();
+            assert!(
+                text.contains("host_ids") && text.contains("bind_rw"),
+                "{text}"
+            );
+        }
+        other => panic!("a ramfs cannot be idmapped: {:?}", other.map(|j| j.wait())),
+    }
+    // The helper child that made the mapping's user namespace is gone.
+    common::assert_no_leaks(&before, "a refused owned bind");
+
+    let mut sb = cell();
+    let (uid, gid) = sb.host_ids().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    sb.bind_rw(dir.path(), "/work");
+    let r = sh(&sb, "echo x > /work/f && stat -c '%u %g' /work/f");
+    assert!(r.outcome.success(), "{:?} {}", r.outcome, r.stderr);
+    assert_eq!(r.stdout, "1000 1000\n");
+    let md = std::fs::metadata(dir.path().join("f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (uid, gid));
+    rustix::mount::unmount(dir.path(), rustix::mount::UnmountFlags::DETACH).unwrap();
+}

@@ -126,7 +126,7 @@ fn invalid_arguments_exit_2_naming_the_argument() {
         ),
         (
             &["--bind", "/only-one-path", "true"],
-            "'--bind <SRC:DST[:ro]>'",
+            "'--bind <SRC:DST[:ro|:owned]>'",
             "expected SRC:DST",
         ),
         (&["--bind", "/no/such/dir:/x", "true"], "'--bind'", "ENOENT"),
@@ -239,6 +239,59 @@ fn summary_and_json() {
     // The same line is the library's Outcome.
     let outcome: jobcell::Outcome = serde_json::from_value(v).unwrap();
     assert_eq!(outcome.code(), Some(3));
+}
+
+/// `--pids` counts the job's processes: `--pids 1` runs a command that
+/// forks nothing, `--pids 3` a pipeline of two under a shell, and a job
+/// that met the limit says so in the summary and the JSON.
+#[test]
+fn pids_counts_the_jobs_own_processes() {
+    let o = run(&["--pids", "1", "--", "echo", "alone"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(text(&o.stdout), "alone\n");
+    let o = run(&["--pids", "3", "--", "sh", "-c", "echo piped | cat"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(text(&o.stdout), "piped\n");
+    assert!(!err(&o).contains("pids limit"), "{}", err(&o));
+
+    let o = run(&["--pids", "2", "--", "sh", "-c", "echo x | cat | cat"]);
+    assert!(err(&o).contains("; pids limit reached"), "{}", err(&o));
+    let o = run(&[
+        "--json",
+        "--pids",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "echo x | cat | cat",
+    ]);
+    let e = err(&o);
+    let v: serde_json::Value = serde_json::from_str(e.lines().last().unwrap()).unwrap();
+    assert_eq!(v["pids_limited"], true, "{v}");
+    assert!(v["usage"]["pids_limit_hits"].as_u64() >= Some(1), "{v}");
+}
+
+/// `--bind SRC:DST:owned`: a root-owned directory is the job's own inside,
+/// and its files stay root's on the host.
+#[test]
+fn an_owned_bind_is_the_jobs_workspace() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let bind = format!("{}:/work:owned", dir.path().display());
+    let o = run(&[
+        "--bind",
+        &bind,
+        "--cwd",
+        "/work",
+        "--",
+        "sh",
+        "-c",
+        "echo built > out && stat -c '%u %g' . out",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(text(&o.stdout), "1000 1000\n1000 1000\n");
+    let md = std::fs::metadata(dir.path().join("out")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
 }
 
 /// A job whose last output has no newline: run's own line starts on a

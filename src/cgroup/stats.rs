@@ -20,6 +20,9 @@ pub(crate) struct Stats {
     pub pids_current: u64,
     /// Most processes and threads alive at once (`None` where the kernel does not track it).
     pub pids_peak: Option<u64>,
+    /// How many times a fork was refused because the pids limit was reached
+    /// (`pids.events`' `max`).
+    pub pids_limit_hits: u64,
     /// How many times the kernel's OOM killer killed a process of the job.
     pub oom_kills: u64,
 }

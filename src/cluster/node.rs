@@ -946,6 +946,7 @@ fn record_without_run(id: &str, spec: &JobSpec, state: JobState) -> JobRecord {
         usage: None,
         rusage: None,
         oom_killed: false,
+        pids_limited: false,
         log_error: None,
     }
 }

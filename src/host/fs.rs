@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use super::child::{self, Probe};
 use super::Check;
 use crate::error::Errno;
+use crate::spawn::{idmap, idmount};
 use crate::sys;
 
 const STEP_UNSHARE: u32 = 1;
@@ -110,6 +111,7 @@ fn probe() -> Result<Probe, String> {
 pub(crate) fn checks() -> Vec<Check> {
     let mut out = from_probe(probe());
     out.push(mount_api());
+    out.push(idmapped_binds(&std::env::temp_dir()));
     out
 }
 
@@ -233,10 +235,87 @@ fn mount_api() -> Check {
     }
 }
 
+/// Idmapped mounts (`Sandbox::bind_rw_owned`), tried on `dir` (the
+/// temporary directory, where workspaces are usually made) as spawning
+/// makes them: a detached clone, idmapped through a fresh user namespace.
+fn idmapped_binds(dir: &std::path::Path) -> Check {
+    const NAME: &str = "idmapped binds";
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Check::ok(
+            NAME,
+            "unprivileged: bind_rw_owned binds the caller's own directories as they are (the job \
+             already owns them); a directory of another owner needs root",
+        );
+    }
+    let shown = dir.display();
+    let path = match CString::new(dir.as_os_str().as_bytes()) {
+        Ok(p) => p,
+        Err(_) => return Check::ok(NAME, format!("not checked: {shown} holds a NUL byte")),
+    };
+    let tree = match sys::host::open_tree_clone(&path, 0) {
+        Ok(t) => t,
+        Err(e) => {
+            return Check::warning(
+                NAME,
+                format!("open_tree({shown}) fails ({e}): bind_rw_owned cannot be used"),
+                "upgrade to Linux 5.12 or newer, or allow open_tree and mount_setattr in the \
+                 container's seccomp profile; meanwhile chown the workspace to \
+                 Sandbox::host_ids() and use bind_rw",
+            )
+        }
+    };
+    let fs = idmount::fs_name(&tree);
+    let job = (idmap::DEFAULT_RANGE.0 + 1000, idmap::DEFAULT_RANGE.0 + 1000);
+    match idmount::idmap_tree(&tree, (0, 0), job) {
+        Ok(()) => Check::ok(
+            NAME,
+            format!("work on {shown} ({fs}): bind_rw_owned gives jobs their workspace"),
+        ),
+        Err((op, e)) => Check::warning(
+            NAME,
+            format!(
+                "not on {shown}: {}; bind_rw_owned fails there with Error::OwnedBind",
+                idmount::reason(op, e, &fs)
+            ),
+            "put workspaces on a file system that allows idmapped mounts (ext4, xfs, btrfs; \
+             tmpfs from Linux 6.3), or chown them to Sandbox::host_ids() and use bind_rw",
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::host::Status;
+
+    /// As root here: the disk's temporary directory allows idmapped mounts,
+    /// a ramfs (in a mount namespace of a thread of its own) does not.
+    #[test]
+    fn idmapped_binds_are_tried_for_real() {
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let c = idmapped_binds(std::path::Path::new("/var/tmp"));
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.detail.contains("/var/tmp"), "{c:?}");
+        let c = std::thread::spawn(|| {
+            let dir = tempfile::tempdir().unwrap();
+            // SAFETY: a mount namespace of this thread alone; nothing relies on it.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.unwrap();
+            use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags as P};
+            mount_change("/", P::PRIVATE | P::REC).unwrap();
+            mount("ramfs", dir.path(), "ramfs", MountFlags::empty(), c"").unwrap();
+            let c = idmapped_binds(dir.path());
+            rustix::mount::unmount(dir.path(), rustix::mount::UnmountFlags::DETACH).unwrap();
+            c
+        })
+        .join()
+        .unwrap();
+        assert_eq!(c.status, Status::Warning, "{c:?}");
+        assert!(c.detail.contains("ramfs"), "{c:?}");
+        assert!(c.fix.as_deref().unwrap().contains("host_ids"), "{c:?}");
+    }
 
     fn failed(step: u32, errno: i32) -> Vec<Check> {
         from_probe(Ok(Probe::Failed {
@@ -273,6 +352,7 @@ mod tests {
         for c in &v {
             assert_eq!(c.status, Status::Ok, "{v:?}");
         }
-        assert_eq!(v.len(), 4);
+        // The probe's three, the new mount API, idmapped binds.
+        assert_eq!(v.len(), 5);
     }
 }

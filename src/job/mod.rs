@@ -77,6 +77,11 @@ pub(crate) trait Observer: Send + Sync {
     }
 }
 
+/// Processes of a cell that are not the job's: its init (PID 1). The job's
+/// cgroup holds it, so its `pids.max` is `Limits::pids` plus this, and its
+/// pids figures are reported less this.
+pub(crate) const CELL_INIT_PIDS: u64 = 1;
+
 /// How long init gets to end a killed job itself (so that the job's rusage
 /// is reported) before the host SIGKILLs init and the whole cell with it.
 pub(crate) const KILL_GRACE: Duration = Duration::from_secs(1);
@@ -108,8 +113,12 @@ impl From<cgroup::Stats> for Usage {
             memory_peak: s.memory_peak,
             io_read_bytes: s.io_read_bytes,
             io_write_bytes: s.io_write_bytes,
-            pids_current: s.pids_current,
-            pids_peak: s.pids_peak,
+            // The cell's init is in the cgroup for as long as any process of
+            // the job is (the kernel ends the cell with it); `Limits::pids`
+            // counts without it, and so do the figures.
+            pids_current: s.pids_current.saturating_sub(CELL_INIT_PIDS),
+            pids_peak: s.pids_peak.map(|p| p.saturating_sub(CELL_INIT_PIDS)),
+            pids_limit_hits: s.pids_limit_hits,
             oom_kills: s.oom_kills,
         }
     }

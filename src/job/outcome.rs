@@ -291,10 +291,16 @@ pub struct Usage {
     pub io_read_bytes: u64,
     /// Bytes written to block devices.
     pub io_write_bytes: u64,
-    /// Processes and threads alive now.
+    /// The job's processes and threads alive now (the cell's init not
+    /// counted, as in [`Limits::pids`](crate::Limits::pids)).
     pub pids_current: u64,
-    /// Most processes and threads alive at once (`None` where the kernel does not track it).
+    /// Most of the job's processes and threads alive at once (`None` where
+    /// the kernel does not track it).
     pub pids_peak: Option<u64>,
+    /// How many times the kernel refused the job a new process or thread
+    /// because its pids limit was reached (0 for figures written before
+    /// this field existed).
+    pub pids_limit_hits: u64,
     /// How many times the kernel's OOM killer killed a process of the job.
     pub oom_kills: u64,
 }
@@ -316,7 +322,7 @@ impl Usage {
 /// that development builds wrote before 0.1.0.
 ///
 /// Its `Display` is a one-line summary: the verdict, then wall and CPU
-/// time, peak memory and IO.
+/// time, peak memory and IO, and whether the pids limit refused a fork.
 ///
 /// ```
 /// # use jobcell::{Exit, JobState, Outcome};
@@ -357,13 +363,21 @@ pub struct Outcome {
     /// True when the kernel's OOM killer killed a process of the job.
     #[serde(default)]
     pub oom_killed: bool,
+    /// True when the job met its pids limit: the kernel refused it a fork
+    /// or a thread at least once ([`Usage::pids_limit_hits`]). Not a verdict
+    /// of its own: a job may handle the `EAGAIN` and still complete; one
+    /// that failed for it is `Failed` with this flag set. False in outcomes
+    /// written before the field existed.
+    #[serde(default)]
+    pub pids_limited: bool,
 }
 
 /// The summary: `completed (exit code 0); wall 0.031s, cpu 0.006s (user
 /// 0.006s, sys 0.000s), peak memory 1.0 MiB, io read 0 B written 0 B`. CPU
 /// time, peak memory and IO come from the job's cgroup when it had one
 /// (every process of the job together); otherwise from its rusage, whose
-/// memory figure is the largest single process.
+/// memory figure is the largest single process. A job that met its pids
+/// limit ends with `; pids limit reached (2 forks refused)`.
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state.to_string();
@@ -409,6 +423,13 @@ impl fmt::Display for Outcome {
                 format_size(u.io_read_bytes),
                 format_size(u.io_write_bytes)
             )?;
+        }
+        if self.pids_limited {
+            match self.usage.map_or(0, |u| u.pids_limit_hits) {
+                1 => f.write_str("; pids limit reached (1 fork refused)")?,
+                n if n > 1 => write!(f, "; pids limit reached ({n} forks refused)")?,
+                _ => f.write_str("; pids limit reached")?,
+            }
         }
         Ok(())
     }
@@ -457,6 +478,7 @@ mod tests {
             rusage: ResourceUsage::default(),
             usage: None,
             oom_killed: false,
+            pids_limited: false,
         };
         let v = serde_json::to_value(&o).unwrap();
         assert_eq!(v["state"], "timed_out");
@@ -497,6 +519,7 @@ mod tests {
             },
             usage,
             oom_killed: false,
+            pids_limited: false,
         }
     }
 
@@ -550,6 +573,24 @@ mod tests {
                 ),
                 "failed (setup), never ran; wall 2.004s, cpu 0.004s (user 0.004s, sys 0.000s), \
                  peak memory 3.0 MiB (largest process)",
+            ),
+            (
+                Outcome {
+                    pids_limited: true,
+                    ..outcome(
+                        JobState::Failed {
+                            reason: "exit code 2".into(),
+                        },
+                        Some(Exit::Code(2)),
+                        Some(Usage {
+                            pids_limit_hits: 2,
+                            ..usage
+                        }),
+                    )
+                },
+                "failed (exit code 2); wall 2.004s, cpu 0.007s (user 0.006s, sys 0.001s), \
+                 peak memory 1.0 MiB, io read 0 B written 1.5 KiB; pids limit reached \
+                 (2 forks refused)",
             ),
         ];
         for (o, want) in cases {
@@ -725,5 +766,17 @@ mod tests {
             never.to_string().starts_with("stopped (never ran); "),
             "{never}"
         );
+    }
+
+    #[test]
+    fn outcomes_without_the_pids_figures_still_read() {
+        let old = r#"{"state":"completed","exit":{"code":0},"wall_time_ms":3,
+            "usage":{"pids_current":0,"pids_peak":2,"oom_kills":0},"oom_killed":false}"#;
+        let o: Outcome = serde_json::from_str(old).unwrap();
+        assert!(!o.pids_limited);
+        assert_eq!(o.usage.unwrap().pids_limit_hits, 0);
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(v["pids_limited"], false, "{v}");
+        assert_eq!(v["usage"]["pids_limit_hits"], 0, "{v}");
     }
 }

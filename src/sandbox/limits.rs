@@ -39,8 +39,12 @@ pub struct Limits {
     /// The CPUs the job may run on, as a list such as `"0-1,3"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpus: Option<String>,
-    /// Maximum number of processes and threads alive at once, the cell's
-    /// init (one process, jobcell's) included: at least 2.
+    /// Maximum number of the job's processes and threads alive at once: its
+    /// main process and everything it starts. The cell's init (jobcell's own
+    /// process, the cell's PID 1) is not counted: its slot is added to the
+    /// cgroup's `pids.max`. A fork beyond the limit fails with `EAGAIN`, and
+    /// the job's [`Outcome::pids_limited`](crate::Outcome::pids_limited) says
+    /// so. At least 1 (the job alone, forking nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
     /// Read bandwidth in bytes per second, per device.
@@ -222,14 +226,11 @@ impl Limits {
             })?;
         }
         if let Some(p) = self.pids {
-            if !(2..=MAX_PIDS).contains(&p) {
+            if !(1..=MAX_PIDS).contains(&p) {
                 return Err(Error::InvalidLimit {
                     name: "pids",
                     value: p.to_string(),
-                    reason: format!(
-                        "must be between 2 and {MAX_PIDS} (the cell's init counts as one: \
-                         with 1, the job could not even be started)"
-                    ),
+                    reason: format!("must be between 1 and {MAX_PIDS}"),
                 });
             }
         }
@@ -276,8 +277,9 @@ mod tests {
         assert!(l(|x| x.cpus = Some("1-0".into())).is_err());
         assert!(l(|x| x.cpus = Some("0,x".into())).is_err());
         assert!(l(|x| x.pids = Some(0)).is_err());
-        assert!(l(|x| x.pids = Some(1)).is_err(), "init counts as one");
-        assert!(l(|x| x.pids = Some(2)).is_ok());
+        assert!(l(|x| x.pids = Some(1)).is_ok(), "init is not counted");
+        assert!(l(|x| x.pids = Some(MAX_PIDS)).is_ok());
+        assert!(l(|x| x.pids = Some(MAX_PIDS + 1)).is_err());
         assert!(l(|x| x.wall_time = Some(Duration::ZERO)).is_err());
         assert!(l(|x| x.output_bytes = Some(0)).is_err());
         assert!(l(|x| x.io_devices = Some(vec![])).is_err());

@@ -54,6 +54,8 @@ pub(crate) enum MountSpec {
         source: PathBuf,
         target: PathBuf,
         writable: bool,
+        /// Idmapped: the source's owner shows as the job (`bind_rw_owned`).
+        owned: bool,
     },
     Tmpfs {
         target: PathBuf,
@@ -278,12 +280,17 @@ impl Sandbox {
             source: source.as_ref().to_owned(),
             target: target.as_ref().to_owned(),
             writable: false,
+            owned: false,
         });
         self
     }
 
     /// Makes the host path `source` visible read-write at `target` inside the cell.
-    /// Files the job creates there belong, on the host, to the job's mapped id.
+    /// Files the job creates there belong, on the host, to the job's mapped
+    /// id ([`host_ids`](Sandbox::host_ids)). The job can write only what
+    /// those ids may write on the host: a directory of root's or of the
+    /// caller's shows up as `nobody`'s. For a workspace the job owns, see
+    /// [`bind_rw_owned`](Sandbox::bind_rw_owned).
     ///
     /// ```
     /// let mut sandbox = jobcell::Sandbox::new();
@@ -294,6 +301,56 @@ impl Sandbox {
             source: source.as_ref().to_owned(),
             target: target.as_ref().to_owned(),
             writable: true,
+            owned: false,
+        });
+        self
+    }
+
+    /// Like [`bind_rw`](Sandbox::bind_rw), and the job owns it: through an
+    /// idmapped mount, the files of the source's owner (a directory of
+    /// root's, or of the caller's) show as the job's own uid and gid inside
+    /// the cell, and the files the job creates belong, on the host, to the
+    /// source's owner, not to the job's mapped id. Nothing on the host is
+    /// chowned. Files of other owners show as `nobody`'s.
+    ///
+    /// A method of its own rather than an option of `bind_rw`: it needs
+    /// what a plain bind does not (Linux 5.12+, a file system that allows
+    /// idmapped mounts: ext4, xfs, btrfs, …, tmpfs from Linux 6.3; root, for
+    /// a source owned by someone other than the caller), and where that is
+    /// missing [`spawn`](Sandbox::spawn) fails with [`Error::OwnedBind`](crate::Error::OwnedBind)
+    /// rather than bind something the job cannot write. The fallback is
+    /// `bind_rw` of a directory chowned to [`host_ids`](Sandbox::host_ids)
+    /// (see `docs/recipes.md`); [`host::check`](crate::host::check) says
+    /// which way this host takes. A source already owned by the job's host
+    /// ids (an unprivileged caller's own directory) needs no idmap and is
+    /// bound as is.
+    ///
+    /// What the job creates is the owner's on the host, setuid executables
+    /// included, and its symlinks are not told apart from the owner's:
+    /// keep the directory out of other host users' reach (mode 0700), run
+    /// nothing from it on the host, read it with [`crate::fs`], and never
+    /// bind a path inside it into another cell (see `docs/security.md`).
+    ///
+    /// ```no_run
+    /// # fn main() -> jobcell::Result<()> {
+    /// use jobcell::{Command, Sandbox};
+    ///
+    /// let mut sandbox = Sandbox::new();
+    /// sandbox.bind_rw_owned("/var/lib/ci/work-42", "/work").current_dir("/work");
+    /// let job = sandbox.spawn(Command::new("sh").args(["-c", "touch built && ls -ln"]))?;
+    /// assert!(job.wait()?.success());
+    /// # Ok(()) }
+    /// ```
+    pub fn bind_rw_owned(
+        &mut self,
+        source: impl AsRef<Path>,
+        target: impl AsRef<Path>,
+    ) -> &mut Sandbox {
+        self.mounts.push(MountSpec::Bind {
+            source: source.as_ref().to_owned(),
+            target: target.as_ref().to_owned(),
+            writable: true,
+            owned: true,
         });
         self
     }

@@ -15,6 +15,7 @@ pub(crate) mod graveyard;
 pub(crate) mod hostpath;
 mod hostwatch;
 pub(crate) mod idmap;
+pub(crate) mod idmount;
 pub(crate) mod layout;
 mod netns;
 mod place;

@@ -263,7 +263,7 @@ mod tests {
                 ..Default::default()
             }),
             Just(Limits {
-                pids: Some(1),
+                pids: Some(0),
                 ..Default::default()
             }),
             Just(Limits {
@@ -299,7 +299,7 @@ mod tests {
     fn limits() -> impl Strategy<Value = Limits> {
         (
             prop::option::of((1u64 << 20)..(4 << 30)),
-            prop::option::of(2u64..100_000),
+            prop::option::of(1u64..100_000),
             prop::option::of(1u32..2000),
             prop::option::of(1u64..3000),
         )

@@ -149,6 +149,24 @@ fn open_tree_at(dirfd: c_int, path: &CStr, flags: u32, set: u64) -> SysResult<Ow
     Ok(tree)
 }
 
+/// `mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, {MOUNT_ATTR_IDMAP, userns})`:
+/// the detached tree `tree` (and its submounts) show ids through the maps
+/// of the user namespace `userns`. Only a tree not yet attached can take it.
+pub(crate) fn idmap_tree(tree: &OwnedFd, userns: &OwnedFd) -> SysResult {
+    use std::os::fd::AsRawFd;
+    let attr = MountAttr {
+        attr_set: super::MOUNT_ATTR_IDMAP,
+        userns_fd: userns.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    mount_setattr(
+        tree.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as u32 | AT_RECURSIVE,
+        &attr,
+    )
+}
+
 /// `waitid(P_PIDFD, fd, WEXITED | __WALL)` with the child's rusage. Returns
 /// `Ok(None)` with `nohang` when the child has not exited yet.
 pub(crate) fn waitid_pidfd(

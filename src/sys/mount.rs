@@ -74,6 +74,9 @@ pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
+/// Set with `userns_fd`: the mount shows ids through that namespace's maps (Linux 5.12+).
+pub(crate) const MOUNT_ATTR_IDMAP: u64 = 0x10_0000;
+
 /// `mount_setattr(dfd, path, flags, attr)`.
 pub(crate) fn mount_setattr(dfd: c_int, path: &CStr, flags: u32, attr: &MountAttr) -> SysResult {
     // SAFETY: path is NUL-terminated; attr points to a properly sized struct.

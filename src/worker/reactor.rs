@@ -589,6 +589,7 @@ fn end_abandoned(
         rusage: ResourceUsage::default(),
         usage: None,
         oom_killed: false,
+        pids_limited: false,
     });
 }
 
@@ -613,6 +614,7 @@ fn finish(e: Entry) {
         cg.remove();
     }
     let oom_killed = usage.is_some_and(|u| u.oom_kills > 0);
+    let pids_limited = usage.is_some_and(|u| u.pids_limit_hits > 0);
     let kill_reason = e.job.inner.lock().kill_reason;
     let state = match kill_reason {
         Some(KillReason::Stopped) => JobState::Stopped,
@@ -649,6 +651,7 @@ fn finish(e: Entry) {
         rusage,
         usage,
         oom_killed,
+        pids_limited,
     };
     // Release every descriptor and the cgroup before anyone learns the job
     // has ended: a waiter that checks for leaks must find none.

@@ -80,6 +80,10 @@ pub struct JobRecord {
     /// True when the kernel's OOM killer killed a process of the job.
     #[serde(default)]
     pub oom_killed: bool,
+    /// True when the kernel refused the job a fork at its pids limit
+    /// (false in records written before the field existed).
+    #[serde(default)]
+    pub pids_limited: bool,
     /// Set when the job's log file is incomplete: from which byte on its
     /// output was not stored, and why (a full disk, say). The stored part is
     /// an exact prefix of the output.
@@ -105,6 +109,7 @@ impl JobRecord {
             usage: o.and_then(|o| o.usage),
             rusage: o.filter(|o| o.exit.is_some()).map(|o| o.rusage),
             oom_killed: o.is_some_and(|o| o.oom_killed),
+            pids_limited: o.is_some_and(|o| o.pids_limited),
             log_error: now.log_error.clone(),
         }
     }
@@ -123,6 +128,7 @@ impl JobRecord {
             rusage: self.rusage.unwrap_or_default(),
             usage: self.usage,
             oom_killed: self.oom_killed,
+            pids_limited: self.pids_limited,
         };
         let meta = JobMeta {
             command: self.command.clone(),
@@ -191,6 +197,7 @@ mod tests {
             usage: None,
             rusage: None,
             oom_killed: false,
+            pids_limited: false,
             log_error: None,
         };
         let v = serde_json::to_value(&rec).unwrap();

@@ -527,6 +527,7 @@ fn never_ran(state: JobState) -> Outcome {
         rusage: Default::default(),
         usage: None,
         oom_killed: false,
+        pids_limited: false,
     }
 }
 

@@ -10,7 +10,8 @@ use crate::cgroup;
 use crate::error::Result;
 use crate::job::log::Log;
 use crate::job::{
-    JobHandle, JobId, JobMeta, JobShared, JobState, Supervisor, UsageSource, DEFAULT_MEMORY_BUDGET,
+    JobHandle, JobId, JobMeta, JobShared, JobState, Supervisor, UsageSource, CELL_INIT_PIDS,
+    DEFAULT_MEMORY_BUDGET,
 };
 use crate::sandbox::{Command, Limits, Sandbox};
 use crate::spawn;
@@ -166,7 +167,8 @@ fn resources(limits: &Limits) -> cgroup::Resources {
         memory_swap: limits.memory_swap,
         cpu_percent: limits.cpu_percent,
         cpus: limits.cpus.clone(),
-        pids: limits.pids,
+        // The cell's init shares the cgroup; the limit is the job's own.
+        pids: limits.pids.map(|n| n + CELL_INIT_PIDS),
         io_read_bps: limits.io_read_bps,
         io_write_bps: limits.io_write_bps,
         io_read_iops: limits.io_read_iops,

@@ -195,6 +195,7 @@ mod tests {
             usage: None,
             rusage: None,
             oom_killed: false,
+            pids_limited: false,
             log_error: None,
         }
     }

@@ -155,6 +155,53 @@ fn fork_bomb_is_contained() {
         .success());
 }
 
+/// `Limits::pids` counts the job's processes, not the cell's init: one
+/// process fits a limit of 1, and `sh -c 'ls | cat'` (the shell and its
+/// two children) a limit of 3. Usage counts the same way.
+#[test]
+fn the_pids_limit_counts_the_jobs_processes_only() {
+    let _g = common::shared();
+    for (pids, args) in [
+        (1, &["/jc-helper", "spin", "0"][..]),
+        (3, &["sh", "-c", "ls /jc-helper | cat"][..]),
+    ] {
+        let (o, out) = run(
+            &sandbox(Limits {
+                pids: Some(pids),
+                ..Default::default()
+            }),
+            args,
+        );
+        assert!(o.success(), "pids {pids}: {o:?} {out}");
+        assert!(!o.pids_limited, "pids {pids}: {o:?}");
+        let u = o.usage.expect("usage");
+        assert_eq!(u.pids_limit_hits, 0, "{u:?}");
+        assert!(u.pids_peak.is_none_or(|p| p <= pids), "pids {pids}: {u:?}");
+    }
+}
+
+/// A job that met its pids limit (a fork the kernel refused) says so in its
+/// outcome, however it ended: the shell here reports the failed fork and
+/// exits non-zero, the verdict stays the exit code's.
+#[test]
+fn a_job_that_hit_its_pids_limit_says_so() {
+    let _g = common::shared();
+    let sb = sandbox(Limits {
+        pids: Some(2),
+        ..Default::default()
+    });
+    let (o, out) = run(&sb, &["sh", "-c", "ls /jc-helper | cat | cat; echo done"]);
+    assert!(o.pids_limited, "{o:?} {out}");
+    let u = o.usage.expect("usage");
+    assert!(u.pids_limit_hits >= 1, "{u:?}");
+    assert!(o.to_string().contains("pids limit"), "{o}");
+    // The record says it too, and one written before the field existed reads as false.
+    let v = serde_json::to_value(&o).unwrap();
+    assert_eq!(v["pids_limited"], true, "{v}");
+    let (o, _) = run(&sb, &["true"]);
+    assert!(o.success() && !o.pids_limited, "{o:?}");
+}
+
 #[test]
 fn cpu_percent_throttles_a_busy_loop() {
     let _g = common::shared();

@@ -1,5 +1,5 @@
-//! v1 `pids`: the same files as on v2 (`pids.max`; usage from `pids.current`
-//! and `pids.peak` on recent kernels), so the same code.
+//! v1 `pids`: the same files as on v2 (`pids.max`; usage from `pids.current`,
+//! `pids.events` and, on recent kernels, `pids.peak`), so the same code.
 
 pub(crate) use crate::cgroup::v2::pids::{apply, stats};
 
@@ -25,5 +25,8 @@ mod tests {
         let mut u = Stats::default();
         stats(d.path(), &mut u);
         assert_eq!((u.pids_current, u.pids_peak), (2, None));
+        fixture::set(d.path(), "pids.events", "max 3\n");
+        stats(d.path(), &mut u);
+        assert_eq!(u.pids_limit_hits, 3);
     }
 }

@@ -15,13 +15,19 @@ use crate::path::{join_lexical, CellPath};
 use crate::sandbox::{tmpfs_inodes, MountSpec, Root, Sandbox};
 use crate::spawn::hostpath::{self, Untrusted};
 use crate::spawn::idmap::IdPlan;
+use crate::spawn::idmount;
 use crate::spawn::layout::{Layout, Node};
 use crate::sys;
 
 /// What a bind is for: decides how it is made and its flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum BindKind {
-    User { writable: bool },
+    /// `owned_by`: the job's host ids, which the source's owner is to show
+    /// as (an idmapped bind, `Sandbox::bind_rw_owned`).
+    User {
+        writable: bool,
+        owned_by: Option<(u32, u32)>,
+    },
     Rootfs,
 }
 
@@ -164,7 +170,10 @@ impl Builder {
             BindKind::User { .. } => "bind source",
             BindKind::Rootfs => "rootfs",
         };
-        let writable = kind == BindKind::User { writable: true };
+        let (writable, owned_by) = match kind {
+            BindKind::User { writable, owned_by } => (writable, owned_by),
+            BindKind::Rootfs => (false, None),
+        };
         let mut set = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
         if !writable {
             set |= sys::MOUNT_ATTR_RDONLY;
@@ -175,6 +184,29 @@ impl Builder {
                 value: source.display().to_string(),
             });
         }
+        // The source's owner, to be shown as the job's host ids; `None` when
+        // no idmap is needed (not an owned bind, or the job owns it already).
+        let idmap = match owned_by {
+            Some(to) => {
+                let st = rustix::fs::fstat(&opened).map_err(|e| Error::HostPath {
+                    what,
+                    path: source.to_owned(),
+                    errno: e.into(),
+                })?;
+                let from = (st.st_uid, st.st_gid);
+                (from != to).then_some((from, to))
+            }
+            None => None,
+        };
+        if idmap.is_some() && !self.mount_api {
+            return Err(Error::OwnedBind {
+                path: source.to_owned(),
+                reason: "an idmapped mount needs open_tree and mount_setattr (Linux 5.12+) and \
+                         root, and binds here are made by path"
+                    .into(),
+                errno: Errno(libc::ENOSYS),
+            });
+        }
         if self.mount_api {
             let fd =
                 sys::host::open_tree_clone_fd(&opened, set).map_err(|errno| Error::HostPath {
@@ -182,6 +214,13 @@ impl Builder {
                     path: source.to_owned(),
                     errno,
                 })?;
+            if let Some((from, to)) = idmap {
+                idmount::idmap_tree(&fd, from, to).map_err(|(op, errno)| Error::OwnedBind {
+                    path: source.to_owned(),
+                    reason: idmount::reason(op, errno, &idmount::fs_name(&opened)),
+                    errno,
+                })?;
+            }
             self.trees.push(fd);
             self.steps.push(Step::Tree {
                 at: target.clone(),
@@ -328,6 +367,7 @@ impl Builder {
                 source,
                 target,
                 writable,
+                owned,
             } => {
                 let t = CellPath::new(target)?;
                 if source.as_os_str().is_empty() {
@@ -346,6 +386,7 @@ impl Builder {
                     &t,
                     BindKind::User {
                         writable: *writable,
+                        owned_by: owned.then_some((ids.host_uid, ids.host_gid)),
                     },
                 )
             }

@@ -198,7 +198,10 @@ impl Builder {
                 Path::new("/sys"),
                 fd,
                 &sys,
-                BindKind::User { writable: false },
+                BindKind::User {
+                    writable: false,
+                    owned_by: None,
+                },
             )?;
         }
         for d in &host_facts().sys_dirs {
