@@ -637,26 +637,25 @@ impl Drop for Background {
 
 impl State {
     /// Whether the thread holds something made ahead that an idle process
-    /// can give back.
+    /// can give back (skeletons are a cache of what every cell's root is
+    /// made from, not a pool: they stay).
     fn holds_something(&self) -> bool {
-        !self.netns.is_empty() || !self.skeletons.is_empty() || !self.ahead.is_empty()
+        !self.netns.is_empty() || !self.ahead.is_empty()
     }
 }
 
-/// Gives back everything made ahead: the process has not spawned for
-/// [`IDLE`]. Network namespaces, skeletons and their clones go; other
-/// layers' work gives back its own (cgroup v1's ready directories). The
-/// next spawn takes the direct path and the one after it fills the caches
-/// again (see [`Demand`]).
+/// Gives back the pools filled ahead: the process has not spawned for
+/// [`IDLE`]. Network namespaces go; other layers' work gives back its own
+/// (cgroup v1's ready directories). Built skeletons stay: rebuilding one
+/// would make the next spawn wait for it (with many threads spawning on a
+/// slow machine, past the setup timeout), and they hold a few kilobytes
+/// and two mount trees each. The next spawn takes the direct path and the
+/// one after it fills the pools again (see [`Demand`]).
 fn give_back(g: &mut State) {
     g.netns.clear();
     g.refilling = false;
     g.netns_asked = false;
     WARMED.store(false, Ordering::SeqCst);
-    for (_, s) in g.skeletons.drain() {
-        s.dir.as_deref().map(discard);
-    }
-    g.queue.clear();
     for (work, ..) in g.ahead.drain(..) {
         // Under the state's lock: an ask that comes meanwhile waits, and
         // finds the work gone and asks anew.
