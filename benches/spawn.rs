@@ -1,35 +1,60 @@
-//! Spawn latency: `/bin/true` in a full cell (without a cgroup, with the
-//! default usage accounting, with memory + pids + CPU limits, and with
-//! those limits but no accounting: only the limits' controllers, as
-//! `benches/floor.c` does) versus `std::process::Command`.
+//! Spawn latency and throughput, each as a ratio to the C reference cell
+//! of `benches/floor.c` (clone3 into new user, PID, mount, UTS, IPC and
+//! network namespaces, id maps, a tmpfs root with `/usr` and a fresh
+//! `/proc`, `pivot_root`, then fork + exec and wait), measured in the same
+//! run so a noisy machine disturbs both alike:
 //!
-//! Run with `cargo bench --bench spawn` (as root). The variants are measured
-//! interleaved (one of each per round), so a noisy machine disturbs them
-//! alike; the ratios compare medians. A last round repeats the cell without
-//! a cgroup after the process has touched 1 GiB of heap: cells are cloned
-//! from a small spawner process, so their cost must not grow with the
-//! host's memory (cloning from the host cost ~33 ms per GiB here).
+//! - sequential spawn → reap of `/bin/true`: the default cell with its
+//!   output logged (captured and read to the end) and discarded, the cell
+//!   with memory + pids + CPU limits, and a cell from a pool of cells made
+//!   ahead (none yet: the line says so);
+//! - a one-shot program: a fresh process (this benchmark run again) that
+//!   spawns one default cell and exits, against `bwrap` running `/bin/true`
+//!   with every namespace unshared, when bubblewrap is installed;
+//! - closed-loop throughput with 2 concurrent spawners, jobs per second and
+//!   CPU time per job (of this process, its cells and the spawner).
 //!
-//! Last, when a C compiler is at hand, `benches/floor.c` runs: the least a
-//! program can do for the same cell, hand-written in C, as the floor these
-//! ratios are judged against.
+//! Run with `cargo bench --bench spawn` (as root; the C reference needs a
+//! C compiler, `cc`). The latency variants are measured interleaved (one of
+//! each per round) and compared by their medians. A last round repeats the
+//! discarded-output cell after the process has touched 1 GiB of heap:
+//! cells are cloned from a small spawner process, so their cost must not
+//! grow with the host's memory.
 
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use jobcell::{Command, Limits, Output, Sandbox};
 
 const WARMUP: usize = 30;
-const ROUNDS: usize = 400;
+const ROUNDS: usize = 300;
+const ONE_SHOT_ROUNDS: usize = 40;
+const THROUGHPUT_SECS: f64 = 3.0;
+/// Set in the one-shot child: run one job and exit.
+const ONE_SHOT: &str = "JOBCELL_BENCH_ONE_SHOT";
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
 fn main() {
-    let mut cmd = Command::new("/bin/true");
-    cmd.stdout(Output::Discard).stderr(Output::Discard);
-    let mut bare = Sandbox::new();
-    bare.accounting(false);
+    if std::env::var_os(ONE_SHOT).is_some() {
+        one_shot_child();
+        return;
+    }
+    let floor = Floor::build();
+    let reference = floor.as_ref().map(Floor::serve);
+    let mut reference = reference.and_then(Result::ok);
+    if reference.is_none() {
+        println!("C reference: unavailable (no C compiler, or not root); ratios are to std::process::Command");
+    }
+
+    let mut logged = Command::new("/bin/true");
+    logged.stdout(Output::Capture).stderr(Output::Capture);
+    let mut discarded = Command::new("/bin/true");
+    discarded.stdout(Output::Discard).stderr(Output::Discard);
     let mut limited = Sandbox::new();
     limited.limits(Limits {
         memory: Some(256 << 20),
@@ -37,13 +62,11 @@ fn main() {
         cpu_percent: Some(100),
         ..Default::default()
     });
-    let mut limits_only = limited.clone();
-    limits_only.accounting(false);
-    let cells: Vec<(&str, Sandbox)> = vec![
-        ("cell, no cgroup", bare),
-        ("cell, usage accounting (default)", Sandbox::new()),
-        ("cell, memory + pids + cpu limits", limited),
-        ("cell, those limits, no accounting", limits_only),
+    let default = Sandbox::new();
+    let cells: Vec<(&str, &Sandbox, &Command)> = vec![
+        ("default cell, output logged", &default, &logged),
+        ("default cell, output discarded", &default, &discarded),
+        ("memory + pids + cpu limits", &limited, &discarded),
     ];
 
     let run_std = || {
@@ -54,93 +77,336 @@ fn main() {
             .success());
         t.elapsed()
     };
-    let run_cell = |sb: &Sandbox| {
+    let run_cell = |sb: &Sandbox, cmd: &Command| {
         let t = Instant::now();
-        let job = sb.spawn(&cmd).unwrap();
+        let job = sb.spawn(cmd).unwrap();
+        // Logged output is read to its end, as a caller would.
+        for _ in job.logs() {}
         assert!(job.wait().unwrap().success());
         t.elapsed()
     };
+    let run_ref = |r: &mut Option<Reference>| r.as_mut().map(Reference::cell);
     for _ in 0..WARMUP {
         run_std();
-        for (_, sb) in &cells {
-            run_cell(sb);
+        run_ref(&mut reference);
+        for (_, sb, cmd) in &cells {
+            run_cell(sb, cmd);
         }
     }
     let mut std_samples = Vec::with_capacity(ROUNDS);
+    let mut ref_samples = Vec::with_capacity(ROUNDS);
     let mut cell_samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(ROUNDS); cells.len()];
     for _ in 0..ROUNDS {
         std_samples.push(run_std());
-        for (i, (_, sb)) in cells.iter().enumerate() {
-            cell_samples[i].push(run_cell(sb));
+        ref_samples.extend(run_ref(&mut reference));
+        for (i, (_, sb, cmd)) in cells.iter().enumerate() {
+            cell_samples[i].push(run_cell(sb, cmd));
         }
     }
-    let stats = |v: &mut Vec<Duration>| {
-        v.sort();
-        (v[v.len() / 2], v[v.len() * 9 / 10])
-    };
-    let (std_median, std_p90) = stats(&mut std_samples);
     let big_host = {
         let heap = vec![1u8; 1 << 30];
-        let mut std_big = Vec::with_capacity(ROUNDS / 4);
-        let mut cell_big = Vec::with_capacity(ROUNDS / 4);
+        let mut ref_big = Vec::new();
+        let mut cell_big = Vec::new();
         for _ in 0..ROUNDS / 4 {
-            std_big.push(run_std());
-            cell_big.push(run_cell(&cells[0].1));
+            ref_big.extend(run_ref(&mut reference));
+            cell_big.push(run_cell(&default, &discarded));
         }
         assert_eq!(std::hint::black_box(&heap)[1 << 29], 1);
-        (stats(&mut std_big).0, stats(&mut cell_big).0)
+        (median(&mut ref_big), median(&mut cell_big))
     };
-    println!(
-        "{:<40} median {:>8.1} µs   p90 {:>8.1} µs",
-        "std::process::Command /bin/true",
-        us(std_median),
-        us(std_p90)
-    );
-    let report = |name: &str, m: Duration, p90: Duration, base: Duration| {
+
+    let std_median = median(&mut std_samples).expect("rounds ran");
+    let base = median(&mut ref_samples).unwrap_or(std_median);
+    let base_name = match reference {
+        Some(_) => "C reference",
+        None => "std::process::Command",
+    };
+    println!("sequential spawn -> reap of /bin/true, median of {ROUNDS} interleaved rounds:");
+    let line = |name: &str, m: Duration| {
         println!(
-            "{:<40} median {:>8.1} µs   p90 {:>8.1} µs   {:.2}x std::process::Command",
+            "  {:<44} {:>8.1} µs   {:>5.2}x {base_name}",
             name,
             us(m),
-            us(p90),
             m.as_secs_f64() / base.as_secs_f64()
         );
     };
-    for ((name, _), samples) in cells.iter().zip(cell_samples.iter_mut()) {
-        let (m, p90) = stats(samples);
-        report(&format!("jobcell {name}"), m, p90, std_median);
+    line("std::process::Command (fork + exec)", std_median);
+    if reference.is_some() {
+        line("C reference cell (benches/floor.c)", base);
     }
-    let (std_big, cell_big) = big_host;
+    for ((name, ..), samples) in cells.iter().zip(cell_samples.iter_mut()) {
+        line(
+            &format!("jobcell {name}"),
+            median(samples).expect("rounds ran"),
+        );
+    }
     println!(
-        "with 1 GiB of host heap: std::process::Command median {:>8.1} µs, \
-         jobcell cell, no cgroup median {:>8.1} µs ({:.2}x)",
-        us(std_big),
-        us(cell_big),
-        cell_big.as_secs_f64() / std_big.as_secs_f64()
+        "  {:<44} n/a (not implemented yet)",
+        "jobcell cell from a pool made ahead"
     );
-    c_floor();
+    if let (Some(r), Some(c)) = big_host {
+        println!(
+            "  with 1 GiB of host heap: C reference {:.1} µs, jobcell discarded output {:.1} µs ({:.2}x)",
+            us(r),
+            us(c),
+            c.as_secs_f64() / r.as_secs_f64()
+        );
+    }
+
+    one_shot(&mut reference);
+    drop(reference);
+    throughput(floor.as_ref());
 }
 
-/// Builds and runs benches/floor.c, if `cc` is there.
-fn c_floor() {
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/floor.c");
-    let Ok(dir) = tempfile::tempdir() else { return };
-    let bin = dir.path().join("floor");
-    let built = std::process::Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&bin)
-        .arg(src)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !built {
-        println!("C floor: skipped (no C compiler)");
-        return;
+fn median(v: &mut [Duration]) -> Option<Duration> {
+    v.sort();
+    v.get(v.len() / 2).copied()
+}
+
+/// benches/floor.c, compiled.
+struct Floor {
+    _dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Floor {
+    fn build() -> Option<Floor> {
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/floor.c");
+        let dir = tempfile::tempdir().ok()?;
+        let bin = dir.path().join("floor");
+        let built = std::process::Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(&bin)
+            .arg(src)
+            .status()
+            .is_ok_and(|s| s.success());
+        built.then_some(Floor { _dir: dir, bin })
     }
-    match std::process::Command::new(&bin).arg("200").output() {
-        Ok(o) => print!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
+
+    /// `floor serve`: a reference cell per request.
+    fn serve(&self) -> std::io::Result<Reference> {
+        let mut child = std::process::Command::new(&self.bin)
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let input = child.stdin.take().expect("piped");
+        let output = BufReader::new(child.stdout.take().expect("piped"));
+        let mut r = Reference {
+            child,
+            input: Some(input),
+            output,
+        };
+        // A host where the reference cannot run (not root) says so at once.
+        match r.try_cell() {
+            Some(_) => Ok(r),
+            None => Err(std::io::Error::other("the reference cell failed")),
+        }
+    }
+}
+
+/// A running `floor serve`.
+struct Reference {
+    child: Child,
+    input: Option<ChildStdin>,
+    output: BufReader<ChildStdout>,
+}
+
+impl Reference {
+    fn try_cell(&mut self) -> Option<Duration> {
+        self.input.as_mut()?.write_all(b"x").ok()?;
+        let mut line = String::new();
+        self.output.read_line(&mut line).ok()?;
+        let t: f64 = line.trim().parse().ok()?;
+        (t >= 0.0).then(|| Duration::from_secs_f64(t / 1e6))
+    }
+
+    fn cell(&mut self) -> Duration {
+        self.try_cell().expect("the reference cell failed")
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        // End of input ends it.
+        drop(self.input.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The one-shot child: one default cell, output logged, as `examples/run`.
+fn one_shot_child() {
+    let mut cmd = Command::new("/bin/true");
+    cmd.stdout(Output::Capture).stderr(Output::Capture);
+    let job = Sandbox::new().spawn(&cmd).expect("spawn");
+    for _ in job.logs() {}
+    assert!(job.wait().expect("wait").success());
+}
+
+fn bwrap() -> Option<PathBuf> {
+    ["/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .map(Path::to_owned)
+}
+
+/// A fresh process per job: this benchmark run again as a one-shot program,
+/// against bubblewrap and the C reference cell.
+fn one_shot(reference: &mut Option<Reference>) {
+    let exe = std::env::current_exe().expect("current exe");
+    let timed = |c: &mut std::process::Command| {
+        let t = Instant::now();
+        let st = c.stdout(Stdio::null()).status().expect("run");
+        assert!(st.success(), "{c:?}: {st}");
+        t.elapsed()
+    };
+    let bwrap = bwrap();
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut refs = Vec::new();
+    for i in 0..ONE_SHOT_ROUNDS + 3 {
+        let o = timed(std::process::Command::new(&exe).env(ONE_SHOT, "1"));
+        let b = bwrap.as_ref().map(|b| {
+            timed(std::process::Command::new(b).args([
+                "--unshare-all",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--symlink",
+                "usr/bin",
+                "/bin",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "/bin/true",
+            ]))
+        });
+        let r = reference.as_mut().map(Reference::cell);
+        if i >= 3 {
+            ours.push(o);
+            theirs.extend(b);
+            refs.extend(r);
+        }
+    }
+    let ours = median(&mut ours).expect("rounds ran");
+    println!(
+        "a one-shot program running one job (a fresh process each), median of {ONE_SHOT_ROUNDS}:"
+    );
+    match median(&mut refs) {
+        Some(r) => println!(
+            "  {:<44} {:>8.1} µs   {:>5.2}x C reference",
+            "jobcell, first spawn of a process",
+            us(ours),
+            ours.as_secs_f64() / r.as_secs_f64()
         ),
-        Err(e) => println!("C floor: {e}"),
+        None => println!(
+            "  {:<44} {:>8.1} µs",
+            "jobcell, first spawn of a process",
+            us(ours)
+        ),
+    }
+    match median(&mut theirs) {
+        Some(b) => println!(
+            "  {:<44} {:>8.1} µs   jobcell is {:.2}x bubblewrap",
+            "bwrap --unshare-all (bubblewrap)",
+            us(b),
+            ours.as_secs_f64() / b.as_secs_f64()
+        ),
+        None => println!("  bubblewrap: not installed"),
+    }
+}
+
+/// CPU time (user + system) of this process, its reaped children and the
+/// spawner, in seconds.
+fn cpu_seconds() -> f64 {
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let mut total = 0.0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a rusage.
+        unsafe { libc::getrusage(who, &mut ru) };
+        total += tv(ru.ru_utime) + tv(ru.ru_stime);
+    }
+    if let Some(pid) = jobcell::__private::spawner_pid() {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = after.split_whitespace().collect();
+            // utime and stime: fields 14 and 15, the 12th and 13th after the name.
+            let ticks: f64 = [11, 12]
+                .iter()
+                .filter_map(|&i| f.get(i)?.parse::<f64>().ok())
+                .sum();
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+            total += ticks / hz;
+        }
+    }
+    total
+}
+
+/// Closed-loop throughput with 2 concurrent spawners: jobcell's default
+/// cell (output discarded) against the C reference, alternated twice.
+fn throughput(floor: Option<&Floor>) {
+    let mut cmd = Command::new("/bin/true");
+    cmd.stdout(Output::Discard).stderr(Output::Discard);
+    let sb = Sandbox::new();
+    let ours = || {
+        let cpu0 = cpu_seconds();
+        let end = Instant::now() + Duration::from_secs_f64(THROUGHPUT_SECS);
+        let t = Instant::now();
+        let jobs: usize = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut n = 0;
+                        while Instant::now() < end {
+                            let job = sb.spawn(&cmd).unwrap();
+                            assert!(job.wait().unwrap().success());
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        let rate = jobs as f64 / t.elapsed().as_secs_f64();
+        (rate, (cpu_seconds() - cpu0) * 1e6 / jobs as f64)
+    };
+    let theirs = || -> Option<(f64, f64)> {
+        let out = std::process::Command::new(&floor?.bin)
+            .args(["throughput", &THROUGHPUT_SECS.to_string(), "2"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text.split_whitespace().map(|w| w.parse::<f64>().ok());
+        Some((it.next()??, it.next()??))
+    };
+    println!(
+        "closed-loop throughput, 2 concurrent spawners, {THROUGHPUT_SECS} s each, alternated:"
+    );
+    for _ in 0..2 {
+        let c = theirs();
+        let (rate, cpu) = ours();
+        match c {
+            Some((c_rate, c_cpu)) => println!(
+                "  jobcell default cell {rate:>7.1} jobs/s ({:.2}x C reference's {c_rate:.1}), \
+                 CPU per job {cpu:>7.0} µs ({:.2}x C reference's {c_cpu:.0} µs)",
+                rate / c_rate,
+                cpu / c_cpu
+            ),
+            None => {
+                println!("  jobcell default cell {rate:>7.1} jobs/s, CPU per job {cpu:>7.0} µs")
+            }
+        }
     }
 }

@@ -148,6 +148,13 @@ pub mod __private {
         }
     }
 
+    /// Makes the work done ahead start as it does for a program that spawns
+    /// again (a process's first spawn asks for none; see
+    /// `docs/architecture.md`, *Work done ahead*).
+    pub fn want_work_ahead() {
+        crate::spawn::want_work_ahead();
+    }
+
     /// Makes every cgroup v1 ready directory (made ahead of the jobs that
     /// take them) take `delay` longer to make.
     pub fn delay_ready_cgroups(delay: std::time::Duration) {

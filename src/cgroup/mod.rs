@@ -289,6 +289,10 @@ impl CgroupJoin for JobCgroup {
 pub(crate) trait Ahead: Send + Sync {
     /// Does one unit of the work; false once there is nothing left to do.
     fn step(&self) -> bool;
+
+    /// Undoes what the work made ahead: the process has not started a job
+    /// for a while. A later job asks for the work again.
+    fn give_back(&self);
 }
 
 /// Runs `work` in the background, at leisure, until it says it is done.

@@ -61,6 +61,13 @@ pub(crate) fn cached_descriptors() -> Vec<RawFd> {
     fds
 }
 
+/// Notes two spawns' demand, as a program that spawns again makes: the
+/// caches start to fill (see `prep::Demand`).
+pub(crate) fn want_work_ahead() {
+    prep::demand();
+    prep::demand();
+}
+
 /// The spawner's process id, if one runs (see `spawner.rs`).
 pub(crate) fn spawner_pid() -> Option<i32> {
     spawner::pid()
@@ -125,15 +132,23 @@ pub(crate) struct Spawned {
     pub started: Instant,
 }
 
-/// Spawns `command` in a cell described by `sandbox`.
+/// Spawns `command` in a cell described by `sandbox`. `demand`: whether
+/// this spawn asks for work done ahead (see [`prep::Demand`]).
 pub(crate) fn spawn(
     sandbox: &Sandbox,
     command: &Command,
     cgroup: Option<&dyn CgroupJoin>,
+    demand: prep::Demand,
 ) -> Result<Spawned> {
+    // The spawner starts while this thread plans (a first spawn waits for
+    // it otherwise).
+    if !sandbox.faults.clone_from_host {
+        spawner::start_early();
+    }
     // Planning is this thread's own work, however long (thousands of
     // variables): only its waits for work done ahead are bounded.
-    let bp = plan::build(sandbox, command, &Deadline::after(sandbox.setup_timeout))?;
+    let planning = Deadline::after(sandbox.setup_timeout);
+    let bp = plan::build(sandbox, command, &planning)?;
 
     // Descriptors: the parent's ends are close-on-exec so no other program the
     // host starts inherits them; the cell's init closes whatever it does not need.
@@ -189,7 +204,7 @@ pub(crate) fn spawn(
     // paying for a new one (see netns.rs); its loopback is already up.
     let new_net = bp.ns_flags & libc::CLONE_NEWNET as u64 != 0;
     let pooled_net = if new_net && bp.ids.become_root && !bp.own_netns {
-        Some(prep::take_netns()?)
+        Some(prep::take_netns(demand)?)
     } else {
         None
     };

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,9 @@ struct State {
     netns_failed: Option<Failed>,
     /// A run of refills is under way (see `NETNS_LOW`).
     refilling: bool,
+    /// A warm spawn took from the pool (or found it empty): only then is
+    /// it filled (see [`Demand`]).
+    netns_asked: bool,
     skeletons: HashMap<u128, Skeleton>,
     /// Skeletons that need a build or clones.
     queue: VecDeque<u128>,
@@ -70,9 +73,80 @@ struct State {
     ahead: Vec<(Arc<dyn Ahead>, u64, u64)>,
 }
 
+/// How long without a spawn before the thread gives back what it made
+/// ahead (network namespaces, skeletons and their clones, other layers'
+/// work such as cgroup v1's ready directories), and the next spawn takes
+/// the direct path again.
+pub(crate) const IDLE: Duration = Duration::from_secs(5);
+
+/// When this process last began a spawn, in milliseconds since [`epoch`]
+/// (plus one; 0: never, or not since the caches were given back).
+static LAST_SPAWN: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+/// Whether a spawn's work ahead is worth it: what a spawn leaves to do for
+/// the next one (a network namespace, a skeleton's clones, a cgroup's
+/// ready directories) is for a program that spawns again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Demand {
+    /// The first spawn of this process, or the first after an idle spell:
+    /// the direct path. It uses what is ready, makes the rest itself, and
+    /// asks for no refill: a one-shot program (a command-line run, a short
+    /// test) pays for nothing it does not use, and leaves nothing to tear
+    /// down.
+    Cold,
+    /// The process spawned within [`IDLE`]: the caches fill.
+    Warm,
+}
+
+/// The caches were asked to fill since they were last given back.
+static WARMED: AtomicBool = AtomicBool::new(false);
+
+/// Notes that a spawn begins, and says whether work ahead is wanted for it.
+/// The first warm spawn wakes the thread to fill its caches.
+pub(crate) fn demand() -> Demand {
+    let now = now_ms();
+    let last = LAST_SPAWN.swap(now, Ordering::SeqCst);
+    if last == 0 || now.saturating_sub(last) >= IDLE.as_millis() as u64 {
+        return Demand::Cold;
+    }
+    if !WARMED.swap(true, Ordering::SeqCst) {
+        let p = prep();
+        let mut g = p.state.lock();
+        g.netns_asked = true;
+        p.work.notify_one();
+    }
+    Demand::Warm
+}
+
+/// Whether no spawn began within [`IDLE`] (or none ever did).
+fn idle() -> bool {
+    let last = LAST_SPAWN.load(Ordering::SeqCst);
+    last == 0 || now_ms().saturating_sub(last) >= IDLE.as_millis() as u64
+}
+
+/// When the process will have been idle for [`IDLE`], if no spawn comes.
+fn idle_at() -> Instant {
+    let last = LAST_SPAWN.load(Ordering::SeqCst).saturating_sub(1);
+    epoch() + Duration::from_millis(last) + IDLE
+}
+
+/// The [`RunAhead`](crate::cgroup::RunAhead) of a cold spawn: nothing is
+/// done ahead for it (see [`Demand::Cold`]); the next warm spawn asks again.
+pub(crate) fn not_ahead(_: &Arc<dyn Ahead>) {}
+
 /// Asks the thread to run `work` until it says it is done: at the lowest
 /// priority, between cells' setups, after the next spawn's setup ends. The
-/// [`RunAhead`](crate::cgroup::RunAhead) that job cgroups are created with.
+/// [`RunAhead`](crate::cgroup::RunAhead) that job cgroups of warm spawns are
+/// created with (see [`Demand`]).
 pub(crate) fn ahead(work: &Arc<dyn Ahead>) {
     let p = prep();
     let mut g = p.state.lock();
@@ -86,7 +160,10 @@ pub(crate) fn ahead(work: &Arc<dyn Ahead>) {
 impl State {
     /// Whether the network namespace pool wants a refill now.
     fn netns_wanted(&self) -> bool {
-        !self.netns_broken && self.netns_failed.as_ref().is_none_or(Failed::due) && self.netns_low()
+        self.netns_asked
+            && !self.netns_broken
+            && self.netns_failed.as_ref().is_none_or(Failed::due)
+            && self.netns_low()
     }
 
     fn netns_low(&self) -> bool {
@@ -96,7 +173,7 @@ impl State {
     /// When a refill that failed may be tried again, if the pool wants one.
     fn netns_retry_at(&self) -> Option<Instant> {
         let failed = self.netns_failed.as_ref()?;
-        (!self.netns_broken && self.netns_low()).then(|| failed.retry_at())
+        (self.netns_asked && !self.netns_broken && self.netns_low()).then(|| failed.retry_at())
     }
 
     /// Work ahead someone asked for and not yet done.
@@ -189,12 +266,13 @@ pub(crate) fn wake() {
 }
 
 /// A fresh network namespace with loopback up: a ready one, or made now.
-/// The pool is refilled after the next [`kick`].
-pub(crate) fn take_netns() -> Result<OwnedFd> {
+/// For a warm spawn the pool is refilled after the next [`kick`].
+pub(crate) fn take_netns(demand: Demand) -> Result<OwnedFd> {
     let p = prep();
     let ready = {
         let mut g = p.state.lock();
         let ready = g.netns.pop();
+        g.netns_asked |= demand == Demand::Warm;
         if g.netns_wanted() {
             KICK.store(true, Ordering::Relaxed);
         }
@@ -386,7 +464,14 @@ fn run(p: &'static Prep) {
                 p.work.wait_until(&mut g, since + QUIET_WAIT);
                 continue;
             }
-            match g.netns_retry_at() {
+            // Nothing to do: what was made ahead goes back once no spawn
+            // came for a while (see `IDLE`).
+            if g.holds_something() && idle() {
+                give_back(&mut g);
+                continue;
+            }
+            let wake_at = [g.netns_retry_at(), g.holds_something().then(idle_at)];
+            match wake_at.into_iter().flatten().min() {
                 Some(at) => {
                     p.work.wait_until(&mut g, at);
                 }
@@ -547,6 +632,34 @@ impl Drop for Background {
         if let Some(was) = self.was {
             let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), was);
         }
+    }
+}
+
+impl State {
+    /// Whether the thread holds something made ahead that an idle process
+    /// can give back (skeletons are a cache of what every cell's root is
+    /// made from, not a pool: they stay).
+    fn holds_something(&self) -> bool {
+        !self.netns.is_empty() || !self.ahead.is_empty()
+    }
+}
+
+/// Gives back the pools filled ahead: the process has not spawned for
+/// [`IDLE`]. Network namespaces go; other layers' work gives back its own
+/// (cgroup v1's ready directories). Built skeletons stay: rebuilding one
+/// would make the next spawn wait for it (with many threads spawning on a
+/// slow machine, past the setup timeout), and they hold a few kilobytes
+/// and two mount trees each. The next spawn takes the direct path and the
+/// one after it fills the pools again (see [`Demand`]).
+fn give_back(g: &mut State) {
+    g.netns.clear();
+    g.refilling = false;
+    g.netns_asked = false;
+    WARMED.store(false, Ordering::SeqCst);
+    for (work, ..) in g.ahead.drain(..) {
+        // Under the state's lock: an ask that comes meanwhile waits, and
+        // finds the work gone and asks anew.
+        work.give_back();
     }
 }
 

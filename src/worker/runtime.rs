@@ -100,13 +100,21 @@ impl Runtime {
         limits.validate()?;
         stall::wait_for(&job.id);
         let resources = resources(limits);
+        // A process's first spawn (or its first after an idle spell) takes
+        // the direct path: nothing is made ahead for a next one that may
+        // never come.
+        let demand = spawn::prep::demand();
+        let run_ahead = match demand {
+            spawn::prep::Demand::Warm => spawn::prep::ahead,
+            spawn::prep::Demand::Cold => spawn::prep::not_ahead,
+        };
         let cg = if sandbox.accounting || limits.needs_cgroup() {
             cgroup::create_job(
                 sandbox.cgroup_base.as_deref(),
                 job.id.as_str(),
                 &resources,
                 sandbox.accounting,
-                spawn::prep::ahead,
+                run_ahead,
             )?
             .map(Arc::new)
         } else {
@@ -116,6 +124,7 @@ impl Runtime {
             sandbox,
             command,
             cg.as_deref().map(|c| c as &dyn cgroup::CgroupJoin),
+            demand,
         ) {
             Ok(s) => s,
             Err(e) => {

@@ -76,9 +76,9 @@ fn run_exiting_child(what: &str, wrap: &[&str]) -> String {
     text
 }
 
-/// Not a test of its own: the child of the two tests below. Runs a job with
-/// a memory limit (so the process has job cgroups, and on v1 starts making
-/// ready directories for the next job), then exits at once: through
+/// Not a test of its own: the child of the two tests below. Runs two jobs
+/// with a memory limit (so the process has job cgroups, and on v1 starts
+/// making ready directories for the next job), then exits at once: through
 /// `exit` (`"exit"`: the atexit cleanup runs while ready directories are
 /// being made) or `_exit` (`"crash"`: as if killed, nothing cleaned up).
 #[test]
@@ -90,14 +90,18 @@ fn exiting_child() {
     // Each ready directory takes long enough that the exit below lands
     // while the preparation thread is making them.
     jobcell::__private::delay_ready_cgroups(Duration::from_millis(30));
-    let (outcome, _) = run(
-        &sandbox(Limits {
-            memory: Some(64 * MIB),
-            ..Default::default()
-        }),
-        &["/jc-helper", "burn", "1"],
-    );
-    assert!(outcome.success(), "{outcome:?}");
+    // Twice: a process's first spawn makes nothing ahead (it may be its
+    // only one); the second asks for ready directories.
+    for _ in 0..2 {
+        let (outcome, _) = run(
+            &sandbox(Limits {
+                memory: Some(64 * MIB),
+                ..Default::default()
+            }),
+            &["/jc-helper", "burn", "1"],
+        );
+        assert!(outcome.success(), "{outcome:?}");
+    }
     let pidns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
     println!("CHILD-RAN pid {} pidns {pidns}", std::process::id());
     std::thread::sleep(Duration::from_millis(40));
@@ -106,6 +110,165 @@ fn exiting_child() {
         // SAFETY: _exit ends the process at once, on purpose without cleanup.
         _ => unsafe { libc::_exit(0) },
     }
+}
+
+/// Not a test of its own: the child of the tests of work done ahead. Runs
+/// one job (`"one-shot"`) or two (`"idle"`), prints what the process holds
+/// ahead of need (and, for `"idle"`, again after an idle spell), then exits.
+#[test]
+#[ignore = "run by the tests that start it"]
+fn work_ahead_child() {
+    let Ok(what) = std::env::var(AHEAD_CHILD) else {
+        return;
+    };
+    let sb = sandbox(Limits {
+        memory: Some(64 * MIB),
+        ..Default::default()
+    });
+    let jobs = if what == "idle" { 2 } else { 1 };
+    for _ in 0..jobs {
+        let (outcome, _) = run(&sb, &["/jc-helper", "burn", "1"]);
+        assert!(outcome.success(), "{outcome:?}");
+    }
+    let pidns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    let me = format!("{}-", std::process::id());
+    let spawner = jobcell::__private::spawner_pid().unwrap_or(0);
+    println!(
+        "CHILD-RAN pid {} pidns {pidns} spawner {spawner}",
+        std::process::id()
+    );
+    let held = |when: &str| {
+        // Lets the work asked for finish (or fail) first.
+        jobcell::__private::cached_descriptors();
+        let ready = common::cgroup_dirs_where(|n| n.starts_with(".ready-"))
+            .into_iter()
+            .filter(|d| {
+                d.parent()
+                    .and_then(|p| p.file_name())
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&me) && n.ends_with(&format!("-{pidns}")))
+            })
+            .count();
+        let report = jobcell::host::check_sections(&[jobcell::host::SectionKind::Kernel]);
+        let detail = |name| {
+            report
+                .find(name)
+                .map(|c| c.detail.clone())
+                .unwrap_or_default()
+        };
+        println!("{when}: ready-cgroups {ready}");
+        println!("{when}: netns [{}]", detail("network namespace pool"));
+        println!("{when}: skeletons [{}]", detail("root skeletons"));
+    };
+    held("AFTER-JOBS");
+    if what == "idle" {
+        std::thread::sleep(IDLE + Duration::from_millis(1500));
+        held("AFTER-IDLE");
+    }
+    std::process::exit(0);
+}
+
+/// What a child process of the work-ahead tests does (see [`work_ahead_child`]).
+const AHEAD_CHILD: &str = "JOBCELL_TEST_AHEAD_CHILD";
+
+/// How long an idle process keeps what it made ahead (`spawn/prep.rs`).
+const IDLE: Duration = Duration::from_secs(5);
+
+fn run_work_ahead_child(what: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "bases::work_ahead_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(AHEAD_CHILD, what)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("CHILD-RAN"),
+        "the child failed:\n{text}"
+    );
+    text
+}
+
+/// The rest of the line of `text` from `prefix` on.
+fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.find(prefix).map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"))
+}
+
+#[test]
+fn a_one_shot_process_makes_nothing_ahead_and_leaves_nothing_behind() {
+    let _g = common::exclusive();
+    let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mounts_before = mounts();
+    let text = run_work_ahead_child("one-shot");
+    // Nothing made for a next job that never came (the root's skeleton is
+    // the job's own: its cell is a clone of it).
+    assert_eq!(
+        line(&text, "AFTER-JOBS: ready-cgroups"),
+        "AFTER-JOBS: ready-cgroups 0",
+        "{text}"
+    );
+    let l = line(&text, "AFTER-JOBS: netns");
+    assert!(l.contains("not used yet"), "{l}\n{text}");
+    // Nothing left: no cgroup, no mount, no process (the spawner, which
+    // holds the process's namespaces made ahead, is gone with it).
+    let left = child_dirs(&text);
+    assert!(left.is_empty(), "the one-shot child left {left:#?}\n{text}");
+    assert_eq!(mounts(), mounts_before, "the host's mount table changed");
+    let spawner: i32 = line(&text, "CHILD-RAN")
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(spawner > 0, "no spawner served the job:\n{text}");
+    let gone = (0..200).any(|_| {
+        let alive = std::fs::read_to_string(format!("/proc/{spawner}/comm"))
+            .is_ok_and(|c| c.trim() == "jobcell-spawner");
+        if alive {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        !alive
+    });
+    assert!(gone, "the spawner {spawner} outlived its process");
+}
+
+#[test]
+fn what_was_made_ahead_goes_back_when_the_process_idles() {
+    let _g = common::exclusive();
+    let text = run_work_ahead_child("idle");
+    let count = |l: &str| -> usize { l.split_whitespace().last().unwrap().parse().unwrap() };
+    if !is_v2() {
+        assert!(
+            count(line(&text, "AFTER-JOBS: ready-cgroups")) > 0,
+            "{text}"
+        );
+    }
+    let l = line(&text, "AFTER-JOBS: netns");
+    assert!(l.contains("fresh network namespaces ready"), "{l}\n{text}");
+    let l = line(&text, "AFTER-JOBS: skeletons");
+    assert!(!l.contains("not used yet"), "{l}\n{text}");
+    assert_eq!(
+        line(&text, "AFTER-IDLE: ready-cgroups"),
+        "AFTER-IDLE: ready-cgroups 0",
+        "{text}"
+    );
+    let l = line(&text, "AFTER-IDLE: netns");
+    assert!(l.contains("not used yet"), "{l}\n{text}");
+    // The skeleton is a cache of every root's static part, not a pool: it stays.
+    let l = line(&text, "AFTER-IDLE: skeletons");
+    assert!(l.contains("built"), "{l}\n{text}");
+    assert!(child_dirs(&text).is_empty(), "{text}");
 }
 
 /// The `<pid>-<start>-<pidns>` directories of the child that printed `text`.

@@ -108,6 +108,8 @@ pub(super) fn transient_faults_pass() {
     while Instant::now() < until {
         // Starts what is missing and waits for the work ahead, for real.
         assert_eq!(jobcell::__private::spawner_pid(), None);
+        // As a program that spawns again: its caches are wanted.
+        jobcell::__private::want_work_ahead();
         jobcell::__private::cached_descriptors();
         match sb.spawn(&Command::new("true")) {
             Ok(_) => panic!("spawned with no descriptor left"),

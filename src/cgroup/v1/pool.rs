@@ -223,6 +223,19 @@ impl Ahead for Pools {
         }
         true
     }
+
+    /// Removes every ready directory, and marks no hierarchy as used: the
+    /// next job that takes from one asks for a refill again.
+    fn give_back(&self) {
+        for h in self.hierarchies.iter().flatten() {
+            h.used.store(false, Ordering::Relaxed);
+            let ready = std::mem::take(&mut *h.ready.lock());
+            for r in ready {
+                drop(r.tasks);
+                let _ = common::rmdir(&r.dir);
+            }
+        }
+    }
 }
 
 /// Removes every ready directory (at exit, before the parents go).

@@ -134,14 +134,7 @@ fn running(m: &'static Manager, until: Instant) -> MutexGuard<'static, State> {
         // it now rather than fail the next request.
         restart(m, &mut g, true);
     }
-    match &*g {
-        State::Unstarted => request_start(&mut g, None),
-        State::Failed(f) if f.due() => {
-            let f = f.clone();
-            request_start(&mut g, Some(f));
-        }
-        _ => {}
-    }
+    start_if_due(&mut g);
     let until = until.min(Instant::now() + Duration::from_secs(5));
     while matches!(*g, State::Starting(_)) {
         if m.changed.wait_until(&mut g, until).timed_out() {
@@ -149,6 +142,25 @@ fn running(m: &'static Manager, until: Instant) -> MutexGuard<'static, State> {
         }
     }
     g
+}
+
+/// Asks for a spawner to be started if none runs and a start is due,
+/// without waiting for it: a spawn calls this before it plans, so that
+/// the start and the planning overlap.
+pub(crate) fn start_early() {
+    start_if_due(&mut manager().state.lock());
+}
+
+/// Asks for a start unless a spawner runs, is starting, or failed lately.
+fn start_if_due(g: &mut MutexGuard<'static, State>) {
+    match &**g {
+        State::Unstarted => request_start(g, None),
+        State::Failed(f) if f.due() => {
+            let f = f.clone();
+            request_start(g, Some(f));
+        }
+        _ => {}
+    }
 }
 
 /// Whether the process behind `pidfd` has exited (without waiting).
