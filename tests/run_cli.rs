@@ -1,4 +1,4 @@
-//! The command-line runner (`examples/run.rs`), as a person or a script runs it.
+//! The command-line runner (`examples/run/`), as a person or a script runs it.
 
 mod support;
 
