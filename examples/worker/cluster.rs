@@ -22,7 +22,7 @@ use jobcell::{Chunk, Error, JobId};
 
 use crate::app::App;
 use crate::error::{submit_error, ApiError};
-use crate::request;
+use crate::{request, stream};
 
 /// The cluster as this instance sees it.
 pub struct Cluster {
@@ -290,20 +290,8 @@ async fn stream(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad("query", e.body_text()))?;
     let jid = parse_id(&id)?;
-    let sse = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/event-stream"));
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| ApiError::bad("Last-Event-ID", "expected a byte offset"))
-        })
-        .transpose()?;
+    let sse = stream::wants_sse(&headers);
+    let resume = stream::resume_offset(&headers)?;
     let start = resume.or(q.offset).unwrap_or(0);
     let client = Client::with_config(cl.config.clone()).map_err(|e| cluster_error(e, &id))?;
     let j = jid.clone();

@@ -37,21 +37,8 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad("query", e.body_text()))?;
     let (jid, rec) = job_id(&app, &id)?;
-    let sse = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/event-stream"));
-    // SSE clients resume with Last-Event-ID: the byte offset after the last event.
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| ApiError::bad("Last-Event-ID", "expected a byte offset"))
-        })
-        .transpose()?;
+    let sse = wants_sse(&headers);
+    let resume = resume_offset(&headers)?;
     let mut reader = app
         .worker
         .logs(&jid)
@@ -167,6 +154,29 @@ fn sse_stream(
         }
     });
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// Whether the client asked for Server-Sent Events (`Accept: text/event-stream`).
+pub fn wants_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// Where an SSE client resumes: its `Last-Event-ID`, the byte offset after
+/// the last event it got.
+pub fn resume_offset(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad("Last-Event-ID", "expected a byte offset"))
+        })
+        .transpose()
 }
 
 /// One chunk as one event named after its stream; its id is the byte offset

@@ -605,20 +605,13 @@ impl LogFollower {
     fn fill(&mut self, block: Duration) -> Result<()> {
         let block = millis(block).max(1);
         let deadline = Instant::now() + self.config.timeout;
-        let (key, last) = (self.key.clone(), self.last.clone());
-        let reply: Value = self
-            .link
-            .run("follow logs", Some(deadline), &|| false, |c| {
-                redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(256)
-                    .arg("BLOCK")
-                    .arg(block)
-                    .arg("STREAMS")
-                    .arg(&key)
-                    .arg(&last)
-                    .query(c)
-            })?;
+        let reply = xread(
+            &mut self.link,
+            "follow logs",
+            deadline,
+            (&self.key, &self.last),
+            block,
+        )?;
         let entries = stream_entries(&reply);
         if entries.is_empty() {
             // Nothing new: is the job still there?
@@ -752,20 +745,13 @@ impl EventStream {
         }
         let deadline = Instant::now() + self.config.timeout.max(timeout);
         let block = millis(timeout).max(1);
-        let (key, last) = (self.key.clone(), self.last.clone());
-        let reply: Value = self
-            .link
-            .run("read events", Some(deadline), &|| false, |c| {
-                redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(256)
-                    .arg("BLOCK")
-                    .arg(block)
-                    .arg("STREAMS")
-                    .arg(&key)
-                    .arg(&last)
-                    .query(c)
-            })?;
+        let reply = xread(
+            &mut self.link,
+            "read events",
+            deadline,
+            (&self.key, &self.last),
+            block,
+        )?;
         for (eid, fields) in stream_entries(&reply) {
             self.last = eid.clone();
             let f: BTreeMap<String, &Value> = fields.into_iter().collect();
@@ -797,6 +783,28 @@ impl Iterator for EventStream {
             }
         }
     }
+}
+
+/// The next entries of stream `key` after entry `last`, waiting up to
+/// `block_ms` for some (`XREAD COUNT 256 BLOCK … STREAMS key last`).
+fn xread(
+    link: &mut Link,
+    op: &'static str,
+    deadline: Instant,
+    (key, last): (&str, &str),
+    block_ms: u64,
+) -> Result<Value> {
+    link.run(op, Some(deadline), &|| false, |c| {
+        redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(256)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(last)
+            .query(c)
+    })
 }
 
 /// (entry id, fields) of each entry of an XREAD reply on one stream.
