@@ -14,6 +14,11 @@ fn stale_cgroups_of_a_dead_owner_are_swept() {
     let pidns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
     let owner = default_base().join(format!("{dead_pid}-1-{pidns}"));
     let job = owner.join("stalejob");
+    // This process's jobcell sets its base up first: on a cgroup v2 top
+    // that holds processes it moves them all into its leaf, and a process
+    // placed in the stale cgroup meanwhile would be moved with them (seen
+    // in the v2 VM's container run, a test spawning beside this one).
+    assert!(common::sh(&Sandbox::new(), "true").outcome.success());
     let mut leftover = std::process::Command::new("sleep")
         .arg("60")
         .spawn()
