@@ -161,6 +161,12 @@ pub mod __private {
         crate::cgroup::delay_ready_dirs(delay);
     }
 
+    /// Makes every root skeleton (built ahead by the preparation thread)
+    /// take `delay` longer to build.
+    pub fn delay_skeletons(delay: std::time::Duration) {
+        crate::spawn::prep::delay_skeletons(delay);
+    }
+
     /// Makes the setup of the job `id` stall for `time` before its cell is
     /// made (tests of what goes on meanwhile).
     pub fn stall_setup(id: &crate::JobId, time: std::time::Duration) {

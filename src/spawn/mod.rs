@@ -148,7 +148,7 @@ pub(crate) fn spawn(
     // Planning is this thread's own work, however long (thousands of
     // variables): only its waits for work done ahead are bounded.
     let planning = Deadline::after(sandbox.setup_timeout);
-    let bp = plan::build(sandbox, command, &planning)?;
+    let bp = plan::build(sandbox, command, &planning, demand)?;
 
     // Descriptors: the parent's ends are close-on-exec so no other program the
     // host starts inherits them; the cell's init closes whatever it does not need.

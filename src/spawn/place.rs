@@ -364,7 +364,7 @@ mod tests {
                 Defect::MissingCwd(d) => drop(sb.current_dir(d)),
             }
             let deadline = Deadline::after(Duration::from_secs(5));
-            match plan::build(&sb, &cmd, &deadline) {
+            match plan::build(&sb, &cmd, &deadline, crate::spawn::prep::Demand::Warm) {
                 Ok(bp) => {
                     // Large strings may fit (under the job's stack limit): fine.
                     prop_assert!(

@@ -87,25 +87,29 @@ static MOUNT_API: AtomicU8 = AtomicU8::new(0);
 /// start it later.
 pub(crate) fn validate(sandbox: &Sandbox, command: &Command) -> Result<()> {
     let deadline = Deadline::after(sandbox.setup_timeout);
-    build_inner(sandbox, command, &deadline, true).map(drop)
+    build_inner(sandbox, command, &deadline, None).map(drop)
 }
 
 /// Plans a spawn; waits for work done ahead (a root skeleton) no longer
-/// than `deadline`.
+/// than `deadline`. `demand`: whether the spawn wants work done ahead.
 pub(crate) fn build(
     sandbox: &Sandbox,
     command: &Command,
     deadline: &Deadline,
+    demand: prep::Demand,
 ) -> Result<Blueprint> {
-    Ok(build_inner(sandbox, command, deadline, false)?.expect("a real build returns a blueprint"))
+    Ok(build_inner(sandbox, command, deadline, Some(demand))?
+        .expect("a real build returns a blueprint"))
 }
 
+/// `demand`: `None` for a dry run (see [`validate`]).
 fn build_inner(
     sandbox: &Sandbox,
     command: &Command,
     deadline: &Deadline,
-    dry: bool,
+    demand: Option<prep::Demand>,
 ) -> Result<Option<Blueprint>> {
+    let dry = demand.is_none();
     sandbox.limits.validate()?;
     if sandbox.setup_timeout.is_zero() {
         return Err(Error::InvalidSetting {
@@ -141,10 +145,17 @@ fn build_inner(
 
     // A dry run binds by path (checking sources exist) and builds no skeleton.
     let mount_api = mount_api_available() && !dry;
-    let skeleton = !dry && ids.become_root && prep::skeletons_usable();
+    let skeleton = ids.become_root && demand.is_some_and(prep::skeletons_usable);
+    // A cold spawn on a root host builds its root inline (no skeleton yet);
+    // the host clones the system paths so the spawner can still serve it.
+    let system_trees = !skeleton
+        && ids.become_root
+        && demand.is_some()
+        && prep::skeletons_usable(prep::Demand::Warm);
     let untrusted = Untrusted::for_range(ids.cell_range());
-    let mut root =
-        root::Builder::new(sandbox, mount_api, skeleton, untrusted).build(sandbox, &ids)?;
+    let mut root = root::Builder::new(sandbox, mount_api, skeleton, untrusted)
+        .system_trees(system_trees)
+        .build(sandbox, &ids)?;
 
     let path_var = env
         .iter()
@@ -451,9 +462,13 @@ fn lower_root(
             trees.push(skel);
             return Ok((ops, origin, trees));
         }
-        // Skeletons turned out impossible here: plan the root again, inline.
+        // No skeleton to be had now (impossible here, failed lately, or
+        // late): plan the root again, inline, with the system paths cloned
+        // here so the spawner can still serve the cell.
         let untrusted = Untrusted::for_range(ids.cell_range());
-        *root = root::Builder::new(sandbox, mount_api, false, untrusted).build(sandbox, ids)?;
+        *root = root::Builder::new(sandbox, mount_api, false, untrusted)
+            .system_trees(true)
+            .build(sandbox, ids)?;
     }
     let all: Vec<usize> = (0..root.steps.len()).collect();
     let (ops, origin) = root::lower(&root.steps, &all, &root.trees, staging)?;

@@ -31,6 +31,18 @@ const WARM_NETNS: usize = 8;
 const NETNS_LOW: usize = 4;
 /// Clones of a skeleton kept ready once it has been asked for.
 const WARM_CLONES: usize = 2;
+/// Added to every skeleton build (tests: `__private::delay_skeletons`).
+static BUILD_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every skeleton build take `delay` longer (tests of a slow
+/// preparation thread).
+pub(crate) fn delay_skeletons(delay: Duration) {
+    BUILD_DELAY_MS.store(delay.as_millis() as u64, Ordering::Relaxed);
+}
+
+/// A spawn waits for a skeleton at most its setup time divided by this
+/// (see [`skeleton_clone`]).
+const SKELETON_WAIT: u32 = 4;
 /// Skeletons kept; the least recently used beyond this is dropped.
 const MAX_SKELETONS: usize = 8;
 
@@ -332,8 +344,17 @@ fn kick() {
 
 /// Whether skeletons can be used here (false until proven otherwise is not
 /// needed: a failed start makes `skeleton_clone` fail and spawns fall back).
-pub(crate) fn skeletons_usable() -> bool {
-    thread_here() && prep().state.lock().skeleton_broken.is_none()
+/// A cold spawn (see [`Demand::Cold`]) uses skeletons only where some are
+/// built already: building one costs more than the root it saves a single
+/// cell (it copies `/etc` entry by entry), so a one-shot program builds
+/// its cell's root inline.
+pub(crate) fn skeletons_usable(demand: Demand) -> bool {
+    if !thread_here() {
+        return false;
+    }
+    let g = prep().state.lock();
+    g.skeleton_broken.is_none()
+        && (demand == Demand::Warm || g.skeletons.values().any(|s| s.dir.is_some()))
 }
 
 impl State {
@@ -347,8 +368,11 @@ impl State {
 /// `Ok(None)` means no skeleton can be had now (none on this host, or
 /// building this one failed lately): build the root inline.
 ///
-/// Waits for the build no longer than `deadline`: a build that hangs (a
-/// host file on a hung file system) fails the spawn with
+/// Waits for the skeleton no longer than a quarter of the spawn's setup
+/// time (see [`SKELETON_WAIT`]), then answers `Ok(None)`: a preparation
+/// thread slowed down (a loaded machine, a queue of builds for other
+/// roots) costs a spawn a root built inline, never its setup timeout. Only
+/// a spawn whose whole `deadline` has passed fails, with
 /// `Error::SetupTimeout`.
 pub(crate) fn skeleton_clone(
     key: u128,
@@ -370,6 +394,7 @@ pub(crate) fn skeleton_clone(
         error: None,
         last_used: Instant::now(),
     });
+    let waiting_since = Instant::now();
     loop {
         if g.no_skeletons() {
             return Ok(None);
@@ -398,7 +423,13 @@ pub(crate) fn skeleton_clone(
             g.queue.push_back(key);
         }
         p.work.notify_one();
-        if p.done.wait_until(&mut g, deadline.at).timed_out() {
+        let give_up = deadline
+            .at
+            .min(waiting_since + deadline.timeout / SKELETON_WAIT);
+        if p.done.wait_until(&mut g, give_up).timed_out() {
+            if Instant::now() < deadline.at {
+                return Ok(None);
+            }
             let detail = "the root skeleton, built by the preparation thread".to_string();
             return Err(deadline.error(crate::Stage::BuildRoot, detail));
         }
@@ -536,6 +567,10 @@ fn run(p: &'static Prep) {
                         next_dir += 1;
                         let dir = ws.join(next_dir.to_string());
                         drop(g);
+                        let delay = BUILD_DELAY_MS.load(Ordering::Relaxed);
+                        if delay > 0 {
+                            std::thread::sleep(Duration::from_millis(delay));
+                        }
                         let built = std::fs::create_dir(&dir)
                             .map_err(|e| skeleton::BuildError {
                                 detail: format!("create {}", dir.display()),

@@ -70,7 +70,7 @@ pub(super) fn low_hard_limit() {
 // The host's memory.
 
 /// A value only this run knows, so it is in no binary's data.
-fn fresh_marker() -> String {
+pub(super) fn fresh_marker() -> String {
     let mut b = [0u8; 12];
     // SAFETY: fills the buffer.
     assert_eq!(
@@ -82,7 +82,7 @@ fn fresh_marker() -> String {
 }
 
 /// Whether `pid`'s memory holds `needle` anywhere it can be read.
-fn memory_holds(pid: u32, needle: &[u8]) -> bool {
+pub(super) fn memory_holds(pid: u32, needle: &[u8]) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();

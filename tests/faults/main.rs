@@ -68,6 +68,7 @@ fn scenario() {
         "spawner-steps" => spawner::spawner_killed_at_each_step(),
         "hung-spawner" => spawner::hung_spawner(),
         "transient-faults" => setup::transient_faults_pass(),
+        "slow-skeletons" => setup::slow_skeletons(),
         "sigpipe" => host::closed_stdin_under_default_sigpipe(),
         "low-hard-limit" => host::low_hard_limit(),
         "host-memory" => host::host_memory(),

@@ -80,6 +80,49 @@ fn a_stalled_setup_is_killed_at_the_timeout_naming_the_stage() {
     );
 }
 
+// A slow preparation thread.
+
+/// A preparation thread slowed down (a loaded machine, a queue of builds):
+/// a spawn that wants the root skeleton waits a quarter of its setup time
+/// for it, then builds its root inline. It never fails for the delay, and
+/// the spawner still serves it (its init holds none of the host's memory).
+#[test]
+fn a_slow_skeleton_costs_a_spawn_its_skeleton_not_its_setup() {
+    in_child("slow-skeletons", Some(&super::host::fresh_marker()));
+}
+
+pub(super) fn slow_skeletons() {
+    let marker = std::env::var(super::MARKER).unwrap();
+    jobcell::__private::delay_skeletons(Duration::from_secs(4));
+    // As a program that spawns again: the skeleton is wanted, and late.
+    jobcell::__private::want_work_ahead();
+    let mut sb = Sandbox::new();
+    sb.setup_timeout(Duration::from_millis(800));
+    for _ in 0..3 {
+        let out = sh(
+            &sb,
+            "cat /etc/hostname && test -x /usr/bin/true && echo > /dev/null && echo ok",
+        );
+        let seen = format!("{:?} {:?} {:?}", out.outcome, out.stdout, out.stderr);
+        assert!(
+            out.outcome.success() && out.stdout.ends_with("ok\n"),
+            "{seen}"
+        );
+    }
+    let job = sb.spawn(Command::new("sleep").arg("10")).unwrap();
+    let init = job.pid().unwrap();
+    assert!(
+        jobcell::__private::spawner_pid().is_some(),
+        "no spawner runs"
+    );
+    assert!(
+        !super::host::memory_holds(init, marker.as_bytes()),
+        "a cell with its root built inline was cloned from the host"
+    );
+    let report = jobcell::host::check_sections(&[jobcell::host::SectionKind::Kernel]);
+    println!("skeletons: {:?}", report.find("root skeletons"));
+}
+
 // Transient faults.
 
 /// A moment of descriptor exhaustion that every helper meets: the

@@ -40,6 +40,9 @@ pub(crate) struct Builder {
     pub(super) layout: Layout,
     pub(super) mount_api: bool,
     pub(super) skeleton: bool,
+    /// Host system paths are cloned by the host (`open_tree`) rather than
+    /// bound by name in the cell (see [`Builder::system_trees`]).
+    pub(super) system_trees: bool,
     pub(super) user_tmp: bool,
 }
 
@@ -58,11 +61,23 @@ impl Builder {
             layout: Layout::default(),
             mount_api,
             skeleton: skeleton && mount_api && matches!(sandbox.root, Root::Minimal),
+            system_trees: false,
             user_tmp: sandbox.mounts.iter().any(|m| {
                 matches!(m, MountSpec::Tmpfs { target, .. }
                     if CellPath::new(target).is_ok_and(|t| t.as_bytes() == b"/tmp"))
             }),
         }
+    }
+
+    /// Has the host clone the system paths a root without skeleton binds
+    /// (`/usr`, `/etc` entries, device nodes) with `open_tree`, so the cell
+    /// only attaches them and needs nothing of the host's mount table: the
+    /// spawner, whose mount namespace has none of the host's paths, can
+    /// then clone it. For root hosts with the mount API; elsewhere, and for
+    /// any path that cannot be cloned, the cell binds by name.
+    pub(crate) fn system_trees(mut self, on: bool) -> Builder {
+        self.system_trees = on && self.mount_api;
+        self
     }
 
     pub(crate) fn build(mut self, sandbox: &Sandbox, ids: &IdPlan) -> Result<RootPlan> {
@@ -252,6 +267,26 @@ impl Builder {
     /// A read-only bind of a host system path (world-readable, owned by root):
     /// bound by path inside the cell, or into the skeleton.
     pub(super) fn system_bind(&mut self, source: &Path, target: &CellPath, device: bool) {
+        if self.system_trees {
+            // Device nodes keep their mount's flags (nodev would make them useless).
+            let set = match device {
+                true => 0,
+                false => sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+            };
+            let tree = std::ffi::CString::new(source.as_os_str().as_bytes())
+                .ok()
+                .and_then(|c| sys::host::open_tree_clone(&c, set).ok());
+            if let Some(fd) = tree {
+                self.trees.push(fd);
+                self.steps.push(Step::Tree {
+                    at: target.clone(),
+                    source: source.to_owned(),
+                    tree: self.trees.len() - 1,
+                });
+                self.layout.mount_host(target.clone(), source);
+                return;
+            }
+        }
         let fallback = if self.mount_api {
             0
         } else {
