@@ -97,6 +97,11 @@ fn ahead_checks() -> Vec<Check> {
     let netns = Check {
         name: "network namespace pool".into(),
         ..match st.netns {
+            None if st.netns_given_back => Check::ok(
+                "",
+                "none ready: given back after 5 s without a spawn (refilled when the process \
+                 spawns again)",
+            ),
             None => Check::ok("", "not used yet (root hosts keep fresh ones ready)"),
             Some(Ok(n)) => Check::ok("", format!("{n} fresh network namespaces ready")),
             Some(Err(why)) => Check::warning(

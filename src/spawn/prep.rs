@@ -68,6 +68,8 @@ struct State {
     /// A warm spawn took from the pool (or found it empty): only then is
     /// it filled (see [`Demand`]).
     netns_asked: bool,
+    /// The pool was given back after an idle spell and not asked for since.
+    netns_given_back: bool,
     skeletons: HashMap<u128, Skeleton>,
     /// Skeletons that need a build or clones.
     queue: VecDeque<u128>,
@@ -134,6 +136,7 @@ pub(crate) fn demand() -> Demand {
         let p = prep();
         let mut g = p.state.lock();
         g.netns_asked = true;
+        g.netns_given_back = false;
         p.work.notify_one();
     }
     Demand::Warm
@@ -689,6 +692,7 @@ impl State {
 fn give_back(g: &mut State) {
     g.netns.clear();
     g.refilling = false;
+    g.netns_given_back = g.netns_asked;
     g.netns_asked = false;
     WARMED.store(false, Ordering::SeqCst);
     for (work, ..) in g.ahead.drain(..) {
@@ -752,6 +756,8 @@ pub(crate) struct Status {
     /// Fresh network namespaces ready, or why none can be made now;
     /// `None` while no spawn has asked for one.
     pub netns: Option<Result<usize, String>>,
+    /// The pool was given back after an idle spell (see [`IDLE`]).
+    pub netns_given_back: bool,
     /// Skeletons built, or why one cannot be now; `None` while no spawn
     /// has asked for one.
     pub skeletons: Option<Result<usize, String>>,
@@ -762,6 +768,7 @@ pub(crate) fn status() -> Status {
         return Status {
             thread: None,
             netns: None,
+            netns_given_back: false,
             skeletons: None,
         };
     };
@@ -789,6 +796,7 @@ pub(crate) fn status() -> Status {
     Status {
         thread,
         netns,
+        netns_given_back: g.netns_given_back,
         skeletons,
     }
 }

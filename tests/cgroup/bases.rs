@@ -273,7 +273,7 @@ fn what_was_made_ahead_goes_back_when_the_process_idles() {
         "{text}"
     );
     let l = line(&text, "AFTER-IDLE: netns");
-    assert!(l.contains("not used yet"), "{l}\n{text}");
+    assert!(l.contains("given back"), "{l}\n{text}");
     // The skeleton is a cache of every root's static part, not a pool: it stays.
     let l = line(&text, "AFTER-IDLE: skeletons");
     assert!(l.contains("built"), "{l}\n{text}");
