@@ -103,6 +103,8 @@ pub(crate) struct Wiring<'k> {
     pub handlers_cleared: bool,
     /// The stage at which a test stalls the cell (0: none).
     pub stall: u32,
+    /// A cell made ahead: it waits for its command in a slot of the arena.
+    pub ahead: bool,
 }
 
 /// An upper bound of the arena bytes [`place`] takes for `bp` and `keep`.
@@ -141,6 +143,43 @@ pub(crate) fn footprint(bp: &Blueprint, keep: usize) -> usize {
         + filter(&bp.init_seccomp)
         + landlock
         + Arena::footprint_of::<u128>(JOB_STACK_BYTES / 16)
+        + Arena::footprint_of::<crate::spawn::cell::CommandSlot>(1)
+}
+
+/// An upper bound of the arena bytes [`place_command`] takes for `job`.
+pub(crate) fn command_footprint(job: &crate::spawn::plan::JobCommand) -> usize {
+    let strings = |v: &[CString]| -> usize {
+        v.iter()
+            .map(|s| Arena::footprint_of::<u8>(s.as_bytes_with_nul().len()))
+            .sum::<usize>()
+            + Arena::footprint_of::<*const libc::c_char>(v.len() + 1)
+    };
+    Arena::footprint_of::<u8>(job.program.as_bytes_with_nul().len())
+        + strings(&job.argv)
+        + strings(&job.envp)
+}
+
+/// Places `job` in the room left in `arena` (a cell made ahead's) and
+/// returns the slot that points at it; `None` if it does not fit.
+pub(crate) fn place_command(
+    arena: &Arena,
+    job: &crate::spawn::plan::JobCommand,
+) -> Option<crate::spawn::cell::CommandSlot> {
+    let strings = |v: &[CString]| -> Option<*const *const libc::c_char> {
+        let mut pointers = Vec::with_capacity(v.len() + 1);
+        for s in v {
+            pointers.push(arena.cstr(s)?.as_ptr());
+        }
+        pointers.push(std::ptr::null());
+        arena.slice(&pointers).map(|p| p.as_ptr())
+    };
+    Some(crate::spawn::cell::CommandSlot {
+        program: arena.cstr(&job.program)?.as_ptr(),
+        argv: strings(&job.argv)?,
+        argc: job.argv.len(),
+        envp: strings(&job.envp)?,
+        envc: job.envp.len(),
+    })
 }
 
 /// The plan in `arena`, or `None` if it does not fit (a footprint bug).
@@ -214,6 +253,10 @@ pub(crate) fn place<'a>(
             landlock,
         },
         status: arena.status(),
+        ahead: match w.ahead {
+            true => arena.value_mut(crate::spawn::cell::CommandSlot::EMPTY)?,
+            false => std::ptr::null_mut(),
+        },
     };
     arena.value(plan)
 }
@@ -387,6 +430,7 @@ mod tests {
                         max_fd: 1024,
                         handlers_cleared: true,
                         stall: 0,
+                        ahead: false,
                     };
                     let arena = Arena::new(footprint(&bp, keep.len())).unwrap();
                     let placed = place(&arena, &bp, &w);
