@@ -40,7 +40,7 @@ pub(crate) struct Made {
 pub(crate) enum NotRun {
     /// The cell cannot take this command as a fresh one would (too large
     /// for its room): it is handed back unused.
-    Unfit(Made),
+    Unfit(Box<Made>),
     /// The cell died before it was taken (someone killed its init): a
     /// fresh cell must run the job.
     Dead,
@@ -123,7 +123,7 @@ impl Made {
     ) -> std::result::Result<Spawned, NotRun> {
         let mut cell = self.cell;
         if !cell.write_command(job) {
-            return Err(NotRun::Unfit(Made { cell, ..self }));
+            return Err(NotRun::Unfit(Box::new(Made { cell, ..self })));
         }
         let stdio = match JobStdio::open(command, &cell.bp.ids) {
             Ok(stdio) => stdio,

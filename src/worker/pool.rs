@@ -277,7 +277,7 @@ impl Pool {
                     });
                 }
                 Err(NotRun::Unfit(made)) => {
-                    entry.made = Some(made);
+                    entry.made = Some(*made);
                     shared.state.lock().ready.push_front(entry);
                     shared.fresh.fetch_add(1, Ordering::Relaxed);
                     return sandbox.spawn(command);
