@@ -392,3 +392,33 @@ fn a_one_shot_process_with_a_pool_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A ready cell costs the host process a few descriptors (see
+/// docs/architecture.md, *Cells made ahead*): a pool's are bounded by its size.
+#[test]
+fn a_ready_cell_holds_few_descriptors() {
+    let _g = common::exclusive();
+    assert!(common::sh(&Sandbox::untrusted(), "true").outcome.success());
+    let before = common::descriptors("/proc/self/fd");
+    let pool = Sandbox::untrusted().prepare(8).unwrap();
+    wait_ready(&pool, 8);
+    let after = common::descriptors("/proc/self/fd");
+    // Less the library's caches (cgroup v1's ready directories): a fixed size.
+    let cached: Vec<String> = jobcell::__private::cached_descriptors()
+        .iter()
+        .map(|fd| format!("{fd}->"))
+        .collect();
+    let new: Vec<&String> = after
+        .difference(&before)
+        .filter(|d| !cached.iter().any(|c| d.starts_with(c.as_str())))
+        .collect();
+    let per_cell = new.len() as f64 / 8.0;
+    println!("{per_cell} descriptors per ready cell");
+    // The init's pidfd, the error pipe, the sync socket, the arena's memfd
+    // (and on cgroup v2 the job cgroup's directory).
+    assert!(
+        per_cell <= 5.0,
+        "{per_cell} descriptors per ready cell: {new:#?}"
+    );
+    drop(pool);
+}
