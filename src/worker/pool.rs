@@ -24,8 +24,15 @@ use crate::sandbox::{Command, Sandbox};
 use crate::spawn::ahead::{Made, NotRun};
 use crate::spawn::prep::IDLE;
 
-/// The most cells one pool may hold ready. Each holds about 5 descriptors
-/// of this process: a pool of this size needs a `RLIMIT_NOFILE` above 1024.
+/// The most cells one pool may hold ready. Each ready cell holds 4
+/// descriptors of this process (5 on cgroup v2) and one process: a full
+/// pool of this size fits under the common soft `RLIMIT_NOFILE` of 1024
+/// with room to spare.
+///
+/// ```
+/// let e = jobcell::Sandbox::new().prepare(jobcell::MAX_POOL_CELLS + 1).unwrap_err();
+/// assert!(matches!(e, jobcell::Error::InvalidSetting { .. }));
+/// ```
 pub const MAX_POOL_CELLS: usize = 128;
 
 /// Cells made ahead for one [`Sandbox`]: spawning from a pool only sends the
@@ -468,5 +475,51 @@ fn at_exit() {
             None => continue,
         };
         drop(cells);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State {
+            ready: VecDeque::new(),
+            making: 0,
+            last_use: Instant::now(),
+            resting: false,
+            closed: false,
+            failed: None,
+        }
+    }
+
+    #[test]
+    fn a_pool_wants_cells_until_it_holds_its_size() {
+        let mut s = state();
+        assert!(s.wants(2));
+        s.making = 2;
+        assert!(!s.wants(2), "cells being made count");
+        s.making = 1;
+        assert!(s.wants(2));
+        for change in [
+            |s: &mut State| s.closed = true,
+            |s: &mut State| s.resting = true,
+            |s: &mut State| s.failed = Some((1, Instant::now())),
+        ] {
+            let mut t = state();
+            change(&mut t);
+            assert!(!t.wants(2));
+        }
+        let mut s = state();
+        s.failed = Some((1, Instant::now() - Duration::from_secs(1)));
+        assert!(s.wants(1), "a failure long enough ago is due again");
+    }
+
+    #[test]
+    fn failures_back_off_up_to_a_bound() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert!(backoff(2) > backoff(1));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
+        assert!((0..100).all(|t| backoff(t) <= Duration::from_secs(30)));
     }
 }
