@@ -31,17 +31,19 @@ fn wait_ready(pool: &Pool, n: usize) {
     }
 }
 
-/// Every cell's init on the host.
+/// The cells' inits among this process's descendants (other programs on
+/// the machine may run cells of their own).
 fn inits() -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "jobcell-init")
-        })
+    common::descendants(std::process::id() as i32)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|&pid| is_init(pid))
         .collect()
+}
+
+fn is_init(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.contains("(jobcell-init) ") && !s.contains(") Z "))
 }
 
 /// Host processes whose command line is exactly `cmd`.
@@ -91,7 +93,7 @@ fn the_pool_never_reuses_a_cell() {
     let pool = Sandbox::new().prepare(2).unwrap();
     wait_ready(&pool, 2);
     let observe = "ls /tmp; ipcs -q -s | grep -c '^0x' ; ls /proc | grep -c '^[0-9]'; \
-                   readlink /proc/self/ns/ipc /proc/self/ns/mnt /proc/self/ns/pid";
+                   for ns in ipc mnt pid; do readlink /proc/self/ns/$ns; done";
     let first = sh(
         &pool,
         &format!(
@@ -340,7 +342,13 @@ fn pool_child() {
     assert!(sh(&pool, "echo one").outcome.success());
     wait_ready(&pool, 3);
     let pidns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
-    println!("CHILD-RAN pid {} pidns {pidns}", std::process::id());
+    let inits: Vec<String> = inits().iter().map(i32::to_string).collect();
+    assert_eq!(inits.len(), 3, "three ready cells");
+    println!(
+        "CHILD-RAN pid {} pidns {pidns} inits {}",
+        std::process::id(),
+        inits.join(",")
+    );
     std::process::exit(0);
 }
 

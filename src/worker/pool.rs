@@ -5,8 +5,8 @@
 //! takes one, and only sends it the command. One thread of the process
 //! (`jobcell-pools`, started with the first pool) refills every pool, at
 //! the lowest priority; a pool no spawn has taken from for
-//! [`IDLE`](crate::spawn::prep::IDLE) gives its cells back, and fills again
-//! from its next spawn.
+//! [`IDLE`](crate::spawn::prep::IDLE) gives its cells back but one, and
+//! fills again from its next spawn.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,9 +40,10 @@ pub const MAX_POOL_CELLS: usize = 128;
 ///
 /// Made by [`Sandbox::prepare`]. Every cell serves exactly one job and is
 /// never used again; the pool refills in the background (one thread for
-/// every pool of the process, at the lowest priority), gives its cells
-/// back when no spawn took from it for 5 seconds (and fills again from the
-/// next spawn), and kills every cell it still holds when dropped. A job
+/// every pool of the process, at the lowest priority), keeps only one
+/// ready cell once no spawn took from it for 5 seconds (and fills again
+/// from the next spawn), and kills every cell it still holds when dropped
+/// or when the process exits. A job
 /// from a pool is the job a fresh spawn would have started: the same
 /// [`JobHandle`], limits, timers (counted from the spawn, not from the
 /// cell's making), logs and verdicts.
@@ -78,8 +79,10 @@ struct State {
     making: usize,
     /// When the pool was made or last spawned from.
     last_use: Instant,
-    /// Gave its cells back (idle); refills from the next spawn.
+    /// Idle: it keeps one cell ready rather than its size, until the next spawn.
     resting: bool,
+    /// Cells taken by spawns that may still hand them back (see `Pool::spawn`).
+    taking: usize,
     /// The pool was dropped: nothing more is made for it.
     closed: bool,
     /// Making a cell failed this many times in a row, the last at this time.
@@ -89,9 +92,9 @@ struct State {
 impl State {
     /// Whether the filler should make a cell for this pool now.
     fn wants(&self, size: usize) -> bool {
+        let target = if self.resting { 1 } else { size };
         !self.closed
-            && !self.resting
-            && self.ready.len() + self.making < size
+            && self.ready.len() + self.making + self.taking < target
             && self
                 .failed
                 .is_none_or(|(times, at)| Instant::now() >= at + backoff(times))
@@ -196,6 +199,7 @@ impl Sandbox {
                 making: 0,
                 last_use: Instant::now(),
                 resting: false,
+                taking: 0,
                 closed: false,
                 failed: None,
             }),
@@ -213,8 +217,8 @@ impl Pool {
     /// and errors.
     ///
     /// Takes a ready cell when there is one, and runs `command` in a fresh
-    /// cell of the pool's sandbox otherwise (the pool is empty, or resting
-    /// after an idle spell, or the command does not fit a cell made ahead:
+    /// cell of the pool's sandbox otherwise (every cell is taken and none is
+    /// made yet, or the command does not fit a cell made ahead:
     /// see `docs/architecture.md`, *Cells made ahead*). A cell whose init
     /// died (someone killed it) is never handed out: it is removed and the
     /// next one taken. The job's wall time counts from this call.
@@ -243,17 +247,33 @@ impl Pool {
                 let mut g = shared.state.lock();
                 g.last_use = Instant::now();
                 g.resting = false;
-                g.ready.pop_front()
+                let entry = g.ready.pop_front();
+                g.taking += entry.is_some() as usize;
+                entry
             };
-            filler().wake();
             let Some(mut entry) = entry else {
+                filler().wake();
                 shared.fresh.fetch_add(1, Ordering::Relaxed);
                 return sandbox.spawn(command);
+            };
+            // Whatever becomes of the cell, it is no longer being taken;
+            // one handed back goes to the front, and the filler makes up
+            // for the others.
+            let settle = |entry: Option<Entry>| {
+                let mut g = shared.state.lock();
+                g.taking -= 1;
+                if let Some(entry) = entry {
+                    g.ready.push_front(entry);
+                }
+                drop(g);
+                filler().wake();
             };
             let made = entry.made.take().expect("a ready entry holds its cell");
             if !made.alive() {
                 // Killed while it waited: never handed out.
                 entry.made = Some(made);
+                drop(entry);
+                settle(None);
                 continue;
             }
             let job = match made.plan(sandbox, command) {
@@ -262,7 +282,7 @@ impl Pool {
                     // The command is refused as a fresh spawn would refuse
                     // it; the cell saw nothing of it and stays ready.
                     entry.made = Some(made);
-                    shared.state.lock().ready.push_front(entry);
+                    settle(Some(entry));
                     return Err(e);
                 }
             };
@@ -276,6 +296,8 @@ impl Pool {
                         JobState::Initializing,
                     );
                     let cg = entry.cgroup.take();
+                    drop(entry);
+                    settle(None);
                     shared.taken.fetch_add(1, Ordering::Relaxed);
                     runtime.supervise(&shared_job, spawned, cg, &sandbox.limits);
                     return Ok(JobHandle {
@@ -285,13 +307,21 @@ impl Pool {
                 }
                 Err(NotRun::Unfit(made)) => {
                     entry.made = Some(*made);
-                    shared.state.lock().ready.push_front(entry);
+                    settle(Some(entry));
                     shared.fresh.fetch_add(1, Ordering::Relaxed);
                     return sandbox.spawn(command);
                 }
                 // Died before its job forked: the next cell, or a fresh one.
-                Err(NotRun::Dead) => continue,
-                Err(NotRun::Failed(e)) => return Err(e),
+                Err(NotRun::Dead) => {
+                    drop(entry);
+                    settle(None);
+                    continue;
+                }
+                Err(NotRun::Failed(e)) => {
+                    drop(entry);
+                    settle(None);
+                    return Err(e);
+                }
             }
         }
     }
@@ -404,10 +434,12 @@ impl Filler {
             for pool in pools.iter().filter_map(Weak::upgrade) {
                 let mut g = pool.state.lock();
                 if !g.resting && now >= g.last_use + IDLE {
-                    // Idle: give the cells back; the next spawn refills.
+                    // Idle: give the cells back but one, for the next
+                    // spawn; that spawn fills the pool again.
                     g.resting = true;
-                    rest.extend(g.ready.drain(..));
-                    continue;
+                    while g.ready.len() > 1 {
+                        rest.extend(g.ready.pop_back());
+                    }
                 }
                 if !g.resting {
                     let idle_at = g.last_use + IDLE;
@@ -441,7 +473,7 @@ impl Filler {
             let mut g = pool.state.lock();
             g.making -= 1;
             match made {
-                Ok(entry) if !g.closed && !g.resting => {
+                Ok(entry) if !g.closed => {
                     g.failed = None;
                     g.ready.push_back(entry);
                 }
@@ -488,6 +520,7 @@ mod tests {
             making: 0,
             last_use: Instant::now(),
             resting: false,
+            taking: 0,
             closed: false,
             failed: None,
         }
@@ -503,13 +536,18 @@ mod tests {
         assert!(s.wants(2));
         for change in [
             |s: &mut State| s.closed = true,
-            |s: &mut State| s.resting = true,
+            |s: &mut State| s.taking = 2,
             |s: &mut State| s.failed = Some((1, Instant::now())),
         ] {
             let mut t = state();
             change(&mut t);
             assert!(!t.wants(2));
         }
+        let mut s = state();
+        s.resting = true;
+        assert!(s.wants(4), "a resting pool keeps one cell");
+        s.making = 1;
+        assert!(!s.wants(4));
         let mut s = state();
         s.failed = Some((1, Instant::now() - Duration::from_secs(1)));
         assert!(s.wants(1), "a failure long enough ago is due again");
