@@ -294,6 +294,10 @@ fn dropping_a_pool_leaves_nothing_behind() {
     );
     drop(pool);
     common::assert_no_leaks(&before, "a dropped pool");
+    // Dropped while its cells are being made.
+    let pool = Sandbox::untrusted().prepare(8).unwrap();
+    drop(pool);
+    common::assert_no_leaks(&before, "a pool dropped while it filled");
 }
 
 /// A failure to make the first cell is the error a spawn would have had.

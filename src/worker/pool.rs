@@ -376,6 +376,13 @@ impl Drop for Pool {
         // Each is killed, reaped and its cgroup removed before this returns.
         drop(cells);
         filler().wake();
+        // A cell being made for the pool now is dropped by the filler when
+        // made (its setup is bounded by the setup timeout): wait for it, so
+        // that nothing of the pool outlives this call.
+        let until = Instant::now() + self.shared.sandbox.setup_timeout + Duration::from_secs(5);
+        while self.shared.state.lock().making > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -471,15 +478,17 @@ impl Filler {
             let Some(pool) = work else { continue };
             let made = Entry::new(&pool.sandbox);
             let mut g = pool.state.lock();
-            g.making -= 1;
             match made {
                 Ok(entry) if !g.closed => {
                     g.failed = None;
                     g.ready.push_back(entry);
                 }
                 Ok(entry) => {
+                    // The pool was dropped meanwhile: the cell goes, and
+                    // only then does the pool's drop stop waiting for it.
                     drop(g);
                     drop(entry);
+                    g = pool.state.lock();
                 }
                 Err(_) => {
                     // The next spawn meets the same error in a fresh cell.
@@ -487,6 +496,7 @@ impl Filler {
                     g.failed = Some((times, Instant::now()));
                 }
             }
+            g.making -= 1;
         }
     }
 }
