@@ -355,6 +355,44 @@ mod tests {
             })
     }
 
+    #[test]
+    fn a_command_placed_for_a_cell_made_ahead_reads_back_through_its_slot() {
+        let c = |s: &str| CString::new(s).unwrap();
+        let job = crate::spawn::plan::JobCommand {
+            program: c("/usr/bin/env"),
+            argv: vec![c("env"), c("-0"), c("")],
+            envp: vec![c("A=1"), c("B=two")],
+        };
+        let arena = Arena::new(command_footprint(&job)).unwrap();
+        let before = arena.room();
+        let slot = place_command(&arena, &job).expect("the footprint is enough");
+        assert!(before - arena.room() <= command_footprint(&job));
+        let read = |p: *const *const libc::c_char, n: usize| -> Vec<String> {
+            // SAFETY: n + 1 pointers placed above, the last NULL, to C strings.
+            let ptrs = unsafe { std::slice::from_raw_parts(p, n + 1) };
+            assert!(ptrs[n].is_null());
+            ptrs[..n]
+                .iter()
+                // SAFETY: each points at a C string placed above.
+                .map(|&s| {
+                    unsafe { std::ffi::CStr::from_ptr(s) }
+                        .to_string_lossy()
+                        .into()
+                })
+                .collect()
+        };
+        // SAFETY: a C string placed above.
+        let program = unsafe { std::ffi::CStr::from_ptr(slot.program) };
+        assert_eq!(program, c"/usr/bin/env");
+        assert_eq!(read(slot.argv, slot.argc), ["env", "-0", ""]);
+        assert_eq!(read(slot.envp, slot.envc), ["A=1", "B=two"]);
+        // No room: refused, not overflowed.
+        let small = Arena::new(0).unwrap();
+        let mut big = job;
+        big.argv.push(CString::new(vec![b'x'; 8192]).unwrap());
+        assert!(place_command(&small, &big).is_none());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
