@@ -426,6 +426,12 @@ fn a_ready_cell_holds_few_descriptors() {
         .collect();
     let per_cell = new.len() as f64 / 8.0;
     println!("{per_cell} descriptors per ready cell");
+    // What each ready cell's init holds (docs/architecture.md quotes it).
+    for pid in inits() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss: Vec<&str> = status.lines().filter(|l| l.starts_with("Rss")).collect();
+        println!("init {pid}: {rss:?}");
+    }
     // The init's pidfd, the error pipe, the sync socket, the arena's memfd
     // (and on cgroup v2 the job cgroup's directory).
     assert!(
