@@ -440,3 +440,48 @@ fn a_ready_cell_holds_few_descriptors() {
     );
     drop(pool);
 }
+
+/// The options that wire more than a root: kill-mode seccomp (the job
+/// hands init its listener through a socket pair made with the cell) and
+/// the host's network, through a fresh and a pooled cell alike.
+#[test]
+fn kill_mode_seccomp_and_host_network_work_from_a_pool() {
+    use jobcell::{Network, Seccomp, SeccompAction, SeccompPolicy};
+    let _g = common::shared();
+    let mut sb = Sandbox::new();
+    sb.seccomp(Seccomp::Custom(
+        SeccompPolicy::new().action(SeccompAction::KillProcess),
+    ));
+    let pool = sb.prepare(1).unwrap();
+    wait_ready(&pool, 1);
+    let outcome = pool
+        .spawn(Command::new("unshare").args(["-U", "true"]))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let bad = JobState::BadSyscall {
+        syscall: Some(libc::SYS_unshare),
+    };
+    assert_eq!(outcome.state, bad, "{outcome:?}");
+    wait_ready(&pool, 1);
+    assert!(sh(&pool, "echo fine | cat").outcome.success());
+    assert_eq!(pool_counts(&pool), (2, 0));
+
+    let mut host_net = Sandbox::new();
+    host_net.network(Network::Host);
+    let observe = "readlink /proc/self/ns/net; ls /sys/class/net 2>/dev/null | wc -l; \
+                   cat /proc/net/dev | wc -l";
+    let fresh = common::sh(&host_net, observe);
+    let pool = host_net.prepare(1).unwrap();
+    wait_ready(&pool, 1);
+    let pooled = sh(&pool, observe);
+    assert!(fresh.outcome.success(), "{}", fresh.stderr);
+    assert_eq!(pooled.stdout, fresh.stdout);
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(
+        pooled.stdout.lines().next(),
+        host.to_str(),
+        "the host's network"
+    );
+    assert_eq!(pool_counts(&pool), (1, 0));
+}
