@@ -564,6 +564,12 @@ mod tests {
     }
 
     #[test]
+    fn pools_are_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Pool>();
+    }
+
+    #[test]
     fn failures_back_off_up_to_a_bound() {
         assert_eq!(backoff(1), Duration::from_millis(500));
         assert!(backoff(2) > backoff(1));
