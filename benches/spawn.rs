@@ -7,7 +7,9 @@
 //! - sequential spawn → reap of `/bin/true`: the default cell with its
 //!   output logged (captured and read to the end) and discarded, the cell
 //!   with memory + pids + CPU limits, and a cell from a pool of cells made
-//!   ahead (none yet: the line says so);
+//!   ahead (`Sandbox::prepare(4)`, output discarded; also as a ratio to
+//!   plain `std::process::Command`, which is `posix_spawn` here, with how
+//!   many spawns found a ready cell);
 //! - a one-shot program: a fresh process (this benchmark run again) that
 //!   spawns one default cell and exits, against `bwrap` running `/bin/true`
 //!   with every namespace unshared, when bubblewrap is installed;
@@ -86,23 +88,37 @@ fn main() {
         t.elapsed()
     };
     let run_ref = |r: &mut Option<Reference>| r.as_mut().map(Reference::cell);
+    let pool = default.prepare(4).expect("prepare a pool");
+    let run_pool = || {
+        let t = Instant::now();
+        let job = pool.spawn(&discarded).unwrap();
+        assert!(job.wait().unwrap().success());
+        t.elapsed()
+    };
     for _ in 0..WARMUP {
         run_std();
         run_ref(&mut reference);
         for (_, sb, cmd) in &cells {
             run_cell(sb, cmd);
         }
+        run_pool();
     }
+    let warm_counts = jobcell::__private::pool_counts(&pool);
     let mut std_samples = Vec::with_capacity(ROUNDS);
     let mut ref_samples = Vec::with_capacity(ROUNDS);
     let mut cell_samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(ROUNDS); cells.len()];
+    let mut pool_samples = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         std_samples.push(run_std());
         ref_samples.extend(run_ref(&mut reference));
         for (i, (_, sb, cmd)) in cells.iter().enumerate() {
             cell_samples[i].push(run_cell(sb, cmd));
         }
+        pool_samples.push(run_pool());
     }
+    let counts = jobcell::__private::pool_counts(&pool);
+    let (taken, fresh) = (counts.0 - warm_counts.0, counts.1 - warm_counts.1);
+    drop(pool);
     let big_host = {
         let heap = vec![1u8; 1 << 30];
         let mut ref_big = Vec::new();
@@ -140,9 +156,13 @@ fn main() {
             median(samples).expect("rounds ran"),
         );
     }
+    let pooled = median(&mut pool_samples).expect("rounds ran");
+    line("jobcell cell from a pool made ahead", pooled);
     println!(
-        "  {:<44} n/a (not implemented yet)",
-        "jobcell cell from a pool made ahead"
+        "  {:<44} {:>5.2}x std::process::Command; {taken} of {} spawns took a ready cell",
+        "",
+        pooled.as_secs_f64() / std_median.as_secs_f64(),
+        taken + fresh
     );
     if let (Some(r), Some(c)) = big_host {
         println!(

@@ -155,6 +155,11 @@ pub mod __private {
         crate::spawn::want_work_ahead();
     }
 
+    /// How many jobs `pool` ran in cells made ahead, and in fresh cells.
+    pub fn pool_counts(pool: &crate::Pool) -> (u64, u64) {
+        pool.counts()
+    }
+
     /// Makes every cgroup v1 ready directory (made ahead of the jobs that
     /// take them) take `delay` longer to make.
     pub fn delay_ready_cgroups(delay: std::time::Duration) {
@@ -220,5 +225,6 @@ pub use sandbox::{
 pub use seccomp::{Seccomp, SeccompAction, SeccompPolicy, DEFAULT_SOCKET_FAMILIES};
 pub use spec::{Content, JobSpec};
 pub use worker::{
-    JobRecord, RecoveryIssue, Retention, StatusEvent, WhenFull, Worker, WorkerConfig,
+    JobRecord, Pool, RecoveryIssue, Retention, StatusEvent, WhenFull, Worker, WorkerConfig,
+    MAX_POOL_CELLS,
 };

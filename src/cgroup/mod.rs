@@ -218,9 +218,36 @@ pub(crate) fn delay_ready_dirs(delay: std::time::Duration) {
 static AT_EXIT: parking_lot::Mutex<Vec<std::path::PathBuf>> = parking_lot::Mutex::new(Vec::new());
 
 fn remove_at_exit(parents: &[std::path::PathBuf]) {
+    register_cleanup();
+    let mut list = AT_EXIT.lock();
+    for p in parents {
+        if !list.contains(p) {
+            list.push(p.clone());
+        }
+    }
+    // Deeper directories first, so a base is tried after what it holds.
+    list.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+}
+
+/// Runs `f` at the process's exit, before the cgroups' own cleanup: for
+/// whoever holds processes in job cgroups that must go first (a pool's
+/// cells made ahead). `f` must not block on locks (use `try_lock`); the
+/// caller registers it once.
+pub(crate) fn before_exit_cleanup(f: fn()) {
+    register_cleanup();
+    BEFORE_EXIT.lock().push(f);
+}
+
+static BEFORE_EXIT: parking_lot::Mutex<Vec<fn()>> = parking_lot::Mutex::new(Vec::new());
+
+/// Registers the cleanup at exit, once.
+fn register_cleanup() {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     REGISTERED.call_once(|| {
         extern "C" fn cleanup() {
+            if let Some(first) = BEFORE_EXIT.try_lock() {
+                first.iter().for_each(|f| f());
+            }
             // Ready directories first: they sit in the parents.
             v1::remove_ready_at_exit();
             // Runs at exit(): a job still running keeps its parents (swept later).
@@ -233,14 +260,6 @@ fn remove_at_exit(parents: &[std::path::PathBuf]) {
         // SAFETY: registers a function with no preconditions; atexit copies the pointer.
         unsafe { libc::atexit(cleanup) };
     });
-    let mut list = AT_EXIT.lock();
-    for p in parents {
-        if !list.contains(p) {
-            list.push(p.clone());
-        }
-    }
-    // Deeper directories first, so a base is tried after what it holds.
-    list.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
 }
 
 /// How the host side joins a process to a job's cgroup(s): the interface

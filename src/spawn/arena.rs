@@ -93,6 +93,11 @@ impl Arena {
         self.fd.as_fd()
     }
 
+    /// The bytes not yet used.
+    pub(crate) fn room(&self) -> usize {
+        self.len - self.used.get()
+    }
+
     /// Room for `n` values of `T`, or `None` when the arena is full.
     fn alloc<T>(&self, n: usize) -> Option<*mut T> {
         let start = self.used.get().checked_next_multiple_of(align_of::<T>())?;
@@ -119,6 +124,15 @@ impl Arena {
             p.write(value);
             Some(&*p)
         }
+    }
+
+    /// A copy of `value` in the arena that the host may write again later
+    /// (with volatile writes: the cell reads it through its own mapping).
+    pub(crate) fn value_mut<T: Copy>(&self, value: T) -> Option<*mut T> {
+        let p = self.alloc::<T>(1)?;
+        // SAFETY: p is aligned room for one T, used by nothing else.
+        unsafe { p.write(value) };
+        Some(p)
     }
 
     /// A copy of `src` in the arena.

@@ -8,6 +8,7 @@
 //!    job has executed; a record means a stage failed;
 //! 4. `child` is init's side: build the root, `pivot_root`, fork the job, reap.
 
+pub(crate) mod ahead;
 mod arena;
 pub(crate) mod cell;
 mod clone;
@@ -149,25 +150,202 @@ pub(crate) fn spawn(
     // variables): only its waits for work done ahead are bounded.
     let planning = Deadline::after(sandbox.setup_timeout);
     let bp = plan::build(sandbox, command, &planning, demand)?;
+    let stdio = JobStdio::open(command, &bp.ids)?;
+    let cell = start_cell(sandbox, bp, Some(stdio.cell()), cgroup, demand)?;
+    let (stdin, stdout, stderr) = stdio.into_parent_ends();
+    let started = cell.started;
+    let (child, status, plan_pages) = cell.wait_for_exec()?;
+    Ok(Spawned {
+        pid: child.pid,
+        pidfd: Arc::new(child.pidfd),
+        stdout,
+        stderr,
+        stdin,
+        status,
+        plan_pages: Some(plan_pages),
+        started,
+    })
+}
 
-    // Descriptors: the parent's ends are close-on-exec so no other program the
-    // host starts inherits them; the cell's init closes whatever it does not need.
-    let devnull = devnull()?;
-    let (stdin_src, stdin_parent) = match &command.stdin {
-        Stdin::Null => (Src::Borrowed(devnull), None),
-        Stdin::Bytes(bytes) => {
-            let (r, w) = pipe("stdin")?;
-            (Src::Owned(r), Some((w, bytes.clone())))
+/// The job's standard descriptors: the ends the cell gets, and ours.
+pub(crate) struct JobStdio {
+    cell: [Src; 3],
+    stdin: Option<(OwnedFd, Arc<[u8]>)>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+}
+
+impl JobStdio {
+    /// Opens what `command` asks for (pipes, a stdin file) for a cell of `ids`.
+    pub(crate) fn open(command: &Command, ids: &idmap::IdPlan) -> Result<JobStdio> {
+        // The parent's ends are close-on-exec so no other program the host
+        // starts inherits them; the cell's init closes whatever it does not need.
+        let devnull = devnull()?;
+        let (stdin_src, stdin) = match &command.stdin {
+            Stdin::Null => (Src::Borrowed(devnull), None),
+            Stdin::Bytes(bytes) => {
+                let (r, w) = pipe("stdin")?;
+                (Src::Owned(r), Some((w, bytes.clone())))
+            }
+            Stdin::File(path) => {
+                let untrusted = hostpath::Untrusted::for_range(ids.cell_range());
+                let f = hostpath::open_stdin_file(path, &untrusted)
+                    .map_err(|r| hostpath::refused("stdin file", path, r))?;
+                (Src::Owned(f), None)
+            }
+        };
+        let (stdout_src, stdout) = output(command.stdout, 1, devnull)?;
+        let (stderr_src, stderr) = output(command.stderr, 2, devnull)?;
+        Ok(JobStdio {
+            cell: [stdin_src, stdout_src, stderr_src],
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// The descriptors the cell gets as the job's 0, 1 and 2.
+    pub(crate) fn cell(&self) -> [RawFd; 3] {
+        [self.cell[0].raw(), self.cell[1].raw(), self.cell[2].raw()]
+    }
+
+    /// Closes the cell's ends (it holds its own copies now: ours would keep
+    /// pipes open forever) and returns ours.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn into_parent_ends(
+        self,
+    ) -> (
+        Option<(OwnedFd, Arc<[u8]>)>,
+        Option<OwnedFd>,
+        Option<OwnedFd>,
+    ) {
+        (self.stdin, self.stdout, self.stderr)
+    }
+}
+
+/// A cell cloned and released, its setup under way.
+pub(crate) struct Started {
+    child: Option<clone::Child>,
+    /// The plan, for the errors a failure record names (its trees are closed).
+    bp: plan::Blueprint,
+    joins: Vec<PathBuf>,
+    arena: Option<Arena>,
+    error_read: OwnedFd,
+    /// A cell made ahead: the socket "go" goes through, and its command's slot.
+    sync_write: Option<OwnedFd>,
+    slot: *mut cell::CommandSlot,
+    deadline: Deadline,
+    setting_up: Option<prep::SettingUp>,
+    /// When the cell was cloned (for a cell made ahead: when it got "go").
+    pub started: Instant,
+}
+
+// SAFETY: the arena (a mapping) and `slot` (a pointer into it) are this
+// value's alone: nothing else refers to them in this process, so the value
+// may move to another thread; only the thread that holds it writes them.
+unsafe impl Send for Started {}
+
+impl Started {
+    /// Kills and reaps the cell, and returns `err`.
+    fn abort(&mut self, err: Error) -> Error {
+        self.kill();
+        err
+    }
+
+    /// Kills and reaps the cell, if this still holds it.
+    fn kill(&mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = sys::host::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
+            let _ = sys::host::waitid_pidfd(child.pidfd.as_raw_fd(), false);
         }
-        Stdin::File(path) => {
-            let untrusted = hostpath::Untrusted::for_range(bp.ids.cell_range());
-            let f = hostpath::open_stdin_file(path, &untrusted)
-                .map_err(|r| hostpath::refused("stdin file", path, r))?;
-            (Src::Owned(f), None)
+    }
+
+    /// The error of a setup still under way at the deadline: the stage it is at.
+    fn timed_out(&self) -> Error {
+        let arena = self.arena.as_ref().expect("the arena lives until the exec");
+        // SAFETY: the arena's status page, mapped while `arena` lives.
+        let (stage, step) = unsafe { status::StatusPage::progress(arena.status()) };
+        let stage = Stage::from_u32(stage).unwrap_or(Stage::Clone);
+        let detail = stage_detail(&self.bp, &self.joins, stage, step);
+        self.deadline.error(stage, detail)
+    }
+
+    /// Writes the command of a cell made ahead into its slot (see
+    /// `ahead.rs`). False if it does not fit the room left in its arena.
+    fn write_command(&mut self, job: &plan::JobCommand) -> bool {
+        let Some(arena) = self.arena.as_ref() else {
+            return false;
+        };
+        if self.slot.is_null() || place::command_footprint(job) > arena.room() {
+            return false;
         }
-    };
-    let (stdout_src, stdout_parent) = output(command.stdout, 1, devnull)?;
-    let (stderr_src, stderr_parent) = output(command.stderr, 2, devnull)?;
+        let Some(slot) = place::place_command(arena, job) else {
+            return false;
+        };
+        // SAFETY: `self.slot` is the command slot in this cell's arena,
+        // which lives as long as `arena`; the cell's init reads it only
+        // after "go", which is sent after this write.
+        unsafe { std::ptr::write_volatile(self.slot, slot) };
+        true
+    }
+
+    /// Waits until the job has executed (end-of-file on the error pipe)
+    /// or a stage failed (its record), within the setup deadline.
+    fn wait_for_exec(mut self) -> Result<(clone::Child, status::StatusMap, arena::PlanPages)> {
+        // End-of-file: the job has executed (the pipe is close-on-exec). A
+        // record: a stage failed. Neither by the deadline: the cell is stuck.
+        let rec = match wait_record(&self.error_read, self.deadline.at) {
+            Ok(rec) => rec,
+            Err(()) => {
+                let err = self.timed_out();
+                return Err(self.abort(err));
+            }
+        };
+        drop(self.setting_up.take());
+        if let Some(rec) = rec {
+            let err = record_error(&self.bp, &self.joins, &rec);
+            return Err(self.abort(err));
+        }
+        // The cell no longer reads its plan: keep only the status page. The
+        // plan's pages go with whoever drops `plan_pages` (the reactor).
+        let arena = self.arena.take().expect("the arena lives until the exec");
+        let (status, plan_pages) = arena.into_status();
+        let child = self.child.take().expect("the cell lives until the exec");
+        if !status.read().forked {
+            // Init died before forking without a word (killed, or out of memory).
+            let how = match sys::host::waitid_pidfd(child.pidfd.as_raw_fd(), false) {
+                // SAFETY: si_status of a filled siginfo.
+                Ok(Some((info, _))) => format!("code {} status {}", info.si_code, unsafe {
+                    info.si_status()
+                }),
+                _ => "unknown".into(),
+            };
+            return Err(Error::SetupDied { status: how });
+        }
+        Ok((child, status, plan_pages))
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        // A cell that never got as far as its job (an error, or a cell made
+        // ahead that was never taken) dies with this.
+        self.kill();
+    }
+}
+
+/// Clones a cell for `bp` and releases it. `stdio`: the job's descriptors,
+/// or `None` for a cell made ahead, which gets them with "go" (see
+/// `ahead.rs`).
+pub(crate) fn start_cell(
+    sandbox: &Sandbox,
+    bp: plan::Blueprint,
+    stdio: Option<[RawFd; 3]>,
+    cgroup: Option<&dyn CgroupJoin>,
+    demand: prep::Demand,
+) -> Result<Started> {
+    let ahead = stdio.is_none();
+    let stdio = stdio.unwrap_or([-1; 3]);
     // A socket pair, not a pipe: releasing a cell that died first must be
     // EPIPE, not SIGPIPE for a host that has not ignored it.
     let (sync_read, sync_write) =
@@ -187,8 +365,7 @@ pub(crate) fn spawn(
     let lifeline = lifeline()?;
     let graveyard = graveyard::cell_end();
 
-    let stdio = [stdin_src.raw(), stdout_src.raw(), stderr_src.raw()];
-    let mut keep: Vec<c_int> = stdio.to_vec();
+    let mut keep: Vec<c_int> = stdio.iter().copied().filter(|&fd| fd >= 0).collect();
     keep.extend([sync_read.as_raw_fd(), error_write.as_raw_fd(), lifeline]);
     keep.extend((graveyard >= 0).then_some(graveyard));
     keep.extend([report_job, report_init].into_iter().filter(|&fd| fd >= 0));
@@ -223,6 +400,7 @@ pub(crate) fn spawn(
         max_fd: max_fd(),
         handlers_cleared: clone::clears_handlers(),
         stall: sandbox.faults.stall,
+        ahead,
     };
     let arena_err = |errno| Error::Spawn {
         op: "map the plan's memory",
@@ -230,8 +408,12 @@ pub(crate) fn spawn(
         errno,
         hint: None,
     };
-    let arena = Arena::new(place::footprint(&bp, keep.len())).map_err(arena_err)?;
+    // A cell made ahead keeps room for its command (file pages are only
+    // used as they are written: the room costs address space only).
+    let room = if ahead { ahead::COMMAND_ROOM } else { 0 };
+    let arena = Arena::new(place::footprint(&bp, keep.len()) + room).map_err(arena_err)?;
     let plan = place::place(&arena, &bp, &wiring).ok_or_else(|| arena_err(Errno(libc::ENOMEM)))?;
+    let slot = plan.ahead;
 
     // Until the cell has built its root (end-of-file below), and no longer
     // than the setup timeout.
@@ -302,102 +484,76 @@ pub(crate) fn spawn(
     let (child, released) = cloned?;
 
     // The cell holds its own copies now; ours would keep pipes open forever.
-    drop(stdin_src);
-    drop(stdout_src);
-    drop(stderr_src);
     drop(sync_read);
     drop(report);
     drop(error_write);
     let joins: Vec<PathBuf> = joins.into_iter().map(|(_, dir)| dir).collect();
     let mut bp = bp;
     drop(std::mem::take(&mut bp.trees));
-
-    let abort = |err: Error| -> Error {
-        let _ = sys::host::pidfd_send_signal(child.pidfd.as_raw_fd(), libc::SIGKILL);
-        let _ = sys::host::waitid_pidfd(child.pidfd.as_raw_fd(), false);
-        err
+    let child_flags = child.flags;
+    let child_pid = child.pid;
+    let mut cell = Started {
+        child: Some(child),
+        bp,
+        joins,
+        arena: Some(arena),
+        error_read,
+        sync_write: None,
+        slot,
+        deadline,
+        setting_up: Some(setting_up),
+        started,
     };
+
     // A failure to place or release the cell: its own record, if it died first.
-    let release_failed = |err: Error| -> Error {
-        match early_record(&error_read) {
-            Some(rec) => abort(record_error(&bp, &joins, &rec)),
-            None => abort(err),
+    let release_failed = |cell: &mut Started, err: Error| -> Error {
+        match early_record(&cell.error_read) {
+            Some(rec) => {
+                let e = record_error(&cell.bp, &cell.joins, &rec);
+                cell.abort(e)
+            }
+            None => cell.abort(err),
         }
     };
 
     let taken_over = released.step == spawner::Release::UNKNOWN;
     if released.step == spawner::Release::NOT_TRIED || taken_over {
         if let Some(cg) = cgroup {
-            let placed = child.flags & clone::CLONE_INTO_CGROUP != 0 && clone_target.is_some();
-            if !placed && joins.is_empty() {
-                cg.attach(child.pid).map_err(release_failed)?;
+            let placed = child_flags & clone::CLONE_INTO_CGROUP != 0 && clone_target.is_some();
+            if !placed && cell.joins.is_empty() {
+                if let Err(e) = cg.attach(child_pid) {
+                    return Err(release_failed(&mut cell, e));
+                }
             }
         }
         // A dead spawner may have written some maps (each can be written once).
-        write_id_maps(child.pid, &bp.ids, taken_over).map_err(release_failed)?;
+        if let Err(e) = write_id_maps(child_pid, &cell.bp.ids, taken_over) {
+            return Err(release_failed(&mut cell, e));
+        }
         // Release the cell. Taken over, it may have been released already
         // and have read its byte: then the write fails, and whether the
         // cell lives is for the error pipe to say.
         if let Err(e) = sys::send_byte(sync_write.as_raw_fd()) {
             if !taken_over {
-                return Err(release_failed(release_error(None, e)));
+                return Err(release_failed(&mut cell, release_error(None, e)));
             }
         }
     } else if released.step != spawner::Release::DONE {
         // The spawner failed where we would have: the same error.
         let errno = Errno(released.errno);
-        let map = |name: &str| Some(PathBuf::from(format!("/proc/{}/{name}", child.pid)));
-        return Err(release_failed(match released.step {
+        let map = |name: &str| Some(PathBuf::from(format!("/proc/{child_pid}/{name}")));
+        let err = match released.step {
             spawner::Release::SETGROUPS => map_error("write setgroups", map("setgroups"), errno),
             spawner::Release::UID_MAP => map_error("write uid_map", map("uid_map"), errno),
             spawner::Release::GID_MAP => map_error("write gid_map", map("gid_map"), errno),
             _ => release_error(None, errno),
-        }));
-    }
-    drop(sync_write);
-
-    // End-of-file: the job has executed (the pipe is close-on-exec). A
-    // record: a stage failed. Neither by the deadline: the cell is stuck.
-    let rec = match wait_record(&error_read, deadline.at) {
-        Ok(rec) => rec,
-        Err(()) => {
-            // SAFETY: the arena's status page, mapped while `arena` lives.
-            let (stage, step) = unsafe { status::StatusPage::progress(arena.status()) };
-            let stage = Stage::from_u32(stage).unwrap_or(Stage::Clone);
-            let detail = stage_detail(&bp, &joins, stage, step);
-            return Err(abort(deadline.error(stage, detail)));
-        }
-    };
-    drop(error_read);
-    drop(setting_up);
-    if let Some(rec) = rec {
-        return Err(abort(record_error(&bp, &joins, &rec)));
-    }
-    // The cell no longer reads its plan: keep only the status page. The
-    // plan's pages go with whoever drops `plan_pages` (the reactor).
-    let (status, plan_pages) = arena.into_status();
-    if !status.read().forked {
-        // Init died before forking without a word (killed, or out of memory).
-        let how = match sys::host::waitid_pidfd(child.pidfd.as_raw_fd(), false) {
-            // SAFETY: si_status of a filled siginfo.
-            Ok(Some((info, _))) => format!("code {} status {}", info.si_code, unsafe {
-                info.si_status()
-            }),
-            _ => "unknown".into(),
         };
-        return Err(Error::SetupDied { status: how });
+        return Err(release_failed(&mut cell, err));
     }
-
-    Ok(Spawned {
-        pid: child.pid,
-        pidfd: Arc::new(child.pidfd),
-        stdout: stdout_parent,
-        stderr: stderr_parent,
-        stdin: stdin_parent,
-        status,
-        plan_pages: Some(plan_pages),
-        started,
-    })
+    if ahead {
+        cell.sync_write = Some(sync_write);
+    }
+    Ok(cell)
 }
 
 /// A descriptor handed to the child: ours to close, or a shared one.

@@ -103,6 +103,8 @@ pub(crate) struct Wiring<'k> {
     pub handlers_cleared: bool,
     /// The stage at which a test stalls the cell (0: none).
     pub stall: u32,
+    /// A cell made ahead: it waits for its command in a slot of the arena.
+    pub ahead: bool,
 }
 
 /// An upper bound of the arena bytes [`place`] takes for `bp` and `keep`.
@@ -141,6 +143,43 @@ pub(crate) fn footprint(bp: &Blueprint, keep: usize) -> usize {
         + filter(&bp.init_seccomp)
         + landlock
         + Arena::footprint_of::<u128>(JOB_STACK_BYTES / 16)
+        + Arena::footprint_of::<crate::spawn::cell::CommandSlot>(1)
+}
+
+/// An upper bound of the arena bytes [`place_command`] takes for `job`.
+pub(crate) fn command_footprint(job: &crate::spawn::plan::JobCommand) -> usize {
+    let strings = |v: &[CString]| -> usize {
+        v.iter()
+            .map(|s| Arena::footprint_of::<u8>(s.as_bytes_with_nul().len()))
+            .sum::<usize>()
+            + Arena::footprint_of::<*const libc::c_char>(v.len() + 1)
+    };
+    Arena::footprint_of::<u8>(job.program.as_bytes_with_nul().len())
+        + strings(&job.argv)
+        + strings(&job.envp)
+}
+
+/// Places `job` in the room left in `arena` (a cell made ahead's) and
+/// returns the slot that points at it; `None` if it does not fit.
+pub(crate) fn place_command(
+    arena: &Arena,
+    job: &crate::spawn::plan::JobCommand,
+) -> Option<crate::spawn::cell::CommandSlot> {
+    let strings = |v: &[CString]| -> Option<*const *const libc::c_char> {
+        let mut pointers = Vec::with_capacity(v.len() + 1);
+        for s in v {
+            pointers.push(arena.cstr(s)?.as_ptr());
+        }
+        pointers.push(std::ptr::null());
+        arena.slice(&pointers).map(|p| p.as_ptr())
+    };
+    Some(crate::spawn::cell::CommandSlot {
+        program: arena.cstr(&job.program)?.as_ptr(),
+        argv: strings(&job.argv)?,
+        argc: job.argv.len(),
+        envp: strings(&job.envp)?,
+        envc: job.envp.len(),
+    })
 }
 
 /// The plan in `arena`, or `None` if it does not fit (a footprint bug).
@@ -214,6 +253,10 @@ pub(crate) fn place<'a>(
             landlock,
         },
         status: arena.status(),
+        ahead: match w.ahead {
+            true => arena.value_mut(crate::spawn::cell::CommandSlot::EMPTY)?,
+            false => std::ptr::null_mut(),
+        },
     };
     arena.value(plan)
 }
@@ -312,6 +355,44 @@ mod tests {
             })
     }
 
+    #[test]
+    fn a_command_placed_for_a_cell_made_ahead_reads_back_through_its_slot() {
+        let c = |s: &str| CString::new(s).unwrap();
+        let job = crate::spawn::plan::JobCommand {
+            program: c("/usr/bin/env"),
+            argv: vec![c("env"), c("-0"), c("")],
+            envp: vec![c("A=1"), c("B=two")],
+        };
+        let arena = Arena::new(command_footprint(&job)).unwrap();
+        let before = arena.room();
+        let slot = place_command(&arena, &job).expect("the footprint is enough");
+        assert!(before - arena.room() <= command_footprint(&job));
+        let read = |p: *const *const libc::c_char, n: usize| -> Vec<String> {
+            // SAFETY: n + 1 pointers placed above, the last NULL, to C strings.
+            let ptrs = unsafe { std::slice::from_raw_parts(p, n + 1) };
+            assert!(ptrs[n].is_null());
+            ptrs[..n]
+                .iter()
+                // SAFETY: each points at a C string placed above.
+                .map(|&s| {
+                    unsafe { std::ffi::CStr::from_ptr(s) }
+                        .to_string_lossy()
+                        .into()
+                })
+                .collect()
+        };
+        // SAFETY: a C string placed above.
+        let program = unsafe { std::ffi::CStr::from_ptr(slot.program) };
+        assert_eq!(program, c"/usr/bin/env");
+        assert_eq!(read(slot.argv, slot.argc), ["env", "-0", ""]);
+        assert_eq!(read(slot.envp, slot.envc), ["A=1", "B=two"]);
+        // No room: refused, not overflowed.
+        let small = Arena::new(0).unwrap();
+        let mut big = job;
+        big.argv.push(CString::new(vec![b'x'; 8192]).unwrap());
+        assert!(place_command(&small, &big).is_none());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -387,6 +468,7 @@ mod tests {
                         max_fd: 1024,
                         handlers_cleared: true,
                         stall: 0,
+                        ahead: false,
                     };
                     let arena = Arena::new(footprint(&bp, keep.len())).unwrap();
                     let placed = place(&arena, &bp, &w);

@@ -87,7 +87,7 @@ static MOUNT_API: AtomicU8 = AtomicU8::new(0);
 /// start it later.
 pub(crate) fn validate(sandbox: &Sandbox, command: &Command) -> Result<()> {
     let deadline = Deadline::after(sandbox.setup_timeout);
-    build_inner(sandbox, command, &deadline, None).map(drop)
+    build_inner(sandbox, Some(command), &deadline, None).map(drop)
 }
 
 /// Plans a spawn; waits for work done ahead (a root skeleton) no longer
@@ -98,17 +98,114 @@ pub(crate) fn build(
     deadline: &Deadline,
     demand: prep::Demand,
 ) -> Result<Blueprint> {
-    Ok(build_inner(sandbox, command, deadline, Some(demand))?
-        .expect("a real build returns a blueprint"))
+    let (bp, _) = build_inner(sandbox, Some(command), deadline, Some(demand))?
+        .expect("a real build returns a blueprint");
+    Ok(bp)
+}
+
+/// Plans a cell made ahead (see `spawn::ahead`): everything but its
+/// command, which the [`Planner`] plans when the cell is taken.
+pub(crate) fn build_ahead(sandbox: &Sandbox, deadline: &Deadline) -> Result<(Blueprint, Planner)> {
+    // A pool is for a program that spawns again: its cells use skeletons.
+    let (bp, planner) = build_inner(sandbox, None, deadline, Some(prep::Demand::Warm))?
+        .expect("a real build returns a blueprint");
+    Ok((bp, planner.expect("a cell made ahead gets a planner")))
+}
+
+/// What a cell made ahead needs to plan the command it is given: its
+/// root's layout (to find the program in), working directory, ids and
+/// rlimits, as they were when the cell was made.
+pub(crate) struct Planner {
+    layout: Layout,
+    cwd: CellPath,
+    ids: IdPlan,
+    rlimits: Vec<(libc::c_int, libc::rlimit64)>,
+}
+
+impl Planner {
+    /// Plans `command` for the cell: every check a fresh spawn makes of a
+    /// command, with the same errors.
+    pub(crate) fn command(&self, sandbox: &Sandbox, command: &Command) -> Result<JobCommand> {
+        CommandArgs::new(sandbox, command, &self.ids)?.resolve(
+            &self.layout,
+            &self.cwd,
+            &self.rlimits,
+        )
+    }
+}
+
+/// The program, its arguments and environment, ready for `execve`.
+#[derive(Default)]
+pub(crate) struct JobCommand {
+    pub program: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+}
+
+/// A command's arguments and environment, checked; the program not yet found.
+struct CommandArgs {
+    argv: Vec<CString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl CommandArgs {
+    fn new(sandbox: &Sandbox, command: &Command, ids: &IdPlan) -> Result<CommandArgs> {
+        let program = command.program.as_bytes();
+        if program.is_empty() {
+            return Err(Error::EmptyProgram);
+        }
+        let mut argv = vec![cstring(program, || "the program".to_string())?];
+        for (i, a) in command.args.iter().enumerate() {
+            argv.push(cstring(a.as_bytes(), || format!("argument {}", i + 1))?);
+        }
+        let env = environment(sandbox, command, ids)?;
+        Ok(CommandArgs { argv, env })
+    }
+
+    /// Finds the program in the cell's `layout` and checks the sizes execve takes.
+    fn resolve(
+        self,
+        layout: &Layout,
+        cwd: &CellPath,
+        rlimits: &[(libc::c_int, libc::rlimit64)],
+    ) -> Result<JobCommand> {
+        let path_var = self
+            .env
+            .iter()
+            .find(|(k, _)| k.as_bytes() == b"PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| DEFAULT_PATH.into());
+        let program = self.argv[0].as_bytes();
+        let resolved = resolve_program(layout, program, cwd, path_var.as_bytes())?;
+        let envp = self
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                cstring(&kv, || {
+                    format!("environment variable {}", k.to_string_lossy())
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let program = cstring(resolved.as_bytes(), || "the program path".into())?;
+        check_exec_size(&program, &self.argv, &envp, rlimits)?;
+        Ok(JobCommand {
+            program,
+            argv: self.argv,
+            envp,
+        })
+    }
 }
 
 /// `demand`: `None` for a dry run (see [`validate`]).
 fn build_inner(
     sandbox: &Sandbox,
-    command: &Command,
+    command: Option<&Command>,
     deadline: &Deadline,
     demand: Option<prep::Demand>,
-) -> Result<Option<Blueprint>> {
+) -> Result<Option<(Blueprint, Option<Planner>)>> {
     let dry = demand.is_none();
     sandbox.limits.validate()?;
     if sandbox.setup_timeout.is_zero() {
@@ -133,15 +230,10 @@ fn build_inner(
     }
     let cwd = CellPath::new(&sandbox.current_dir)?;
 
-    let program = command.program.as_bytes();
-    if program.is_empty() {
-        return Err(Error::EmptyProgram);
-    }
-    let mut argv = vec![cstring(program, || "the program".to_string())?];
-    for (i, a) in command.args.iter().enumerate() {
-        argv.push(cstring(a.as_bytes(), || format!("argument {}", i + 1))?);
-    }
-    let env = environment(sandbox, command, &ids)?;
+    // A cell made ahead checks its commands when it takes them (see `Planner`).
+    let args = command
+        .map(|c| CommandArgs::new(sandbox, c, &ids))
+        .transpose()?;
 
     // A dry run binds by path (checking sources exist) and builds no skeleton.
     let mount_api = mount_api_available() && !dry;
@@ -157,12 +249,6 @@ fn build_inner(
         .system_trees(system_trees)
         .build(sandbox, &ids)?;
 
-    let path_var = env
-        .iter()
-        .find(|(k, _)| k.as_bytes() == b"PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| DEFAULT_PATH.into());
-    let resolved = resolve_program(&root.layout, program, &cwd, path_var.as_bytes())?;
     match root.layout.resolve(&cwd, true) {
         Ok((_, Node::Dir)) => {}
         _ => {
@@ -172,20 +258,10 @@ fn build_inner(
         }
     }
 
-    let envp = env
-        .iter()
-        .map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            cstring(&kv, || {
-                format!("environment variable {}", k.to_string_lossy())
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-
-    let program_path = cstring(resolved.as_bytes(), || "the program path".into())?;
-    check_exec_size(&program_path, &argv, &envp, &rlimits)?;
+    let job = match args {
+        Some(args) => args.resolve(&root.layout, &cwd, &rlimits)?,
+        None => JobCommand::default(),
+    };
 
     #[cfg(feature = "seccomp")]
     let (seccomp, seccomp_report, init_seccomp) =
@@ -221,7 +297,16 @@ fn build_inner(
         ns_flags |= libc::CLONE_NEWNET as u64;
     }
 
-    Ok(Some(Blueprint {
+    let planner = match command {
+        None => Some(Planner {
+            layout: std::mem::take(&mut root.layout),
+            cwd: cwd.clone(),
+            ids: ids.clone(),
+            rlimits: rlimits.clone(),
+        }),
+        Some(_) => None,
+    };
+    let bp = Blueprint {
         ids,
         ops,
         op_steps,
@@ -231,9 +316,9 @@ fn build_inner(
         hostname,
         loopback: sandbox.network == Network::None,
         ns_flags,
-        program: program_path,
-        argv,
-        envp,
+        program: job.program,
+        argv: job.argv,
+        envp: job.envp,
         cwd: cstring(cwd.as_bytes(), || "the working directory".into())?,
         seccomp,
         seccomp_report,
@@ -242,7 +327,8 @@ fn build_inner(
         own_netns: sandbox.sysfs,
         #[cfg(feature = "landlock")]
         landlock,
-    }))
+    };
+    Ok(Some((bp, planner)))
 }
 
 fn cstring(bytes: &[u8], what: impl FnOnce() -> String) -> Result<CString> {

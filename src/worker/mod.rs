@@ -2,6 +2,7 @@
 //! standalone `Sandbox::spawn` uses, and the `Worker` that manages many.
 
 mod config;
+mod pool;
 pub(crate) mod reactor;
 pub(crate) mod record;
 mod registry;
@@ -9,6 +10,7 @@ mod runtime;
 mod store;
 
 pub use config::{Retention, WhenFull, WorkerConfig};
+pub use pool::{Pool, MAX_POOL_CELLS};
 pub use record::{JobRecord, RecoveryIssue, StatusEvent};
 pub use registry::Worker;
 pub(crate) use runtime::{stall, Runtime};

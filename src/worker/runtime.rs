@@ -134,6 +134,18 @@ impl Runtime {
                 return Err(e);
             }
         };
+        self.supervise(job, spawned, cg, limits);
+        Ok(())
+    }
+
+    /// Hands a job whose program runs to the reactor.
+    pub(crate) fn supervise(
+        &self,
+        job: &Arc<JobShared>,
+        spawned: spawn::Spawned,
+        cg: Option<Arc<cgroup::JobCgroup>>,
+        limits: &Limits,
+    ) {
         let pidfd = spawned.pidfd.clone();
         {
             let mut g = job.inner.lock();
@@ -150,6 +162,10 @@ impl Runtime {
         if let Some(reason) = pending {
             let _ = job.kill(reason);
         }
+        let cpus = match limits.cpu_time {
+            Some(_) => cgroup::max_cpus(&resources(limits), online_cpus()),
+            None => 1,
+        };
         self.reactor.register(Registration {
             job: job.clone(),
             pidfd,
@@ -160,17 +176,13 @@ impl Runtime {
             output_limit: limits.output_bytes,
             // Only the CPU-time timer needs it, and asking costs ~50 µs (it
             // reads the cgroup quota files): not for every job.
-            cpus: match limits.cpu_time {
-                Some(_) => cgroup::max_cpus(&resources, online_cpus()),
-                None => 1,
-            },
+            cpus,
         });
-        Ok(())
     }
 }
 
 /// What of `limits` the job's cgroup enforces.
-fn resources(limits: &Limits) -> cgroup::Resources {
+pub(crate) fn resources(limits: &Limits) -> cgroup::Resources {
     cgroup::Resources {
         memory: limits.memory,
         memory_swap: limits.memory_swap,

@@ -7,7 +7,7 @@ use libc::{c_int, c_long};
 
 use super::job::job_main;
 use super::newroot::{proc_fd_path, NewRoot, Place};
-use super::{fail, progress, ChildPlan, Op, PlacedOp};
+use super::{encode_record, fail, progress, ChildPlan, Op, PlacedOp, READY};
 use crate::error::{Errno, Stage};
 use crate::spawn::status::StatusPage;
 use crate::sys;
@@ -68,7 +68,9 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
             Err(e) => fail(efd, Stage::WaitForHost, e, 0),
         }
     }
-    sys::close(plan.sync_read);
+    if plan.ahead.is_null() {
+        sys::close(plan.sync_read);
+    }
 
     progress(plan, Stage::BecomeRoot, 0);
     if plan.become_root {
@@ -132,6 +134,13 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
             fail(efd, Stage::Seccomp, e, 0);
         }
     }
+    let taken: ChildPlan<'_>;
+    let plan = if plan.ahead.is_null() {
+        plan
+    } else {
+        taken = wait_for_command(plan);
+        &taken
+    };
     progress(plan, Stage::ForkJob, 0);
     // SAFETY: plan.status is the shared status page mapped by the parent.
     unsafe { StatusPage::mark_forking(plan.status) };
@@ -146,8 +155,10 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
             };
             sys::close(plan.report_init);
             sys::close(plan.report_job);
+            // A cell made ahead received its job's descriptors wherever
+            // there was room, 0 to 2 included: none of them stays open here.
             for fd in plan.job.stdio {
-                if fd > 2 {
+                if fd > 2 || !plan.ahead.is_null() {
                     sys::close(fd);
                 }
             }
@@ -164,6 +175,52 @@ pub(crate) unsafe fn init_main(plan: &ChildPlan<'_>) -> ! {
         }
         Err(e) => fail(efd, Stage::ForkJob, e, 0),
     }
+}
+
+/// A cell made ahead, fully built: tells the host it is ready and waits
+/// (blocked in `recvmsg`, for as long as it takes) for "go": one byte and
+/// the job's three standard descriptors on the sync socket, its command
+/// already in the plan's [`CommandSlot`](super::CommandSlot). Returns the
+/// plan with the job's command and descriptors. End-of-file (the host
+/// dropped the cell) ends init quietly.
+fn wait_for_command<'a>(plan: &ChildPlan<'a>) -> ChildPlan<'a> {
+    let efd = plan.error_write;
+    progress(plan, Stage::WaitForHost, READY);
+    if sys::write_all(efd, &encode_record(Stage::WaitForHost, Errno(0), READY)).is_err() {
+        sys::exit(1);
+    }
+    let mut byte = [0u8; 1];
+    let mut fds = [-1; sys::MAX_FDS];
+    let stdio = match sys::recv_fds(plan.sync_read, &mut byte, &mut fds) {
+        Ok((1, 3)) => [fds[0], fds[1], fds[2]],
+        Ok((0, 0)) => sys::exit(1), // the host gave up on us
+        Ok((_, n)) => {
+            // Garbled, or no room for the descriptors (the rest were dropped).
+            for &fd in fds.iter().take(n) {
+                sys::close(fd);
+            }
+            fail(efd, Stage::WaitForHost, Errno(libc::EMFILE), READY)
+        }
+        Err(e) => fail(efd, Stage::WaitForHost, e, READY),
+    };
+    sys::close(plan.sync_read);
+    // SAFETY: `ahead` points at the slot in the plan's shared arena; the
+    // host wrote it before sending "go" (received above) and never again.
+    let slot = unsafe { std::ptr::read_volatile(plan.ahead) };
+    if slot.program.is_null() || slot.argv.is_null() || slot.envp.is_null() {
+        fail(efd, Stage::WaitForHost, Errno(libc::EINVAL), READY);
+    }
+    let mut taken = *plan;
+    // SAFETY: the host placed the program's path, and argc + 1 and envc + 1
+    // pointers (the last NULL) to C strings, in the arena, which stays
+    // mapped and unchanged until the job has executed.
+    unsafe {
+        taken.job.program = CStr::from_ptr(slot.program);
+        taken.job.argv = std::slice::from_raw_parts(slot.argv, slot.argc.saturating_add(1));
+        taken.job.envp = std::slice::from_raw_parts(slot.envp, slot.envc.saturating_add(1));
+    }
+    taken.job.stdio = stdio;
+    taken
 }
 
 /// In a cell the host cloned itself (a fallback path), init is a copy of

@@ -147,7 +147,40 @@ pub(crate) struct ChildPlan<'a> {
     pub stall: u32,
     pub job: JobPlan<'a>,
     pub status: *mut StatusPage,
+    /// A cell made ahead (see `spawn/ahead.rs`): where the host writes the
+    /// job's command before it says "go". Null for a cell made for its
+    /// command, whose `job` holds it already.
+    pub ahead: *mut CommandSlot,
 }
+
+/// The command of a cell made ahead, written by the host into the plan's
+/// arena (pointers to strings there, as the plan's own) before it sends
+/// "go" with the job's three standard descriptors. Read once, after "go".
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct CommandSlot {
+    pub program: *const libc::c_char,
+    /// `argc + 1` pointers, the last NULL; `envp` likewise.
+    pub argv: *const *const libc::c_char,
+    pub argc: usize,
+    pub envp: *const *const libc::c_char,
+    pub envc: usize,
+}
+
+impl CommandSlot {
+    pub(crate) const EMPTY: CommandSlot = CommandSlot {
+        program: std::ptr::null(),
+        argv: std::ptr::null(),
+        argc: 0,
+        envp: std::ptr::null(),
+        envc: 0,
+    };
+}
+
+/// The step of `Stage::WaitForHost` at which a cell made ahead waits for
+/// its command; the record `(WaitForHost, 0, READY)` on the error pipe
+/// tells the host the cell has got there (a failure never has errno 0).
+pub(crate) const READY: u32 = 1;
 
 /// The record the cell writes to the error pipe: stage, errno, index of the failed step.
 pub(crate) const RECORD_LEN: usize = 12;
