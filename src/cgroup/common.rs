@@ -387,6 +387,103 @@ mod tests {
         assert_eq!(render_cpu_list(&[0, 2, 4, 5]), "0,2,4-5");
     }
 
+    #[test]
+    fn a_job_directory_is_made_once_and_only_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = mkdir_job(d.path(), "job1").unwrap();
+        assert_eq!(dir, d.path().join("job1"));
+        assert!(dir.is_dir());
+        let e = mkdir_job(d.path(), "job1").unwrap_err();
+        assert!(
+            matches!(&e, Error::Cgroup { errno: Errno(libc::EEXIST), path, .. } if *path == dir),
+            "another job's directory: {e}"
+        );
+        assert!(matches!(
+            mkdir_job(d.path(), ".."),
+            Err(Error::InvalidJobId { .. })
+        ));
+    }
+
+    #[test]
+    fn rmdir_reports_a_directory_that_stays() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "").unwrap();
+        assert_eq!(rmdir(d.path()), Err(Errno(libc::ENOTEMPTY)));
+        assert!(d.path().exists());
+    }
+
+    #[test]
+    fn only_a_missing_directory_counts_as_vanished() {
+        let p = Path::new("/sys/fs/cgroup/jobcell/1-2-3");
+        assert!(vanished(&cgroup_error(
+            "mkdir",
+            p,
+            None,
+            Errno(libc::ENOENT)
+        )));
+        assert!(!vanished(&cgroup_error(
+            "mkdir",
+            p,
+            None,
+            Errno(libc::EACCES)
+        )));
+        assert!(!vanished(&job_exists(p.to_owned())));
+    }
+
+    #[test]
+    fn listed_pids_are_read_and_killed() {
+        assert_eq!(parse_pids("12\n345\n"), [12, 345]);
+        assert_eq!(parse_pids(""), Vec::<i32>::new());
+        let d = fixture::cgroup(&[]);
+        assert!(
+            procs(d.path()).is_empty(),
+            "no cgroup.procs: nothing listed"
+        );
+        // A fixture lists two real processes; kill_listed kills both.
+        let mut children: Vec<std::process::Child> = (0..2)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("60")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let listed: String = children.iter().map(|c| format!("{}\n", c.id())).collect();
+        fixture::set(d.path(), "cgroup.procs", &listed);
+        assert_eq!(
+            procs(d.path()),
+            children.iter().map(|c| c.id() as i32).collect::<Vec<_>>()
+        );
+        kill_listed(d.path());
+        for c in &mut children {
+            let killed = wait_until(Duration::from_secs(5), || c.try_wait().unwrap().is_some());
+            if !killed {
+                let _ = c.kill();
+            }
+            let st = c.wait().unwrap();
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&st),
+                Some(libc::SIGKILL)
+            );
+        }
+    }
+
+    #[test]
+    fn wait_until_polls_until_the_condition_or_the_limit() {
+        assert!(wait_until(Duration::from_secs(5), || true));
+        let start = Instant::now();
+        assert!(!wait_until(Duration::from_millis(30), || false));
+        assert!(
+            start.elapsed() >= Duration::from_millis(30),
+            "gave up early"
+        );
+        let mut calls = 0;
+        assert!(wait_until(Duration::from_secs(5), || {
+            calls += 1;
+            calls == 5
+        }));
+    }
+
     proptest! {
         #[test]
         fn rendered_cpu_lists_parse_back(set in proptest::collection::btree_set(0u32..256, 1..40)) {
