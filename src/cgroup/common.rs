@@ -253,8 +253,12 @@ pub(crate) fn cpus_value(list: &str) -> Result<String> {
 
 /// True when the host has swap space in use or available (`/proc/swaps` lists a device).
 pub(crate) fn host_has_swap() -> bool {
-    std::fs::read_to_string("/proc/swaps")
-        .is_ok_and(|t| t.lines().skip(1).any(|l| !l.trim().is_empty()))
+    std::fs::read_to_string("/proc/swaps").is_ok_and(|t| lists_swap(&t))
+}
+
+/// Whether a `/proc/swaps` text lists a device under its header.
+fn lists_swap(proc_swaps: &str) -> bool {
+    proc_swaps.lines().skip(1).any(|l| !l.trim().is_empty())
 }
 
 /// The type of the file system holding `path` (statfs `f_type`).
@@ -482,6 +486,23 @@ mod tests {
             calls += 1;
             calls == 5
         }));
+    }
+
+    #[test]
+    fn swap_is_a_device_listed_under_the_header() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert!(!lists_swap(header));
+        assert!(!lists_swap(""));
+        assert!(lists_swap(&format!(
+            "{header}/swapfile                               file\t\t131068\t\t0\t\t-2\n"
+        )));
+    }
+
+    #[test]
+    fn file_system_types_come_from_statfs() {
+        // PROC_SUPER_MAGIC, TMPFS_MAGIC (a tempdir may be on disk: not checked).
+        assert_eq!(fs_type(Path::new("/proc")), Ok(0x9fa0));
+        assert_eq!(fs_type(Path::new("/no/such/dir")), Err(Errno(libc::ENOENT)));
     }
 
     proptest! {

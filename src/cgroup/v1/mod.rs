@@ -417,6 +417,7 @@ mod tests {
     //! cpu, cpuacct), removed at the end. Skipped where there are none (a
     //! pure v2 host; the integration suite covers the rest).
 
+    use std::io::Write;
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Child, Command};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -524,7 +525,16 @@ mod tests {
         // A job's remove kills what is still there, and every directory goes.
         let j = job(&[("pids", &pids), ("freezer", &freezer)]);
         let mut c = sleeper();
-        j.attach(c.id() as i32).unwrap();
+        // As the cell's init joins: through each directory's tasks file,
+        // opened by the host beforehand.
+        let join = j.self_join();
+        assert_eq!(join.len(), 2);
+        for (fd, dir) in join {
+            std::fs::File::from(fd)
+                .write_all(c.id().to_string().as_bytes())
+                .unwrap();
+            assert_eq!(common::procs(&dir), [c.id() as i32]);
+        }
         assert!(j.remove());
         assert!(killed(&mut c));
         assert!(!pids.0.exists() && !freezer.0.exists());
@@ -589,5 +599,91 @@ mod tests {
             "{u:?}"
         );
         assert_eq!(u.pids_current, 0, "{u:?}");
+    }
+
+    /// A job joins the hierarchies its limits need or fails, and joins the
+    /// accounting ones where it can: one that fails (here: a directory of
+    /// that id exists already) or cannot be used (the base is not visible)
+    /// only costs figures. A failure leaves nothing made for the job.
+    #[test]
+    fn only_the_limits_hierarchies_must_be_joined() {
+        let (Some(pids), Some(acct), Some(cpu)) = (
+            Scratch::new("pids"),
+            Scratch::new("cpuacct"),
+            Scratch::new("cpu"),
+        ) else {
+            eprintln!("skipped: no v1 pids, cpuacct and cpu hierarchies here");
+            return;
+        };
+        let base = |c: &str, dir: std::result::Result<PathBuf, String>| Base {
+            controllers: vec![c.to_owned()],
+            dir,
+            owned: false,
+        };
+        let tree = Tree::new(
+            vec![
+                base("pids", Ok(pids.0.clone())),
+                base("cpuacct", Ok(acct.0.clone())),
+                base("cpu", Ok(cpu.0.clone())),
+                base("memory", Err("not visible here".into())),
+            ],
+            "owner".into(),
+        );
+        let never: RunAhead = |_| {};
+        let limits = Resources {
+            pids: Some(8),
+            ..Default::default()
+        };
+        std::fs::create_dir_all(acct.0.join("owner/job1")).unwrap();
+        let cg = tree
+            .create_job("job1", &limits, true, never)
+            .unwrap()
+            .expect("a cgroup");
+        let Kind::V1(j) = &cg.kind else {
+            panic!("a v1 job")
+        };
+        let dirs: Vec<&Path> = j.dirs.iter().map(|(_, d)| d.as_path()).collect();
+        assert_eq!(dirs, [pids.0.join("owner/job1")]);
+        assert_eq!(
+            common::read(&pids.0.join("owner/job1/pids.max"))
+                .unwrap()
+                .trim(),
+            "8"
+        );
+        cg.remove();
+
+        std::fs::create_dir_all(pids.0.join("owner/job2")).unwrap();
+        let e = tree
+            .create_job("job2", &limits, true, never)
+            .err()
+            .expect("the limit's hierarchy failed");
+        assert!(
+            matches!(
+                &e,
+                Error::Cgroup {
+                    errno: Errno(libc::EEXIST),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A later limit's hierarchy fails: what was made for the job goes.
+        std::fs::create_dir_all(cpu.0.join("owner/job3")).unwrap();
+        let both = Resources {
+            pids: Some(8),
+            cpu_percent: Some(50),
+            ..Default::default()
+        };
+        assert!(tree.create_job("job3", &both, false, never).is_err());
+        assert!(!pids.0.join("owner/job3").exists(), "left behind");
+        for d in ["owner/job3", "owner"].map(|d| cpu.0.join(d)) {
+            let _ = common::rmdir(&d);
+        }
+        for d in ["owner/job1", "owner"].map(|d| acct.0.join(d)) {
+            let _ = common::rmdir(&d);
+        }
+        for d in ["owner/job2", "owner"].map(|d| pids.0.join(d)) {
+            let _ = common::rmdir(&d);
+        }
     }
 }
