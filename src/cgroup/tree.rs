@@ -679,6 +679,16 @@ mod tests {
         println!("NOT JUDGED");
     }
 
+    #[test]
+    fn the_default_tree_is_usable_where_this_process_sees_its_cgroup() {
+        let visible = match probe::probe() {
+            Host::V2 { own, .. } => own.is_some(),
+            Host::V1 { hierarchies } => hierarchies.iter().any(|h| h.own.is_some()),
+            Host::Unavailable { .. } => false,
+        };
+        assert_eq!(CgroupTree::open(None).usable(), visible);
+    }
+
     proptest! {
         #[test]
         fn owner_parse_never_panics(s in "\\PC{0,40}") {

@@ -651,6 +651,17 @@ mod tests {
             "8"
         );
         cg.remove();
+        // Where nothing is in the way, the accounting hierarchies are joined too.
+        let cg = tree
+            .create_job("job4", &limits, true, never)
+            .unwrap()
+            .expect("a cgroup");
+        let Kind::V1(j) = &cg.kind else {
+            panic!("a v1 job")
+        };
+        let dirs: Vec<&Path> = j.dirs.iter().map(|(_, d)| d.as_path()).collect();
+        assert_eq!(dirs, [pids.0.join("owner/job4"), acct.0.join("owner/job4")]);
+        cg.remove();
 
         std::fs::create_dir_all(pids.0.join("owner/job2")).unwrap();
         let e = tree
@@ -667,22 +678,23 @@ mod tests {
             ),
             "{e}"
         );
-        // A later limit's hierarchy fails: what was made for the job goes.
-        std::fs::create_dir_all(cpu.0.join("owner/job3")).unwrap();
+        // A later limit's hierarchy fails (the limits are joined in field
+        // order: cpu_percent, then pids): what was made for the job goes.
+        std::fs::create_dir_all(pids.0.join("owner/job3")).unwrap();
         let both = Resources {
             pids: Some(8),
             cpu_percent: Some(50),
             ..Default::default()
         };
         assert!(tree.create_job("job3", &both, false, never).is_err());
-        assert!(!pids.0.join("owner/job3").exists(), "left behind");
+        assert!(!cpu.0.join("owner/job3").exists(), "left behind");
         for d in ["owner/job3", "owner"].map(|d| cpu.0.join(d)) {
             let _ = common::rmdir(&d);
         }
         for d in ["owner/job1", "owner"].map(|d| acct.0.join(d)) {
             let _ = common::rmdir(&d);
         }
-        for d in ["owner/job2", "owner"].map(|d| pids.0.join(d)) {
+        for d in ["owner/job2", "owner/job3", "owner"].map(|d| pids.0.join(d)) {
             let _ = common::rmdir(&d);
         }
     }
