@@ -253,8 +253,12 @@ pub(crate) fn cpus_value(list: &str) -> Result<String> {
 
 /// True when the host has swap space in use or available (`/proc/swaps` lists a device).
 pub(crate) fn host_has_swap() -> bool {
-    std::fs::read_to_string("/proc/swaps")
-        .is_ok_and(|t| t.lines().skip(1).any(|l| !l.trim().is_empty()))
+    std::fs::read_to_string("/proc/swaps").is_ok_and(|t| lists_swap(&t))
+}
+
+/// Whether a `/proc/swaps` text lists a device under its header.
+fn lists_swap(proc_swaps: &str) -> bool {
+    proc_swaps.lines().skip(1).any(|l| !l.trim().is_empty())
 }
 
 /// The type of the file system holding `path` (statfs `f_type`).
@@ -385,6 +389,120 @@ mod tests {
         assert_eq!(render_cpu_list(&[0, 1, 2, 5]), "0-2,5");
         assert_eq!(render_cpu_list(&[3]), "3");
         assert_eq!(render_cpu_list(&[0, 2, 4, 5]), "0,2,4-5");
+    }
+
+    #[test]
+    fn a_job_directory_is_made_once_and_only_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = mkdir_job(d.path(), "job1").unwrap();
+        assert_eq!(dir, d.path().join("job1"));
+        assert!(dir.is_dir());
+        let e = mkdir_job(d.path(), "job1").unwrap_err();
+        assert!(
+            matches!(&e, Error::Cgroup { errno: Errno(libc::EEXIST), path, .. } if *path == dir),
+            "another job's directory: {e}"
+        );
+        assert!(matches!(
+            mkdir_job(d.path(), ".."),
+            Err(Error::InvalidJobId { .. })
+        ));
+    }
+
+    #[test]
+    fn rmdir_reports_a_directory_that_stays() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "").unwrap();
+        assert_eq!(rmdir(d.path()), Err(Errno(libc::ENOTEMPTY)));
+        assert!(d.path().exists());
+    }
+
+    #[test]
+    fn only_a_missing_directory_counts_as_vanished() {
+        let p = Path::new("/sys/fs/cgroup/jobcell/1-2-3");
+        assert!(vanished(&cgroup_error(
+            "mkdir",
+            p,
+            None,
+            Errno(libc::ENOENT)
+        )));
+        assert!(!vanished(&cgroup_error(
+            "mkdir",
+            p,
+            None,
+            Errno(libc::EACCES)
+        )));
+        assert!(!vanished(&job_exists(p.to_owned())));
+    }
+
+    #[test]
+    fn listed_pids_are_read_and_killed() {
+        assert_eq!(parse_pids("12\n345\n"), [12, 345]);
+        assert_eq!(parse_pids(""), Vec::<i32>::new());
+        let d = fixture::cgroup(&[]);
+        assert!(
+            procs(d.path()).is_empty(),
+            "no cgroup.procs: nothing listed"
+        );
+        // A fixture lists two real processes; kill_listed kills both.
+        let mut children: Vec<std::process::Child> = (0..2)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("60")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let listed: String = children.iter().map(|c| format!("{}\n", c.id())).collect();
+        fixture::set(d.path(), "cgroup.procs", &listed);
+        assert_eq!(
+            procs(d.path()),
+            children.iter().map(|c| c.id() as i32).collect::<Vec<_>>()
+        );
+        kill_listed(d.path());
+        for c in &mut children {
+            let killed = wait_until(Duration::from_secs(5), || c.try_wait().unwrap().is_some());
+            if !killed {
+                let _ = c.kill();
+            }
+            let st = c.wait().unwrap();
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&st),
+                Some(libc::SIGKILL)
+            );
+        }
+    }
+
+    #[test]
+    fn wait_until_polls_until_the_condition_or_the_limit() {
+        assert!(wait_until(Duration::from_secs(5), || true));
+        let start = Instant::now();
+        assert!(!wait_until(Duration::from_millis(30), || false));
+        assert!(
+            start.elapsed() >= Duration::from_millis(30),
+            "gave up early"
+        );
+        let mut calls = 0;
+        assert!(wait_until(Duration::from_secs(5), || {
+            calls += 1;
+            calls == 5
+        }));
+    }
+
+    #[test]
+    fn swap_is_a_device_listed_under_the_header() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert!(!lists_swap(header));
+        assert!(!lists_swap(""));
+        assert!(lists_swap(&format!(
+            "{header}/swapfile                               file\t\t131068\t\t0\t\t-2\n"
+        )));
+    }
+
+    #[test]
+    fn file_system_types_come_from_statfs() {
+        // PROC_SUPER_MAGIC, TMPFS_MAGIC (a tempdir may be on disk: not checked).
+        assert_eq!(fs_type(Path::new("/proc")), Ok(0x9fa0));
+        assert_eq!(fs_type(Path::new("/no/such/dir")), Err(Errno(libc::ENOENT)));
     }
 
     proptest! {

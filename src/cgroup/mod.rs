@@ -330,18 +330,25 @@ pub(crate) fn cached_descriptors() -> Vec<std::os::fd::RawFd> {
 }
 
 fn tree(base: Option<&Path>) -> Arc<CgroupTree> {
+    opened(base).0
+}
+
+/// The tree under `base`, opened (and swept) on first use, with how many
+/// job cgroups that first sweep removed (0 for a tree opened before).
+fn opened(base: Option<&Path>) -> (Arc<CgroupTree>, usize) {
     let mut trees = TREES.lock();
     if let Some((_, t)) = trees.iter().find(|(b, _)| b.as_deref() == base) {
-        return t.clone();
+        return (t.clone(), 0);
     }
     let t = Arc::new(CgroupTree::open(base));
+    let mut swept = 0;
     // An unusable base is probed again next time: the admin may fix it while we run.
     if t.usable() {
         // Opening is the cheap moment to clean up after processes that crashed.
-        let _ = t.sweep_stale();
+        swept = t.sweep_stale().unwrap_or(0);
         trees.push((base.map(Path::to_owned), t.clone()));
     }
-    t
+    (t, swept)
 }
 
 /// Creates the cgroup of job `id` (a checked job id: one path component)
@@ -379,7 +386,9 @@ pub(crate) fn create_job(
 /// # Ok::<(), jobcell::Error>(())
 /// ```
 pub fn sweep_stale_cgroups(base: Option<&Path>) -> Result<usize> {
-    tree(base).sweep_stale()
+    // A tree's first use sweeps it: what that removed counts too.
+    let (t, swept) = opened(base);
+    Ok(swept + t.sweep_stale()?)
 }
 
 #[cfg(test)]
@@ -429,6 +438,25 @@ mod tests {
         assert_eq!(max_cpus(&l(None, Some(250)), 8), 3);
         assert_eq!(max_cpus(&l(Some("0,4"), Some(350)), 8), 2);
         assert_eq!(max_cpus(&l(None, None), 0), 1);
+    }
+
+    #[test]
+    fn controllers_have_the_kernels_names() {
+        use Controller::*;
+        let names =
+            [Memory, Cpu, CpuAcct, Cpuset, Pids, Io, Freezer].map(|c| (c.v2_name(), c.v1_name()));
+        assert_eq!(
+            names,
+            [
+                (Some("memory"), "memory"),
+                (Some("cpu"), "cpu"),
+                (None, "cpuacct"),
+                (Some("cpuset"), "cpuset"),
+                (Some("pids"), "pids"),
+                (Some("io"), "blkio"),
+                (None, "freezer"),
+            ]
+        );
     }
 
     proptest! {

@@ -338,6 +338,29 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_hierarchy_mounted_twice_is_used_where_it_shows_our_cgroup() {
+        // Another part of the tree bind-mounted first, then the whole
+        // hierarchy, then the whole again elsewhere.
+        let mi = "\
+32 31 0:29 /other /mnt/a rw - cgroup cgroup rw,memory
+33 31 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+34 31 0:29 / /mnt/b rw - cgroup cgroup rw,memory
+";
+        let cg = parse_proc_cgroup("4:memory:/job/x\n");
+        let Host::V1 { hierarchies } = resolve(&parse_mountinfo(mi), &cg) else {
+            panic!()
+        };
+        assert_eq!(
+            hierarchies,
+            [Hierarchy {
+                controllers: vec!["memory".into()],
+                mount: "/sys/fs/cgroup/memory".into(),
+                own: Some("/sys/fs/cgroup/memory/job/x".into()),
+            }]
+        );
+    }
+
     proptest! {
         #[test]
         fn parsers_never_panic(a in "\\PC{0,300}", b in "\\PC{0,200}") {

@@ -48,3 +48,99 @@ impl Resources {
             || self.io_write_iops.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each limit set alone, by the name of its field.
+    fn each_limit_alone() -> Vec<(&'static str, Resources)> {
+        let none = Resources::default;
+        vec![
+            (
+                "memory",
+                Resources {
+                    memory: Some(1),
+                    ..none()
+                },
+            ),
+            (
+                "memory_swap",
+                Resources {
+                    memory_swap: Some(1),
+                    ..none()
+                },
+            ),
+            (
+                "cpu_percent",
+                Resources {
+                    cpu_percent: Some(1),
+                    ..none()
+                },
+            ),
+            (
+                "cpus",
+                Resources {
+                    cpus: Some("0".into()),
+                    ..none()
+                },
+            ),
+            (
+                "pids",
+                Resources {
+                    pids: Some(1),
+                    ..none()
+                },
+            ),
+            (
+                "io_read_bps",
+                Resources {
+                    io_read_bps: Some(1),
+                    ..none()
+                },
+            ),
+            (
+                "io_write_bps",
+                Resources {
+                    io_write_bps: Some(1),
+                    ..none()
+                },
+            ),
+            (
+                "io_read_iops",
+                Resources {
+                    io_read_iops: Some(1),
+                    ..none()
+                },
+            ),
+            (
+                "io_write_iops",
+                Resources {
+                    io_write_iops: Some(1),
+                    ..none()
+                },
+            ),
+            (
+                "cpu_time",
+                Resources {
+                    cpu_time: true,
+                    ..none()
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn any_limit_alone_needs_a_cgroup() {
+        assert!(!Resources::default().needs_cgroup());
+        let devices_only = Resources {
+            io_devices: Some(vec!["8:0".into()]),
+            ..Default::default()
+        };
+        assert!(!devices_only.needs_cgroup(), "devices alone limit nothing");
+        for (name, r) in each_limit_alone() {
+            assert!(r.needs_cgroup(), "{name}");
+            assert_eq!(r.has_io(), name.starts_with("io_"), "{name}");
+        }
+    }
+}

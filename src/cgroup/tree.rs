@@ -364,10 +364,13 @@ fn pid_levels(pid: u32) -> Option<usize> {
 /// Whether /proc is mounted to hide other users' processes
 /// (`hidepid=invisible`), which would make them look gone.
 fn proc_hides_processes() -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return true;
-    };
-    info.lines()
+    std::fs::read_to_string("/proc/self/mountinfo").map_or(true, |info| hides_processes(&info))
+}
+
+/// Whether a mountinfo text mounts `/proc` with `hidepid=2` (`invisible`).
+fn hides_processes(mountinfo: &str) -> bool {
+    mountinfo
+        .lines()
         .filter(|l| l.split(' ').nth(4) == Some("/proc"))
         .any(|l| l.contains("hidepid=2") || l.contains("hidepid=invisible"))
 }
@@ -386,6 +389,7 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroup::common::fixture;
     use proptest::prelude::*;
 
     #[test]
@@ -499,6 +503,190 @@ mod tests {
             "{e}"
         );
         assert_eq!(t.sweep_stale().unwrap(), 0);
+    }
+
+    #[test]
+    fn the_default_v2_base_is_beside_the_supervisor_leaf() {
+        let own = Path::new("/sys/fs/cgroup/system.slice/app.service");
+        let want = (own.to_owned(), own.join(BASE_NAME));
+        assert_eq!(default_base_v2(own), want);
+        assert_eq!(
+            default_base_v2(&own.join(v2::LEAF)),
+            want,
+            "a process moved into the leaf shares the tree beside it"
+        );
+    }
+
+    #[test]
+    fn sweep_keeps_live_owners_and_reports_what_it_cannot_list() {
+        let base = tempfile::tempdir().unwrap();
+        let me = Owner::current();
+        // Another live process of this PID namespace: its init.
+        let live = Owner {
+            pid: 1,
+            start: start_time(1).expect("pid 1's start time"),
+            ..me
+        };
+        std::fs::create_dir_all(base.path().join(live.name()).join("job1")).unwrap();
+        let mut removed = BTreeSet::new();
+        sweep_base(base.path(), &me, &mut removed).unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        assert!(base.path().join(live.name()).join("job1").exists());
+
+        // Not a directory (ENOTDIR): an error naming the base, not "nothing to sweep".
+        let file = base.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let e = sweep_base(&file, &me, &mut removed).unwrap_err();
+        assert!(
+            matches!(&e, Error::Cgroup { op: "list", path, errno: Errno(libc::ENOTDIR), .. } if *path == file),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_frozen_leftover_is_thawed_before_its_processes_are_killed() {
+        let d = fixture::cgroup(&["freezer.state", "cgroup.freeze"]);
+        fixture::set(d.path(), "freezer.state", "FROZEN\n");
+        fixture::set(d.path(), "cgroup.freeze", "1\n");
+        thaw(d.path());
+        assert_eq!(fixture::get(d.path(), "freezer.state"), "THAWED");
+        assert_eq!(fixture::get(d.path(), "cgroup.freeze"), "0");
+        let other = fixture::cgroup(&[]);
+        thaw(other.path());
+        assert_eq!(
+            std::fs::read_dir(other.path()).unwrap().count(),
+            0,
+            "no file made where the hierarchy has none"
+        );
+    }
+
+    #[test]
+    fn hidden_processes_are_recognised_in_mountinfo() {
+        let proc_line =
+            |opts: &str| format!("22 1 0:21 / /proc rw,nosuid,nodev,noexec - proc proc {opts}\n");
+        let other = "30 1 0:40 / /mnt/p rw - proc proc rw,hidepid=2\n";
+        assert!(!hides_processes(&proc_line("rw")));
+        assert!(hides_processes(&proc_line("rw,hidepid=2")));
+        assert!(hides_processes(&proc_line("rw,hidepid=invisible,gid=10")));
+        assert!(
+            !hides_processes(&proc_line("rw,hidepid=1")),
+            "hidepid=1 hides no process, only their files"
+        );
+        assert!(
+            !hides_processes(&format!("{}{other}", proc_line("rw"))),
+            "only /proc counts"
+        );
+        assert!(hides_processes(&format!(
+            "{other}{}",
+            proc_line("rw,hidepid=2")
+        )));
+    }
+
+    /// What the child halves below run in (`pidns`: a new PID namespace;
+    /// `hidepid`: a private /proc mounted with `hidepid=invisible`).
+    const NS_CHILD: &str = "JOBCELL_TEST_TREE_NS_CHILD";
+
+    /// Runs `child` (a test of this module) again in this binary, under
+    /// `wrap`; returns its standard output.
+    fn run_child(child: &str, mode: &str, wrap: &[&str]) -> String {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(wrap[0])
+            .args(&wrap[1..])
+            .arg(&exe)
+            .args([
+                "--exact",
+                &format!("cgroup::tree::tests::{child}"),
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(NS_CHILD, mode)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Another PID namespace's owners are judged (gone when no visible
+    /// process is theirs) only from the initial namespace with a /proc that
+    /// hides nothing: from anywhere else an owner may live out of sight.
+    #[test]
+    fn other_namespaces_are_judged_only_where_every_process_is_visible() {
+        let mine = rustix::fs::stat("/proc/self/ns/pid").unwrap().st_ino;
+        let hidden = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains("hidepid=");
+        if mine == INIT_PIDNS && !hidden {
+            let seen = OtherNamespaces::scan().seen.expect("every process seen");
+            let me = Owner::current();
+            assert!(seen.contains(&(me.pidns, me.start)));
+            let parent = Owner {
+                pid: 1,
+                start: start_time(1).unwrap(),
+                pidns: me.pidns,
+            };
+            assert!(seen.contains(&(parent.pidns, parent.start)));
+            assert_eq!(pid_levels(std::process::id()), Some(1));
+        }
+        let levels = pid_levels(std::process::id()).expect("NSpid of this process");
+        let out = run_child("ns_child", "pidns", &["unshare", "--pid", "--fork"]);
+        assert!(out.contains("NOT JUDGED"), "{out}");
+        assert!(
+            out.contains(&format!("LEVELS {}", levels + 1)),
+            "a process in a new PID namespace has a pid in one more: {out}"
+        );
+        let out = run_child(
+            "ns_child",
+            "hidepid",
+            &[
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mount -t proc -o hidepid=invisible proc /proc && exec \"$0\" \"$@\"",
+            ],
+        );
+        assert!(out.contains("NOT JUDGED"), "{out}");
+    }
+
+    /// The child half of `other_namespaces_are_judged_only_where_every_process_is_visible`.
+    #[test]
+    #[ignore = "run by other_namespaces_are_judged_only_where_every_process_is_visible"]
+    fn ns_child() {
+        let Some(mode) = std::env::var_os(NS_CHILD) else {
+            return;
+        };
+        if mode == "hidepid" {
+            assert!(proc_hides_processes());
+        } else {
+            // Its pid in the host's /proc (the one mounted here).
+            let pid: u32 = std::fs::read_link("/proc/self")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            println!("LEVELS {}", pid_levels(pid).unwrap());
+        }
+        assert!(OtherNamespaces::scan().seen.is_none());
+        println!("NOT JUDGED");
+    }
+
+    #[test]
+    fn the_default_tree_is_usable_where_this_process_sees_its_cgroup() {
+        let visible = match probe::probe() {
+            Host::V2 { own, .. } => own.is_some(),
+            Host::V1 { hierarchies } => hierarchies.iter().any(|h| h.own.is_some()),
+            Host::Unavailable { .. } => false,
+        };
+        assert_eq!(CgroupTree::open(None).usable(), visible);
     }
 
     proptest! {

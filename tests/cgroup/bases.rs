@@ -549,3 +549,41 @@ fn delegated_child(svc: &Path) {
     }
     println!("DELEGATED-OK");
 }
+
+/// `sweep_stale_cgroups` says how many job cgroups it removed, also on a
+/// process's first use of a base (opening the tree sweeps it, and that
+/// sweep counts). A base of this test's own, so that no other process
+/// sweeps these first; a live owner's cgroups stay.
+#[test]
+fn the_sweep_says_how_many_job_cgroups_it_removed() {
+    let _g = common::shared();
+    let base = default_base().with_file_name(format!("jobcell-sweep-{}", std::process::id()));
+    std::fs::create_dir(&base).unwrap();
+    let pidns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let stale = base.join(format!("{dead_pid}-1-{pidns}"));
+    let stat = std::fs::read_to_string("/proc/1/stat").unwrap();
+    let start = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap();
+    let live = base.join(format!("1-{start}-{pidns}"));
+    for job in [stale.join("a"), stale.join("b"), live.join("c")] {
+        std::fs::create_dir_all(job).unwrap();
+    }
+
+    let removed = jobcell::sweep_stale_cgroups(Some(&base));
+    let again = jobcell::sweep_stale_cgroups(Some(&base));
+    let kept = live.join("c").exists();
+    for d in [live.join("c"), live, stale, base] {
+        let _ = std::fs::remove_dir(d);
+    }
+    assert_eq!(removed.unwrap(), 2, "the first sweep of a base");
+    assert_eq!(again.unwrap(), 0, "nothing left to sweep");
+    assert!(kept, "a live owner's job cgroup was swept");
+}

@@ -409,3 +409,293 @@ impl Job {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against real v1 cgroups: fresh children of this process's own cgroup
+    //! in hierarchies whose own cgroup is this host's root (pids, freezer,
+    //! cpu, cpuacct), removed at the end. Skipped where there are none (a
+    //! pure v2 host; the integration suite covers the rest).
+
+    use std::io::Write;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Child, Command};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::cgroup::probe::{self, Host};
+
+    /// A child of this process's own cgroup in the hierarchy of `controller`.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(controller: &str) -> Option<Scratch> {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let Host::V1 { hierarchies } = probe::probe() else {
+                return None;
+            };
+            let own = hierarchies
+                .into_iter()
+                .find(|h| h.controllers == [controller])?
+                .own?;
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir = own.join(format!("jobcell-unit-{}-{n}", std::process::id()));
+            common::mkdir(&dir).ok()?;
+            Some(Scratch(dir))
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let thaw = self.0.join("freezer.state");
+            if thaw.exists() {
+                let _ = common::write(&thaw, "THAWED");
+            }
+            // The test killed what it put here; the last task may still be leaving.
+            common::wait_until(Duration::from_secs(2), || common::rmdir(&self.0).is_ok());
+        }
+    }
+
+    fn sleeper() -> Child {
+        Command::new("sleep").arg("60").spawn().unwrap()
+    }
+
+    /// True if `c` died of SIGKILL within a few seconds; kills it otherwise.
+    fn killed(c: &mut Child) -> bool {
+        let mut status = None;
+        common::wait_until(Duration::from_secs(5), || {
+            status = c.try_wait().unwrap();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        status.is_some_and(|s| s.signal() == Some(libc::SIGKILL))
+    }
+
+    fn job(dirs: &[(&str, &Scratch)]) -> Job {
+        Job {
+            dirs: dirs
+                .iter()
+                .map(|(c, d)| (vec![(*c).to_owned()], d.0.clone()))
+                .collect(),
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// `kill` reaches every process of the job: through the freezer (frozen
+    /// first, so that nothing forks meanwhile, thawed after) where the job
+    /// has that hierarchy, else by listing them; `remove` then leaves no
+    /// directory.
+    #[test]
+    fn kill_reaches_every_process_and_remove_leaves_nothing() {
+        let (Some(pids), Some(freezer)) = (Scratch::new("pids"), Scratch::new("freezer")) else {
+            eprintln!("skipped: no v1 pids and freezer hierarchies here");
+            return;
+        };
+        for with_freezer in [false, true] {
+            let mut dirs = vec![("pids", &pids)];
+            if with_freezer {
+                dirs.push(("freezer", &freezer));
+            }
+            let j = job(&dirs);
+            assert!(!j.populated());
+            let mut children: Vec<Child> = (0..3).map(|_| sleeper()).collect();
+            for c in &children {
+                j.attach(c.id() as i32).unwrap();
+            }
+            for (_, d) in &dirs {
+                assert_eq!(common::procs(&d.0).len(), 3, "{}", d.0.display());
+            }
+            assert!(j.populated());
+            j.kill();
+            let dead = children.iter_mut().map(killed).filter(|k| *k).count();
+            assert_eq!(dead, 3, "with the freezer: {with_freezer}");
+            assert!(common::wait_until(Duration::from_secs(2), || !j.populated()));
+            if with_freezer {
+                assert_eq!(
+                    common::read(&freezer.0.join("freezer.state"))
+                        .unwrap()
+                        .trim(),
+                    "THAWED"
+                );
+            }
+        }
+        // A job's remove kills what is still there, and every directory goes.
+        let j = job(&[("pids", &pids), ("freezer", &freezer)]);
+        let mut c = sleeper();
+        // As the cell's init joins: through each directory's tasks file,
+        // opened by the host beforehand.
+        let join = j.self_join();
+        assert_eq!(join.len(), 2);
+        for (fd, dir) in join {
+            std::fs::File::from(fd)
+                .write_all(c.id().to_string().as_bytes())
+                .unwrap();
+            assert_eq!(common::procs(&dir), [c.id() as i32]);
+        }
+        assert!(j.remove());
+        assert!(killed(&mut c));
+        assert!(!pids.0.exists() && !freezer.0.exists());
+        // One directory that stays (not a cgroup, not empty): not all gone.
+        let plain = tempfile::tempdir().unwrap();
+        std::fs::write(plain.path().join("f"), "").unwrap();
+        let stays = Job {
+            dirs: vec![
+                (vec!["pids".into()], plain.path().to_owned()),
+                (vec!["cpu".into()], plain.path().join("absent")),
+            ],
+            tasks: Mutex::new(Vec::new()),
+        };
+        assert!(!stays.remove());
+    }
+
+    /// Each limit goes to the hierarchy of its controller, and the usage
+    /// figures come from theirs.
+    #[test]
+    fn limits_and_usage_go_through_each_controllers_hierarchy() {
+        let (Some(pids), Some(cpu), Some(acct)) = (
+            Scratch::new("pids"),
+            Scratch::new("cpu"),
+            Scratch::new("cpuacct"),
+        ) else {
+            eprintln!("skipped: no v1 pids, cpu and cpuacct hierarchies here");
+            return;
+        };
+        let j = job(&[("pids", &pids), ("cpu", &cpu), ("cpuacct", &acct)]);
+        j.configure(&Resources {
+            pids: Some(7),
+            cpu_percent: Some(50),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(common::read(&pids.0.join("pids.max")).unwrap().trim(), "7");
+        assert_eq!(
+            common::read(&cpu.0.join("cpu.cfs_quota_us"))
+                .unwrap()
+                .trim(),
+            "50000"
+        );
+        let mut busy = Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap();
+        j.attach(busy.id() as i32).unwrap();
+        assert_eq!(j.usage().pids_current, 1);
+        common::wait_until(Duration::from_secs(5), || {
+            j.cpu_time().is_some_and(|t| t >= Duration::from_millis(20))
+        });
+        let _ = busy.kill();
+        let _ = busy.wait();
+        common::wait_until(Duration::from_secs(2), || !j.populated());
+        let used = common::read_u64_opt(&acct.0.join("cpuacct.usage")).unwrap();
+        assert!(used > 0);
+        assert_eq!(j.cpu_time(), Some(Duration::from_nanos(used)));
+        let u = j.usage();
+        assert_eq!(
+            u.cpu_user + u.cpu_system,
+            Duration::from_nanos(used),
+            "{u:?}"
+        );
+        assert_eq!(u.pids_current, 0, "{u:?}");
+    }
+
+    /// A job joins the hierarchies its limits need or fails, and joins the
+    /// accounting ones where it can: one that fails (here: a directory of
+    /// that id exists already) or cannot be used (the base is not visible)
+    /// only costs figures. A failure leaves nothing made for the job.
+    #[test]
+    fn only_the_limits_hierarchies_must_be_joined() {
+        let (Some(pids), Some(acct), Some(cpu)) = (
+            Scratch::new("pids"),
+            Scratch::new("cpuacct"),
+            Scratch::new("cpu"),
+        ) else {
+            eprintln!("skipped: no v1 pids, cpuacct and cpu hierarchies here");
+            return;
+        };
+        let base = |c: &str, dir: std::result::Result<PathBuf, String>| Base {
+            controllers: vec![c.to_owned()],
+            dir,
+            owned: false,
+        };
+        let tree = Tree::new(
+            vec![
+                base("pids", Ok(pids.0.clone())),
+                base("cpuacct", Ok(acct.0.clone())),
+                base("cpu", Ok(cpu.0.clone())),
+                base("memory", Err("not visible here".into())),
+            ],
+            "owner".into(),
+        );
+        let never: RunAhead = |_| {};
+        let limits = Resources {
+            pids: Some(8),
+            ..Default::default()
+        };
+        std::fs::create_dir_all(acct.0.join("owner/job1")).unwrap();
+        let cg = tree
+            .create_job("job1", &limits, true, never)
+            .unwrap()
+            .expect("a cgroup");
+        let Kind::V1(j) = &cg.kind else {
+            panic!("a v1 job")
+        };
+        let dirs: Vec<&Path> = j.dirs.iter().map(|(_, d)| d.as_path()).collect();
+        assert_eq!(dirs, [pids.0.join("owner/job1")]);
+        assert_eq!(
+            common::read(&pids.0.join("owner/job1/pids.max"))
+                .unwrap()
+                .trim(),
+            "8"
+        );
+        cg.remove();
+        // Where nothing is in the way, the accounting hierarchies are joined too.
+        let cg = tree
+            .create_job("job4", &limits, true, never)
+            .unwrap()
+            .expect("a cgroup");
+        let Kind::V1(j) = &cg.kind else {
+            panic!("a v1 job")
+        };
+        let dirs: Vec<&Path> = j.dirs.iter().map(|(_, d)| d.as_path()).collect();
+        assert_eq!(dirs, [pids.0.join("owner/job4"), acct.0.join("owner/job4")]);
+        cg.remove();
+
+        std::fs::create_dir_all(pids.0.join("owner/job2")).unwrap();
+        let e = tree
+            .create_job("job2", &limits, true, never)
+            .err()
+            .expect("the limit's hierarchy failed");
+        assert!(
+            matches!(
+                &e,
+                Error::Cgroup {
+                    errno: Errno(libc::EEXIST),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A later limit's hierarchy fails (the limits are joined in field
+        // order: cpu_percent, then pids): what was made for the job goes.
+        std::fs::create_dir_all(pids.0.join("owner/job3")).unwrap();
+        let both = Resources {
+            pids: Some(8),
+            cpu_percent: Some(50),
+            ..Default::default()
+        };
+        assert!(tree.create_job("job3", &both, false, never).is_err());
+        assert!(!cpu.0.join("owner/job3").exists(), "left behind");
+        for d in ["owner/job3", "owner"].map(|d| cpu.0.join(d)) {
+            let _ = common::rmdir(&d);
+        }
+        for d in ["owner/job1", "owner"].map(|d| acct.0.join(d)) {
+            let _ = common::rmdir(&d);
+        }
+        for d in ["owner/job2", "owner/job3", "owner"].map(|d| pids.0.join(d)) {
+            let _ = common::rmdir(&d);
+        }
+    }
+}
