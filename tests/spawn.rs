@@ -25,7 +25,10 @@ fn refused(what: &str, f: impl FnOnce() -> Result<jobcell::JobHandle, Error>) ->
 #[test]
 fn bad_input_is_refused_before_anything_runs_and_leaves_nothing() {
     let _g = exclusive();
-    // Warm up the runtime so its own threads and descriptors are in the snapshot.
+    // Warm up the runtime so its own threads and descriptors, and the
+    // caches a program that spawns again fills (ready cgroup directories:
+    // the refused spawns below are such spawns), are in the snapshot.
+    jobcell::__private::want_work_ahead();
     assert!(sh(&cell(), "true").outcome.success());
 
     let e = refused("missing program", || {
@@ -240,8 +243,10 @@ fn limited() -> Sandbox {
 #[test]
 fn finished_jobs_leave_nothing_behind() {
     let _g = exclusive();
-    // Warm-up: the caches that fill on first use (skeletons, ready cgroup
-    // directories of the hierarchies limits use) are in the snapshot.
+    // Warm-up: the caches that fill once a program spawns again (skeletons,
+    // ready cgroup directories of the hierarchies limits use) are in the
+    // snapshot.
+    jobcell::__private::want_work_ahead();
     assert!(sh(&cell(), "true").outcome.success());
     assert!(sh(&limited(), "true").outcome.success());
     let before = snapshot();
