@@ -739,10 +739,10 @@ mod tests {
     #[test]
     fn output_is_cut_at_exactly_the_limit_of_both_streams_together() {
         let rt = TestRuntime::new("jc-t-outlimit");
-        let within = Duration::from_secs(30);
+        let within = Duration::from_secs(10);
         let limits = |bytes| crate::Limits {
             output_bytes: Some(bytes),
-            wall_time: Some(Duration::from_secs(20)),
+            wall_time: Some(Duration::from_secs(10)),
             ..Default::default()
         };
         // Exactly the limit, over both streams: not exceeded.
@@ -787,9 +787,9 @@ mod tests {
     #[test]
     fn stdin_is_fed_whole_and_a_job_that_stops_reading_is_not_waited_for() {
         let rt = TestRuntime::new("jc-t-stdin");
-        let within = Duration::from_secs(30);
+        let within = Duration::from_secs(10);
         let sb = limited(crate::Limits {
-            wall_time: Some(Duration::from_secs(20)),
+            wall_time: Some(Duration::from_secs(10)),
             ..Default::default()
         });
         let input: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -820,7 +820,7 @@ mod tests {
     fn a_silent_job_holds_up_no_other() {
         let rt = TestRuntime::new("jc-t-noblock");
         let sb = crate::Sandbox::new();
-        let within = Duration::from_secs(20);
+        let within = Duration::from_secs(10);
         let quick = || {
             let job = rt.spawn(&sb, crate::Command::new("echo").arg("hi"));
             let o = outcome(&job, within);
@@ -866,7 +866,7 @@ mod tests {
             &crate::Sandbox::new(),
             &sh("trap '' TERM; echo ready; sleep 60"),
         );
-        let ready = job.logs().next_timeout(Duration::from_secs(20));
+        let ready = job.logs().next_timeout(Duration::from_secs(10));
         assert_eq!(&ready.expect("ready").data[..], b"ready\n");
         // As `Worker::stop` does.
         let grace = Duration::from_millis(500);
@@ -874,7 +874,7 @@ mod tests {
         assert!(job.shared.terminate());
         let t = Instant::now();
         rt.0.reactor.kill_after(&job.shared, grace);
-        let o = outcome(&job, Duration::from_secs(20));
+        let o = outcome(&job, Duration::from_secs(10));
         assert_eq!(o.state, JobState::Stopped);
         assert!(t.elapsed() >= grace, "killed after {:?}", t.elapsed());
     }
@@ -892,7 +892,7 @@ mod tests {
         // SAFETY: a signal to our own cell's init, by its host pid.
         assert_eq!(unsafe { libc::kill(init, libc::SIGSTOP) }, 0);
         job.kill().unwrap();
-        let o = job.wait_timeout(Duration::from_secs(20)).unwrap();
+        let o = job.wait_timeout(Duration::from_secs(10)).unwrap();
         if o.is_none() {
             // SAFETY: as above; do not leave a stopped cell behind.
             unsafe { libc::kill(init, libc::SIGKILL) };
@@ -910,7 +910,15 @@ mod tests {
                 crate::Command::new("sleep").arg("1"),
             )
             .unwrap();
-        rt.reactor.shutdown();
+        // Bounded: a reactor that never lets go must fail this, not hang it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reactor = rt.reactor.clone();
+        std::thread::spawn(move || {
+            reactor.shutdown();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("shutdown returned");
         let o = job
             .try_wait()
             .unwrap()
@@ -936,7 +944,7 @@ mod tests {
     #[test]
     fn a_finished_jobs_timer_leaves_the_next_job_in_its_slot_alone() {
         let rt = TestRuntime::new("jc-t-slots");
-        let within = Duration::from_secs(20);
+        let within = Duration::from_secs(10);
         let timed = limited(crate::Limits {
             wall_time: Some(Duration::from_secs(2)),
             ..Default::default()
@@ -1000,7 +1008,7 @@ mod tests {
         );
         let c = job
             .logs()
-            .next_timeout(Duration::from_secs(20))
+            .next_timeout(Duration::from_secs(10))
             .expect("a line");
         assert_eq!((c.stream, &c.data[..]), (Stream::Stderr, &b"closed\n"[..]));
         let t = Instant::now();
@@ -1013,7 +1021,7 @@ mod tests {
         assert_eq!(kinds, [KIND_PID, KIND_STDERR]);
         job.kill().unwrap();
         assert_eq!(
-            outcome(&job, Duration::from_secs(20)).state,
+            outcome(&job, Duration::from_secs(10)).state,
             JobState::Stopped
         );
     }

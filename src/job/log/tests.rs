@@ -653,3 +653,64 @@ fn an_unreadable_file_is_skipped_not_retried() {
     let got = collect(LogReader::new(log.clone()));
     assert!(!got.is_empty() && got.len() < want.len() && want.ends_with(&got));
 }
+
+/// A reader waiting for more when the log ends learns that it has ended,
+/// at once, rather than that its time ran out.
+#[test]
+fn a_waiting_reader_learns_of_the_end_at_once() {
+    let log = Arc::new(Log::new(1 << 20));
+    log.append(Stream::Stdout, b"x");
+    let mut r = LogReader::new(log.clone());
+    assert_eq!(&r.next_timeout(Duration::ZERO).unwrap().data[..], b"x");
+    let closer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            log.close();
+        })
+    };
+    let t = Instant::now();
+    assert_eq!(
+        r.next_timeout(Duration::from_secs(20)),
+        Err(ReadTimeout::Ended)
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    closer.join().unwrap();
+}
+
+/// A reader behind the memory reads on from the file without the log's
+/// lock (which the writer needs): here the lock is held all along.
+#[test]
+fn a_reader_behind_reads_the_file_without_the_lock() {
+    let log = Arc::new(Log::new(4096));
+    let mut want = Vec::new();
+    for i in 0..2000u32 {
+        let s = if i % 2 == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
+        let data = vec![i as u8; 200];
+        log.append(s, &data);
+        want.extend_from_slice(&data);
+    }
+    let mut r = LogReader::new(log.clone());
+    // The first batch is taken under the lock, and says how far the file
+    // goes (less than one batch: BATCH_BYTES).
+    let first = r.next().unwrap();
+    assert_eq!(first.offset, 0);
+    let held = log.inner.lock();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut got = first.data.to_vec();
+        while got.len() < 200_000 {
+            got.extend_from_slice(&r.next().unwrap().data);
+        }
+        tx.send(got).unwrap();
+    });
+    let got = rx.recv_timeout(Duration::from_secs(20));
+    drop(held);
+    let got = got.expect("read without the lock");
+    assert!(got[..] == want[..got.len()]);
+    reader.join().unwrap();
+}
