@@ -693,9 +693,18 @@ mod tests {
     impl Drop for TestRuntime {
         fn drop(&mut self) {
             // After a failure its jobs may never end: do not wait for them.
-            if !std::thread::panicking() {
-                self.0.reactor.shutdown();
+            if std::thread::panicking() {
+                return;
             }
+            // Bounded: a reactor that never lets go fails the test.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let reactor = self.0.reactor.clone();
+            std::thread::spawn(move || {
+                reactor.shutdown();
+                let _ = tx.send(());
+            });
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("the reactor shut down");
         }
     }
 
