@@ -670,6 +670,371 @@ fn finish(e: Entry) {
 mod tests {
     use super::*;
 
+    fn sh(script: &str) -> crate::Command {
+        let mut c = crate::Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    /// A runtime of its own (its own reactor, epoll set and slots), ended
+    /// when the test is done with it.
+    struct TestRuntime(crate::worker::Runtime);
+
+    impl TestRuntime {
+        fn new(name: &str) -> TestRuntime {
+            TestRuntime(crate::worker::Runtime::new(name).unwrap())
+        }
+
+        fn spawn(&self, sb: &crate::Sandbox, cmd: &crate::Command) -> crate::JobHandle {
+            self.0.spawn_standalone(sb, cmd).unwrap()
+        }
+    }
+
+    impl Drop for TestRuntime {
+        fn drop(&mut self) {
+            // After a failure its jobs may never end: do not wait for them.
+            if std::thread::panicking() {
+                return;
+            }
+            // Bounded: a reactor that never lets go fails the test.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let reactor = self.0.reactor.clone();
+            std::thread::spawn(move || {
+                reactor.shutdown();
+                let _ = tx.send(());
+            });
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("the reactor shut down");
+        }
+    }
+
+    fn limited(limits: crate::Limits) -> crate::Sandbox {
+        let mut sb = crate::Sandbox::new();
+        sb.limits(limits);
+        sb
+    }
+
+    /// Waits for the job's outcome, at most `within` (a hang is a failure,
+    /// not a stuck test).
+    fn outcome(job: &crate::JobHandle, within: Duration) -> Outcome {
+        job.wait_timeout(within)
+            .unwrap()
+            .unwrap_or_else(|| panic!("no outcome within {within:?}: {:?}", job.state()))
+    }
+
+    /// Every chunk of a finished job's log, checked contiguous from 0.
+    fn chunks(job: &crate::JobHandle) -> Vec<crate::Chunk> {
+        let chunks: Vec<crate::Chunk> = job.logs().collect();
+        let mut at = 0;
+        for c in &chunks {
+            assert_eq!(c.offset, at, "contiguous");
+            at += c.data.len() as u64;
+        }
+        chunks
+    }
+
+    fn bytes_of(chunks: &[crate::Chunk], stream: Stream) -> Vec<u8> {
+        chunks
+            .iter()
+            .filter(|c| c.stream == stream)
+            .flat_map(|c| c.data.to_vec())
+            .collect()
+    }
+
+    /// The output limit counts stdout and stderr together, lets a job that
+    /// writes exactly the limit complete, and keeps exactly the limit of one
+    /// that writes more: the log ends at the limit's byte, wherever in a read
+    /// that falls.
+    #[test]
+    fn output_is_cut_at_exactly_the_limit_of_both_streams_together() {
+        let rt = TestRuntime::new("jc-t-outlimit");
+        let within = Duration::from_secs(10);
+        let limits = |bytes| crate::Limits {
+            output_bytes: Some(bytes),
+            wall_time: Some(Duration::from_secs(10)),
+            ..Default::default()
+        };
+        // Exactly the limit, over both streams: not exceeded.
+        let job = rt.spawn(
+            &limited(limits(100_000)),
+            &sh("head -c 60000 /dev/zero; head -c 40000 /dev/zero >&2"),
+        );
+        let o = outcome(&job, within);
+        assert_eq!(o.state, JobState::Completed, "{o:?}");
+        let all = chunks(&job);
+        assert_eq!(bytes_of(&all, Stream::Stdout).len(), 60_000);
+        assert_eq!(bytes_of(&all, Stream::Stderr).len(), 40_000);
+
+        // Over the limit only together.
+        let job = rt.spawn(
+            &limited(limits(100_000)),
+            &sh("head -c 60000 /dev/zero; head -c 60000 /dev/zero >&2; sleep 10"),
+        );
+        let o = outcome(&job, within);
+        assert_eq!(o.state, JobState::OutputLimitExceeded, "{o:?}");
+        let all = chunks(&job);
+        assert_eq!(bytes_of(&all, Stream::Stdout).len(), 60_000);
+        assert_eq!(bytes_of(&all, Stream::Stderr).len(), 40_000);
+
+        // A flood, cut inside a read (an odd limit falls inside "y\n"):
+        // the kept bytes are exactly the job's first 100001.
+        let job = rt.spawn(&limited(limits(100_001)), &crate::Command::new("yes"));
+        let o = outcome(&job, within);
+        assert_eq!(o.state, JobState::OutputLimitExceeded, "{o:?}");
+        let all = chunks(&job);
+        let out = bytes_of(&all, Stream::Stdout);
+        let want: Vec<u8> = b"y\n".iter().copied().cycle().take(100_001).collect();
+        assert!(
+            out == want,
+            "{} bytes, not the first 100001 of yes",
+            out.len()
+        );
+    }
+
+    /// Stdin is fed whole, however much larger than the pipe, and a job that
+    /// stops reading it early is not waited for.
+    #[test]
+    fn stdin_is_fed_whole_and_a_job_that_stops_reading_is_not_waited_for() {
+        let rt = TestRuntime::new("jc-t-stdin");
+        let within = Duration::from_secs(10);
+        let sb = limited(crate::Limits {
+            wall_time: Some(Duration::from_secs(10)),
+            ..Default::default()
+        });
+        let input: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let job = rt.spawn(
+            &sb,
+            crate::Command::new("cat").stdin(crate::Stdin::bytes(&input)),
+        );
+        let o = outcome(&job, within);
+        assert_eq!(o.state, JobState::Completed, "{o:?}");
+        assert!(
+            bytes_of(&chunks(&job), Stream::Stdout) == input,
+            "cat gave back its input"
+        );
+
+        let job = rt.spawn(
+            &sb,
+            sh("head -c 10 >/dev/null; echo read").stdin(crate::Stdin::bytes(&input)),
+        );
+        let o = outcome(&job, within);
+        assert_eq!(o.state, JobState::Completed, "{o:?}");
+        assert_eq!(bytes_of(&chunks(&job), Stream::Stdout), b"read\n");
+    }
+
+    /// The reactor never blocks on one job's pipe: a job that has filled a
+    /// whole read buffer and then writes nothing more, or that never reads
+    /// its stdin, holds up no other job of the same reactor.
+    #[test]
+    fn a_silent_job_holds_up_no_other() {
+        let rt = TestRuntime::new("jc-t-noblock");
+        let sb = crate::Sandbox::new();
+        let within = Duration::from_secs(10);
+        let quick = || {
+            let job = rt.spawn(&sb, crate::Command::new("echo").arg("hi"));
+            let o = outcome(&job, within);
+            assert_eq!(o.state, JobState::Completed, "{o:?}");
+            assert_eq!(bytes_of(&chunks(&job), Stream::Stdout), b"hi\n");
+        };
+        // One write of exactly the reactor's read buffer, then silence.
+        let full = rt.spawn(
+            &sb,
+            &sh("dd if=/dev/zero bs=64k count=1 2>/dev/null; echo >&2; sleep 60"),
+        );
+        let mut logs = full.logs();
+        let mut seen = 0;
+        while seen < READ_CHUNK + 1 {
+            seen += logs
+                .next_timeout(within)
+                .expect("the job writes")
+                .data
+                .len();
+        }
+        quick();
+        // A megabyte of stdin for a job that never reads it.
+        let deaf = rt.spawn(
+            &sb,
+            crate::Command::new("sleep")
+                .arg("60")
+                .stdin(crate::Stdin::bytes(vec![b'x'; 1 << 20])),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        quick();
+        for job in [full, deaf] {
+            job.kill().unwrap();
+            assert_eq!(outcome(&job, within).state, JobState::Stopped);
+        }
+    }
+
+    /// A stop's grace: the job, which ignores SIGTERM, is killed once the
+    /// grace is over, not before.
+    #[test]
+    fn a_stopped_job_is_killed_when_its_grace_is_over() {
+        let rt = TestRuntime::new("jc-t-grace");
+        let job = rt.spawn(
+            &crate::Sandbox::new(),
+            &sh("trap '' TERM; echo ready; sleep 60"),
+        );
+        let ready = job.logs().next_timeout(Duration::from_secs(10));
+        assert_eq!(&ready.expect("ready").data[..], b"ready\n");
+        // As `Worker::stop` does.
+        let grace = Duration::from_millis(500);
+        assert!(job.shared.kill_reason_set(KillReason::Stopped));
+        assert!(job.shared.terminate());
+        let t = Instant::now();
+        rt.0.reactor.kill_after(&job.shared, grace);
+        let o = outcome(&job, Duration::from_secs(10));
+        assert_eq!(o.state, JobState::Stopped);
+        assert!(t.elapsed() >= grace, "killed after {:?}", t.elapsed());
+    }
+
+    /// `kill` asks the cell's init to end the job; should init not act on
+    /// it (here: stopped), the reactor SIGKILLs it after `KILL_GRACE`.
+    #[test]
+    fn a_kill_init_does_not_act_on_is_enforced() {
+        let rt = TestRuntime::new("jc-t-killhard");
+        let job = rt.spawn(
+            &crate::Sandbox::new(),
+            crate::Command::new("sleep").arg("60"),
+        );
+        let init = job.pid().expect("running") as i32;
+        // SAFETY: a signal to our own cell's init, by its host pid.
+        assert_eq!(unsafe { libc::kill(init, libc::SIGSTOP) }, 0);
+        job.kill().unwrap();
+        let o = job.wait_timeout(Duration::from_secs(10)).unwrap();
+        if o.is_none() {
+            // SAFETY: as above; do not leave a stopped cell behind.
+            unsafe { libc::kill(init, libc::SIGKILL) };
+        }
+        assert_eq!(o.expect("killed by the backstop").state, JobState::Stopped);
+    }
+
+    /// `shutdown` returns once every job has ended and the thread is gone.
+    #[test]
+    fn shutdown_waits_for_the_jobs_and_the_thread() {
+        let rt = crate::worker::Runtime::new("jc-t-shutdown").unwrap();
+        let job = rt
+            .spawn_standalone(
+                &crate::Sandbox::new(),
+                crate::Command::new("sleep").arg("1"),
+            )
+            .unwrap();
+        // Bounded: a reactor that never lets go must fail this, not hang it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reactor = rt.reactor.clone();
+        std::thread::spawn(move || {
+            reactor.shutdown();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("shutdown returned");
+        let o = job
+            .try_wait()
+            .unwrap()
+            .expect("ended before shutdown returned");
+        assert_eq!(o.state, JobState::Completed);
+        let threads = || -> Vec<String> {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|c| c.trim() == "jc-t-shutdown")
+                .collect()
+        };
+        // A joined thread may linger in /proc for an instant.
+        let t = Instant::now();
+        while !threads().is_empty() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(threads(), Vec::<String>::new());
+    }
+
+    /// A finished job's timers stay in the heap until due; when they fire,
+    /// the job that took its slot since is not theirs (generations).
+    #[test]
+    fn a_finished_jobs_timer_leaves_the_next_job_in_its_slot_alone() {
+        let rt = TestRuntime::new("jc-t-slots");
+        let within = Duration::from_secs(10);
+        let timed = limited(crate::Limits {
+            wall_time: Some(Duration::from_secs(2)),
+            ..Default::default()
+        });
+        let t = Instant::now();
+        let first = rt.spawn(&timed, &crate::Command::new("true"));
+        assert_eq!(outcome(&first, within).state, JobState::Completed);
+        // Two more in the same slot, one after the other: the third runs
+        // when the first's wall-time timer fires.
+        let second = rt.spawn(&crate::Sandbox::new(), &crate::Command::new("true"));
+        assert_eq!(outcome(&second, within).state, JobState::Completed);
+        let third = rt.spawn(
+            &crate::Sandbox::new(),
+            crate::Command::new("sleep").arg("4"),
+        );
+        let o = outcome(&third, within);
+        assert_eq!(o.state, JobState::Completed, "{o:?}");
+        assert!(
+            t.elapsed() > Duration::from_secs(2),
+            "the timer fired meanwhile"
+        );
+    }
+
+    /// The reactor's own descriptors do not leak into programs the host
+    /// executes.
+    #[test]
+    fn the_reactors_descriptors_are_close_on_exec() {
+        let rt = TestRuntime::new("jc-t-cloexec");
+        let r = &rt.0.reactor;
+        for fd in [&r.epoll, &r.waker] {
+            let flags = rustix::io::fcntl_getfd(fd).unwrap();
+            assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        }
+        let fl = rustix::fs::fcntl_getfl(&r.waker).unwrap();
+        assert!(fl.contains(rustix::fs::OFlags::NONBLOCK));
+    }
+
+    /// What the reactor's epoll set watches, by kind (from its fdinfo).
+    fn watched(r: &Reactor) -> Vec<u64> {
+        let info =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", r.epoll.as_raw_fd())).unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("tfd:"))
+            .map(|l| {
+                let data = l.split_whitespace().skip_while(|w| *w != "data:").nth(1);
+                u64::from_str_radix(data.expect("data"), 16).unwrap()
+            })
+            .filter(|&t| t != WAKER)
+            .map(|t| untoken(t).2)
+            .collect()
+    }
+
+    /// A stream the job closes is let go at once (no descriptor held, no
+    /// wake-up for it while the job runs on), not when the job ends.
+    #[test]
+    fn a_closed_stream_is_let_go_at_once() {
+        let rt = TestRuntime::new("jc-t-eof");
+        let job = rt.spawn(
+            &crate::Sandbox::new(),
+            &sh("exec >&-; echo closed >&2; sleep 60"),
+        );
+        let c = job
+            .logs()
+            .next_timeout(Duration::from_secs(10))
+            .expect("a line");
+        assert_eq!((c.stream, &c.data[..]), (Stream::Stderr, &b"closed\n"[..]));
+        let t = Instant::now();
+        let mut kinds = watched(&rt.0.reactor);
+        while kinds.contains(&KIND_STDOUT) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+            kinds = watched(&rt.0.reactor);
+        }
+        kinds.sort_unstable();
+        assert_eq!(kinds, [KIND_PID, KIND_STDERR]);
+        job.kill().unwrap();
+        assert_eq!(
+            outcome(&job, Duration::from_secs(10)).state,
+            JobState::Stopped
+        );
+    }
+
     #[test]
     fn tokens_roundtrip() {
         for (slot, gen, kind) in [
@@ -703,7 +1068,11 @@ mod tests {
             .expect("wait() returned")
             .unwrap();
         match state {
-            JobState::Failed { reason } => assert!(reason.contains("panicked"), "{reason}"),
+            // What the thread panicked with, said where it panicked.
+            JobState::Failed { reason } => assert!(
+                reason.contains("supervisor thread panicked: asked to"),
+                "{reason}"
+            ),
             other => panic!("{other:?}"),
         }
         assert!(

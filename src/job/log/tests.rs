@@ -220,11 +220,16 @@ proptest! {
     /// restores an exact prefix.
     #[test]
     fn readers_and_restarts_agree(
-        appends in proptest::collection::vec((any::<bool>(), 1usize..3000), 1..120),
+        // Mostly small appends; some larger than half a file block (read
+        // back on their own) or than a chunk (a chunk of their own).
+        appends in proptest::collection::vec(
+            (any::<bool>(), prop_oneof![9 => 1usize..3000, 1 => 30_000usize..70_000]),
+            1..120,
+        ),
         budget in prop_oneof![Just(200usize), Just(4096), Just(1 << 20)],
         persistent in any::<bool>(),
-        offsets in proptest::collection::vec(0u64..200_000, 3),
-        cut in 0u64..400_000,
+        offsets in proptest::collection::vec(0u64..1_000_000, 3),
+        cut in 0u64..1_000_000,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
@@ -393,4 +398,328 @@ fn followers_wake_and_end() {
         r.next_timeout(Duration::from_millis(10)),
         Err(ReadTimeout::Ended)
     );
+}
+
+/// This thread's read calls and bytes read so far (`syscr`, `rchar`).
+fn thread_reads() -> (u64, u64) {
+    let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+    let field = |k: &str| -> u64 {
+        io.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in {io}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (field("syscr:"), field("rchar:"))
+}
+
+/// A spilled log is read back in blocks, and a reader that starts late
+/// reads the file near where it starts, not from its beginning: from the
+/// sparse index of chunk starts, or, just behind the memory, from the
+/// recent ones.
+#[test]
+fn readers_read_the_file_in_blocks_from_near_where_they_start() {
+    const CHUNK: usize = 30_000;
+    let log = Arc::new(Log::new(64 << 10));
+    let mut want = Vec::new();
+    for i in 0..600u32 {
+        // Alternating streams: no chunk joins the one before.
+        let s = if i % 2 == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
+        let data: Vec<u8> = (0..CHUNK as u32).map(|j| (i * 7 + j) as u8).collect();
+        log.append(s, &data);
+        want.extend_from_slice(&data);
+    }
+    log.close();
+    let (index, recent, mem_start) = {
+        let g = log.inner.lock();
+        (g.index.clone(), g.recent.clone(), g.mem_start())
+    };
+    assert!(index.len() > 16 && recent.len() == RECENT, "{index:?}");
+    // The first chunk a reader from `at` returns, and what reading it cost.
+    let first_from = |at: u64| {
+        let before = thread_reads();
+        let c = LogReader::new(log.clone())
+            .offset(at)
+            .next()
+            .expect("a chunk");
+        let after = thread_reads();
+        assert_eq!(c.offset, at);
+        let n = c.data.len();
+        assert_eq!(&c.data[..], &want[at as usize..at as usize + n]);
+        (after.0 - before.0, after.1 - before.1)
+    };
+    // Half-way: the index is at most a few steps away.
+    let step = index.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap();
+    let at = want.len() as u64 / 2 + 1;
+    let (_, bytes) = first_from(at);
+    assert!(
+        bytes < 2 * step + (256 << 10),
+        "{bytes} bytes read for one chunk, step {step}"
+    );
+    // Just behind the memory: the recent chunk farthest from an index entry.
+    let (at, gap) = recent
+        .iter()
+        .map(|&(o, _)| {
+            let before = index.iter().rev().find(|(i, _)| *i <= o).map_or(0, |e| e.0);
+            (o, o - before)
+        })
+        .max_by_key(|&(_, gap)| gap)
+        .unwrap();
+    assert!(
+        at < mem_start && gap >= 3 * CHUNK as u64,
+        "{at} {gap} {mem_start}"
+    );
+    let (_, bytes) = first_from(at);
+    assert!(
+        bytes < gap,
+        "{bytes} bytes read for one chunk {gap} past an index entry"
+    );
+    // From the start: about one read per block.
+    let before = thread_reads();
+    assert!(collect(LogReader::new(log.clone())) == want);
+    let calls = thread_reads().0 - before.0;
+    let blocks = want.len() as u64 / (64 << 10);
+    assert!(calls < 2 * blocks, "{calls} reads for {blocks} blocks");
+}
+
+/// What a log holds in memory, counted here from its parts: every chunk's
+/// bytes and shared-buffer cost, the chunk slots, the growing chunk's
+/// buffer and the file's index.
+fn held(g: &Inner) -> usize {
+    g.entries
+        .iter()
+        .map(|e| e.data.len() + ARC_COST)
+        .sum::<usize>()
+        + g.entries.capacity() * std::mem::size_of::<Entry>()
+        + g.tail.as_ref().map_or(0, |t| t.buf.capacity())
+        + (g.index.capacity() + g.recent.capacity()) * std::mem::size_of::<(u64, u64)>()
+}
+
+/// The memory budget holds whatever the output: tiny chunks (their
+/// bookkeeping), ordinary ones, and single reads larger than a chunk
+/// grows (they become chunks of their own).
+#[test]
+fn memory_held_stays_within_the_budget() {
+    let budget = 64 << 10;
+    let log = Arc::new(Log::new(budget));
+    let mut want = Vec::new();
+    for i in 0..30_000u32 {
+        let s = if i % 2 == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
+        let len = match i % 1000 {
+            0 => 100_000,
+            1..=99 => 3000,
+            _ => 1,
+        };
+        let data = vec![i as u8; len];
+        log.append(s, &data);
+        want.extend_from_slice(&data);
+        let g = log.inner.lock();
+        let entry_bytes: usize = g.entries.iter().map(|e| e.data.len() + ARC_COST).sum();
+        assert_eq!(g.entry_bytes, entry_bytes, "after append {i}");
+        assert!(
+            held(&g) <= budget,
+            "{} bytes held after append {i}",
+            held(&g)
+        );
+    }
+    log.close();
+    assert!(collect(LogReader::new(log)) == want);
+    // A growing chunk counts too, before anything was spilled. (Appends
+    // within GROUP_WINDOW join it: tried a few times.)
+    for _ in 0..5 {
+        let log = Log::new(4096);
+        log.append(Stream::Stdout, &[1; 3000]);
+        log.append(Stream::Stdout, &[2; 3000]);
+        let g = log.inner.lock();
+        assert!(held(&g) <= 4096, "{} bytes held", held(&g));
+    }
+}
+
+/// A job's log keeps its first megabyte ([`DEFAULT_MEMORY_BUDGET`]) in
+/// memory; past it, the oldest output goes to the spill file.
+#[test]
+fn the_default_budget_is_a_megabyte() {
+    let log = Log::new(DEFAULT_MEMORY_BUDGET);
+    for i in 0..30 {
+        let s = if i % 2 == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
+        log.append(s, &[i as u8; 30_000]);
+    }
+    assert!(log.inner.lock().file.is_none(), "900 kB stay in memory");
+    for _ in 0..10 {
+        log.append(Stream::Stdout, &[0; 30_000]);
+        log.append(Stream::Stderr, &[0; 30_000]);
+    }
+    assert!(
+        log.inner.lock().file.is_some(),
+        "past 1 MiB, output is spilled"
+    );
+}
+
+/// Output of one stream that arrives together joins one chunk of up to
+/// 64 KiB, the most one read of the supervisor takes.
+#[test]
+fn a_burst_joins_one_chunk_of_up_to_64_kib() {
+    // The appends must come within GROUP_WINDOW of each other: tried a few
+    // times, so that a test thread preempted in between does not fail it.
+    let sizes = (0..5)
+        .map(|_| {
+            let log = Arc::new(Log::new(1 << 20));
+            log.append(Stream::Stdout, &[1; 40_000]);
+            log.append(Stream::Stdout, &[2; 25_536]);
+            log.append(Stream::Stdout, &[3; 1]);
+            log.close();
+            LogReader::new(log)
+                .map(|c| c.data.len())
+                .collect::<Vec<_>>()
+        })
+        .find(|s| s == &[65_536, 1]);
+    assert_eq!(sizes, Some(vec![65_536, 1]));
+}
+
+/// A persistent log whose file fails, with output past its memory budget:
+/// what the file lacks is never written elsewhere, and the error is the
+/// log file's.
+#[test]
+fn a_failed_write_past_the_budget_is_the_log_files_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let log = Arc::new(Log::persistent(300, path.clone()));
+    log.append(Stream::Stdout, b"kept ");
+    log.inner.lock().file = Some(Arc::new(File::open(&path).unwrap()));
+    let mut want = b"kept ".to_vec();
+    // The first lost output starts a chunk of its own.
+    for i in 0..40u8 {
+        let s = if i % 2 == 0 {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        log.append(s, &[b'a' + i % 26; 50]);
+        want.extend_from_slice(&[b'a' + i % 26; 50]);
+    }
+    let err = log.store_error().unwrap();
+    let file = path.display().to_string();
+    assert!(
+        err.starts_with("output from byte 5 on was not stored: write ") && err.contains(&file),
+        "{err}"
+    );
+    // The file's part, then what memory still holds; the rest is lost.
+    let got = collect(LogReader::new(log.clone()).snapshot());
+    assert!(got.starts_with(b"kept ") && want.ends_with(&got[5..]) && got.len() < want.len());
+    log.close();
+    assert_eq!(
+        collect(LogReader::new(Arc::new(Log::restored(path)))),
+        b"kept "
+    );
+}
+
+/// `next_timeout` waits for output that comes within the time given.
+#[test]
+fn next_timeout_waits_for_what_comes_in_time() {
+    let log = Arc::new(Log::new(1 << 20));
+    let mut r = LogReader::new(log.clone());
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            log.append(Stream::Stderr, b"late");
+        })
+    };
+    let c = r.next_timeout(Duration::from_secs(20)).expect("in time");
+    assert_eq!((c.stream, &c.data[..]), (Stream::Stderr, &b"late"[..]));
+    writer.join().unwrap();
+}
+
+/// A log file that cannot be read (a failing disk) ends what a reader
+/// gets from it; the reader goes on with what memory holds.
+#[test]
+fn an_unreadable_file_is_skipped_not_retried() {
+    let log = Arc::new(Log::new(4096));
+    let mut want = Vec::new();
+    for i in 0..100u8 {
+        log.append(Stream::Stdout, &[i; 1000]);
+        log.append(Stream::Stderr, &[i; 10]);
+        want.extend_from_slice(&[i; 1000]);
+        want.extend_from_slice(&[i; 10]);
+    }
+    log.close();
+    let dir = tempfile::tempdir().unwrap();
+    // Reads of a directory fail with EISDIR, every time.
+    log.inner.lock().file = Some(Arc::new(File::open(dir.path()).unwrap()));
+    let got = collect(LogReader::new(log.clone()));
+    assert!(!got.is_empty() && got.len() < want.len() && want.ends_with(&got));
+}
+
+/// A reader waiting for more when the log ends learns that it has ended,
+/// at once, rather than that its time ran out.
+#[test]
+fn a_waiting_reader_learns_of_the_end_at_once() {
+    let log = Arc::new(Log::new(1 << 20));
+    log.append(Stream::Stdout, b"x");
+    let mut r = LogReader::new(log.clone());
+    assert_eq!(&r.next_timeout(Duration::ZERO).unwrap().data[..], b"x");
+    let closer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            log.close();
+        })
+    };
+    let t = Instant::now();
+    assert_eq!(
+        r.next_timeout(Duration::from_secs(20)),
+        Err(ReadTimeout::Ended)
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    closer.join().unwrap();
+}
+
+/// A reader behind the memory reads on from the file without the log's
+/// lock (which the writer needs): here the lock is held all along.
+#[test]
+fn a_reader_behind_reads_the_file_without_the_lock() {
+    let log = Arc::new(Log::new(4096));
+    let mut want = Vec::new();
+    for i in 0..2000u32 {
+        let s = if i % 2 == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
+        let data = vec![i as u8; 200];
+        log.append(s, &data);
+        want.extend_from_slice(&data);
+    }
+    let mut r = LogReader::new(log.clone());
+    // The first batch is taken under the lock, and says how far the file
+    // goes (less than one batch: BATCH_BYTES).
+    let first = r.next().unwrap();
+    assert_eq!(first.offset, 0);
+    let held = log.inner.lock();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut got = first.data.to_vec();
+        while got.len() < 200_000 {
+            got.extend_from_slice(&r.next().unwrap().data);
+        }
+        tx.send(got).unwrap();
+    });
+    let got = rx.recv_timeout(Duration::from_secs(20));
+    drop(held);
+    let got = got.expect("read without the lock");
+    assert!(got[..] == want[..got.len()]);
+    reader.join().unwrap();
 }
