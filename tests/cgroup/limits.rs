@@ -133,12 +133,16 @@ fn fork_bomb_is_contained() {
         .spawn(Command::new("/jc-helper").arg("forkbomb"))
         .unwrap();
     // Sampled for a second: never above the limit, and near it (the bomb
-    // did fork; an upper bound alone passes a cell that cannot).
+    // did fork; an upper bound alone passes a cell that cannot). The kernel
+    // counts a fork before it refuses it (pids_try_charge adds, then takes
+    // back), so a sample may see one refused fork per CPU on top (seen in
+    // the 2-CPU v2 VM: 33 of 32).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let t = Instant::now();
     let mut most = 0;
     while t.elapsed() < Duration::from_millis(1000) {
         let live = job.usage().expect("live usage");
-        assert!(live.pids_current <= 32, "{live:?}");
+        assert!(live.pids_current <= 32 + cpus, "{live:?}");
         most = most.max(live.pids_current);
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -22,9 +22,12 @@ fn fork_bomb_is_held_by_pids() {
     // never passes it.
     let t = Instant::now();
     let mut most = 0;
+    // A sample may see one refused fork per CPU on top of the limit: the
+    // kernel counts a fork before it refuses it.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     while t.elapsed() < Duration::from_millis(500) {
         let live = job.usage().expect("live usage");
-        assert!(live.pids_current <= 16, "{live:?}");
+        assert!(live.pids_current <= 16 + cpus, "{live:?}");
         most = most.max(live.pids_current);
         std::thread::sleep(Duration::from_millis(20));
     }
