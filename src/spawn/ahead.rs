@@ -17,7 +17,7 @@ use crate::cgroup::CgroupJoin;
 use crate::error::{Errno, Error, Result, Stage};
 use crate::sandbox::{Command, Sandbox};
 use crate::spawn::cell::{self, READY};
-use crate::spawn::report::{record_error, wait_record};
+use crate::spawn::report::record_error;
 use crate::spawn::{plan, prep, spawner, Deadline, JobStdio, Spawned, Started};
 use crate::sys;
 
@@ -65,15 +65,7 @@ impl Made {
         // (CAP_SYS_NICE: root hosts), or the job would keep it.
         let root = rustix::process::geteuid().is_root();
         let reniced = root && set_priority(cell.child.as_ref().map_or(0, |c| c.pid), 19);
-        let rec = match wait_record(&cell.error_read, cell.deadline.at) {
-            Ok(rec) => rec,
-            Err(()) => {
-                let err = cell.timed_out();
-                return Err(cell.abort(err));
-            }
-        };
-        drop(cell.setting_up.take());
-        match rec {
+        match cell.next_record()? {
             Some(rec) if is_ready(&rec) => Ok(Made {
                 cell,
                 planner,

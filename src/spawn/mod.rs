@@ -246,6 +246,21 @@ pub(crate) struct Started {
 unsafe impl Send for Started {}
 
 impl Started {
+    /// The cell's next record on the error pipe (`None`: end-of-file) by
+    /// the setup deadline; past it, the cell is killed and the error names
+    /// the stage it was at.
+    fn next_record(&mut self) -> Result<Option<[u8; cell::RECORD_LEN]>> {
+        let rec = match wait_record(&self.error_read, self.deadline.at) {
+            Ok(rec) => rec,
+            Err(()) => {
+                let err = self.timed_out();
+                return Err(self.abort(err));
+            }
+        };
+        drop(self.setting_up.take());
+        Ok(rec)
+    }
+
     /// Kills and reaps the cell, and returns `err`.
     fn abort(&mut self, err: Error) -> Error {
         self.kill();
@@ -294,15 +309,7 @@ impl Started {
     fn wait_for_exec(mut self) -> Result<(clone::Child, status::StatusMap, arena::PlanPages)> {
         // End-of-file: the job has executed (the pipe is close-on-exec). A
         // record: a stage failed. Neither by the deadline: the cell is stuck.
-        let rec = match wait_record(&self.error_read, self.deadline.at) {
-            Ok(rec) => rec,
-            Err(()) => {
-                let err = self.timed_out();
-                return Err(self.abort(err));
-            }
-        };
-        drop(self.setting_up.take());
-        if let Some(rec) = rec {
+        if let Some(rec) = self.next_record()? {
             let err = record_error(&self.bp, &self.joins, &rec);
             return Err(self.abort(err));
         }
