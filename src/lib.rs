@@ -172,6 +172,12 @@ pub mod __private {
         crate::spawn::prep::delay_skeletons(delay);
     }
 
+    /// Makes every root skeleton build fail (spawns then build their root
+    /// inline, as after a build that failed for real), or succeed again.
+    pub fn fail_skeletons(on: bool) {
+        crate::spawn::prep::fail_skeletons(on);
+    }
+
     /// Makes the setup of the job `id` stall for `time` before its cell is
     /// made (tests of what goes on meanwhile).
     pub fn stall_setup(id: &crate::JobId, time: std::time::Duration) {

@@ -40,6 +40,15 @@ pub(crate) fn delay_skeletons(delay: Duration) {
     BUILD_DELAY_MS.store(delay.as_millis() as u64, Ordering::Relaxed);
 }
 
+/// Every skeleton build fails (tests: `__private::fail_skeletons`).
+static FAIL_BUILDS: AtomicBool = AtomicBool::new(false);
+
+/// Makes every skeleton build fail (tests of spawns that build their
+/// root inline because the skeleton's build failed).
+pub(crate) fn fail_skeletons(on: bool) {
+    FAIL_BUILDS.store(on, Ordering::Relaxed);
+}
+
 /// A spawn waits for a skeleton at most its setup time divided by this
 /// (see [`skeleton_clone`]).
 const SKELETON_WAIT: u32 = 4;
@@ -579,7 +588,13 @@ fn run(p: &'static Prep) {
                                 detail: format!("create {}", dir.display()),
                                 errno: crate::Errno::from(&e),
                             })
-                            .and_then(|_| skeleton::build(&spec, &dir));
+                            .and_then(|_| match FAIL_BUILDS.load(Ordering::Relaxed) {
+                                true => Err(skeleton::BuildError {
+                                    detail: "a test's injected fault".into(),
+                                    errno: crate::Errno(libc::EIO),
+                                }),
+                                false => skeleton::build(&spec, &dir),
+                            });
                         g = p.state.lock();
                         let Some(s) = g.skeletons.get_mut(&key) else {
                             continue;

@@ -266,7 +266,19 @@ impl Builder {
 
     /// A read-only bind of a host system path (world-readable, owned by root):
     /// bound by path inside the cell, or into the skeleton.
-    pub(super) fn system_bind(&mut self, source: &Path, target: &CellPath, device: bool) {
+    ///
+    /// With system trees on, the host clones the path here. A clone refused
+    /// for want of a resource (a descriptor, memory) fails the spawn, naming
+    /// the path: binding it by name instead would need the host's mount
+    /// table in the cell, so the spawner could no longer serve it, and the
+    /// clone from the host would then fail for the same want a step later.
+    /// Any other refusal falls back to the bind by name.
+    pub(super) fn system_bind(
+        &mut self,
+        source: &Path,
+        target: &CellPath,
+        device: bool,
+    ) -> Result<()> {
         if self.system_trees {
             // Device nodes keep their mount's flags (nodev would make them useless).
             let set = match device {
@@ -274,17 +286,28 @@ impl Builder {
                 false => sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
             };
             let tree = std::ffi::CString::new(source.as_os_str().as_bytes())
-                .ok()
-                .and_then(|c| sys::host::open_tree_clone(&c, set).ok());
-            if let Some(fd) = tree {
-                self.trees.push(fd);
-                self.steps.push(Step::Tree {
-                    at: target.clone(),
-                    source: source.to_owned(),
-                    tree: self.trees.len() - 1,
-                });
-                self.layout.mount_host(target.clone(), source);
-                return;
+                .map_err(|_| Errno(libc::EINVAL))
+                .and_then(|c| sys::host::open_tree_clone(&c, set));
+            match tree {
+                Ok(fd) => {
+                    self.trees.push(fd);
+                    self.steps.push(Step::Tree {
+                        at: target.clone(),
+                        source: source.to_owned(),
+                        tree: self.trees.len() - 1,
+                    });
+                    self.layout.mount_host(target.clone(), source);
+                    return Ok(());
+                }
+                Err(errno @ Errno(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => {
+                    return Err(Error::Spawn {
+                        op: "clone a system path for the cell (open_tree)",
+                        path: Some(source.to_owned()),
+                        errno,
+                        hint: None,
+                    });
+                }
+                Err(_) => {}
             }
         }
         let fallback = if self.mount_api {
@@ -299,6 +322,7 @@ impl Builder {
             fallback,
         });
         self.layout.mount_host(target.clone(), source);
+        Ok(())
     }
 
     /// Creates the mount point for a host path: a directory, or an empty file.

@@ -253,7 +253,7 @@ impl Builder {
         if ft.is_dir() || ft.is_file() {
             // Not a symlink: lstat said what stat would.
             self.mount_point(ft.is_dir(), cell)?;
-            self.system_bind(host, cell, false);
+            self.system_bind(host, cell, false)?;
         }
         Ok(())
     }
@@ -309,7 +309,7 @@ impl Builder {
                 });
             } else {
                 self.steps.push(Step::Touch { at: cell.clone() });
-                self.system_bind(&host, &cell, true);
+                self.system_bind(&host, &cell, true)?;
             }
             self.layout.add(cell, Node::Other);
         }
