@@ -15,7 +15,9 @@
 //! directory is bound read-only at `/src`; with `--compile`, the command
 //! runs first (`sh -c CMD`, in `/build`, writable) and the tests then run in
 //! `/build`, read-only. Every test runs in a fresh cell with the limits
-//! given, and gets a verdict:
+//! given (made ahead: while one test runs, the next tests' cells are set
+//! up, at low priority; a cell still serves one test only), and gets a
+//! verdict:
 //!
 //! | verdict | when                                                        |
 //! |---------|-------------------------------------------------------------|
@@ -181,12 +183,21 @@ fn main() -> ExitCode {
         pids: Some(args.pids),
         ..Limits::conservative()
     });
+    // The cells of the next tests are made while one runs: a test then
+    // only waits for its command to start, not for its cell to be built.
+    let pool = match cell.prepare(cases.len().clamp(1, 4)) {
+        Ok(pool) => pool,
+        Err(e) => {
+            println!("IE  the test cells could not be set up: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let mut accepted = 0;
     for case in &cases {
         let mut cmd = Command::new(&args.program[0]);
         cmd.args(&args.program[1..])
             .stdin(Stdin::File(case.input.clone()));
-        let (v, detail) = match cell.spawn(&cmd) {
+        let (v, detail) = match pool.spawn(&cmd) {
             Err(e) => ("IE", e.to_string()),
             Ok(job) => {
                 let stdout: Vec<u8> = job
