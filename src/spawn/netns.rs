@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 pub(crate) fn create() -> Result<OwnedFd> {
     let own = own_netns()?;
     sys::unshare(libc::CLONE_NEWNET).map_err(|e| err("unshare(CLONE_NEWNET)", e))?;
-    let made = open_ns("/proc/thread-self/ns/net").and_then(|fd| loopback_up().map(|_| fd));
+    let made = thread_netns().and_then(|fd| loopback_up().map(|_| fd));
     // Whatever happened, this thread goes home.
     sys::setns(own.as_raw_fd(), libc::CLONE_NEWNET)
         .map_err(|e| err("setns back to own network namespace", e))?;
@@ -38,7 +38,19 @@ fn err(op: &'static str, errno: Errno) -> Error {
 
 /// The calling thread's network namespace, to return to.
 fn own_netns() -> Result<OwnedFd> {
-    open_ns("/proc/thread-self/ns/net").map_err(|e| err("open own network namespace", e))
+    thread_netns().map_err(|e| err("open own network namespace", e))
+}
+
+/// The calling thread's network namespace: from a socket, or, where that
+/// is refused, from /proc (see `sys::host::socket_netns` for why not
+/// /proc first).
+pub(crate) fn thread_netns() -> std::result::Result<OwnedFd, Errno> {
+    match sys::host::socket_netns() {
+        Err(Errno(libc::EPERM | libc::ENOTTY | libc::EINVAL | libc::EAFNOSUPPORT)) => {
+            open_ns("/proc/thread-self/ns/net")
+        }
+        other => other,
+    }
 }
 
 fn open_ns(path: &str) -> std::result::Result<OwnedFd, Errno> {

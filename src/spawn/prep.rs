@@ -259,9 +259,16 @@ fn start_thread(p: &'static Prep) {
     {
         return;
     }
+    // The host's mount namespace, opened here: a new thread starts in its
+    // creator's, and a lookup under the preparation thread's own /proc
+    // entry would make the process slow to reap (see
+    // `sys::host::socket_netns`). Failing here, the thread tries itself.
+    let host_mnt = std::fs::File::open("/proc/thread-self/ns/mnt")
+        .ok()
+        .map(OwnedFd::from);
     match std::thread::Builder::new()
         .name("jobcell-prep".into())
-        .spawn(move || run(p))
+        .spawn(move || run(p, host_mnt))
     {
         Ok(_) => {
             p.running.store(true, Ordering::Release);
@@ -473,11 +480,13 @@ pub(crate) fn settle() -> Vec<RawFd> {
     }
 }
 
-fn run(p: &'static Prep) {
+fn run(p: &'static Prep, host_mnt: Option<OwnedFd>) {
     // Kept from before the thread leaves for its private mount namespace:
     // the spawner it starts must serve from the host's.
-    let mut host_mnt: Option<OwnedFd> = None;
-    let mut workspace = enter_workspace(p, &mut host_mnt);
+    let mut host_mnt = host_mnt;
+    // Whether this thread has left the host's mount namespace.
+    let mut left = false;
+    let mut workspace = enter_workspace(p, &mut host_mnt, &mut left);
     let mut next_dir = 0u64;
     // Since when a refill has waited for cells to be set up.
     let mut deferred: Option<Instant> = None;
@@ -526,7 +535,7 @@ fn run(p: &'static Prep) {
             Task::Spawner => {
                 drop(g);
                 // Only once this thread has left it (root hosts): setns needs privilege.
-                let mnt = host_mnt.as_ref().filter(|f| left(f));
+                let mnt = host_mnt.as_ref().filter(|_| left);
                 spawner::serve_start_request(mnt.map(AsRawFd::as_raw_fd));
             }
             Task::Ahead((work, asked)) => {
@@ -562,7 +571,7 @@ fn run(p: &'static Prep) {
             Task::Skeleton(key) => {
                 if workspace.is_none() && !g.no_skeletons() {
                     drop(g);
-                    workspace = enter_workspace(p, &mut host_mnt);
+                    workspace = enter_workspace(p, &mut host_mnt, &mut left);
                     g = p.state.lock();
                 }
                 let Some(ws) = &workspace else { continue };
@@ -758,12 +767,6 @@ fn c_path(p: &Path) -> std::ffi::CString {
     std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).expect("no NUL")
 }
 
-/// Whether this thread is in another mount namespace than `host_mnt`.
-fn left(host_mnt: &OwnedFd) -> bool {
-    let here = rustix::fs::stat("/proc/thread-self/ns/mnt").map(|s| s.st_ino);
-    rustix::fs::fstat(host_mnt).map(|s| s.st_ino) != here
-}
-
 /// How the work done ahead stands, for `host::check`. Starts nothing.
 pub(crate) struct Status {
     /// `None` until a spawn needed the thread; `Err` if it cannot be started.
@@ -820,16 +823,20 @@ pub(crate) fn status() -> Status {
 /// keeping a descriptor of the host's mount namespace in `host_mnt` first,
 /// and records how that went. `None` if it could not be: for good where
 /// skeletons need privileges this process lacks, for a while otherwise.
-fn enter_workspace(p: &'static Prep, host_mnt: &mut Option<OwnedFd>) -> Option<PathBuf> {
+fn enter_workspace(
+    p: &'static Prep,
+    host_mnt: &mut Option<OwnedFd>,
+    left: &mut bool,
+) -> Option<PathBuf> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let entered = match host_mnt {
         _ if !root => Err(None),
-        Some(_) => private_workspace().map_err(Some),
+        Some(_) => private_workspace(left).map_err(Some),
         None => match std::fs::File::open("/proc/thread-self/ns/mnt") {
             Ok(f) => {
                 *host_mnt = Some(f.into());
-                private_workspace().map_err(Some)
+                private_workspace(left).map_err(Some)
             }
             Err(e) => Err(Some(Error::io("open", "/proc/thread-self/ns/mnt", e))),
         },
@@ -856,8 +863,9 @@ fn enter_workspace(p: &'static Prep, host_mnt: &mut Option<OwnedFd>) -> Option<P
 }
 
 /// Moves this thread into a private mount namespace and mounts a tmpfs to
-/// build skeletons in. Nothing mounted here propagates to the host.
-fn private_workspace() -> Result<PathBuf> {
+/// build skeletons in. Nothing mounted here propagates to the host. `left`
+/// is set once the thread has left the host's mount namespace.
+fn private_workspace(left: &mut bool) -> Result<PathBuf> {
     let fail = |op, errno| Error::Spawn {
         op,
         path: None,
@@ -870,6 +878,7 @@ fn private_workspace() -> Result<PathBuf> {
     }
     // Only this thread changes namespace (its fs_struct is unshared along).
     sys::unshare(libc::CLONE_NEWNS).map_err(|e| fail("unshare(CLONE_NEWNS)", e))?;
+    *left = true;
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(|e| fail("make the preparation namespace private", e))?;
     let ws = ["/tmp", "/mnt", "/run", "/var/tmp"]

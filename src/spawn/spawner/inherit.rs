@@ -217,10 +217,8 @@ pub(super) fn rlimits() -> [(u64, u64); RLIMITS] {
 }
 
 pub(super) fn netns_ino() -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/thread-self/ns/net")
-        .ok()
-        .map(|m| m.ino())
+    let ns = crate::spawn::netns::thread_netns().ok()?;
+    rustix::fs::fstat(&ns).ok().map(|s| s.st_ino)
 }
 
 #[cfg(test)]

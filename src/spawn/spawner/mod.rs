@@ -512,9 +512,8 @@ fn start(host_mnt: RawFd) -> Result<Running, String> {
         None,
     )
     .map_err(|e| fail("create the spawner's socket pair", e.into()))?;
-    let netns = std::fs::File::open("/proc/thread-self/ns/net")
-        .map(OwnedFd::from)
-        .map_err(|e| fail("open the network namespace", Errno::from(&e)))?;
+    let netns =
+        crate::spawn::netns::thread_netns().map_err(|e| fail("open the network namespace", e))?;
     let proc_dir = std::fs::File::open("/proc")
         .map(OwnedFd::from)
         .map_err(|e| fail("open /proc", Errno::from(&e)))?;
