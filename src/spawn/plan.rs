@@ -612,8 +612,10 @@ pub(crate) fn mount_api_available() -> bool {
         _ => {}
     }
     match sys::host::open_tree_clone(c"/", sys::MOUNT_ATTR_NOSUID) {
-        Ok(_) => {
+        Ok(tree) => {
             MOUNT_API.store(1, Ordering::Relaxed);
+            // Closing the probe's tree unmounts it: not on this spawn's path.
+            crate::spawn::prep::close_later(tree);
             true
         }
         // Missing, or refused (a container's seccomp profile): for good.

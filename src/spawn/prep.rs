@@ -94,6 +94,8 @@ struct State {
     /// Other modules' work ahead (see [`ahead`]): how often each was asked
     /// for, and how many of those asks a step that found nothing to do has seen.
     ahead: Vec<(Arc<dyn Ahead>, u64, u64)>,
+    /// Descriptors to close off a spawn's path (see [`close_later`]).
+    to_close: Vec<OwnedFd>,
 }
 
 /// How long without a spawn before the thread gives back what it made
@@ -212,6 +214,7 @@ impl State {
 /// What the thread does next.
 enum Task {
     Spawner,
+    Close(Vec<OwnedFd>),
     Skeleton(u128),
     Ahead((Arc<dyn Ahead>, u64)),
     Netns,
@@ -286,6 +289,22 @@ fn start_thread(p: &'static Prep) {
 /// had) spawns do its work inline.
 pub(crate) fn thread_here() -> bool {
     prep().running.load(Ordering::Acquire) && prep().owner == std::process::id()
+}
+
+/// Closes `fd` on the preparation thread (or here, where none runs).
+///
+/// For a detached mount tree that nothing attached: closing it unmounts
+/// the tree, and the unmount waits for an RCU grace period (a millisecond
+/// or more on a busy machine), which a spawn should not wait for.
+pub(crate) fn close_later(fd: OwnedFd) {
+    if !thread_here() {
+        drop(fd);
+        return;
+    }
+    let p = prep();
+    let mut g = p.state.lock();
+    g.to_close.push(fd);
+    p.work.notify_all();
 }
 
 /// Wakes the thread to look for work (a spawner to start).
@@ -464,7 +483,11 @@ pub(crate) fn settle() -> Vec<RawFd> {
     let here = thread_here();
     let mut g = p.state.lock();
     loop {
-        let idle = g.queue.is_empty() && !g.busy && !g.netns_wanted() && g.ahead_wanted().is_none();
+        let idle = g.queue.is_empty()
+            && !g.busy
+            && g.to_close.is_empty()
+            && !g.netns_wanted()
+            && g.ahead_wanted().is_none();
         // Without the thread nothing will change.
         let idle = idle || !here;
         if idle || Instant::now() > deadline {
@@ -497,6 +520,9 @@ fn run(p: &'static Prep, host_mnt: Option<OwnedFd>) {
         let key = loop {
             if spawner::start_requested() {
                 break Task::Spawner;
+            }
+            if !g.to_close.is_empty() {
+                break Task::Close(std::mem::take(&mut g.to_close));
             }
             if let Some(k) = g.queue.pop_front() {
                 break Task::Skeleton(k);
@@ -532,6 +558,10 @@ fn run(p: &'static Prep, host_mnt: Option<OwnedFd>) {
         };
         g.busy = true;
         match key {
+            Task::Close(fds) => {
+                drop(g);
+                drop(fds);
+            }
             Task::Spawner => {
                 drop(g);
                 // Only once this thread has left it (root hosts): setns needs privilege.
