@@ -195,6 +195,10 @@ struct Loop {
     next_gen: u32,
     timers: BinaryHeap<Reverse<(Instant, usize, u32, TimerKind)>>,
     buf: Vec<u8>,
+    /// The messages taken from the inbox and not handled yet, last first:
+    /// kept here so that a panic while handling one leaves the rest to
+    /// `abandon` rather than to the unwinding.
+    batch: Vec<Msg>,
 }
 
 impl Loop {
@@ -209,6 +213,7 @@ impl Loop {
             next_gen: 1,
             timers: BinaryHeap::new(),
             buf: vec![0u8; READ_CHUNK],
+            batch: Vec::new(),
         }
     }
 
@@ -226,6 +231,11 @@ impl Loop {
                 e.spawned.started,
                 &why,
             );
+        }
+        for m in std::mem::take(&mut self.batch) {
+            if let Msg::Register(reg) = m {
+                abandon_registration(*reg, &why);
+            }
         }
         self.r.abandon_inbox(&why);
     }
@@ -293,8 +303,9 @@ impl Loop {
                     }
                 }
             }
-            let msgs = std::mem::take(&mut *self.r.inbox.lock());
-            for m in msgs {
+            self.batch = std::mem::take(&mut *self.r.inbox.lock());
+            self.batch.reverse();
+            while let Some(m) = self.batch.pop() {
                 match m {
                     Msg::Register(reg) => self.add(*reg),
                     Msg::KillAt(at, job, hard) => self.kills.push((at, job, hard)),
@@ -1050,6 +1061,41 @@ mod tests {
     /// A panic in the reactor thread (a bug) must not leave waiters blocked:
     /// the running job's cell is killed and its waiter gets a `Failed`
     /// outcome saying why; a job handed over afterwards ends at once.
+    #[test]
+    fn jobs_handed_over_with_the_message_it_panicked_on_are_ended_too() {
+        // The thread takes its inbox in batches: a job registered in the
+        // same batch as the message the thread panics on, after it, must
+        // end as the others do, not hang its waiters with its cell running.
+        let rt = crate::worker::Runtime::new("jobcell-test-reactor").unwrap();
+        let sb = crate::Sandbox::new();
+        // Not woken: the panic waits in the inbox for the registration.
+        rt.reactor.inbox.lock().push(Msg::Panic);
+        let job = rt
+            .spawn_standalone(&sb, crate::Command::new("sleep").arg("60"))
+            .unwrap();
+        let pid = job.pid().expect("running");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(job.wait().map(|o| o.state));
+        });
+        let state = rx.recv_timeout(Duration::from_secs(10));
+        if state.is_err() {
+            // Not to leave the cell behind when this fails.
+            let _ = crate::sys::kill(pid as i32, libc::SIGKILL);
+        }
+        match state.expect("wait() returned").unwrap() {
+            JobState::Failed { reason } => assert!(
+                reason.contains("supervisor thread panicked: asked to"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "the cell was killed and reaped"
+        );
+    }
+
     #[test]
     fn a_panicking_reactor_ends_its_jobs_instead_of_hanging_them() {
         let rt = crate::worker::Runtime::new("jobcell-test-reactor").unwrap();
