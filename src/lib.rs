@@ -178,6 +178,12 @@ pub mod __private {
         crate::spawn::prep::fail_skeletons(on);
     }
 
+    /// Makes the thread that refills pools hold every cell it made `delay`
+    /// longer before the pool gets it.
+    pub fn delay_pool_cells(delay: std::time::Duration) {
+        crate::worker::delay_made_cells(delay);
+    }
+
     /// Makes the setup of the job `id` stall for `time` before its cell is
     /// made (tests of what goes on meanwhile).
     pub fn stall_setup(id: &crate::JobId, time: std::time::Duration) {

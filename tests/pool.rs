@@ -341,13 +341,31 @@ fn pool_child() {
     if std::env::var_os(CHILD).is_none() {
         return;
     }
+    let refilling = std::env::var(CHILD).unwrap() == "refilling";
     let pool = Sandbox::untrusted().prepare(3).unwrap();
     wait_ready(&pool, 3);
+    if refilling {
+        // The cell made for the one taken below is held by the filler
+        // while this process exits.
+        jobcell::__private::delay_pool_cells(Duration::from_millis(300));
+    }
     assert!(sh(&pool, "echo one").outcome.success());
-    wait_ready(&pool, 3);
     let pidns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
-    let inits: Vec<String> = inits().iter().map(i32::to_string).collect();
-    assert_eq!(inits.len(), 3, "three ready cells");
+    let inits: Vec<String> = if refilling {
+        // Until the filler holds the new cell: two ready, three inits.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while inits().len() < 3 {
+            assert!(Instant::now() < deadline, "the refill never made its cell");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pool.ready(), 2, "the new cell is still the filler's");
+        inits().iter().map(i32::to_string).collect()
+    } else {
+        wait_ready(&pool, 3);
+        let inits: Vec<String> = inits().iter().map(i32::to_string).collect();
+        assert_eq!(inits.len(), 3, "three ready cells");
+        inits
+    };
     println!(
         "CHILD-RAN pid {} pidns {pidns} inits {}",
         std::process::id(),
@@ -360,6 +378,17 @@ const CHILD: &str = "JOBCELL_TEST_POOL_CHILD";
 
 #[test]
 fn a_one_shot_process_with_a_pool_leaves_nothing_behind() {
+    one_shot_child_leaves_nothing("ready");
+}
+
+/// The same, when the process exits while a cell is being made for its
+/// pool: the exit waits for it, and it goes too.
+#[test]
+fn a_process_that_exits_while_its_pool_refills_leaves_nothing_behind() {
+    one_shot_child_leaves_nothing("refilling");
+}
+
+fn one_shot_child_leaves_nothing(how: &str) {
     let _g = common::exclusive();
     let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mounts_before = mounts();
@@ -371,7 +400,7 @@ fn a_one_shot_process_with_a_pool_leaves_nothing_behind() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD, "1")
+        .env(CHILD, how)
         .output()
         .unwrap();
     let text = format!(

@@ -10,6 +10,7 @@ mod runtime;
 mod store;
 
 pub use config::{Retention, WhenFull, WorkerConfig};
+pub(crate) use pool::delay_made_cells;
 pub use pool::{Pool, MAX_POOL_CELLS};
 pub use record::{JobRecord, RecoveryIssue, StatusEvent};
 pub use registry::Worker;

@@ -386,6 +386,19 @@ impl Drop for Pool {
     }
 }
 
+/// Added after every cell the filler makes, before the pool gets it
+/// (tests: `__private::delay_pool_cells`).
+static MADE_DELAY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes the filler hold every cell it made `delay` longer before the pool
+/// gets it (tests of what a cell being made meets).
+pub(crate) fn delay_made_cells(delay: Duration) {
+    MADE_DELAY_MS.store(
+        delay.as_millis() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
 /// The thread that refills every pool of the process.
 struct Filler {
     pools: Mutex<Vec<Weak<Shared>>>,
@@ -477,6 +490,10 @@ impl Filler {
             drop(rest);
             let Some(pool) = work else { continue };
             let made = Entry::new(&pool.sandbox);
+            let delay = MADE_DELAY_MS.load(std::sync::atomic::Ordering::Relaxed);
+            if delay > 0 {
+                std::thread::sleep(Duration::from_millis(delay));
+            }
             let mut g = pool.state.lock();
             match made {
                 Ok(entry) if !g.closed => {
@@ -502,13 +519,15 @@ impl Filler {
 }
 
 /// At the process's exit: the cells every pool still holds are killed and
-/// their cgroups removed (a program that exits without dropping its pool
-/// leaves nothing behind). Skips what another thread holds locked then.
+/// their cgroups removed, and a cell being made is waited for and goes the
+/// same way (a program that exits without dropping its pool leaves nothing
+/// behind). Skips what another thread holds locked then.
 fn at_exit() {
-    let Some(pools) = filler().pools.try_lock() else {
-        return;
+    let pools: Vec<Arc<Shared>> = match filler().pools.try_lock() {
+        Some(pools) => pools.iter().filter_map(Weak::upgrade).collect(),
+        None => return,
     };
-    for pool in pools.iter().filter_map(Weak::upgrade) {
+    for pool in &pools {
         let cells = match pool.state.try_lock() {
             Some(mut g) => {
                 g.closed = true;
@@ -517,6 +536,20 @@ fn at_exit() {
             None => continue,
         };
         drop(cells);
+    }
+    // The filler drops a cell it finishes for a closed pool (see `Drop`).
+    filler().wake();
+    for pool in &pools {
+        let until = Instant::now() + pool.sandbox.setup_timeout + Duration::from_secs(1);
+        // Locked by the filler for a moment: look again.
+        while pool
+            .state
+            .try_lock()
+            .is_none_or(|g| g.closed && g.making > 0)
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
