@@ -82,6 +82,15 @@ fn a_pooled_cell_runs_its_job_with_its_stdio() {
     let e = pool.spawn(&Command::new("no-such-program")).unwrap_err();
     assert!(matches!(e, Error::ProgramNotFound { .. }), "{e}");
     assert!(pool.ready() >= before, "a refused command used up a cell");
+    // A stdin file that cannot be opened is refused the same way, the cell
+    // kept (the pool is full: a cell used up shows until the refill).
+    wait_ready(&pool, 2);
+    let mut cat = Command::new("cat");
+    cat.stdin(Stdin::File("/nonexistent/input".into()));
+    let e = pool.spawn(&cat).unwrap_err();
+    assert_eq!(pool.ready(), 2, "a refused stdin file used up a cell");
+    let fresh = Sandbox::new().spawn(&cat).unwrap_err();
+    assert_eq!(e.to_string(), fresh.to_string());
 }
 
 /// A job's files (in the cell's /tmp), its processes (a sleeper that

@@ -41,6 +41,10 @@ pub(crate) enum NotRun {
     /// The cell cannot take this command as a fresh one would (too large
     /// for its room): it is handed back unused.
     Unfit(Box<Made>),
+    /// The command's standard streams could not be opened (its stdin
+    /// file, a pipe under EMFILE): the spawn fails with this error, and the
+    /// cell, which saw nothing of it, is handed back.
+    Refused(Box<Made>, Error),
     /// The cell died before it was taken (someone killed its init): a
     /// fresh cell must run the job.
     Dead,
@@ -114,13 +118,15 @@ impl Made {
         job: &plan::JobCommand,
     ) -> std::result::Result<Spawned, NotRun> {
         let mut cell = self.cell;
+        // Before anything reaches the cell: a stdin file that cannot be
+        // opened is refused as a fresh spawn would refuse it.
+        let stdio = match JobStdio::open(command, &cell.bp.ids) {
+            Ok(stdio) => stdio,
+            Err(e) => return Err(NotRun::Refused(Box::new(Made { cell, ..self }), e)),
+        };
         if !cell.write_command(job) {
             return Err(NotRun::Unfit(Box::new(Made { cell, ..self })));
         }
-        let stdio = match JobStdio::open(command, &cell.bp.ids) {
-            Ok(stdio) => stdio,
-            Err(e) => return Err(NotRun::Failed(e)),
-        };
         if self.reniced {
             // The job runs at the priority of the thread that spawns it,
             // as in a cell that thread cloned itself.

@@ -305,6 +305,11 @@ impl Pool {
                         kill_on_drop: true,
                     });
                 }
+                Err(NotRun::Refused(made, e)) => {
+                    entry.made = Some(*made);
+                    settle(Some(entry));
+                    return Err(e);
+                }
                 Err(NotRun::Unfit(made)) => {
                     entry.made = Some(*made);
                     settle(Some(entry));
