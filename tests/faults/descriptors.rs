@@ -27,6 +27,17 @@ fn descriptor_exhaustion_at_each_step_of_a_spawn_with_its_root_built_inline() {
     eprintln!("{out}");
 }
 
+/// The same for spawns from a pool of cells made ahead: each step of
+/// handing a ready cell its job meets EMFILE in turn. A failure names the
+/// step; the pool makes up for any cell it lost and is full again, with as
+/// many cells, descriptors and cgroups as before; a success runs the job
+/// once, in a cell made ahead.
+#[test]
+fn descriptor_exhaustion_at_each_step_of_a_spawn_from_a_pool() {
+    let out = in_child("emfile-pool", None);
+    eprintln!("{out}");
+}
+
 pub(super) fn emfile_at_each_step() {
     // A soft limit that is cheap to fill; set before jobcell starts anything.
     set_nofile(512, 4096);
@@ -154,4 +165,89 @@ fn sweep(sb: &Sandbox, cmd: &Command) -> BTreeMap<String, usize> {
     }
     assert!(successes >= 4, "the spawn never succeeded again");
     failures
+}
+
+pub(super) fn emfile_pool_at_each_step() {
+    set_nofile(512, 4096);
+    let (sb, cmd, data) = emfile_job();
+    let expect = "data\nin\n";
+    let pool = sb.prepare(2).unwrap();
+    let full = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pool.ready() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the pool never filled again"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    assert_eq!(collect(&pool.spawn(&cmd).unwrap()).stdout, expect);
+    healthy(&sb).unwrap();
+    full("warm-up");
+    // Ready cells come and go (new pids, new cgroups): what must not change
+    // is how many of each a full pool holds.
+    let counts = || {
+        let s = settled();
+        (
+            s.fds.len(),
+            s.descendants.len(),
+            job_cgroups().len(),
+            s.mounts,
+        )
+    };
+    let before = counts();
+
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    let mut successes = 0;
+    let (taken_before, _) = jobcell::__private::pool_counts(&pool);
+    for free in 0..160 {
+        let fill = Fill::leaving(free);
+        let spawned = pool.spawn(&cmd);
+        drop(fill);
+        match spawned {
+            Ok(job) => {
+                let ran = collect(&job);
+                assert_eq!(ran.stdout, expect, "{free} free: {:?}", ran.outcome);
+                println!("{free:3} free: ran");
+                successes += 1;
+            }
+            Err(e) => {
+                let text = e.to_string();
+                assert!(is_emfile(&e), "{free} free: not an EMFILE error: {text}");
+                println!("{free:3} free: {text}");
+                *failures.entry(text).or_default() += 1;
+            }
+        }
+        recovers_within_a_second(&format!("after {free} free descriptors"), || healthy(&sb));
+        full(&format!("{free} free"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counts() != before {
+            assert!(
+                Instant::now() < deadline,
+                "{free} free: (descriptors, processes, job cgroups, mounts) {:?} != {:?}",
+                counts(),
+                before
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if successes >= 4 {
+            break;
+        }
+    }
+    println!("failures by step:");
+    for (e, n) in &failures {
+        println!("  {n:3}  {e}");
+    }
+    assert!(successes >= 4, "the spawn never succeeded again");
+    assert!(
+        failures.len() >= 3,
+        "too few distinct steps hit: {failures:?}"
+    );
+    let (taken, _) = jobcell::__private::pool_counts(&pool);
+    assert!(
+        taken - taken_before >= 4,
+        "the jobs that ran took no cell made ahead"
+    );
+    drop(data);
 }

@@ -65,6 +65,7 @@ fn scenario() {
     match name.as_str() {
         "emfile" => descriptors::emfile_at_each_step(),
         "emfile-inline" => descriptors::emfile_inline_at_each_step(),
+        "emfile-pool" => descriptors::emfile_pool_at_each_step(),
         "killed-spawner" => spawner::killed_spawner_between_spawns(),
         "spawner-steps" => spawner::spawner_killed_at_each_step(),
         "hung-spawner" => spawner::hung_spawner(),
