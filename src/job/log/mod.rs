@@ -399,6 +399,10 @@ impl Log {
                     g.failed = Some(format!("write the spill file: {err}"));
                 }
             }
+            // The room of the chunks let go counts against the budget too:
+            // give it back as they go, or a list of many tiny chunks would
+            // be emptied for its room alone.
+            g.shrink();
         }
         g.shrink();
     }

@@ -544,6 +544,34 @@ fn memory_held_stays_within_the_budget() {
     }
 }
 
+/// Many tiny chunks: the bookkeeping of the chunks let go is given back as
+/// they go, so a spill keeps the newest in memory rather than emptying it
+/// (the chunk list's room alone could exceed the budget).
+#[test]
+fn a_spill_of_tiny_chunks_keeps_the_newest_in_memory() {
+    let budget = 64 << 10;
+    let log = Log::new(budget);
+    let mut least = usize::MAX;
+    for i in 0..20_000u32 {
+        // Alternating streams: one chunk per append.
+        let s = if i % 2 == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
+        log.append(s, b"x");
+        if i >= 5_000 {
+            let g = log.inner.lock();
+            assert!(held(&g) <= budget, "{} bytes held", held(&g));
+            least = least.min(g.entries.len());
+        }
+    }
+    assert!(
+        least >= 100,
+        "a spill left {least} chunks in memory (of a {budget}-byte budget)"
+    );
+}
+
 /// A job's log keeps its first megabyte ([`DEFAULT_MEMORY_BUDGET`]) in
 /// memory; past it, the oldest output goes to the spill file.
 #[test]
