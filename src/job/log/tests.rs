@@ -751,3 +751,16 @@ fn a_reader_behind_reads_the_file_without_the_lock() {
     assert!(got[..] == want[..got.len()]);
     reader.join().unwrap();
 }
+
+/// A snapshot ends at what the log held when it was taken, though later
+/// chunks follow it in memory.
+#[test]
+fn a_snapshot_ends_where_the_log_was() {
+    let log = Arc::new(Log::new(1 << 20));
+    log.append(Stream::Stdout, b"before");
+    let snap = LogReader::new(log.clone()).snapshot();
+    // A chunk of its own (another stream), ended by the next one.
+    log.append(Stream::Stderr, b" after");
+    log.append(Stream::Stdout, b" more");
+    assert_eq!(collect(snap), b"before");
+}
