@@ -1058,21 +1058,10 @@ mod tests {
         assert_ne!(token(0, 0, 0), WAKER);
     }
 
-    /// A panic in the reactor thread (a bug) must not leave waiters blocked:
-    /// the running job's cell is killed and its waiter gets a `Failed`
-    /// outcome saying why; a job handed over afterwards ends at once.
-    #[test]
-    fn jobs_handed_over_with_the_message_it_panicked_on_are_ended_too() {
-        // The thread takes its inbox in batches: a job registered in the
-        // same batch as the message the thread panics on, after it, must
-        // end as the others do, not hang its waiters with its cell running.
-        let rt = crate::worker::Runtime::new("jobcell-test-reactor").unwrap();
-        let sb = crate::Sandbox::new();
-        // Not woken: the panic waits in the inbox for the registration.
-        rt.reactor.inbox.lock().push(Msg::Panic);
-        let job = rt
-            .spawn_standalone(&sb, crate::Command::new("sleep").arg("60"))
-            .unwrap();
+    /// Waits (10 s at most) for `job` to end, and checks that it ended
+    /// `Failed` by the test's panic, its cell killed and reaped. A cell
+    /// that does not end is killed, not left behind.
+    fn ended_by_the_panic(job: crate::JobHandle) {
         let pid = job.pid().expect("running");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -1080,10 +1069,10 @@ mod tests {
         });
         let state = rx.recv_timeout(Duration::from_secs(10));
         if state.is_err() {
-            // Not to leave the cell behind when this fails.
             let _ = crate::sys::kill(pid as i32, libc::SIGKILL);
         }
         match state.expect("wait() returned").unwrap() {
+            // What the thread panicked with, said where it panicked.
             JobState::Failed { reason } => assert!(
                 reason.contains("supervisor thread panicked: asked to"),
                 "{reason}"
@@ -1096,6 +1085,9 @@ mod tests {
         );
     }
 
+    /// A panic in the reactor thread (a bug) must not leave waiters blocked:
+    /// the running job's cell is killed and its waiter gets a `Failed`
+    /// outcome saying why; a job handed over afterwards ends at once.
     #[test]
     fn a_panicking_reactor_ends_its_jobs_instead_of_hanging_them() {
         let rt = crate::worker::Runtime::new("jobcell-test-reactor").unwrap();
@@ -1103,28 +1095,8 @@ mod tests {
         let job = rt
             .spawn_standalone(&sb, crate::Command::new("sleep").arg("60"))
             .unwrap();
-        let pid = job.pid().expect("running");
         rt.reactor.send(Msg::Panic);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(job.wait().map(|o| o.state));
-        });
-        let state = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("wait() returned")
-            .unwrap();
-        match state {
-            // What the thread panicked with, said where it panicked.
-            JobState::Failed { reason } => assert!(
-                reason.contains("supervisor thread panicked: asked to"),
-                "{reason}"
-            ),
-            other => panic!("{other:?}"),
-        }
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "the cell was killed and reaped"
-        );
+        ended_by_the_panic(job);
         let late = rt
             .spawn_standalone(&sb, crate::Command::new("sleep").arg("60"))
             .unwrap();
@@ -1136,5 +1108,20 @@ mod tests {
             .recv_timeout(Duration::from_secs(10))
             .expect("wait() returned");
         assert!(matches!(state, Ok(JobState::Failed { .. })), "{state:?}");
+    }
+
+    /// The thread takes its inbox in batches: a job registered in the same
+    /// batch as the message the thread panics on, after it, ends as the
+    /// others do, not hang its waiters with its cell running.
+    #[test]
+    fn jobs_handed_over_with_the_message_it_panicked_on_are_ended_too() {
+        let rt = crate::worker::Runtime::new("jobcell-test-reactor").unwrap();
+        let sb = crate::Sandbox::new();
+        // Not woken: the panic waits in the inbox for the registration.
+        rt.reactor.inbox.lock().push(Msg::Panic);
+        let job = rt
+            .spawn_standalone(&sb, crate::Command::new("sleep").arg("60"))
+            .unwrap();
+        ended_by_the_panic(job);
     }
 }
