@@ -337,3 +337,6 @@ pub(crate) fn kill_dir(dir: &Path) {
         let _ = common::write(&dir.join("cgroup.freeze"), "0");
     }
 }
+
+#[cfg(test)]
+mod tests;
