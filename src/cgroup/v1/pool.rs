@@ -96,7 +96,8 @@ impl Making {
         Making::on(&MAKING, &EXITING)
     }
 
-    /// Counts in `count`, unless `exiting`; the statics but for tests.
+    /// Counts in `count` unless `exiting` is set: `start` passes the
+    /// process's statics, tests their own.
     fn on(count: &'static AtomicUsize, exiting: &AtomicBool) -> Option<Making> {
         count.fetch_add(1, Ordering::SeqCst);
         let m = Making(count);
