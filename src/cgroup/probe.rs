@@ -361,10 +361,54 @@ mod tests {
         );
     }
 
+    /// How the kernel writes a path into mountinfo (`seq_path`/`mangle`):
+    /// space, tab, newline and backslash as three octal digits.
+    fn escape(s: &str) -> String {
+        s.chars()
+            .map(|c| match c {
+                ' ' | '\t' | '\n' | '\\' => format!("\\{:03o}", c as u32),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone_and_nothing_else() {
+        for (text, path) in [
+            (r"/mnt/a\040b\011c\012d\134e", "/mnt/a b\tc\nd\\e"),
+            // Escapes at each position, and the largest digit in each place.
+            (r"\040", " "),
+            (r"a\040", "a "),
+            (r"ab\040", "ab "),
+            (r"abc\040x", "abc x"),
+            (r"\101\177\007", "A\x7f\x07"),
+            (r"\134\134", r"\\"),
+            // A backslash not followed by three octal digits stays, as do
+            // digits after anything else.
+            (r"\x", r"\x"),
+            (r"\08", r"\08"),
+            (r"a\04", r"a\04"),
+            (r"a\1", r"a\1"),
+            (r"a\", r"a\"),
+            (r"\", r"\"),
+            (r"\\040", r"\ "),
+            ("a123", "a123"),
+            ("/jobcell-é", "/jobcell-é"),
+            ("", ""),
+        ] {
+            assert_eq!(unescape(text), path, "{text:?}");
+        }
+    }
+
     proptest! {
         #[test]
         fn parsers_never_panic(a in "\\PC{0,300}", b in "\\PC{0,200}") {
             let _ = resolve(&parse_mountinfo(&a), &parse_proc_cgroup(&b));
+        }
+
+        #[test]
+        fn escaped_paths_read_back(path in "[ \t\n\\\\0-9a-z/é]{0,40}") {
+            prop_assert_eq!(unescape(&escape(&path)), path);
         }
     }
 }

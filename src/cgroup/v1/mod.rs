@@ -426,10 +426,10 @@ mod tests {
     use crate::cgroup::probe::{self, Host};
 
     /// A child of this process's own cgroup in the hierarchy of `controller`.
-    struct Scratch(PathBuf);
+    pub(super) struct Scratch(pub(super) PathBuf);
 
     impl Scratch {
-        fn new(controller: &str) -> Option<Scratch> {
+        pub(super) fn new(controller: &str) -> Option<Scratch> {
             static N: AtomicUsize = AtomicUsize::new(0);
             let Host::V1 { hierarchies } = probe::probe() else {
                 return None;
@@ -697,5 +697,237 @@ mod tests {
         for d in ["owner/job2", "owner/job3", "owner"].map(|d| pids.0.join(d)) {
             let _ = common::rmdir(&d);
         }
+    }
+
+    /// Which hierarchies a tree has: bases that cannot be used are not
+    /// swept (`bases`), a tree with none is not usable (probed again next
+    /// time), and each controller is found in its own hierarchy.
+    #[test]
+    fn a_tree_knows_its_usable_bases_and_each_controllers_hierarchy() {
+        let b = |cs: &[&str], dir: std::result::Result<&str, &str>, owned| Base {
+            controllers: cs.iter().map(|c| (*c).to_owned()).collect(),
+            dir: dir.map(PathBuf::from).map_err(str::to_owned),
+            owned,
+        };
+        let none = Tree::new(
+            vec![b(&["memory"], Err("not visible here"), true)],
+            "owner".into(),
+        );
+        assert!(!none.usable());
+        assert_eq!(none.bases().count(), 0);
+        let t = Tree::new(
+            vec![
+                b(&["cpu", "cpuacct"], Err("read-only"), false),
+                b(&["memory"], Ok("/cg/memory/jobcell"), true),
+                b(&["pids"], Ok("/cg/pids/mine"), false),
+            ],
+            "owner".into(),
+        );
+        assert!(t.usable());
+        assert_eq!(
+            t.bases().collect::<Vec<_>>(),
+            [
+                (Path::new("/cg/memory/jobcell"), true),
+                (Path::new("/cg/pids/mine"), false)
+            ]
+        );
+        assert_eq!(t.index_of("cpu"), Some(0));
+        assert_eq!(t.index_of("cpuacct"), Some(0));
+        assert_eq!(t.index_of("memory"), Some(1));
+        assert_eq!(t.index_of("pids"), Some(2));
+        assert_eq!(t.index_of("blkio"), None);
+        assert_eq!(t.index_of("cpu,cpuacct"), None);
+    }
+
+    /// The `.ready-*` directories in `dir`.
+    fn ready_in(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.retain(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".ready-"))
+        });
+        v.sort();
+        v
+    }
+
+    /// A job takes a ready directory where there is one (renamed to its
+    /// id); one it cannot use because its id is taken goes back to the
+    /// pool; one removed under the pool makes the job make its own.
+    #[test]
+    fn jobs_take_ready_directories_and_give_back_what_they_cannot_use() {
+        let Some(pids) = Scratch::new("pids") else {
+            eprintln!("skipped: no v1 pids hierarchy here");
+            return;
+        };
+        let tree = Tree::new(
+            vec![Base {
+                controllers: vec!["pids".into()],
+                dir: Ok(pids.0.clone()),
+                owned: false,
+            }],
+            "owner".into(),
+        );
+        let fill: RunAhead = |w| while w.step() {};
+        let never: RunAhead = |_| {};
+        let limits = Resources {
+            pids: Some(8),
+            ..Default::default()
+        };
+        let own = pids.0.join("owner");
+        // The first job makes its own directory and asks for ready ones.
+        let a = tree.create_job("a", &limits, false, fill).unwrap().unwrap();
+        let ready = ready_in(&own);
+        assert_eq!(ready.len(), 4, "{ready:?}");
+        assert_eq!(tree.cached_descriptors().len(), 4);
+        // The next takes one: it is gone from the pool, and the job's
+        // directory is that cgroup under the job's name.
+        let b = tree
+            .create_job("b", &limits, false, never)
+            .unwrap()
+            .unwrap();
+        let left = ready_in(&own);
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(left.iter().all(|r| ready.contains(r)));
+        assert_eq!(tree.cached_descriptors().len(), 3);
+        assert_eq!(common::read(&own.join("b/pids.max")).unwrap().trim(), "8");
+        // A taken id: the job fails, the ready directory it took stays ready.
+        common::mkdir(&own.join("c")).unwrap();
+        let e = tree
+            .create_job("c", &limits, false, never)
+            .err()
+            .expect("c exists");
+        assert!(
+            matches!(
+                &e,
+                Error::Cgroup {
+                    errno: Errno(libc::EEXIST),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(ready_in(&own), left);
+        assert_eq!(tree.cached_descriptors().len(), 3);
+        // Ready directories removed behind the pool's back: the job makes
+        // its own directory.
+        for r in &left {
+            common::rmdir(r).unwrap();
+        }
+        let d = tree
+            .create_job("d", &limits, false, never)
+            .unwrap()
+            .unwrap();
+        assert_eq!(common::read(&own.join("d/pids.max")).unwrap().trim(), "8");
+        for j in [a, b, d] {
+            j.remove();
+        }
+        tree.pools.give_back();
+        assert_eq!(tree.cached_descriptors().len(), 0);
+        common::rmdir(&own.join("c")).unwrap();
+        common::rmdir(&own).unwrap();
+    }
+
+    /// A job that fails in a hierarchy leaves none of the parents it made
+    /// there: this process's directory and an owned base go again while
+    /// empty. (The failure here: an id that is no plain name, refused after
+    /// the parents were made.)
+    #[test]
+    fn a_failed_job_leaves_no_parent_it_made() {
+        let Some(pids) = Scratch::new("pids") else {
+            eprintln!("skipped: no v1 pids hierarchy here");
+            return;
+        };
+        let base = pids.0.join("jobcell");
+        let tree = Tree::new(
+            vec![Base {
+                controllers: vec!["pids".into()],
+                dir: Ok(base.clone()),
+                owned: true,
+            }],
+            "owner".into(),
+        );
+        let never: RunAhead = |_| {};
+        let limits = Resources {
+            pids: Some(8),
+            ..Default::default()
+        };
+        let e = tree.create_job(".hidden", &limits, false, never).err();
+        assert!(matches!(e, Some(Error::InvalidJobId { .. })), "{e:?}");
+        let left = base.exists();
+        let _ = common::rmdir(&base.join("owner"));
+        let _ = common::rmdir(&base);
+        assert!(!left, "{} stayed", base.display());
+    }
+
+    /// Spawn joins a v1 job through `CgroupJoin`: no directory to clone
+    /// into (that is v2's), the cell's init moving itself through each
+    /// hierarchy's `tasks` file, and the host's `attach` as the fallback,
+    /// each reaching every hierarchy of the job.
+    #[test]
+    fn a_v1_job_is_joined_through_each_hierarchys_tasks_or_attached() {
+        use crate::cgroup::CgroupJoin;
+        let (Some(pids), Some(acct)) = (Scratch::new("pids"), Scratch::new("cpuacct")) else {
+            eprintln!("skipped: no v1 pids and cpuacct hierarchies here");
+            return;
+        };
+        let base = |c: &str, s: &Scratch| Base {
+            controllers: vec![c.to_owned()],
+            dir: Ok(s.0.clone()),
+            owned: false,
+        };
+        let tree = Tree::new(
+            vec![base("pids", &pids), base("cpuacct", &acct)],
+            "owner".into(),
+        );
+        let never: RunAhead = |_| {};
+        let limits = Resources {
+            pids: Some(8),
+            ..Default::default()
+        };
+        let dirs = |id: &str| [pids.0.join("owner").join(id), acct.0.join("owner").join(id)];
+        let mut c = sleeper();
+        let pid = c.id() as i32;
+        let joined = tree
+            .create_job("joined", &limits, true, never)
+            .unwrap()
+            .unwrap();
+        assert!(joined.clone_target().is_none());
+        let join = CgroupJoin::self_join(&joined);
+        assert_eq!(
+            join.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+            dirs("joined")
+        );
+        for (fd, dir) in join {
+            std::fs::File::from(fd)
+                .write_all(pid.to_string().as_bytes())
+                .unwrap();
+            assert_eq!(common::procs(&dir), [pid], "{}", dir.display());
+        }
+        let attached = tree
+            .create_job("attached", &limits, true, never)
+            .unwrap()
+            .unwrap();
+        CgroupJoin::attach(&attached, pid).unwrap();
+        for dir in dirs("attached") {
+            assert_eq!(common::procs(&dir), [pid], "{}", dir.display());
+        }
+        for d in dirs("joined") {
+            assert!(common::procs(&d).is_empty(), "{}", d.display());
+        }
+        // Removing the job kills what is in it.
+        attached.remove();
+        assert!(killed(&mut c));
+        joined.remove();
+        let left: Vec<PathBuf> = [dirs("joined"), dirs("attached")]
+            .concat()
+            .into_iter()
+            .filter(|d| d.exists())
+            .collect();
+        for d in [pids.0.join("owner"), acct.0.join("owner")] {
+            let _ = common::rmdir(&d);
+        }
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -88,20 +88,26 @@ pub(crate) fn delay_ready_dirs(delay: Duration) {
 }
 
 /// Counts a make in [`MAKING`] while it lives.
-struct Making;
+struct Making(&'static AtomicUsize);
 
 impl Making {
     /// `None` once the process is exiting.
     fn start() -> Option<Making> {
-        MAKING.fetch_add(1, Ordering::SeqCst);
-        let m = Making;
-        (!EXITING.load(Ordering::SeqCst)).then_some(m)
+        Making::on(&MAKING, &EXITING)
+    }
+
+    /// Counts in `count` unless `exiting` is set: `start` passes the
+    /// process's statics, tests their own.
+    fn on(count: &'static AtomicUsize, exiting: &AtomicBool) -> Option<Making> {
+        count.fetch_add(1, Ordering::SeqCst);
+        let m = Making(count);
+        (!exiting.load(Ordering::SeqCst)).then_some(m)
     }
 }
 
 impl Drop for Making {
     fn drop(&mut self) {
-        MAKING.fetch_sub(1, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -247,10 +253,7 @@ impl Ahead for Pools {
 /// goes, whether a pool still lists it or not.
 pub(crate) fn remove_ready_at_exit() {
     EXITING.store(true, Ordering::SeqCst);
-    let deadline = Instant::now() + EXIT_WAIT;
-    while MAKING.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for_makes(&MAKING, EXIT_WAIT);
     let Some(all) = ALL.try_lock_for(EXIT_WAIT) else {
         return; // swept by a later process
     };
@@ -270,3 +273,164 @@ pub(crate) fn remove_ready_at_exit() {
 
 /// How long the exit handler waits for a ready directory under way.
 const EXIT_WAIT: Duration = Duration::from_millis(500);
+
+/// Waits until no make counted in `making` is under way, or `limit` has passed.
+fn wait_for_makes(making: &AtomicUsize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while making.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::cgroup::v1::tests::Scratch;
+
+    /// The `.ready-*` directories in `dir`.
+    fn ready_in(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.retain(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".ready-"))
+        });
+        v.sort();
+        v
+    }
+
+    /// Ready directories are made only for a hierarchy jobs take from, up
+    /// to `WARM`, each a cgroup a process joins through its open `tasks`
+    /// file; one taken and not used goes back (or away, for a hierarchy
+    /// not pooled); all go when the process idles, and no more are made
+    /// until a job takes from the hierarchy again.
+    #[test]
+    fn ready_directories_are_kept_warm_where_jobs_go() {
+        let Some(pids) = Scratch::new("pids") else {
+            eprintln!("skipped: no v1 pids hierarchy here");
+            return;
+        };
+        let base = pids.0.join("jobcell");
+        let proc_dir = base.join("owner");
+        let p = Pools::new(vec![Some((base.clone(), true, proc_dir.clone())), None]);
+        assert!(!p.wants_more());
+        assert!(!p.step(), "made ahead for a hierarchy no job used");
+        assert!(!base.exists());
+        assert!(p.take(0).is_none());
+        assert!(p.take(1).is_none() && p.take(2).is_none());
+        assert!(p.wants_more());
+        let mut made = 0;
+        while p.step() {
+            made += 1;
+            assert!(made <= WARM, "more than {WARM} made");
+        }
+        assert_eq!(made, WARM);
+        assert!(!p.wants_more());
+        assert_eq!(ready_in(&proc_dir).len(), WARM);
+        assert_eq!(p.descriptors().len(), WARM);
+
+        let r = p.take(0).expect("a ready directory");
+        assert_eq!(r.dir.parent(), Some(proc_dir.as_path()));
+        assert!(p.wants_more());
+        assert_eq!(p.descriptors().len(), WARM - 1);
+        let mut c = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let tasks = r.tasks.try_clone().unwrap();
+        std::fs::File::from(tasks)
+            .write_all(c.id().to_string().as_bytes())
+            .unwrap();
+        let joined = common::procs(&r.dir);
+        let _ = c.kill();
+        let _ = c.wait();
+        assert_eq!(joined, [c.id() as i32]);
+        assert!(common::wait_until(Duration::from_secs(2), || {
+            common::procs(&r.dir).is_empty()
+        }));
+        p.put_back(0, r);
+        assert!(!p.wants_more());
+        assert_eq!(p.descriptors().len(), WARM);
+        let r = p.take(0).expect("a ready directory");
+        let dir = r.dir.clone();
+        p.put_back(1, r);
+        assert!(!dir.exists(), "a ready directory given to no pool stayed");
+        assert_eq!(ready_in(&proc_dir).len(), WARM - 1);
+
+        p.give_back();
+        assert_eq!(ready_in(&proc_dir), Vec::<PathBuf>::new());
+        assert!(p.descriptors().is_empty());
+        assert!(!p.wants_more());
+        assert!(!p.step());
+        common::rmdir(&proc_dir).unwrap();
+        common::rmdir(&base).unwrap();
+    }
+
+    /// Where a ready directory cannot be made (here: not a cgroup, so it
+    /// has no `tasks` file), nothing is left, and the hierarchy is not
+    /// tried again for a while: jobs make their own meanwhile.
+    #[test]
+    fn a_failed_make_leaves_nothing_and_waits_before_trying_again() {
+        let plain = tempfile::tempdir().unwrap();
+        let proc_dir = plain.path().join("owner");
+        let p = Pools::new(vec![Some((
+            plain.path().to_owned(),
+            false,
+            proc_dir.clone(),
+        ))]);
+        assert!(p.take(0).is_none());
+        assert!(p.step(), "the make was not tried");
+        assert_eq!(ready_in(&proc_dir), Vec::<PathBuf>::new());
+        assert!(p.descriptors().is_empty());
+        assert!(!p.wants_more(), "tried again at once");
+        assert!(!p.step());
+        std::thread::sleep(RETRY_AFTER);
+        assert!(p.wants_more(), "never tried again");
+    }
+
+    /// A make counts while it lasts (the exit handler waits for those
+    /// under way); once the process is exiting, none starts.
+    #[test]
+    fn a_make_counts_while_it_lasts_and_none_starts_at_exit() {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let exiting = AtomicBool::new(false);
+        let m = Making::on(&COUNT, &exiting);
+        assert!(m.is_some());
+        assert_eq!(COUNT.load(Ordering::SeqCst), 1);
+        drop(m);
+        assert_eq!(COUNT.load(Ordering::SeqCst), 0);
+        exiting.store(true, Ordering::SeqCst);
+        assert!(Making::on(&COUNT, &exiting).is_none());
+        assert_eq!(
+            COUNT.load(Ordering::SeqCst),
+            0,
+            "a refused make still counted"
+        );
+    }
+
+    /// The exit handler waits for the makes under way (a make that went on
+    /// after it would leave its directory behind), but not forever for one
+    /// stuck in the kernel.
+    #[test]
+    fn the_exit_waits_for_makes_under_way_but_not_forever() {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let exiting = AtomicBool::new(false);
+        let m = Making::on(&COUNT, &exiting).unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(m);
+        });
+        // A limit far past the make's end: waiting for it instead of the
+        // make would show as a hang.
+        wait_for_makes(&COUNT, Duration::from_secs(120));
+        assert_eq!(COUNT.load(Ordering::SeqCst), 0, "did not wait for the make");
+        t.join().unwrap();
+        let stuck = Making::on(&COUNT, &exiting).unwrap();
+        wait_for_makes(&COUNT, Duration::from_millis(20));
+        assert_eq!(COUNT.load(Ordering::SeqCst), 1);
+        drop(stuck);
+    }
+}
