@@ -8,8 +8,8 @@
 //! cost ~40 µs a spawn here. Now the answers are kept, and one read of an
 //! inotify descriptor per plan ([`refresh`]) says whether any of those paths
 //! (or their directories' entries) changed since; any event drops every
-//! answer. Without inotify (its limits reached, say) every lookup asks the
-//! kernel.
+//! answer. Without inotify (its limits reached, say, or before the process
+//! spawns a second time: see [`refresh`]) every lookup asks the kernel.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
@@ -54,7 +54,9 @@ fn parent_flags() -> inotify::WatchFlags {
     W::CREATE | W::DELETE | W::MOVED_FROM | W::MOVED_TO | W::DELETE_SELF | W::MOVE_SELF
 }
 
-fn cache(g: &mut Option<Cache>) -> &mut Cache {
+/// The cache; with `watch`, its inotify descriptor is made if it has none
+/// (and the last try is a second old).
+fn cache(g: &mut Option<Cache>, watch: bool) -> &mut Cache {
     let cache = g.get_or_insert_with(|| Cache {
         fd: None,
         asked: None,
@@ -64,7 +66,7 @@ fn cache(g: &mut Option<Cache>) -> &mut Cache {
     let due = cache
         .asked
         .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1));
-    if cache.fd.is_none() && due {
+    if watch && cache.fd.is_none() && due {
         cache.asked = Some(std::time::Instant::now());
         cache.fd =
             inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok();
@@ -74,9 +76,15 @@ fn cache(g: &mut Option<Cache>) -> &mut Cache {
 
 /// Takes in what changed since the last call: once per plan, before its
 /// lookups (a change during the plan is one just after it, as before).
-pub(crate) fn refresh() {
+///
+/// `watch`: the process spawns again, so the answers are worth keeping.
+/// A one-shot program's spawn asks the kernel instead and makes no inotify
+/// descriptor: closing one waits for the kernel to free its watches (an
+/// SRCU grace period, 10-15 ms on an idle machine), which such a program
+/// would pay at exit, to save ~40 µs once.
+pub(crate) fn refresh(watch: bool) {
     let mut g = CACHE.lock();
-    let cache = cache(&mut g);
+    let cache = cache(&mut g, watch);
     if cache.fd.as_ref().is_some_and(changed) {
         cache.entries.clear();
     }
@@ -86,7 +94,7 @@ pub(crate) fn refresh() {
 /// at), as of the last [`refresh`].
 pub(crate) fn lookup(path: &Path) -> Option<Facts> {
     let mut g = CACHE.lock();
-    let cache = cache(&mut g);
+    let cache = cache(&mut g, false);
     let Some(fd) = &cache.fd else {
         return ask(path);
     };
@@ -159,7 +167,7 @@ mod tests {
     fn answers_follow_every_change() {
         // As a plan does: take in the changes, then look.
         let look = |p: &Path| {
-            refresh();
+            refresh(true);
             lookup(p)
         };
         let d = tempfile::tempdir().unwrap();

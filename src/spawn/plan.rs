@@ -217,7 +217,7 @@ fn build_inner(
     }
     let rlimits = crate::sandbox::effective_rlimits(&sandbox.rlimits)?;
     // The host paths looked up below: as they are now.
-    super::hostwatch::refresh();
+    super::hostwatch::refresh(demand == Some(prep::Demand::Warm));
     let ids = idmap::plan(sandbox.id_map, sandbox.uid, sandbox.gid)?;
 
     let hostname = sandbox.hostname.as_bytes().to_vec();

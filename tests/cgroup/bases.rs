@@ -161,7 +161,12 @@ fn work_ahead_child() {
                 .map(|c| c.detail.clone())
                 .unwrap_or_default()
         };
+        let inotify = common::descriptors("/proc/self/fd")
+            .iter()
+            .filter(|d| d.ends_with("anon_inode:inotify"))
+            .count();
         println!("{when}: ready-cgroups {ready}");
+        println!("{when}: inotify {inotify}");
         println!("{when}: netns [{}]", detail("network namespace pool"));
         println!("{when}: skeletons [{}]", detail("root skeletons"));
     };
@@ -229,6 +234,13 @@ fn a_one_shot_process_makes_nothing_ahead_and_leaves_nothing_behind() {
     // still served it: see below).
     let l = line(&text, "AFTER-JOBS: skeletons");
     assert!(l.contains("not used yet"), "{l}\n{text}");
+    // No inotify watch of the host paths a plan looks at: closing one at
+    // exit waits for the kernel to free the watches (10-15 ms here).
+    assert_eq!(
+        line(&text, "AFTER-JOBS: inotify"),
+        "AFTER-JOBS: inotify 0",
+        "{text}"
+    );
     // Nothing left: no cgroup, no mount, no process (the spawner, which
     // holds the process's namespaces made ahead, is gone with it).
     let left = child_dirs(&text);
@@ -267,6 +279,12 @@ fn what_was_made_ahead_goes_back_when_the_process_idles() {
     assert!(l.contains("fresh network namespaces ready"), "{l}\n{text}");
     let l = line(&text, "AFTER-JOBS: skeletons");
     assert!(!l.contains("not used yet"), "{l}\n{text}");
+    // A program that spawns again watches the host paths its plans look at.
+    assert_eq!(
+        line(&text, "AFTER-JOBS: inotify"),
+        "AFTER-JOBS: inotify 1",
+        "{text}"
+    );
     assert_eq!(
         line(&text, "AFTER-IDLE: ready-cgroups"),
         "AFTER-IDLE: ready-cgroups 0",
