@@ -131,23 +131,7 @@ fn sweep(sb: &Sandbox, cmd: &Command) -> BTreeMap<String, usize> {
     let mut failures: BTreeMap<String, usize> = BTreeMap::new();
     let mut successes = 0;
     for free in 0..160 {
-        let fill = Fill::leaving(free);
-        let spawned = sb.spawn(cmd);
-        drop(fill);
-        match spawned {
-            Ok(job) => {
-                let ran = collect(&job);
-                assert_eq!(ran.stdout, expect, "{free} free: {:?}", ran.outcome);
-                println!("{free:3} free: ran");
-                successes += 1;
-            }
-            Err(e) => {
-                let text = e.to_string();
-                assert!(is_emfile(&e), "{free} free: not an EMFILE error: {text}");
-                println!("{free:3} free: {text}");
-                *failures.entry(text).or_default() += 1;
-            }
-        }
+        successes += usize::from(spawn_leaving(free, expect, &mut failures, || sb.spawn(cmd)));
         nothing_left(
             &before,
             &cgroups_before,
@@ -202,23 +186,9 @@ pub(super) fn emfile_pool_at_each_step() {
     let mut successes = 0;
     let (taken_before, _) = jobcell::__private::pool_counts(&pool);
     for free in 0..160 {
-        let fill = Fill::leaving(free);
-        let spawned = pool.spawn(&cmd);
-        drop(fill);
-        match spawned {
-            Ok(job) => {
-                let ran = collect(&job);
-                assert_eq!(ran.stdout, expect, "{free} free: {:?}", ran.outcome);
-                println!("{free:3} free: ran");
-                successes += 1;
-            }
-            Err(e) => {
-                let text = e.to_string();
-                assert!(is_emfile(&e), "{free} free: not an EMFILE error: {text}");
-                println!("{free:3} free: {text}");
-                *failures.entry(text).or_default() += 1;
-            }
-        }
+        successes += usize::from(spawn_leaving(free, expect, &mut failures, || {
+            pool.spawn(&cmd)
+        }));
         recovers_within_a_second(&format!("after {free} free descriptors"), || healthy(&sb));
         full(&format!("{free} free"));
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -250,4 +220,33 @@ pub(super) fn emfile_pool_at_each_step() {
         "the jobs that ran took no cell made ahead"
     );
     drop(data);
+}
+
+/// Spawns with every free descriptor but `free` taken: true if the job ran
+/// (and printed `expect`); otherwise the spawn failed with EMFILE, counted
+/// in `failures` by its message.
+fn spawn_leaving(
+    free: usize,
+    expect: &str,
+    failures: &mut BTreeMap<String, usize>,
+    spawn: impl FnOnce() -> jobcell::Result<jobcell::JobHandle>,
+) -> bool {
+    let fill = Fill::leaving(free);
+    let spawned = spawn();
+    drop(fill);
+    match spawned {
+        Ok(job) => {
+            let ran = collect(&job);
+            assert_eq!(ran.stdout, expect, "{free} free: {:?}", ran.outcome);
+            println!("{free:3} free: ran");
+            true
+        }
+        Err(e) => {
+            let text = e.to_string();
+            assert!(is_emfile(&e), "{free} free: not an EMFILE error: {text}");
+            println!("{free:3} free: {text}");
+            *failures.entry(text).or_default() += 1;
+            false
+        }
+    }
 }

@@ -740,7 +740,7 @@ mod tests {
     }
 
     /// The `.ready-*` directories in `dir`.
-    fn ready_in(dir: &Path) -> Vec<PathBuf> {
+    pub(super) fn ready_in(dir: &Path) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|r| r.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();

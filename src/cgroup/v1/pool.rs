@@ -287,20 +287,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::cgroup::v1::tests::Scratch;
-
-    /// The `.ready-*` directories in `dir`.
-    fn ready_in(dir: &std::path::Path) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|r| r.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        v.retain(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".ready-"))
-        });
-        v.sort();
-        v
-    }
+    use crate::cgroup::v1::tests::{ready_in, Scratch};
 
     /// Ready directories are made only for a hierarchy jobs take from, up
     /// to `WARM`, each a cgroup a process joins through its open `tasks`
